@@ -1,0 +1,1 @@
+"""Backend: torch / numpy / zarr only. Never imports Qt, napari or magicgui."""

@@ -1,0 +1,351 @@
+"""Cell detection: inference over images of any size and scale, training, and evaluation.
+
+Pixels vs microns: a model works at its card's ``mpp``; inputs at another mpp are resampled per tile,
+and points come back in the input's pixels. Distances users give (min distance, match radius) are µm.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError, ProgressFn, check_cancel, report
+from .points import CellPoints, find_peaks, point_targets, sample_bilinear
+
+CRCHISTO_MPP = 0.55
+
+
+@dataclass
+class DetectParams:
+    """Decoding parameters. threshold: objectness in [0, 1]; min_distance_um: between peaks (µm);
+    tile / overlap: model-scale pixels per tile and overlap between tiles."""
+
+    threshold: float = 0.35
+    min_distance_um: float = 2.2
+    tile: int = 512
+    overlap: int = 64
+
+    @classmethod
+    def from_card(cls, card, **override) -> "DetectParams":
+        p = {k: v for k, v in (card.params or {}).items() if k in cls.__dataclass_fields__}
+        p.update({k: v for k, v in override.items() if v is not None})
+        return cls(**p)
+
+
+def normalise(img: np.ndarray, card) -> np.ndarray:
+    """(H, W, 3) uint8 -> (H, W, 3) float32 normalised with the card's mean / std."""
+    mean = np.asarray(card.normalisation["mean"], np.float32)
+    std = np.asarray(card.normalisation["std"], np.float32)
+    return (img.astype(np.float32) / 255.0 - mean) / std
+
+
+def predict_maps(model, img: np.ndarray, device=None) -> dict:
+    """Run the detector on one normalised (H, W, 3) float32 tile.
+
+    Returns numpy maps at the tile's pixels: objectness (H, W) in [0, 1], probs (K, H, W), features (F, H, W).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    device = device or next(model.parameters()).device
+    h, w = img.shape[:2]
+    s = model.stride
+    ph, pw = (-h) % s, (-w) % s
+    x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].to(device)
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+    with torch.inference_mode():
+        out = model(x.contiguous(memory_format=torch.channels_last))
+    crop = (slice(None), slice(None), slice(0, h), slice(0, w))
+    return {"objectness": torch.sigmoid(out["objectness"][crop])[0, 0].float().cpu().numpy(),
+            "probs": torch.softmax(out["class_logits"][crop], 1)[0].float().cpu().numpy(),
+            "features": out["features"][crop][0].float().cpu().numpy()}
+
+
+def decode(maps: dict, classes, params: DetectParams, mpp: float) -> CellPoints:
+    """Peaks of the objectness map -> CellPoints at the maps' pixels (mpp = the model's)."""
+    md = max(1, int(round(params.min_distance_um / mpp)))
+    peaks = find_peaks(maps["objectness"], params.threshold, md)
+    if len(peaks) == 0:
+        return CellPoints.empty(classes, maps["features"].shape[0], mpp=mpp)
+    probs = maps["probs"][:, peaks[:, 0], peaks[:, 1]].T
+    feats = sample_bilinear(maps["features"], peaks.astype(np.float32))
+    return CellPoints(peaks.astype(np.float32), probs.argmax(1), maps["objectness"][peaks[:, 0], peaks[:, 1]],
+                      probs.astype(np.float32), list(classes), mpp, feats)
+
+
+def _axis_bounds(starts: np.ndarray, tile: float) -> np.ndarray:
+    """Boundaries between the regions each tile owns along one axis (midpoints of tile centres)."""
+    centres = np.unique(starts) + tile / 2.0
+    return np.r_[-np.inf, (centres[1:] + centres[:-1]) / 2.0, np.inf]
+
+
+def dedupe(points: CellPoints, distance: float) -> CellPoints:
+    """Drop the lower-scoring point of any pair closer than ``distance`` (same units as yx)."""
+    from scipy.spatial import cKDTree
+
+    if len(points) < 2:
+        return points
+    pairs = cKDTree(points.yx).query_pairs(distance, output_type="ndarray")
+    if len(pairs) == 0:
+        return points
+    keep = np.ones(len(points), bool)
+    order = np.argsort(-points.scores[pairs].max(1))
+    for a, b in pairs[order]:
+        if keep[a] and keep[b]:
+            keep[b if points.scores[a] >= points.scores[b] else a] = False
+    return points.select(keep)
+
+
+def _check_mpp(mpp, what: str) -> float:
+    if mpp is None:
+        raise InputError(f"{what}: microns per pixel unknown; give --mpp (e.g. 0.5 for 20x, 0.25 for 40x)")
+    mpp = float(mpp)
+    if not np.isfinite(mpp) or not 0.01 < mpp <= 100:
+        raise InputError(f"{what}: mpp {mpp} is not a plausible microns-per-pixel value; give one between 0.05 and 20")
+    return mpp
+
+
+def detect(image, model, card, mpp: float | None = None, params: DetectParams | None = None,
+           level: int | None = None, progress: ProgressFn | None = None, cancel=None, name: str = "image") -> CellPoints:
+    """Detect cells in an image or a lazy slide.
+
+    Args:
+        image: (H, W, 3) numpy/dask array (uint8 RGB or anything ``to_rgb_uint8`` accepts) or a Slide.
+        model, card: from ``weights.load_model``.
+        mpp: microns per pixel of ``image`` (a Slide's own mpp when None); None and no metadata -> the
+            model's mpp is assumed only when ``card.mpp`` is None, else InputError.
+        params: decoding / tiling parameters; the card's tuned values by default.
+        level: pyramid level of a Slide to read; default: the level closest to the model's mpp from below.
+
+    Returns CellPoints in level-0 pixels of the input, with ``mpp`` = the input's level-0 mpp.
+    """
+    from skimage.transform import resize
+    from .slides import Slide, to_rgb_uint8
+    from .tiling import plan_tiles
+
+    params = params or DetectParams.from_card(card)
+    if isinstance(image, Slide):
+        mpp = image.mpp if mpp is None else mpp
+        mpp = _check_mpp(mpp, image.path or name)
+        if level is None:
+            level = 0
+            for i in range(len(image.levels)):
+                if image.level_mpp(i) <= card.mpp * 1.1:
+                    level = i
+        arr, down = image.levels[level], image.downsamples[level]
+        name = image.path or name
+    else:
+        arr, down = image, 1.0
+        mpp = _check_mpp(mpp if mpp is not None else card.mpp, name)
+    if arr.ndim not in (2, 3) or min(arr.shape[:2]) < 1:
+        raise InputError(f"{name}: expected a 2-D RGB image, got shape {tuple(arr.shape)}")
+    level_mpp = mpp * down
+    scale = level_mpp / card.mpp  # model pixels per input pixel
+    h, w = arr.shape[:2]
+    tile_in = max(16, int(round(params.tile / scale)))
+    overlap_in = min(tile_in - 8, max(0, int(round(params.overlap / scale))))
+    tiles = plan_tiles((h, w), tile_in, overlap_in)
+    by = _axis_bounds(np.array([t.y0 for t in tiles]), tile_in)
+    bx = _axis_bounds(np.array([t.x0 for t in tiles]), tile_in)
+    ys, xs = np.unique([t.y0 for t in tiles]), np.unique([t.x0 for t in tiles])
+    parts = []
+    for i, t in enumerate(tiles):
+        check_cancel(cancel)
+        crop = to_rgb_uint8(np.asarray(arr[t.y0:t.y1, t.x0:t.x1]))
+        th, tw = crop.shape[:2]
+        if abs(scale - 1) > 0.02:
+            mh, mw = max(1, int(round(th * scale))), max(1, int(round(tw * scale)))
+            crop = (resize(crop, (mh, mw), order=1, anti_aliasing=scale < 1, preserve_range=True)).astype(np.uint8)
+        pts = decode(predict_maps(model, normalise(crop, card)), card.classes, params, card.mpp)
+        pts.yx = (pts.yx + 0.5) * np.array([th / crop.shape[0], tw / crop.shape[1]], np.float32) - 0.5
+        pts.yx += np.array([t.y0, t.x0], np.float32)
+        iy, ix = np.searchsorted(ys, t.y0), np.searchsorted(xs, t.x0)
+        own = ((pts.yx[:, 0] >= by[iy]) & (pts.yx[:, 0] < by[iy + 1]) &
+               (pts.yx[:, 1] >= bx[ix]) & (pts.yx[:, 1] < bx[ix + 1]))
+        parts.append(pts.select(own))
+        report(progress, i + 1, len(tiles), f"tile {i + 1}/{len(tiles)}")
+    pts = CellPoints.concat(parts)
+    pts = dedupe(pts, params.min_distance_um / level_mpp)
+    pts.yx = (pts.yx + 0.5) * down - 0.5
+    pts.mpp, pts.source = mpp, card.name
+    from .weights import class_colors
+    pts.colors = card.colors or class_colors(card.classes)
+    return pts
+
+
+# ---------------------------------------------------------------- training
+
+def _crop_batches(samples, targets, rng, n_crops: int, crop: int, batch_size: int, class_freq: np.ndarray):
+    """Random crops centred on annotated cells, rarer classes drawn more often; dihedral + stain jitter."""
+    from .augment import brightness_contrast, hed_jitter, random_dihedral
+
+    centres = []
+    weights = []
+    inv = 1.0 / np.maximum(class_freq, 1)
+    for si, s in enumerate(samples):
+        for p, lab in zip(s.yx, s.labels):
+            centres.append((si, p[0], p[1]))
+            weights.append(inv[lab] if lab >= 0 else inv.min())
+    weights = np.asarray(weights) / np.sum(weights)
+    picks = rng.choice(len(centres), size=n_crops, p=weights)
+    batch = []
+    for k in picks:
+        si, cy, cx = centres[k]
+        img, (obj, cls) = samples[si].image, targets[si]
+        h, w = img.shape[:2]
+        cs = min(crop, h, w)
+        y0 = int(np.clip(cy - cs / 2 + rng.integers(-cs // 4, cs // 4 + 1), 0, h - cs))
+        x0 = int(np.clip(cx - cs / 2 + rng.integers(-cs // 4, cs // 4 + 1), 0, w - cs))
+        sl = (slice(y0, y0 + cs), slice(x0, x0 + cs))
+        im, ob, cl = random_dihedral([img[sl].astype(np.float32) / 255.0, obj[sl], cls[sl]], rng)
+        if rng.random() < 0.8:
+            im = hed_jitter(im, rng)
+        if rng.random() < 0.8:
+            im = brightness_contrast(im, rng)
+        batch.append((im, ob, cl))
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+
+
+def _to_tensors(batch, card, device):
+    import torch
+
+    mean = np.asarray(card.normalisation["mean"], np.float32)
+    std = np.asarray(card.normalisation["std"], np.float32)
+    x = torch.from_numpy(np.stack([(b[0] - mean) / std for b in batch]).transpose(0, 3, 1, 2).copy())
+    obj = torch.from_numpy(np.stack([b[1] for b in batch]))[:, None]
+    cls = torch.from_numpy(np.stack([b[2] for b in batch]))
+    return (x.to(device).contiguous(memory_format=torch.channels_last), obj.to(device), cls.to(device))
+
+
+def detector_loss(model, batch, class_weights):
+    """Objectness: BCE against Gaussian targets, weighted towards centres; classes: weighted CE near
+    labelled centres (pixels without a labelled nearest cell are ignored)."""
+    import torch.nn.functional as F
+
+    x, obj, cls = batch
+    out = model(x)
+    w = 1.0 + 9.0 * obj
+    l_obj = F.binary_cross_entropy_with_logits(out["objectness"], obj, weight=w)
+    l_cls = F.cross_entropy(out["class_logits"], cls, weight=class_weights, ignore_index=-1)
+    return l_obj + 0.5 * l_cls
+
+
+def score_points(model, card, samples, params: DetectParams, radius_um: float, maps_cache=None) -> dict:
+    """Evaluation dict (see metrics.PointScores.as_dict) of a model on annotated samples."""
+    from .metrics import PointScores
+
+    scores = PointScores(card.classes, radius_um / card.mpp)
+    for k, s in enumerate(samples):
+        maps = maps_cache[k] if maps_cache is not None else predict_maps(model, normalise(s.image, card))
+        pts = decode(maps, card.classes, params, card.mpp)
+        scores.add(pts.yx, pts.labels, s.yx, s.labels)
+    return scores.as_dict(radius_um)
+
+
+def train_detector(data: str | Path, out: str | Path, epochs: int = 30, seed: int = 0, device=None,
+                   crops_per_image: int = 4, crop: int = 256, batch_size: int = 8, tune_images: int = 8,
+                   radius_um: float = 3.3, mpp: float = CRCHISTO_MPP, init: str | Path | None = None,
+                   progress: ProgressFn | None = None, cancel=None, command: str = "", on_epoch=None,
+                   checkpoints: bool = False):
+    """Train the point detector on a points dataset and save weights + card to ``out``.
+
+    ``tune_images`` training images (chosen by ``seed``) are held out to select the checkpoint and
+    the decoding threshold; the ``validation`` split is only evaluated, never tuned on.
+    ``init``: weights to fine-tune from (name or path), else from scratch. ``checkpoints``: also write the
+    best-so-far weights to ``OUT.checkpoint.*`` during training (resumable inspection of long runs).
+    """
+    import torch
+    from .datasets import load_points_dataset
+    from .models.detector import DetectorConfig, build_detector
+    from .train import TrainConfig, fit, seed_everything
+    from .weights import ModelCard, class_colors, choose_device, load_model, save_model
+
+    rng = seed_everything(seed)
+    dev = choose_device(device)
+    train, classes = load_points_dataset(data, "train")
+    if init is not None:
+        model, base = load_model(init, "detector", dev)
+        if list(base.classes) != list(classes):
+            raise InputError(f"{data}: classes {classes} differ from the model's {base.classes}")
+        cfg, mpp = DetectorConfig.from_dict(base.config), base.mpp
+    else:
+        cfg = DetectorConfig(classes=tuple(classes))
+        model = build_detector(cfg).to(dev)
+    model = model.to(memory_format=torch.channels_last)
+    order = rng.permutation(len(train))
+    n_tune = min(tune_images, max(1, len(train) // 5)) if len(train) > 1 else 0
+    tune = [train[i] for i in order[:n_tune]] or train
+    fit_set = [train[i] for i in order[n_tune:]] or train
+    targets = [point_targets(s.image.shape[:2], s.yx, s.labels) for s in fit_set]
+    freq = np.bincount(np.concatenate([s.labels[s.labels >= 0] for s in fit_set]), minlength=len(classes))
+    cw = torch.tensor((freq.sum() / np.maximum(freq, 1) / len(classes)) ** 0.5, dtype=torch.float32, device=dev)
+    card = ModelCard(name=Path(out).stem, task="detector", config=cfg.to_dict(), classes=list(classes), mpp=mpp,
+                     colors=class_colors(classes), params=DetectParams().__dict__.copy())
+    steps = max(1, (len(fit_set) * crops_per_image) // batch_size)
+    tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=str(dev))
+
+    def batches(epoch):
+        for b in _crop_batches(fit_set, targets, rng, steps * batch_size, crop, batch_size, freq):
+            yield _to_tensors(b, card, dev)
+
+    def validate(m):
+        r = score_points(m, card, tune, DetectParams.from_card(card), radius_um)
+        return {"score": r["detection"]["f1"] + r["weighted_f1"], "det_f1": r["detection"]["f1"],
+                "weighted_f1": r["weighted_f1"], "mF1": r["mF1"]}
+
+    def checkpoint(m, row):
+        if checkpoints:
+            card.training = {"command": command, "checkpoint_epoch": row["epoch"], "partial": True}
+            save_model(m, card, Path(str(out) + ".checkpoint"))
+
+    t0 = time.time()
+    res = fit(model, lambda m, b: detector_loss(m, b, cw), batches, validate, tcfg, steps, progress, cancel,
+              on_epoch, checkpoint)
+    model.load_state_dict(res.best_state)
+    model.eval()
+    params = tune_params(model, card, tune, radius_um)
+    card.params.update(params)
+    card.training = {"command": command, "data": str(data), "seed": seed, "epochs": epochs,
+                     "best_epoch": res.best_epoch, "seconds": round(time.time() - t0, 1), "device": str(dev),
+                     "fit_images": len(fit_set), "tune_images": [s.name for s in tune],
+                     "history": res.history}
+    save_model(model, card, out)
+    return model, card
+
+
+def tune_params(model, card, samples, radius_um: float) -> dict:
+    """Grid search of threshold and min distance on held-out samples (maximises detection F1 + weighted F1)."""
+    cache = [predict_maps(model, normalise(s.image, card)) for s in samples]
+    best, best_p = -1.0, {}
+    for md in (1.6, 2.2, 2.8, 3.6):
+        for th in (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6):
+            p = DetectParams(threshold=th, min_distance_um=md)
+            r = score_points(model, card, samples, p, radius_um, cache)
+            s = r["detection"]["f1"] + r["weighted_f1"]
+            if s > best:
+                best, best_p = s, {"threshold": th, "min_distance_um": md}
+    return best_p
+
+
+def evaluate_detector(data, split: str | None = "validation", weights=None, radius_um: float = 3.3,
+                      mpp: float | None = None, device=None, progress=None, cancel=None) -> dict:
+    """Detect on every image of a points dataset and score against its annotations (see metrics)."""
+    from .datasets import load_points_dataset
+    from .metrics import PointScores
+    from .weights import load_model
+
+    model, card = load_model(weights, "detector", device)
+    samples, classes = load_points_dataset(data, split, classes=list(card.classes))
+    mpp = _check_mpp(mpp if mpp is not None else CRCHISTO_MPP, str(data))
+    scores = PointScores(card.classes, radius_um / mpp)
+    for i, s in enumerate(samples):
+        check_cancel(cancel)
+        pts = detect(s.image, model, card, mpp=mpp, name=s.name)
+        scores.add(pts.yx, pts.labels, s.yx, s.labels)
+        report(progress, i + 1, len(samples), s.name)
+    return scores.as_dict(radius_um)

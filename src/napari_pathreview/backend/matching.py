@@ -1,0 +1,99 @@
+"""One-to-one matching of predicted to annotated points within a radius.
+
+Candidates come from a KD-tree (pairs closer than the radius); the optimal assignment (Hungarian,
+minimum total distance, maximum cardinality) is solved per connected component of the candidate
+graph, so 10^6 x 10^6 points match in seconds instead of needing an N x M cost matrix.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Matches:
+    """Result of matching ``pred`` (N, 2) to ``gt`` (M, 2) points.
+
+    pred_idx, gt_idx: (K,) int arrays of matched pairs; distance: (K,) in the points' units.
+    """
+
+    pred_idx: np.ndarray
+    gt_idx: np.ndarray
+    distance: np.ndarray
+    n_pred: int
+    n_gt: int
+
+    @property
+    def unmatched_pred(self) -> np.ndarray:
+        """Indices of false-positive predictions."""
+        return np.setdiff1d(np.arange(self.n_pred), self.pred_idx)
+
+    @property
+    def unmatched_gt(self) -> np.ndarray:
+        """Indices of missed annotations (false negatives)."""
+        return np.setdiff1d(np.arange(self.n_gt), self.gt_idx)
+
+
+def _empty(n_pred: int, n_gt: int) -> Matches:
+    e = np.zeros(0, dtype=np.int64)
+    return Matches(e, e.copy(), np.zeros(0), n_pred, n_gt)
+
+
+def match_points(pred: np.ndarray, gt: np.ndarray, radius: float, method: str = "hungarian") -> Matches:
+    """Match points one-to-one within ``radius``.
+
+    Args:
+        pred: (N, 2) predicted coordinates (y, x), any unit.
+        gt: (M, 2) annotated coordinates, same unit.
+        radius: largest allowed distance of a match, same unit.
+        method: "hungarian" (optimal per connected component) or "greedy" (closest pairs first).
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.optimize import linear_sum_assignment
+    from scipy.spatial import cKDTree
+
+    pred = np.asarray(pred, dtype=np.float64).reshape(-1, 2)
+    gt = np.asarray(gt, dtype=np.float64).reshape(-1, 2)
+    n, m = len(pred), len(gt)
+    if n == 0 or m == 0:
+        return _empty(n, m)
+    pairs = cKDTree(pred).sparse_distance_matrix(cKDTree(gt), radius, output_type="ndarray")
+    if len(pairs) == 0:
+        return _empty(n, m)
+    pi, gi, d = pairs["i"].astype(np.int64), pairs["j"].astype(np.int64), pairs["v"]
+    if method == "greedy":
+        order = np.argsort(d, kind="stable")
+        used_p, used_g = np.zeros(n, bool), np.zeros(m, bool)
+        keep = []
+        for k in order:
+            if not used_p[pi[k]] and not used_g[gi[k]]:
+                used_p[pi[k]] = used_g[gi[k]] = True
+                keep.append(k)
+        keep = np.asarray(keep, dtype=np.int64)
+        return Matches(pi[keep], gi[keep], d[keep], n, m)
+    if method != "hungarian":
+        raise ValueError(f"unknown matching method {method!r}; use 'hungarian' or 'greedy'")
+    graph = coo_matrix((np.ones(len(pi)), (pi, n + gi)), shape=(n + m, n + m))
+    _, comp = connected_components(graph, directed=False)
+    pair_comp = comp[pi]
+    order = np.argsort(pair_comp, kind="stable")
+    pi, gi, d, pair_comp = pi[order], gi[order], d[order], pair_comp[order]
+    bounds = np.flatnonzero(np.diff(pair_comp)) + 1
+    out_p, out_g, out_d = [], [], []
+    for s, e in zip(np.r_[0, bounds], np.r_[bounds, len(pi)]):
+        cp, cg, cd = pi[s:e], gi[s:e], d[s:e]
+        if e - s == 1:
+            out_p.append(cp), out_g.append(cg), out_d.append(cd)
+            continue
+        up, rp = np.unique(cp, return_inverse=True)
+        ug, rg = np.unique(cg, return_inverse=True)
+        # Non-candidates cost more than any set of candidate matches, so cardinality is maximised first.
+        big = radius * (len(cp) + 1) + 1.0
+        cost = np.full((len(up), len(ug)), big)
+        cost[rp, rg] = cd
+        r, c = linear_sum_assignment(cost)
+        ok = cost[r, c] < big
+        out_p.append(up[r[ok]]), out_g.append(ug[c[ok]]), out_d.append(cost[r[ok], c[ok]])
+    return Matches(np.concatenate(out_p), np.concatenate(out_g), np.concatenate(out_d), n, m)

@@ -1,0 +1,91 @@
+"""Point detector: a small U-Net that predicts cell-centre objectness, a class map and a feature map.
+
+The feature map is what the cell-relationship enhancer samples at each detected point.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, asdict
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+DEFAULT_CLASSES = ("epithelial", "inflammatory", "fibroblast", "others")
+
+
+@dataclass
+class DetectorConfig:
+    """Architecture of the detector.
+
+    widths: channels per encoder level (the first is full resolution); ``len(widths) - 1`` poolings,
+    so input sides must be multiples of ``2 ** (len(widths) - 1)`` (the pipelines pad for this).
+    """
+
+    in_channels: int = 3
+    classes: tuple = DEFAULT_CLASSES
+    widths: tuple = (16, 32, 64, 128)
+    feature_dim: int = 32
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DetectorConfig":
+        d = dict(d)
+        d["classes"] = tuple(d.get("classes", DEFAULT_CLASSES))
+        d["widths"] = tuple(d.get("widths", (16, 32, 64, 128)))
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["classes"], d["widths"] = list(self.classes), list(self.widths)
+        return d
+
+
+def conv_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+    )
+
+
+class PointDetector(nn.Module):
+    """U-Net with three heads.
+
+    forward(x: (B, C_in, H, W) normalised image) -> dict:
+        objectness: (B, 1, H, W) logits of "a cell centre is here" (Gaussian target, sigma ~2 px);
+        class_logits: (B, K, H, W) per-pixel class logits;
+        features: (B, F, H, W) feature map (full resolution) for the enhancer.
+    """
+
+    def __init__(self, cfg: DetectorConfig):
+        super().__init__()
+        self.cfg = cfg
+        w = cfg.widths
+        self.down = nn.ModuleList([conv_block(cfg.in_channels, w[0])] +
+                                  [conv_block(w[i - 1], w[i]) for i in range(1, len(w))])
+        self.up = nn.ModuleList([conv_block(w[i] + w[i - 1], w[i - 1]) for i in range(len(w) - 1, 0, -1)])
+        self.features = nn.Sequential(nn.Conv2d(w[0], cfg.feature_dim, 1), nn.ReLU(inplace=True))
+        self.objectness = nn.Conv2d(cfg.feature_dim, 1, 1)
+        self.class_head = nn.Conv2d(cfg.feature_dim, len(cfg.classes), 1)
+
+    @property
+    def stride(self) -> int:
+        return 2 ** (len(self.cfg.widths) - 1)
+
+    def forward(self, x: torch.Tensor) -> dict:
+        skips = []
+        for i, block in enumerate(self.down):
+            if i:
+                x = F.max_pool2d(x, 2)
+            x = block(x)
+            skips.append(x)
+        for block, skip in zip(self.up, reversed(skips[:-1])):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skip], 1))
+        f = self.features(x)
+        return {"objectness": self.objectness(f), "class_logits": self.class_head(f), "features": f}
+
+
+def build_detector(cfg: DetectorConfig | dict | None = None) -> PointDetector:
+    """Factory used by the weights registry, training and tests."""
+    if isinstance(cfg, dict):
+        cfg = DetectorConfig.from_dict(cfg)
+    return PointDetector(cfg or DetectorConfig())

@@ -1,0 +1,103 @@
+"""One training loop for every task: epochs, validation, best-checkpoint keeping, progress and cancel."""
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+
+from .errors import ProgressFn, check_cancel, report
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by all tasks. lr schedule: "cosine", "step" or "cosine-restarts"."""
+
+    epochs: int = 30
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    seed: int = 0
+    device: str | None = None
+
+
+@dataclass
+class FitResult:
+    """Best weights (by validation ``score``), the epoch they came from, and per-epoch history."""
+
+    best_state: dict
+    best_epoch: int
+    best_val: dict
+    history: list = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def build_scheduler(opt, cfg: TrainConfig, steps_per_epoch: int):
+    import torch
+
+    total = max(1, cfg.epochs * steps_per_epoch)
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, total // 3), gamma=0.3)
+    if cfg.schedule == "cosine-restarts":
+        return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=max(1, total // 3))
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+
+
+def fit(model, loss_fn: Callable, batches: Callable[[int], Iterable], validate: Callable[[object], dict],
+        cfg: TrainConfig, steps_per_epoch: int, progress: ProgressFn | None = None, cancel=None,
+        on_epoch: Callable[[dict], None] | None = None,
+        on_best: Callable[[object, dict], None] | None = None) -> FitResult:
+    """Train ``model`` and keep the weights with the best validation score.
+
+    loss_fn(model, batch) -> scalar tensor; batches(epoch) -> iterable of ``steps_per_epoch`` batches;
+    validate(model) -> dict with a ``score`` (higher is better); on_best(model, row) runs at each new best
+    (a checkpoint). Raises Cancelled when ``cancel`` is set.
+    """
+    import torch
+
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = build_scheduler(opt, cfg, steps_per_epoch)
+    best, history, t0 = None, [], time.time()
+    for epoch in range(cfg.epochs):
+        model.train()
+        losses = []
+        for batch in batches(epoch):
+            check_cancel(cancel)
+            loss = loss_fn(model, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+        model.eval()
+        with torch.no_grad():
+            val = validate(model)
+        row = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
+               "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - t0, 1), **val}
+        history.append(row)
+        if best is None or val["score"] > best.best_val["score"]:
+            best = FitResult(copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}),
+                             epoch + 1, val)
+            if on_best:
+                on_best(model, row)
+        if on_epoch:
+            on_epoch(row)
+        report(progress, epoch + 1, cfg.epochs, f"epoch {epoch + 1}/{cfg.epochs} loss {row['loss']:.4f} "
+                                                 f"val {val['score']:.4f}")
+    best.history, best.seconds = history, time.time() - t0
+    return best
