@@ -100,12 +100,11 @@ def dedupe(points: CellPoints, distance: float) -> CellPoints:
 
 
 def _check_mpp(mpp, what: str) -> float:
+    from .slides import validate_mpp
+
     if mpp is None:
         raise InputError(f"{what}: microns per pixel unknown; give --mpp (e.g. 0.5 for 20x, 0.25 for 40x)")
-    mpp = float(mpp)
-    if not np.isfinite(mpp) or not 0.01 < mpp <= 100:
-        raise InputError(f"{what}: mpp {mpp} is not a plausible microns-per-pixel value; give one between 0.05 and 20")
-    return mpp
+    return validate_mpp(mpp, what)
 
 
 def detect(image, model, card, mpp: float | None = None, params: DetectParams | None = None,

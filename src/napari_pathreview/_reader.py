@@ -1,0 +1,59 @@
+"""npe2 reader: slides and images (PNG/JPEG/BMP, TIFF/OME-TIFF/SVS, zarr/OME-Zarr) as napari layers.
+
+Every layer is scaled in microns (``scale = (mpp, mpp)``) so layers of one slide, and results
+computed at another resolution, line up; when the file gives no pixel size the scale is ``(1, 1)``
+(pixels) and ``metadata["mpp"]`` is ``None``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence, Union
+
+from .backend.slides import SLIDE_EXTENSIONS, Slide, is_zarr_path, open_slide
+
+PathLike = Union[str, Path]
+PathOrPaths = Union[PathLike, Sequence[PathLike]]
+
+
+def _can_read(path: PathLike) -> bool:
+    p = os.fspath(path)
+    low = p.lower().rstrip("/" + os.sep)
+    return low.endswith(SLIDE_EXTENSIONS) or is_zarr_path(p)
+
+
+def get_reader(path: PathOrPaths) -> Optional[Callable[[PathOrPaths], list]]:
+    """Return :func:`read_slides` if every path is a kind this plugin reads, else ``None``."""
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    if not paths or not all(_can_read(p) for p in paths):
+        return None
+    return read_slides
+
+
+def slide_to_layer_data(slide: Slide, name: Optional[str] = None) -> tuple:
+    """One napari LayerData tuple for ``slide`` (multiscale when it has more than one level)."""
+    data = list(slide.levels) if len(slide.levels) > 1 else slide.levels[0]
+    scale = (slide.mpp, slide.mpp) if slide.mpp is not None else (1.0, 1.0)
+    meta = {
+        "name": name or slide.name,
+        "scale": scale,
+        "multiscale": len(slide.levels) > 1,
+        "metadata": {"mpp": slide.mpp, "path": slide.path},
+    }
+    if slide.is_labels:
+        return (data, meta, "labels")
+    channels = slide.channels
+    meta["rgb"] = channels in (3, 4)
+    if channels == 2 or channels > 4:
+        meta["channel_axis"] = 2  # one layer per channel (fluorescence and the like)
+    return (data, meta, "image")
+
+
+def read_slides(path: PathOrPaths) -> List[tuple]:
+    """Read one or more paths; returns a list of napari LayerData tuples.
+
+    Raises :class:`~napari_pathreview.backend.errors.InputError` (naming the file and the problem)
+    for missing, corrupt or unsupported files.
+    """
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    return [slide_to_layer_data(open_slide(os.fspath(p))) for p in paths]

@@ -1,0 +1,65 @@
+"""npe2 writers: an image or labels layer -> OME-Zarr pyramid (via ``backend.slides.write_ome_zarr``).
+
+The pixel size is taken from ``meta["metadata"]["mpp"]`` (set by this plugin's reader) or else from
+the layer's scale when it is not ``(1, 1)`` (napari layers scaled in microns). napari asks before
+replacing an existing file, so these writers overwrite.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, List, Optional
+
+from .backend.errors import InputError
+from .backend.slides import MPP_MAX, MPP_MIN, write_ome_zarr
+
+
+def _layer_mpp(meta: dict) -> Optional[float]:
+    mpp = (meta.get("metadata") or {}).get("mpp")
+    if mpp is not None:
+        return float(mpp)
+    scale = meta.get("scale")
+    if scale is not None and len(scale) >= 2:
+        sy, sx = float(scale[-2]), float(scale[-1])
+        if math.isfinite(sx) and sx != 1.0 and abs(sy - sx) <= 1e-6 * abs(sx) and MPP_MIN < sx <= MPP_MAX:
+            return sx
+    return None
+
+
+def write_ome_zarr_layer(path: str, data: Any, meta: dict, layer_type: str = "image") -> List[str]:
+    """Write one layer's data as an OME-Zarr at ``path``; returns ``[path]``.
+
+    ``data`` is an array or a list of arrays (multiscale; level 0 is written and the pyramid rebuilt).
+    Images must be 2-D grey or RGB(A) ``(Y, X[, C])``; labels 2-D integer.
+    """
+    path = os.fspath(path)
+    if isinstance(data, (list, tuple)):
+        data = data[0]
+    labels = layer_type == "labels"
+    ndim = len(data.shape)
+    rgb = bool(meta.get("rgb", False))
+    if ndim != 2 and not (ndim == 3 and rgb and not labels):
+        raise InputError(
+            f"{path}: can only write 2-D {'labels' if labels else 'grey or RGB images'} as OME-Zarr, "
+            f"but the layer {meta.get('name', '')!r} has shape {tuple(data.shape)}; "
+            "select a single plane first"
+        )
+    write_ome_zarr(
+        path,
+        data,
+        _layer_mpp(meta),
+        labels=labels,
+        name=meta.get("name") or None,
+        overwrite=True,
+    )
+    return [path]
+
+
+def write_image_layer(path: str, data: Any, meta: dict) -> List[str]:
+    """npe2 single-layer writer for image layers."""
+    return write_ome_zarr_layer(path, data, meta, layer_type="image")
+
+
+def write_labels_layer(path: str, data: Any, meta: dict) -> List[str]:
+    """npe2 single-layer writer for labels layers."""
+    return write_ome_zarr_layer(path, data, meta, layer_type="labels")

@@ -1,0 +1,322 @@
+"""Tile plans, overlap-blending windows, stitching, and the one tiled-inference driver.
+
+Conventions: images are channel-last ``(H, W, C)`` (or ``(H, W)``, read as one channel), numpy or dask;
+predictions are channel-first ``(C, H, W)`` float32. All coordinates and sizes are in image pixels.
+
+The plan is the minimal-padding one from the HuBMAP work: per axis ``n = ceil((size - overlap) /
+(tile - overlap))`` tiles whose starts are spread evenly from ``0`` to ``size - tile``. Every tile is
+then fully inside the image (no padding when ``size >= tile``) and neighbours overlap by at least
+``overlap`` pixels. Overlapping predictions are blended with a smooth window that is small near tile
+edges (where a network sees little context), which removes seams.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Optional
+
+import numpy as np
+
+from .errors import InputError, ProgressFn, check_cancel, report
+
+#: smallest weight of each 1-D window profile; 2-D windows are >= WEIGHT_FLOOR ** 2 > 0, so every pixel
+#: is covered by a strictly positive weight. (The floor is per axis so that along an image edge, where
+#: one profile is tiny for every tile, the other axis still ranks the tiles.)
+WEIGHT_FLOOR = 1e-3
+
+PredictFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One window ``[y0:y1, x0:x1]`` of the image (pixels), ``index`` in row-major plan order.
+
+    Its size is the full tile size, except along an axis where the image is smaller than a tile: there
+    it covers the whole axis and the caller pads the crop (see :func:`pad_to`).
+    """
+
+    y0: int
+    x0: int
+    y1: int
+    x1: int
+    index: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(h, w)`` of the window in pixels."""
+        return (self.y1 - self.y0, self.x1 - self.x0)
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        """``(slice(y0, y1), slice(x0, x1))``."""
+        return (slice(self.y0, self.y1), slice(self.x0, self.x1))
+
+
+def _check_tiling(tile: int, overlap: int) -> None:
+    if int(tile) != tile or int(overlap) != overlap:
+        raise InputError(f"tile ({tile}) and overlap ({overlap}) must be whole numbers of pixels")
+    if tile < 16:
+        raise InputError(f"tile size {tile} is too small: use at least 16 pixels")
+    if not 0 <= overlap < tile:
+        raise InputError(f"overlap {overlap} must be >= 0 and smaller than the tile size {tile}")
+
+
+def axis_starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Tile starts along one axis of ``size`` pixels (see module docstring); ``[0]`` if ``size <= tile``."""
+    if size < 1:
+        raise InputError(f"cannot tile an axis of size {size}: the image is empty")
+    if size <= tile:
+        return [0]
+    n = max(1, math.ceil((size - overlap) / (tile - overlap)))
+    # consecutive rounded starts differ by floor/ceil of (size - tile) / (n - 1) <= tile - overlap
+    return [int(s) for s in np.round(np.linspace(0, size - tile, n)).astype(int)]
+
+
+def plan_tiles(shape_yx: tuple[int, int], tile: int, overlap: int) -> list[Tile]:
+    """Minimal-padding tile plan for an image of ``shape_yx = (H, W)`` pixels, row-major order.
+
+    ``tile``: window side (pixels, >= 16); ``overlap``: minimum overlap of neighbours (0 <= overlap < tile).
+    Returns ``ny * nx`` tiles with ``n = ceil((size - overlap) / (tile - overlap))`` per axis (1 when
+    ``size <= tile``). Raises :class:`InputError` on bad arguments.
+    """
+    _check_tiling(tile, overlap)
+    if len(shape_yx) != 2:
+        raise InputError(f"plan_tiles needs a (height, width) shape, got {tuple(shape_yx)}")
+    h, w = (int(s) for s in shape_yx)
+    ys, xs = axis_starts(h, tile, overlap), axis_starts(w, tile, overlap)
+    th, tw = min(tile, h), min(tile, w)
+    return [Tile(y, x, y + th, x + tw, i * len(xs) + j) for i, y in enumerate(ys) for j, x in enumerate(xs)]
+
+
+def _profile(n: int, kind: str, border: Optional[int]) -> np.ndarray:
+    d = np.minimum(np.arange(n), np.arange(n)[::-1]).astype(np.float64) + 0.5  # distance to the edge
+    if kind == "constant":
+        return np.ones(n)
+    if kind == "hann":
+        b = max(1, n // 2 if border is None else int(border))
+        return np.where(d < b, 0.5 - 0.5 * np.cos(np.pi * np.minimum(d, b) / b), 1.0)
+    if kind == "gaussian":
+        sigma = max(1.0, (n / 4 if border is None else float(border)) / 2)
+        c = (n - 1) / 2
+        return np.exp(-0.5 * ((np.arange(n) - c) / sigma) ** 2)
+    raise InputError(f"unknown blending window {kind!r}: use 'hann', 'gaussian' or 'constant'")
+
+
+def blend_window(h: int, w: int, kind: str = "hann", border: Optional[int] = None) -> np.ndarray:
+    """Separable blending weights, float32 ``(h, w)``, max 1, every value >= ``WEIGHT_FLOOR ** 2`` (1e-6).
+
+    - ``"hann"``: raised-cosine ramp over ``border`` pixels at each edge, flat 1 inside
+      (default ``border`` = half the side: a full Hann window);
+    - ``"gaussian"``: Gaussian centred on the window with sigma = ``border / 2`` pixels
+      (default ``border`` = side / 4, i.e. sigma = side / 8, as nnU-Net);
+    - ``"constant"``: all ones (plain averaging of overlaps).
+    """
+    wy, wx = (np.maximum(p / p.max(), WEIGHT_FLOOR) for p in (_profile(int(h), kind, border),
+                                                             _profile(int(w), kind, border)))
+    return np.outer(wy, wx).astype(np.float32)
+
+
+class Stitcher:
+    """Weighted accumulation of overlapping tile predictions into one ``out_shape`` array.
+
+    ``out_shape``: ``(C, H, W)`` or ``(H, W)``. ``add(tile, pred)`` with ``pred`` ``(C, h, w)`` (or
+    ``(h, w)``) for ``tile``'s window; ``result()`` = sum(weight * pred) / sum(weight), in ``dtype``.
+
+    Memory: holds the weighted sum (``C*H*W`` floats, in ``out`` when given, e.g. a numpy memmap)
+    plus an ``H*W`` float32 weight sum: about ``(C + 1) * H * W * 4`` bytes. For slides too large for
+    that, use :func:`predict_tiled_to_zarr`, which only keeps one band of tile rows.
+    """
+
+    def __init__(self, out_shape: tuple[int, ...], window: str = "hann", dtype=np.float32,
+                 out: Optional[np.ndarray] = None, border: Optional[int] = None):
+        if len(out_shape) not in (2, 3):
+            raise InputError(f"Stitcher needs a (C, H, W) or (H, W) shape, got {tuple(out_shape)}")
+        self._squeeze = len(out_shape) == 2
+        shape = (1, *out_shape) if self._squeeze else tuple(out_shape)
+        self.dtype = np.dtype(dtype)
+        if out is not None:
+            if tuple(out.shape) != tuple(out_shape):
+                raise InputError(f"out has shape {out.shape}, expected {tuple(out_shape)}")
+            out[...] = 0
+            self._sum = out.reshape(shape)
+        else:
+            self._sum = np.zeros(shape, np.float32)
+        self._weight = np.zeros(shape[1:], np.float32)
+        self.window, self.border = window, border
+        _profile(2, window, border)  # validate the kind now
+        self._windows: dict[tuple[int, int], np.ndarray] = {}
+
+    def _win(self, h: int, w: int) -> np.ndarray:
+        if (h, w) not in self._windows:
+            self._windows[(h, w)] = blend_window(h, w, self.window, self.border)
+        return self._windows[(h, w)]
+
+    def add(self, tile: Tile, pred: np.ndarray) -> None:
+        """Accumulate ``pred`` ``(C, h, w)`` (or ``(h, w)``) over ``tile``'s window."""
+        pred = np.asarray(pred, np.float32)
+        if pred.ndim == 2:
+            pred = pred[None]
+        if pred.shape != (self._sum.shape[0], *tile.shape):
+            raise InputError(f"prediction shape {pred.shape} does not fit tile {tile.shape} "
+                             f"with {self._sum.shape[0]} channels")
+        win = self._win(*tile.shape)
+        sy, sx = tile.slices
+        self._sum[:, sy, sx] += pred * win
+        self._weight[sy, sx] += win
+
+    def result(self) -> np.ndarray:
+        """Blended prediction, ``out_shape``; raises InputError if some pixel got no tile."""
+        if not np.all(self._weight > 0):
+            raise InputError("some pixels were not covered by any tile")
+        res = (self._sum / self._weight).astype(self.dtype, copy=False)
+        return res[0] if self._squeeze else res
+
+
+def pad_to(array: np.ndarray, h: int, w: int, mode: str = "reflect") -> tuple[np.ndarray, tuple[slice, slice]]:
+    """Pad ``array`` ``(Y, X)`` or ``(Y, X, C)`` at the bottom/right to at least ``(h, w)`` pixels.
+
+    Returns ``(padded, crop)`` where ``padded[crop]`` is the original array (``crop`` is a pair of slices
+    over Y and X). Axes already >= the target are left alone. ``mode`` is any ``np.pad`` mode.
+    """
+    array = np.asarray(array)
+    ny, nx = array.shape[:2]
+    crop = (slice(0, ny), slice(0, nx))
+    py, px = max(0, h - ny), max(0, w - nx)
+    if py == 0 and px == 0:
+        return array, crop
+    if mode == "reflect" and (ny == 1 and py or nx == 1 and px):
+        mode = "edge"  # reflect is undefined on a single row/column
+    pad = [(0, py), (0, px)] + [(0, 0)] * (array.ndim - 2)
+    return np.pad(array, pad, mode=mode), crop
+
+
+def iter_tiles(image_yx_c, tiles: Iterable[Tile]) -> Iterator[tuple[Tile, np.ndarray]]:
+    """Yield ``(tile, crop)`` with ``crop = np.asarray(image[y0:y1, x0:x1])`` (numpy or dask input)."""
+    for t in tiles:
+        yield t, np.asarray(image_yx_c[t.y0:t.y1, t.x0:t.x1])
+
+
+def _batches(image, tiles: list[Tile], tile: int, batch_size: int):
+    """Yield ``(tiles, batch)``: batch float32 ``(B, th, tw, C)``, crops reflect-padded to the tile size."""
+    th, tw = tiles[0].y1 - tiles[0].y0, tiles[0].x1 - tiles[0].x0
+    th, tw = max(th, tile), max(tw, tile)
+    buf: list[tuple[Tile, np.ndarray]] = []
+    for t, crop in iter_tiles(image, tiles):
+        crop = crop.astype(np.float32, copy=False)
+        if crop.ndim == 2:
+            crop = crop[..., None]
+        buf.append((t, pad_to(crop, th, tw)[0]))
+        if len(buf) == batch_size:
+            yield [b[0] for b in buf], np.stack([b[1] for b in buf])
+            buf = []
+    if buf:
+        yield [b[0] for b in buf], np.stack([b[1] for b in buf])
+
+
+def _check_image(image) -> tuple[int, int]:
+    if image.ndim not in (2, 3):
+        raise InputError(f"expected an image of shape (H, W, C) or (H, W), got {tuple(image.shape)}")
+    return int(image.shape[0]), int(image.shape[1])
+
+
+def _run_batch(predict_fn: PredictFn, tiles: list[Tile], batch: np.ndarray, out_channels: int):
+    """Call ``predict_fn`` and crop each prediction back to its tile window: list of ``(C, h, w)``."""
+    pred = np.asarray(predict_fn(batch))
+    want = (len(tiles), out_channels, batch.shape[1], batch.shape[2])
+    if pred.shape != want:
+        raise ValueError(f"predict_fn returned shape {pred.shape}, expected {want} (B, C, h, w)")
+    return [p[:, :t.y1 - t.y0, :t.x1 - t.x0] for t, p in zip(tiles, pred)]
+
+
+def predict_tiled(image_hwc, predict_fn: PredictFn, tile: int, overlap: int, out_channels: int,
+                  window: str = "hann", batch_size: int = 1, progress: Optional[ProgressFn] = None,
+                  cancel: Optional[threading.Event] = None, border: Optional[int] = None) -> np.ndarray:
+    """Run ``predict_fn`` over overlapping tiles of ``image_hwc`` and blend: float32 ``(C, H, W)``.
+
+    ``image_hwc``: numpy or dask ``(H, W, C)`` or ``(H, W)``; only one batch of crops is read at a time.
+    ``predict_fn``: float32 ``(B, tile, tile, C)`` numpy -> ``(B, out_channels, tile, tile)`` numpy
+    (framework-agnostic: a torch model is wrapped by its caller). Crops of images smaller than a tile
+    are reflect-padded to the tile size and their predictions cropped back. ``progress(i, n, msg)`` is
+    called after each of the ``n`` batches; ``cancel`` is checked before each batch
+    (raises :class:`Cancelled`). ``window``/``border``: see :func:`blend_window`.
+    """
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    h, w = _check_image(image_hwc)
+    tiles = plan_tiles((h, w), tile, overlap)
+    st = Stitcher((out_channels, h, w), window, border=border)
+    n = math.ceil(len(tiles) / batch_size)
+    for i, (ts, batch) in enumerate(_batches(image_hwc, tiles, tile, batch_size)):
+        check_cancel(cancel)
+        for t, p in zip(ts, _run_batch(predict_fn, ts, batch, out_channels)):
+            st.add(t, p)
+        report(progress, i + 1, n, f"tiles {ts[0].index + 1}-{ts[-1].index + 1} of {len(tiles)}")
+    return st.result()
+
+
+def predict_tiled_to_zarr(image_hwc, predict_fn: PredictFn, out, tile: int, overlap: int,
+                          out_channels: int, window: str = "hann", batch_size: int = 1,
+                          postprocess: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+                          dtype=np.float32, progress: Optional[ProgressFn] = None,
+                          cancel: Optional[threading.Event] = None, border: Optional[int] = None):
+    """Same blending as :func:`predict_tiled`, written band by band into a zarr array; returns it.
+
+    Bounded memory: tiles are processed in row-major plan order. Because tile rows start at increasing
+    ``y``, once the first tile of the next row (start ``y_next``) arrives, image rows ``< y_next`` can
+    receive no more contributions: they are normalised, passed through ``postprocess`` and written to
+    ``out[..., y_prev:y_next, :]``. Only one band of ``tile`` rows is kept, about
+    ``(out_channels + 1) * tile * W * 4`` bytes, plus one batch of crops.
+
+    ``out``: an existing array supporting slice assignment (zarr, numpy) of the post-processed shape,
+    or a path (str / Path) where a zarr array of ``dtype`` is created with ``(.., tile, tile)`` chunks.
+    ``postprocess(band)``: float32 ``(C, h, W)`` -> ``(C', h, W)`` or ``(h, W)`` (argmax, threshold ...);
+    default: identity, ``out`` shape ``(C, H, W)``. The result is cast to ``out``'s dtype on writing.
+    """
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    h, w = _check_image(image_hwc)
+    tiles = plan_tiles((h, w), tile, overlap)
+    th = tiles[0].y1 - tiles[0].y0
+    wins: dict[tuple[int, int], np.ndarray] = {}
+    _profile(2, window, border)
+    acc = np.zeros((out_channels, th, w), np.float32)
+    wsum = np.zeros((th, w), np.float32)
+    b0 = 0  # image row of acc[:, 0]
+    state = {"out": out}
+
+    def flush(y_end: int) -> None:
+        nonlocal acc, wsum, b0
+        k = y_end - b0
+        if k <= 0:
+            return
+        band = acc[:, :k] / wsum[:k]
+        if postprocess is not None:
+            band = np.asarray(postprocess(band))
+        if isinstance(state["out"], (str, Path)):
+            import zarr
+
+            shape = (*band.shape[:-2], h, w)
+            chunks = (*band.shape[:-2], min(tile, h), min(tile, w))
+            state["out"] = zarr.open_array(str(state["out"]), mode="w", shape=shape, dtype=dtype,
+                                           chunks=chunks)
+        state["out"][..., b0:y_end, :] = band
+        acc = np.concatenate([acc[:, k:], np.zeros((out_channels, k, w), np.float32)], axis=1)
+        wsum = np.concatenate([wsum[k:], np.zeros((k, w), np.float32)], axis=0)
+        b0 = y_end
+
+    n = math.ceil(len(tiles) / batch_size)
+    for i, (ts, batch) in enumerate(_batches(image_hwc, tiles, tile, batch_size)):
+        check_cancel(cancel)
+        for t, p in zip(ts, _run_batch(predict_fn, ts, batch, out_channels)):
+            if t.y0 > b0:
+                flush(t.y0)
+            if t.shape not in wins:
+                wins[t.shape] = blend_window(*t.shape, window, border)
+            win = wins[t.shape]
+            acc[:, t.y0 - b0:t.y1 - b0, t.x0:t.x1] += p * win
+            wsum[t.y0 - b0:t.y1 - b0, t.x0:t.x1] += win
+        report(progress, i + 1, n, f"tiles {ts[0].index + 1}-{ts[-1].index + 1} of {len(tiles)}")
+    flush(h)
+    return state["out"]

@@ -1,0 +1,195 @@
+"""What every task widget shares: layer pickers that follow the layer list, model / device / mpp
+selectors, Run and Cancel, a napari progress bar, and errors shown as notifications."""
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QPushButton,
+                            QVBoxLayout, QWidget)
+
+from .worker import relay
+
+
+class LayerPicker(QComboBox):
+    """A combo box of the viewer's layers of some types, kept in step with the layer list."""
+
+    def __init__(self, viewer, layer_types: tuple[str, ...], parent=None):
+        super().__init__(parent)
+        self.viewer, self.layer_types = viewer, layer_types
+        for ev in (viewer.layers.events.inserted, viewer.layers.events.removed,
+                   viewer.layers.events.reordered):
+            ev.connect(self.refresh)
+        self.refresh()
+
+    def refresh(self, *_):
+        current = self.currentText()
+        names = [ly.name for ly in self.viewer.layers if type(ly).__name__.lower() in self.layer_types]
+        self.blockSignals(True)
+        self.clear()
+        self.addItems(names)
+        if current in names:
+            self.setCurrentText(current)
+        self.blockSignals(False)
+
+    def layer(self):
+        name = self.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+
+def layer_mpp(layer, override: float = 0.0) -> float | None:
+    """Microns per level-0 pixel of a layer: the user's value, else the reader's metadata, else None."""
+    if override and override > 0:
+        return float(override)
+    mpp = (layer.metadata or {}).get("mpp")
+    return float(mpp) if mpp else None
+
+
+def layer_slide(layer, mpp: float | None):
+    """An image layer (single or multiscale) as a backend Slide (no copy of the pixels)."""
+    from ..backend.slides import Slide
+
+    levels = list(layer.data) if layer.multiscale else [layer.data]
+    return Slide(levels=levels, mpp=mpp, path=(layer.metadata or {}).get("path", "") or "", name=layer.name)
+
+
+class TaskWidget(QWidget):
+    """Base dock widget. Subclasses add their controls to ``self.form`` and call :meth:`start`."""
+
+    task: str = ""
+    layer_types: tuple[str, ...] = ("image",)
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        from ..backend.weights import available_devices, list_models
+
+        self.viewer = napari_viewer
+        self.worker = None
+        self.cancel_event: threading.Event | None = None
+        self.last_result = None
+        root = QVBoxLayout(self)
+        self.form = QFormLayout()
+        root.addLayout(self.form)
+        self.image = LayerPicker(napari_viewer, self.layer_types)
+        self.form.addRow("image", self.image)
+        self.model = QComboBox()
+        self.model.addItems([c.name for c in list_models(self.task)] if self.task else [])
+        self.form.addRow("model", self.model)
+        self.device = QComboBox()
+        self.device.addItems(available_devices())
+        self.form.addRow("device", self.device)
+        self.mpp = QDoubleSpinBox()
+        self.mpp.setRange(0.0, 100.0)
+        self.mpp.setDecimals(4)
+        self.mpp.setSingleStep(0.05)
+        self.mpp.setSpecialValueText("from file")
+        self.mpp.setToolTip("microns per pixel of the image; 'from file' uses the slide's metadata")
+        self.form.addRow("mpp (µm/px)", self.mpp)
+        buttons = QHBoxLayout()
+        self.run_btn, self.cancel_btn = QPushButton("Run"), QPushButton("Cancel")
+        self.cancel_btn.setEnabled(False)
+        self.run_btn.clicked.connect(self.run)
+        self.cancel_btn.clicked.connect(self.cancel)
+        buttons.addWidget(self.run_btn)
+        buttons.addWidget(self.cancel_btn)
+        root.addLayout(buttons)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        root.addWidget(self.status)
+        self.extra = QVBoxLayout()
+        root.addLayout(self.extra)
+        root.addStretch(1)
+
+    # subclasses implement: job() -> (fn(progress, cancel) -> result, on_result(result))
+    def job(self):
+        raise NotImplementedError
+
+    def run(self):
+        from napari.utils.notifications import show_error
+        from ..backend.errors import InputError
+
+        try:
+            fn, on_result = self.job()
+        except InputError as e:
+            show_error(str(e))
+            self.status.setText(str(e))
+            return
+        self.start(fn, on_result)
+
+    def start(self, fn: Callable, on_result: Callable):
+        """Run ``fn(progress=, cancel=)`` in a thread_worker; ``on_result`` gets its return value."""
+        from napari.qt.threading import create_worker
+        from napari.utils import progress
+
+        self.cancel_event = threading.Event()
+        pbar = progress(total=0, desc=self.task or "job")
+        worker = create_worker(relay, fn, self.cancel_event, _start_thread=False)
+
+        def on_yield(item):
+            if item is None:
+                return
+            i, n, msg = item
+            if pbar.total != n:
+                pbar.total = n
+            pbar.update(i - pbar.n)
+            pbar.set_description(msg or self.task)
+            self.status.setText(msg)
+
+        def on_done(value):
+            self.last_result = value
+            on_result(value)
+
+        worker.yielded.connect(on_yield)
+        worker.returned.connect(on_done)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(pbar.close)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self.run_btn.setEnabled(False)
+        self.cancel_btn.setEnabled(True)
+        self.status.setText("running…")
+        worker.start()
+        return worker
+
+    def cancel(self):
+        if self.cancel_event is not None:
+            self.cancel_event.set()
+            self.status.setText("cancelling…")
+
+    def _on_error(self, err):
+        from napari.utils.notifications import show_error, show_info
+        from ..backend.errors import Cancelled, InputError
+
+        if isinstance(err, Cancelled):
+            show_info(f"{self.task}: cancelled; nothing was added")
+            self.status.setText("cancelled")
+        elif isinstance(err, InputError):
+            show_error(str(err))
+            self.status.setText(str(err))
+        else:
+            show_error(f"{self.task} failed: {type(err).__name__}: {err}")
+            self.status.setText(f"failed: {err}")
+
+    def _on_finished(self):
+        self.run_btn.setEnabled(True)
+        self.cancel_btn.setEnabled(False)
+        self.worker = None
+
+    def model_card(self):
+        """Card of the selected model (None when no model is registered for the task)."""
+        from ..backend.weights import list_models
+
+        cards = [c for c in list_models(self.task) if c.name == self.model.currentText()]
+        return cards[0] if cards else None
+
+    def model_classes(self) -> list:
+        card = self.model_card()
+        return list(card.classes) if card else []
+
+    def selected_image(self):
+        from ..backend.errors import InputError
+
+        layer = self.image.layer()
+        if layer is None:
+            raise InputError("no image layer selected: open a slide (File > Open) and pick it in 'image'")
+        return layer

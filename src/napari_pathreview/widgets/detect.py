@@ -1,0 +1,56 @@
+"""'Detect cells' dock widget: image layer -> Points layer coloured by class, with a live score filter."""
+from __future__ import annotations
+
+import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QLabel, QSlider
+
+from .base import TaskWidget, layer_mpp, layer_slide
+
+
+class DetectWidget(TaskWidget):
+    task = "detector"
+
+    def __init__(self, napari_viewer):
+        super().__init__(napari_viewer)
+        self.score = QSlider(Qt.Orientation.Horizontal)
+        self.score.setRange(0, 100)
+        self.score.setValue(0)
+        self.score.valueChanged.connect(self.filter_scores)
+        self.form.addRow("min score", self.score)
+        self.legend = QLabel("")
+        self.extra.addWidget(self.legend)
+        self.points_layer = None
+
+    def job(self):
+        from ..backend import pipelines
+
+        layer = self.selected_image()
+        mpp = layer_mpp(layer, self.mpp.value())
+        slide = layer_slide(layer, mpp)
+        model, device = self.model.currentText() or None, self.device.currentText()
+
+        def fn(progress, cancel):
+            return pipelines.detect(slide, model, mpp=mpp if mpp else None, device=device,
+                                    progress=progress, cancel=cancel, name=layer.name)
+
+        def done(points):
+            from ..layers import legend_html, points_layer_data
+
+            if mpp is None:
+                points.mpp = None
+            data, kwargs, _ = points_layer_data(points, f"{layer.name} cells", scale=layer.scale[-2:],
+                                                translate=layer.translate[-2:])
+            self.points_layer = self.viewer.add_points(data, **kwargs)
+            counts = np.bincount(points.labels, minlength=len(points.classes)) if len(points) else None
+            self.legend.setText(legend_html(points.classes, kwargs["metadata"]["colors"], counts))
+            self.status.setText(f"{len(points)} cells" + ("" if len(points) else " (none found)"))
+            self.filter_scores()
+
+        return fn, done
+
+    def filter_scores(self, *_):
+        layer = self.points_layer
+        if layer is None or layer not in self.viewer.layers or len(layer.data) == 0:
+            return
+        layer.shown = np.asarray(layer.features["score"]) >= self.score.value() / 100.0

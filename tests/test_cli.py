@@ -1,0 +1,81 @@
+"""The pathreview command: exit codes, outputs, JSON contracts."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from napari_pathreview.backend.exchange import read_geojson
+
+
+def run(*args, cwd=None):
+    p = subprocess.run([sys.executable, "-m", "napari_pathreview.cli", *map(str, args)],
+                       capture_output=True, text=True, cwd=cwd, timeout=600)
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_info_json_lists_the_shipped_detector():
+    rc, out, err = run("info", "--json")
+    assert rc == 0, err
+    info = json.loads(out.strip().splitlines()[-1])
+    assert info["device"] == "cpu" or info["cuda"]
+    assert any(m["task"] == "detector" for m in info["models"])
+
+
+def test_help_exits_zero():
+    assert run("--help")[0] == 0
+
+
+@pytest.mark.parametrize("case", ["missing", "text-as-png", "bad-mpp", "unknown-model"])
+def test_bad_input_exit_2_one_line_nothing_written(case, tmp_path, crchisto):
+    out = tmp_path / "out"
+    img = crchisto / "images" / "img1.png"
+    args = {"missing": [tmp_path / "nope.png"],
+            "text-as-png": [tmp_path / "fake.png"],
+            "bad-mpp": [img, "--mpp", "-1"],
+            "unknown-model": [img, "--weights", "no-such-model"]}[case]
+    (tmp_path / "fake.png").write_text("not an image")
+    rc, stdout, err = run("detect", *args, "--out", out)
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pathreview: error:")
+    if case in ("missing", "text-as-png"):
+        assert args[0].name in lines[0]
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_detect_writes_csv_and_qupath_geojson(tmp_path, crchisto):
+    img = crchisto / "images" / "img1.png"
+    rc, out, err = run("detect", img, "--out", tmp_path / "o", "--mpp", "0.55")
+    assert rc == 0, err
+    csv_path, gj = tmp_path / "o" / "img1.csv", tmp_path / "o" / "img1.geojson"
+    assert csv_path.exists() and gj.exists()
+    rows = csv_path.read_text().strip().splitlines()
+    assert rows[0].startswith("x,y,x_um,y_um,class,score,p_")
+    doc = json.loads(gj.read_text())
+    assert doc["type"] == "FeatureCollection" and len(doc["features"]) == len(rows) - 1 > 100
+    f0 = doc["features"][0]
+    assert f0["geometry"]["type"] == "Point" and set(f0["properties"]["classification"]) == {"name", "color"}
+    back = read_geojson(gj)
+    xs = np.array([float(r.split(",")[0]) for r in rows[1:]])
+    assert np.allclose(back.yx[:, 1], xs, atol=0.01)
+    names = [r.split(",")[4] for r in rows[1:]]
+    assert [back.classes[k] for k in back.labels] == names
+
+
+def test_evaluate_detector_json_keys(small_points_dataset):
+    rc, out, err = run("evaluate", "detector", "--data", small_points_dataset, "--split", "validation", "--json")
+    assert rc == 0, err
+    res = json.loads(out.strip().splitlines()[-1])
+    assert set(res) >= {"detection", "classes", "mF1", "weighted_f1", "n_images", "radius_um"}
+    assert set(res["detection"]) == {"precision", "recall", "f1"}
+    assert set(res["classes"]) == {"epithelial", "fibroblast", "inflammatory", "others"}
+    for c in res["classes"].values():
+        assert set(c) == {"precision", "recall", "f1", "support"}
+    assert res["n_images"] == 2 and res["radius_um"] == 3.3 and res["detection"]["f1"] > 0.6
+
+
+def test_evaluate_on_a_folder_without_images_is_exit_2(tmp_path):
+    rc, out, err = run("evaluate", "detector", "--data", tmp_path, "--json")
+    assert rc == 2 and str(tmp_path) in err

@@ -1,0 +1,83 @@
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_pathreview.backend.errors import InputError
+from napari_pathreview.backend.models.detector import DetectorConfig, build_detector
+from napari_pathreview.backend.weights import ModelCard, choose_device, load_model, save_model
+
+
+def _small_card(name="tiny"):
+    cfg = DetectorConfig(widths=(8, 16), feature_dim=8)
+    return build_detector(cfg), ModelCard(name=name, task="detector", config=cfg.to_dict(),
+                                          classes=list(cfg.classes), mpp=0.5)
+
+
+def test_safetensors_round_trip(tmp_path):
+    model, card = _small_card()
+    path = save_model(model, card, tmp_path / "tiny")
+    assert path.name == "tiny.safetensors" and (tmp_path / "tiny.json").exists()
+    assert not list(tmp_path.glob("*.partial"))
+    loaded, c2 = load_model(path, "detector", "cpu")
+    x = torch.rand(1, 3, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(model(x)["objectness"], loaded(x)["objectness"])
+    assert c2.mpp == 0.5 and c2.classes == card.classes
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_checkpoint_that_runs_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    ckpt = tmp_path / "evil.pt"
+    model, card = _small_card()
+    card_d = {k: v for k, v in card.__dict__.items() if k != "path"}
+    torch.save({"state_dict": model.state_dict(), "card": card_d, "x": _Payload(marker)}, ckpt,
+               pickle_protocol=pickle.DEFAULT_PROTOCOL)
+    with pytest.raises(InputError, match="refused"):
+        load_model(ckpt, "detector", "cpu")
+    assert not marker.exists()
+    control = tmp_path / "control"  # the payload really runs code when unpickled
+    pickle.loads(pickle.dumps(_Payload(control)))
+    assert control.exists()
+
+
+def test_weights_only_checkpoint_loads(tmp_path):
+    model, card = _small_card()
+    card_d = {k: v for k, v in card.__dict__.items() if k != "path"}
+    torch.save({"state_dict": model.state_dict(), "card": card_d}, tmp_path / "ok.pt")
+    loaded, c = load_model(tmp_path / "ok.pt", "detector", "cpu")
+    assert c.task == "detector"
+
+
+def test_mismatched_weights_give_clear_error(tmp_path):
+    model, card = _small_card()
+    save_model(model, card, tmp_path / "w")
+    card.config["widths"] = [8, 16, 32]
+    (tmp_path / "w.json").write_text(card.to_json())
+    with pytest.raises(InputError, match="do not match"):
+        load_model(tmp_path / "w.safetensors", "detector", "cpu")
+    (tmp_path / "w.safetensors").write_bytes(b"\x00garbage")
+    with pytest.raises(InputError, match="corrupt"):
+        load_model(tmp_path / "w.safetensors", "detector", "cpu")
+
+
+def test_device_choice():
+    assert choose_device("cpu").type == "cpu"
+    assert choose_device(None).type in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="no CUDA"):
+            choose_device("cuda")
+    with pytest.raises(InputError):
+        choose_device("tpu9")

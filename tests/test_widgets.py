@@ -1,0 +1,53 @@
+"""Dock widgets in a real napari viewer (pytest-qt + Xvfb)."""
+import numpy as np
+
+from napari_pathreview.widgets.detect import DetectWidget
+
+
+def _open_sample(viewer):
+    from napari_pathreview.demo import sample_path
+
+    return viewer.open(str(sample_path()), plugin="napari-pathreview")[0]
+
+
+def test_detect_widget_adds_aligned_points_layer(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    image = _open_sample(viewer)
+    w = DetectWidget(viewer)
+    w.device.setCurrentText("cpu")
+    assert w.image.currentText() == image.name and w.model.count() >= 1
+    w.run()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    layer = viewer.layers[f"{image.name} cells"]
+    assert type(layer).__name__ == "Points" and len(layer.data) > 50
+    assert np.allclose(layer.scale, image.scale) and np.allclose(image.scale, 0.25)
+    assert {"class", "score"} <= set(layer.features.columns)
+    assert set(layer.features["class"]) <= set(w.model_classes())
+    assert (layer.data[:, 0] >= 0).all() and (layer.data[:, 0] < image.data.shape[0]).all()
+    w.score.setValue(90)
+    n_high = int((layer.features["score"] >= 0.9).sum())
+    assert int(layer.shown.sum()) == n_high < len(layer.data)
+
+
+def test_cancel_stops_a_running_detection(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    image = _open_sample(viewer)
+    big = np.tile(np.asarray(image.data), (6, 6, 1))  # 3072 x 3072: many tiles
+    viewer.add_image(big, name="big", rgb=True, metadata={"mpp": 0.25})
+    w = DetectWidget(viewer)
+    w.device.setCurrentText("cpu")
+    w.image.setCurrentText("big")
+    n_layers = len(viewer.layers)
+    w.run()
+    qtbot.waitUntil(lambda: w.status.text().startswith("tile"), timeout=60_000)
+    w.cancel_btn.click()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
+    assert w.status.text() == "cancelled"
+    assert len(viewer.layers) == n_layers and w.run_btn.isEnabled()
+
+
+def test_run_without_image_is_a_notification_not_a_crash(make_napari_viewer):
+    viewer = make_napari_viewer()
+    w = DetectWidget(viewer)
+    w.run()
+    assert w.worker is None and "no image layer" in w.status.text()
