@@ -100,6 +100,17 @@ def cmd_demo(args) -> int:
     return run_demo(args.out, device=args.device)
 
 
+def cmd_bench(args) -> int:
+    from .backend.bench import run_bench
+
+    res = run_bench(args.name)
+    if not args.json:
+        for k, v in res.items():
+            print(f"{k}: {v}")
+    print(json.dumps(res))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pathreview", description="Run and review deep models on pathology slides.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -147,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--threshold", type=float, default=None)
     common(sp)
     sp.set_defaults(func=cmd_detect)
+    sp = sub.add_parser("bench", help="benchmarks against a reference measured in the same run")
+    sp.add_argument("name", help="matching (more: see docs/benchmarks.md)")
+    sp.add_argument("--json", action="store_true", help="last stdout line is one JSON object")
+    sp.set_defaults(func=cmd_bench)
     return p
 
 

@@ -40,6 +40,19 @@ def _empty(n_pred: int, n_gt: int) -> Matches:
     return Matches(e, e.copy(), np.zeros(0), n_pred, n_gt)
 
 
+def _local_index(node: np.ndarray, pair_comp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per pair: the node's index among the distinct nodes of its component; and nodes per component."""
+    uniq, inv = np.unique(node, return_inverse=True)
+    ucomp = np.zeros(len(uniq), np.int64)
+    ucomp[inv] = pair_comp
+    order = np.argsort(ucomp, kind="stable")
+    counts = np.bincount(ucomp, minlength=pair_comp.max() + 1)
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    local = np.empty(len(uniq), np.int64)
+    local[order] = np.arange(len(uniq)) - starts[ucomp[order]]
+    return local[inv], counts
+
+
 def match_points(pred: np.ndarray, gt: np.ndarray, radius: float, method: str = "hungarian") -> Matches:
     """Match points one-to-one within ``radius``.
 
@@ -78,22 +91,33 @@ def match_points(pred: np.ndarray, gt: np.ndarray, radius: float, method: str = 
     graph = coo_matrix((np.ones(len(pi)), (pi, n + gi)), shape=(n + m, n + m))
     _, comp = connected_components(graph, directed=False)
     pair_comp = comp[pi]
+    # Local index of every node inside its component (vectorised; no per-component np.unique).
+    lp, n_p = _local_index(pi, pair_comp)
+    lg, n_g = _local_index(gi, pair_comp)
+    # A component with one prediction or one annotation is solved by its shortest pair.
+    star = (n_p[pair_comp] == 1) | (n_g[pair_comp] == 1)
+    sc, sd = pair_comp[star], d[star]
+    order = np.lexsort((sd, sc))
+    first = order[np.r_[True, np.diff(sc[order]) != 0]] if len(order) else order
+    out_p, out_g, out_d = [pi[star][first]], [gi[star][first]], [sd[first]]
+    rest = ~star
+    pi, gi, d, pair_comp, lp, lg = pi[rest], gi[rest], d[rest], pair_comp[rest], lp[rest], lg[rest]
     order = np.argsort(pair_comp, kind="stable")
-    pi, gi, d, pair_comp = pi[order], gi[order], d[order], pair_comp[order]
+    pi, gi, d, pair_comp, lp, lg = pi[order], gi[order], d[order], pair_comp[order], lp[order], lg[order]
     bounds = np.flatnonzero(np.diff(pair_comp)) + 1
-    out_p, out_g, out_d = [], [], []
     for s, e in zip(np.r_[0, bounds], np.r_[bounds, len(pi)]):
-        cp, cg, cd = pi[s:e], gi[s:e], d[s:e]
-        if e - s == 1:
-            out_p.append(cp), out_g.append(cg), out_d.append(cd)
+        if e <= s:
             continue
-        up, rp = np.unique(cp, return_inverse=True)
-        ug, rg = np.unique(cg, return_inverse=True)
+        c = pair_comp[s]
         # Non-candidates cost more than any set of candidate matches, so cardinality is maximised first.
-        big = radius * (len(cp) + 1) + 1.0
-        cost = np.full((len(up), len(ug)), big)
-        cost[rp, rg] = cd
-        r, c = linear_sum_assignment(cost)
-        ok = cost[r, c] < big
-        out_p.append(up[r[ok]]), out_g.append(ug[c[ok]]), out_d.append(cost[r[ok], c[ok]])
+        big = radius * (e - s + 1) + 1.0
+        cost = np.full((n_p[c], n_g[c]), big)
+        cost[lp[s:e], lg[s:e]] = d[s:e]
+        r, k = linear_sum_assignment(cost)
+        ok = cost[r, k] < big
+        rows = np.empty(n_p[c], np.int64)
+        rows[lp[s:e]] = pi[s:e]
+        cols = np.empty(n_g[c], np.int64)
+        cols[lg[s:e]] = gi[s:e]
+        out_p.append(rows[r[ok]]), out_g.append(cols[k[ok]]), out_d.append(cost[r[ok], k[ok]])
     return Matches(np.concatenate(out_p), np.concatenate(out_g), np.concatenate(out_d), n, m)
