@@ -51,3 +51,29 @@ def test_run_without_image_is_a_notification_not_a_crash(make_napari_viewer):
     w = DetectWidget(viewer)
     w.run()
     assert w.worker is None and "no image layer" in w.status.text()
+
+
+def test_event_loop_never_stalls_while_the_detector_runs(make_napari_viewer, qtbot):
+    """A 10 ms QTimer probe records the longest gap of the Qt event loop during a 2048² detection."""
+    import time
+
+    from qtpy.QtCore import QTimer
+
+    viewer = make_napari_viewer()
+    image = _open_sample(viewer)
+    viewer.add_image(np.tile(np.asarray(image.data), (4, 4, 1)), name="big", rgb=True, metadata={"mpp": 0.25})
+    w = DetectWidget(viewer)
+    w.device.setCurrentText("cpu")
+    w.image.setCurrentText("big")
+    ticks = []
+    probe = QTimer()
+    probe.setInterval(10)
+    probe.timeout.connect(lambda: ticks.append(time.perf_counter()) if w.last_result is None else None)
+    probe.start()
+    w.run()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=300_000)
+    probe.stop()
+    assert w.last_result is not None and len(w.last_result) > 200
+    gaps = np.diff(ticks)
+    assert len(gaps) > 50
+    assert gaps.max() < 0.1, f"longest event-loop stall {gaps.max() * 1000:.0f} ms"

@@ -57,3 +57,33 @@ def read_slides(path: PathOrPaths) -> List[tuple]:
     """
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     return [slide_to_layer_data(open_slide(os.fspath(p))) for p in paths]
+
+
+# ---- cell points: QuPath / pathreview GeoJSON and CSV ---------------------------------------------
+POINTS_EXTENSIONS = (".geojson", ".csv", ".tsv")
+
+
+def get_points_reader(path: PathOrPaths) -> Optional[Callable[[PathOrPaths], list]]:
+    """Return :func:`read_points` for GeoJSON / CSV / TSV cell-point files, else ``None``."""
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    if not paths or not all(os.fspath(p).lower().endswith(POINTS_EXTENSIONS) for p in paths):
+        return None
+    return read_points
+
+
+def read_points(path: PathOrPaths) -> List[tuple]:
+    """GeoJSON (QuPath / pathreview) or points CSV -> one Points layer per file (per image of a
+    dataset ``points.csv``), coloured by class with a ``class`` feature; scaled in µm when the file
+    gives the pixel size (as the slide reader does), else in pixels."""
+    from .backend.exchange import read_points_file
+    from .layers import points_layer_data
+
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    out = []
+    for p in paths:
+        for name, pts in read_points_file(os.fspath(p)).items():
+            scale = (pts.mpp, pts.mpp) if pts.mpp else (1.0, 1.0)
+            data, kwargs, kind = points_layer_data(pts, name, scale=scale)
+            kwargs["metadata"].update({"path": os.fspath(p), "pathreview": "annotation"})
+            out.append((data, kwargs, kind))
+    return out

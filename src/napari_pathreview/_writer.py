@@ -63,3 +63,39 @@ def write_image_layer(path: str, data: Any, meta: dict) -> List[str]:
 def write_labels_layer(path: str, data: Any, meta: dict) -> List[str]:
     """npe2 single-layer writer for labels layers."""
     return write_ome_zarr_layer(path, data, meta, layer_type="labels")
+
+
+# ---- points layers -> QuPath GeoJSON / CSV ------------------------------------------------------
+
+def _layer_points(data: Any, meta: dict):
+    from .layers import points_from_layer_data
+
+    metadata = dict(meta.get("metadata") or {})
+    if metadata.get("mpp") is None:
+        metadata["mpp"] = _layer_mpp(meta)
+    return points_from_layer_data(data, meta.get("features"), metadata, meta.get("face_color"))
+
+
+def write_points_geojson(path: str, data: Any, meta: dict) -> List[str]:
+    """npe2 writer: a Points layer -> QuPath-compatible GeoJSON (Point features, class + colour,
+    measurements); the plugin's reader opens it again with the same positions and classes."""
+    from .backend.exchange import write_geojson
+
+    return [os.fspath(write_geojson(_layer_points(data, meta), os.fspath(path)))]
+
+
+def write_points_csv_layer(path: str, data: Any, meta: dict) -> List[str]:
+    """npe2 writer: a Points layer -> CSV (``x,y,x_um,y_um,class,score,p_<class>``)."""
+    from .backend.exchange import write_points_csv
+
+    return [os.fspath(write_points_csv(_layer_points(data, meta), os.fspath(path)))]
+
+
+def write_labels_geojson_layer(path: str, data: Any, meta: dict) -> List[str]:
+    """npe2 writer: a Labels layer -> QuPath GeoJSON polygons (one per instance)."""
+    import numpy as np
+    from .backend.exchange import write_labels_geojson
+
+    if isinstance(data, (list, tuple)):
+        data = data[0]
+    return [os.fspath(write_labels_geojson(np.asarray(data), os.fspath(path), _layer_mpp(meta)))]

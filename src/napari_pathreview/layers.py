@@ -38,3 +38,44 @@ def legend_html(classes, colors, counts=None) -> str:
         n = f" ({counts[i]})" if counts is not None else ""
         rows.append(f'<span style="color:{colors.get(c, "#ffffff")}">&#9632;</span> {c}{n}')
     return "<br>".join(rows)
+
+
+def rgba_to_hex(rgba) -> str:
+    return "#" + "".join(f"{int(round(float(v) * 255)):02x}" for v in list(rgba)[:3])
+
+
+def points_from_layer_data(data, features=None, metadata=None, face_color=None):
+    """Points layer data (N, D) + features table + metadata -> CellPoints (inverse of ``points_layer_data``).
+
+    The class of each point is the ``class`` feature (else "cell"); classes and colours come from the
+    layer's metadata (a plugin layer) or else from the class names and the points' face colours.
+    Coordinates are the last two axes of the layer data (row, col); ``mpp`` the metadata's.
+    """
+    from .backend.points import CellPoints
+    from .backend.weights import class_colors
+
+    metadata = dict(metadata or {})
+    yx = np.asarray(data, np.float32).reshape(len(data), -1)[:, -2:] if len(data) else np.zeros((0, 2), np.float32)
+    cols = {} if features is None else {str(k): np.asarray(features[k]) for k in features}
+    names = [str(v) for v in cols["class"]] if "class" in cols else ["cell"] * len(yx)
+    classes = [str(c) for c in metadata.get("classes") or []]
+    for n in dict.fromkeys(names):
+        if n not in classes:
+            classes.append(n)
+    index = {c: i for i, c in enumerate(classes)}
+    labels = np.array([index[n] for n in names], np.int64)
+    scores = np.asarray(cols.get("score", np.ones(len(yx))), np.float32).reshape(-1)
+    probs = np.zeros((len(yx), len(classes)), np.float32)
+    have = [f"p_{c}" in cols for c in classes]
+    for k, c in enumerate(classes):
+        if have[k]:
+            probs[:, k] = np.nan_to_num(np.asarray(cols[f"p_{c}"], np.float32))
+    no_probs = probs.sum(1) == 0
+    probs[no_probs, labels[no_probs]] = 1.0
+    colors = {**class_colors(classes), **dict(metadata.get("colors") or {})}
+    if face_color is not None and len(face_color) == len(yx) and not metadata.get("colors"):
+        fc = np.asarray(face_color)
+        for n in dict.fromkeys(names):
+            colors[n] = rgba_to_hex(fc[names.index(n)])
+    return CellPoints(yx, labels, scores, probs, classes, metadata.get("mpp"), None,
+                      str(metadata.get("source", "")), colors)

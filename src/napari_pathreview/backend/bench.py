@@ -83,3 +83,103 @@ def run_bench(name: str, **kw) -> dict:
     if name not in BENCHES:
         raise InputError(f"unknown benchmark '{name}'; available: {', '.join(sorted(BENCHES))}")
     return BENCHES[name](**kw)
+
+
+def _mosaic(size: int) -> np.ndarray:
+    """A size x size RGB mosaic of the bundled real H&E sample (mirrored copies, so no hard seams)."""
+    from pathlib import Path
+    from skimage.io import imread
+
+    tile = imread(Path(__file__).resolve().parents[1] / "sample_data" / "monuseg_tile.png")[..., :3]
+    row = np.concatenate([tile, tile[:, ::-1]], 1)
+    block = np.concatenate([row, row[::-1]], 0)
+    reps = -(-size // block.shape[0])
+    return np.ascontiguousarray(np.tile(block, (reps, reps, 1))[:size, :size])
+
+
+def matmul_ceiling_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """Achieved fp32 GFLOP/s of a square matmul: the machine's practical ceiling, this process."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n ** 3 * repeats / (time.perf_counter() - t) / 1e9
+
+
+def _dense_model(task: str | None):
+    """A shipped fully-convolutional model and a (B, C, h, w) tensor -> (B, K, h, w) tensor function."""
+    import torch
+    from .weights import list_models, load_model
+
+    tasks = [task] if task else ["segmenter", "detector"]
+    for t in tasks:
+        if list_models(t):
+            model, card = load_model(None, t, "cpu")
+            break
+    else:
+        raise RuntimeError("no shipped segmenter or detector weights to benchmark")
+    model = model.to(memory_format=torch.channels_last)
+    mean = torch.tensor(card.normalisation["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(card.normalisation["std"]).view(1, -1, 1, 1)
+
+    def first_output(out):
+        if isinstance(out, dict):
+            return next(iter(out.values()))
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+    def fn(x):
+        with torch.inference_mode():
+            x = ((x / 255.0 - mean) / std).contiguous(memory_format=torch.channels_last)
+            return first_output(model(x)).float()
+
+    return fn, card
+
+
+@bench("tiling")
+def bench_tiling(size: int = 4096, tile: int = 512, overlap: int = 64, batch: int = 4,
+                 task: str | None = None) -> dict:
+    """Ours: tiling.predict_tiled (minimal-padding plan, Gaussian blending). Reference: MONAI's
+    sliding_window_inference with the same model, tile, overlap and Gaussian blending, same image."""
+    import torch
+    from monai.inferers import sliding_window_inference
+    from torch.utils.flop_counter import FlopCounterMode
+    from .tiling import plan_tiles, predict_tiled
+
+    torch.set_grad_enabled(False)
+    fn, card = _dense_model(task)
+    image = _mosaic(size)
+    k = fn(torch.zeros(1, 3, tile, tile)).shape[1]
+
+    def predict_np(batch_np):
+        x = torch.from_numpy(np.ascontiguousarray(batch_np.transpose(0, 3, 1, 2)))
+        return fn(x).numpy()
+
+    ceiling = matmul_ceiling_gflops()
+    with FlopCounterMode(display=False) as fc:
+        fn(torch.zeros(1, 3, tile, tile))
+    flops_tile = fc.get_total_flops()
+    fn(torch.zeros(batch, 3, tile, tile))  # warm-up
+    rss0 = peak_rss_mb()
+    ours, t_ours = timed(predict_tiled, image.astype(np.float32), predict_np, tile, overlap, k,
+                         window="gaussian", batch_size=batch)
+    rss_ours = peak_rss_mb()
+    x = torch.from_numpy(image.transpose(2, 0, 1)[None].astype(np.float32))
+    ref, t_ref = timed(sliding_window_inference, x, (tile, tile), batch, fn, overlap=overlap / tile,
+                       mode="gaussian", sigma_scale=0.125)
+    ref = ref[0].numpy()
+    n_ours = len(plan_tiles((size, size), tile, overlap))
+    step = int(tile * (1 - overlap / tile))
+    n_ref = (-(-(size - tile) // step) + 1) ** 2
+    return {"name": "tiling", "reference": "monai.inferers.sliding_window_inference (gaussian)",
+            "model": card.name, "size": size, "tile": tile, "overlap": overlap, "batch": batch,
+            "ours_s": round(t_ours, 2), "reference_s": round(t_ref, 2), "ratio": round(t_ours / t_ref, 3),
+            "tiles_ours": n_ours, "tiles_reference": n_ref,
+            "max_abs_diff": float(np.abs(ours - ref).max()), "mean_abs_diff": float(np.abs(ours - ref).mean()),
+            "gflops_achieved": round(flops_tile * n_ours / t_ours / 1e9, 1),
+            "gflops_ceiling_matmul": round(ceiling, 1),
+            "fraction_of_ceiling": round(flops_tile * n_ours / t_ours / 1e9 / ceiling, 3),
+            "peak_rss_mb_before": round(rss0, 1), "peak_rss_mb_after_ours": round(rss_ours, 1),
+            "peak_rss_mb": round(peak_rss_mb(), 1), "device": "cpu", "threads": torch.get_num_threads()}

@@ -142,6 +142,14 @@ def detect(image, model, card, mpp: float | None = None, params: DetectParams | 
     if arr.ndim not in (2, 3) or min(arr.shape[:2]) < 1:
         raise InputError(f"{name}: expected a 2-D RGB image, got shape {tuple(arr.shape)}")
     level_mpp = mpp * down
+    lo = hi = None
+    if np.dtype(arr.dtype) != np.uint8:  # one intensity stretch for the whole slide, not per tile
+        small = image.levels[-1] if isinstance(image, Slide) else arr[::max(1, arr.shape[0] // 512), ::max(1, arr.shape[1] // 512)]
+        small = np.asarray(small, np.float64)
+        if not np.isfinite(small).all():
+            raise InputError(f"{name}: image has NaN or infinite pixels; fix or export the image again")
+        if small.max() > 1.0 or small.min() < 0.0:
+            lo, hi = np.percentile(small, [0.5, 99.5])
     scale = level_mpp / card.mpp  # model pixels per input pixel
     h, w = arr.shape[:2]
     tile_in = max(16, int(round(params.tile / scale)))
@@ -153,7 +161,7 @@ def detect(image, model, card, mpp: float | None = None, params: DetectParams | 
     parts = []
     for i, t in enumerate(tiles):
         check_cancel(cancel)
-        crop = to_rgb_uint8(np.asarray(arr[t.y0:t.y1, t.x0:t.x1]))
+        crop = to_rgb_uint8(np.asarray(arr[t.y0:t.y1, t.x0:t.x1]), name, lo, hi)
         th, tw = crop.shape[:2]
         if abs(scale - 1) > 0.02:
             mh, mw = max(1, int(round(th * scale))), max(1, int(round(tw * scale)))
@@ -246,17 +254,20 @@ def score_points(model, card, samples, params: DetectParams, radius_um: float, m
     return scores.as_dict(radius_um)
 
 
-def train_detector(data: str | Path, out: str | Path, epochs: int = 30, seed: int = 0, device=None,
+def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, device=None,
                    crops_per_image: int = 4, crop: int = 256, batch_size: int = 8, tune_images: int = 8,
                    radius_um: float = 3.3, mpp: float = CRCHISTO_MPP, init: str | Path | None = None,
                    progress: ProgressFn | None = None, cancel=None, command: str = "", on_epoch=None,
-                   checkpoints: bool = False):
+                   checkpoints: bool = False, lr: float | None = None, classes: list | None = None):
     """Train the point detector on a points dataset and save weights + card to ``out``.
 
     ``tune_images`` training images (chosen by ``seed``) are held out to select the checkpoint and
     the decoding threshold; the ``validation`` split is only evaluated, never tuned on.
     ``init``: weights to fine-tune from (name or path), else from scratch. ``checkpoints``: also write the
     best-so-far weights to ``OUT.checkpoint.*`` during training (resumable inspection of long runs).
+    ``data``: a points dataset folder (its ``train`` split), or a list of ``PointsSample`` already at the
+    model's mpp (annotations from the viewer) whose labels index ``classes`` (default: ``init``'s).
+    ``lr``: learning rate (default ``TrainConfig.lr``; use ~10x less to fine-tune).
     """
     import torch
     from .datasets import load_points_dataset
@@ -266,7 +277,19 @@ def train_detector(data: str | Path, out: str | Path, epochs: int = 30, seed: in
 
     rng = seed_everything(seed)
     dev = choose_device(device)
-    train, classes = load_points_dataset(data, "train")
+    if isinstance(data, (str, Path)):
+        train, classes = load_points_dataset(data, "train")
+        data_desc = str(data)
+    else:
+        train = list(data)
+        if not train:
+            raise InputError("no annotated images to train on")
+        if classes is None:
+            if init is None:
+                raise InputError("in-memory training samples need `classes` or an `init` model")
+            from .weights import resolve
+            classes = list(resolve(init, "detector")[1].classes)
+        data_desc = "in-memory: " + ", ".join(s.name for s in train)[:300]
     if init is not None:
         model, base = load_model(init, "detector", dev)
         if list(base.classes) != list(classes):
@@ -285,8 +308,11 @@ def train_detector(data: str | Path, out: str | Path, epochs: int = 30, seed: in
     cw = torch.tensor((freq.sum() / np.maximum(freq, 1) / len(classes)) ** 0.5, dtype=torch.float32, device=dev)
     card = ModelCard(name=Path(out).stem, task="detector", config=cfg.to_dict(), classes=list(classes), mpp=mpp,
                      colors=class_colors(classes), params=DetectParams().__dict__.copy())
+    if init is not None:  # a fine-tuned model keeps its base's input normalisation, colours and decoding
+        card.normalisation, card.colors, card.licence = base.normalisation, base.colors, base.licence
+        card.params.update(base.params or {})
     steps = max(1, (len(fit_set) * crops_per_image) // batch_size)
-    tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=str(dev))
+    tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=str(dev), **({"lr": lr} if lr else {}))
 
     def batches(epoch):
         for b in _crop_batches(fit_set, targets, rng, steps * batch_size, crop, batch_size, freq):
@@ -309,7 +335,8 @@ def train_detector(data: str | Path, out: str | Path, epochs: int = 30, seed: in
     model.eval()
     params = tune_params(model, card, tune, radius_um)
     card.params.update(params)
-    card.training = {"command": command, "data": str(data), "seed": seed, "epochs": epochs,
+    card.training = {"command": command, "data": data_desc, "seed": seed, "epochs": epochs, "lr": tcfg.lr,
+                     "init": str(init) if init is not None else None,
                      "best_epoch": res.best_epoch, "seconds": round(time.time() - t0, 1), "device": str(dev),
                      "fit_images": len(fit_set), "tune_images": [s.name for s in tune],
                      "history": res.history}

@@ -125,3 +125,150 @@ def write_points_csv(points: CellPoints, path: str | Path) -> Path:
             row += [table["class"][i]] + [f"{float(table[c][i]):.4f}" for c in list(table)[1:]]
             w.writerow(row)
     return Path(path)
+
+
+# ---- reading point tables (pathreview / dataset / QuPath CSV or TSV) ------------------------------
+
+_CLASS_COLUMNS = ("class", "label", "classification", "Class", "Classification", "name")
+_UM_COLUMNS = (("Centroid Y µm", "Centroid X µm"), ("Centroid Y um", "Centroid X um"), ("y_um", "x_um"))
+_PX_COLUMNS = (("y", "x"), ("Y", "X"), ("Centroid Y px", "Centroid X px"))
+
+
+def read_points_table(path: str | Path, classes: list[str] | None = None) -> dict[str, CellPoints]:
+    """Cell points from a CSV/TSV: this plugin's export (``x,y,x_um,y_um,class,score,p_*``), a points
+    dataset's ``points.csv`` (``image,split,x,y,label``; one entry per image) or a QuPath measurement
+    export (``Class``, ``Centroid X µm``/``Centroid Y µm``).
+
+    Returns ``{image name (or ""): CellPoints}``. Pixel columns win over micron ones; with microns only,
+    ``yx`` is in µm and ``mpp`` is 1.0 (one unit = one µm). With both, ``mpp`` is their ratio.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot read as text ({e})") from None
+    lines = text.splitlines()
+    if not lines:
+        raise InputError(f"{path}: empty file")
+    delim = "\t" if lines[0].count("\t") > lines[0].count(",") else ","
+    rows = list(csv.DictReader(lines, delimiter=delim))
+    head = set(rows[0]) if rows else set(next(csv.reader(lines[:1], delimiter=delim)))
+    px = next((c for c in _PX_COLUMNS if set(c) <= head), None)
+    um = next((c for c in _UM_COLUMNS if set(c) <= head), None)
+    if px is None and um is None:
+        raise InputError(f"{path}: no point coordinates; expected columns x,y (pixels) or "
+                         f"'Centroid X µm','Centroid Y µm' (QuPath)")
+    cls_col = next((c for c in _CLASS_COLUMNS if c in head), None)
+    img_col = next((c for c in ("image", "Image") if c in head), None)
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r.get(img_col, "") if img_col else "", []).append(r)
+    if not groups:
+        groups[""] = []
+    if cls_col and classes is None:
+        classes = _default_classes((r.get(cls_col) or "").strip() or "unlabeled" for r in rows)
+    out = {}
+    for name, rs in groups.items():
+        try:
+            if px is not None:
+                yx = np.array([[float(r[px[0]]), float(r[px[1]])] for r in rs], np.float32).reshape(-1, 2)
+            else:
+                yx = np.array([[float(r[um[0]]), float(r[um[1]])] for r in rs], np.float32).reshape(-1, 2)
+        except (TypeError, ValueError):
+            raise InputError(f"{path}: a coordinate is not a number") from None
+        mpp = 1.0 if px is None else None
+        if px is not None and um is not None and len(rs):
+            x_px = np.array([float(r[px[1]]) for r in rs])
+            x_um = np.array([float(r[um[1]]) if r[um[1]] not in ("", None) else np.nan for r in rs])
+            ok = np.isfinite(x_um) & (x_px > 1)
+            if ok.any():
+                mpp = float(np.median(x_um[ok] / x_px[ok]))
+        names = [(r.get(cls_col) or "").strip() or "unlabeled" if cls_col else "cell" for r in rs]
+        cl = list(classes) if classes is not None else _default_classes(names)
+        for n in dict.fromkeys(names):
+            if n not in cl:
+                cl.append(n)
+        index = {c: i for i, c in enumerate(cl)}
+        labels = np.array([index[n] for n in names], np.int64)
+        scores = np.array([_num(r.get("score"), 1.0) for r in rs], np.float32)
+        probs = np.zeros((len(rs), len(cl)), np.float32)
+        if rs and all(f"p_{c}" in head for c in cl):
+            probs[:] = [[_num(r[f"p_{c}"], 0.0) for c in cl] for r in rs]
+        else:
+            probs[np.arange(len(rs)), labels] = 1.0
+        out[name] = CellPoints(yx, labels, scores, probs, cl, mpp, None, str(path), class_colors(cl))
+    return out
+
+
+def _num(v, default: float) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return default
+
+
+def _default_classes(names) -> list[str]:
+    """Sorted class names, ``others`` then ``unlabeled`` last (the dataset order)."""
+    uniq = set(names)
+    tail = [n for n in ("others", "unlabeled") if n in uniq]
+    return sorted(uniq - set(tail)) + tail
+
+
+def read_points_file(path: str | Path) -> dict[str, CellPoints]:
+    """GeoJSON / JSON or CSV / TSV -> ``{name: CellPoints}`` (see read_geojson, read_points_table)."""
+    p = Path(path)
+    if p.suffix.lower() in (".geojson", ".json"):
+        return {p.stem: read_geojson(p)}
+    return {(f"{p.stem} {k}" if k else p.stem): v for k, v in read_points_table(p).items()}
+
+
+# ---- labels -> GeoJSON polygons -----------------------------------------------------------------
+
+def labels_to_geojson(labels: np.ndarray, mpp: float | None = None, class_name: str = "nucleus",
+                      color: str = "#ffe119", min_area: int = 1) -> dict:
+    """Instance labels (H, W) -> QuPath FeatureCollection of Polygon ``detection`` features.
+
+    One polygon per instance: the outer boundary of its largest connected part (x then y, closed ring;
+    pixel-centre coordinates like the point exports, so the boundary runs half a pixel outside the
+    centres of the edge pixels), ``measurements``: label and area in pixels.
+    """
+    from scipy import ndimage
+    from skimage.measure import find_contours
+
+    lab = np.asarray(labels)
+    if lab.ndim != 2 or lab.dtype.kind not in "iu":
+        raise InputError(f"labels: expected a 2-D integer label image, got {lab.dtype} {lab.shape}")
+    feats = []
+    for k, sl in enumerate(ndimage.find_objects(np.maximum(lab, 0))):
+        if sl is None:
+            continue
+        value = k + 1
+        sl = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in sl)
+        m = lab[sl] == value
+        area = int(m.sum())
+        if area < min_area:
+            continue
+        parts, n = ndimage.label(m)
+        if n > 1:
+            m = parts == (np.argmax(np.bincount(parts.ravel())[1:]) + 1)
+        cs = find_contours(np.pad(m, 1).astype(np.float32), 0.5)
+        ring = max(cs, key=len) - 1 + np.array([sl[0].start, sl[1].start])  # (row, col)
+        ring = np.vstack([ring, ring[:1]])
+        feats.append({
+            "type": "Feature", "id": f"object-{value}",
+            "geometry": {"type": "Polygon", "coordinates": [[[float(x), float(y)] for y, x in ring]]},
+            "properties": {"objectType": "detection",
+                           "classification": {"name": class_name, "color": _rgb(color)},
+                           "measurements": {"label": value, "area_px": area}},
+        })
+    return {"type": "FeatureCollection", "features": feats, "properties": {"mpp": mpp, "classes": [class_name]}}
+
+
+def write_labels_geojson(labels: np.ndarray, path: str | Path, mpp: float | None = None, **kw) -> Path:
+    """Write instance labels as QuPath polygon GeoJSON atomically."""
+    doc = labels_to_geojson(labels, mpp, **kw)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(doc))
+    return Path(path)

@@ -37,6 +37,32 @@ class LayerPicker(QComboBox):
         return self.viewer.layers[name] if name in self.viewer.layers else None
 
 
+class ModelPicker(QComboBox):
+    """A combo box of the registered models of a task (shipped, then user weights); it re-reads the
+    registry each time it opens, so weights saved by 'Train / fine-tune' appear in every widget."""
+
+    def __init__(self, task: str, parent=None):
+        super().__init__(parent)
+        self.task = task
+        self.refresh()
+
+    def refresh(self, select: str | None = None):
+        from ..backend.weights import list_models
+
+        current = select or self.currentText()
+        names = list(dict.fromkeys(c.name for c in list_models(self.task))) if self.task else []
+        self.blockSignals(True)
+        self.clear()
+        self.addItems(names)
+        if current in names:
+            self.setCurrentText(current)
+        self.blockSignals(False)
+
+    def showPopup(self):
+        self.refresh()
+        super().showPopup()
+
+
 def layer_mpp(layer, override: float = 0.0) -> float | None:
     """Microns per level-0 pixel of a layer: the user's value, else the reader's metadata, else None."""
     if override and override > 0:
@@ -72,8 +98,7 @@ class TaskWidget(QWidget):
         root.addLayout(self.form)
         self.image = LayerPicker(napari_viewer, self.layer_types)
         self.form.addRow("image", self.image)
-        self.model = QComboBox()
-        self.model.addItems([c.name for c in list_models(self.task)] if self.task else [])
+        self.model = ModelPicker(self.task)
         self.form.addRow("model", self.model)
         self.device = QComboBox()
         self.device.addItems(available_devices())

@@ -1,0 +1,182 @@
+"""'Annotate cells' dock widget: annotation Points layers with a model's classes and colours.
+
+- *New annotation layer*: an empty Points layer aligned with the chosen image, a ``class`` feature and
+  the model's class list and colours; new points get the current class.
+- *Copy for correction*: a new, editable layer copied from a prediction layer (copy-on-write: the model's
+  own output layer is never changed; it is hidden so the copy is what you see and edit).
+- Keys ``1`` … ``K`` (bound on the annotation layer) set the class of the selected points and the class
+  of the next points added. napari's mode keys P (add), S (select), Z (pan/zoom) keep working.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+from qtpy.QtWidgets import (QComboBox, QFormLayout, QGridLayout, QLabel, QPushButton, QVBoxLayout,
+                            QWidget)
+
+from .base import LayerPicker
+
+
+def _model_cards():
+    from ..backend.weights import list_models
+
+    return list_models("detector")
+
+
+class AnnotateWidget(QWidget):
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        root = QVBoxLayout(self)
+        form = QFormLayout()
+        root.addLayout(form)
+        self.model = QComboBox()
+        self.model.addItems([c.name for c in _model_cards()])
+        self.model.currentTextChanged.connect(self._refresh_classes)
+        form.addRow("classes of", self.model)
+        self.image = LayerPicker(napari_viewer, ("image",))
+        form.addRow("image", self.image)
+        self.new_btn = QPushButton("New annotation layer")
+        self.new_btn.clicked.connect(lambda: self.new_layer())
+        root.addWidget(self.new_btn)
+        form2 = QFormLayout()
+        root.addLayout(form2)
+        self.prediction = LayerPicker(napari_viewer, ("points",))
+        form2.addRow("prediction", self.prediction)
+        self.copy_btn = QPushButton("Copy for correction")
+        self.copy_btn.setToolTip("a new editable layer copied from the prediction; the prediction is not changed")
+        self.copy_btn.clicked.connect(lambda: self.copy_for_correction())
+        root.addWidget(self.copy_btn)
+        root.addWidget(QLabel("class of selected / next points (keys 1…K on the layer):"))
+        self.class_grid = QGridLayout()
+        root.addLayout(self.class_grid)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        root.addWidget(self.status)
+        root.addStretch(1)
+        self.layer = None
+        self._refresh_classes()
+
+    # ---------------------------------------------------------------- classes
+    def classes(self) -> tuple[list, dict]:
+        """(class names, {name: hex colour}) of the active annotation layer, else of the chosen model."""
+        from ..backend.weights import class_colors
+
+        if self.layer is not None and self.layer in self.viewer.layers:
+            md = self.layer.metadata
+            return list(md.get("classes", [])), dict(md.get("colors", {}))
+        card = next((c for c in _model_cards() if c.name == self.model.currentText()), None)
+        classes = list(card.classes) if card else ["cell"]
+        return classes, {**class_colors(classes), **(card.colors if card else {})}
+
+    def _refresh_classes(self, *_):
+        while self.class_grid.count():
+            w = self.class_grid.takeAt(0).widget()
+            if w is not None:
+                w.deleteLater()
+        classes, colors = self.classes()
+        for k, name in enumerate(classes):
+            b = QPushButton(f"{k + 1}  {name}" if k < 9 else name)
+            b.setStyleSheet(f"border-left: 10px solid {colors.get(name, '#ffffff')}; text-align: left;")
+            b.clicked.connect(lambda _=False, n=name: self.set_class(self.layer, n))
+            self.class_grid.addWidget(b, k // 2, k % 2)
+
+    # ---------------------------------------------------------------- layers
+    def new_layer(self, name: str = "annotations"):
+        """An empty annotation layer aligned with the chosen image (or in pixels when there is none)."""
+        from ..backend.points import CellPoints
+        from ..layers import points_layer_data
+        from .base import layer_mpp
+
+        self.layer = None
+        classes, colors = self.classes()
+        img = self.image.layer()
+        mpp = layer_mpp(img) if img is not None else None
+        scale = tuple(img.scale[-2:]) if img is not None else (1.0, 1.0)
+        translate = tuple(img.translate[-2:]) if img is not None else (0.0, 0.0)
+        empty = CellPoints.empty(classes, mpp=mpp, colors=colors, source="annotation")
+        data, kwargs, _ = points_layer_data(empty, name, scale=scale, translate=translate)
+        kwargs["metadata"]["pathreview"] = "annotation"
+        layer = self.viewer.add_points(data, **kwargs)
+        self._adopt(layer)
+        layer.mode = "add"
+        return layer
+
+    def copy_for_correction(self, source=None):
+        """Copy-on-write: a new editable layer with the prediction's points, features, colours, scale."""
+        from napari.utils.notifications import show_error
+
+        src = source if source is not None else self.prediction.layer()
+        if src is None:
+            show_error("pick a prediction Points layer to copy")
+            self.status.setText("no prediction layer")
+            return None
+        md = copy.deepcopy(dict(src.metadata))
+        md.update({"pathreview": "annotation", "corrected_from": src.name})
+        if "classes" not in md:
+            md["classes"] = sorted({str(c) for c in src.features.get("class", [])}) or ["cell"]
+        layer = self.viewer.add_points(
+            np.array(src.data, copy=True), features=src.features.copy(deep=True),
+            face_color=np.array(src.face_color, copy=True), border_color=np.array(src.border_color, copy=True),
+            border_width=np.array(src.border_width, copy=True), size=np.array(src.size, copy=True),
+            symbol=np.array(src.symbol, copy=True), scale=tuple(src.scale), translate=tuple(src.translate),
+            metadata=md, name=f"{src.name} (corrected)")
+        if "colors" not in md:
+            from ..layers import rgba_to_hex
+            cls = [str(c) for c in layer.features.get("class", [])]
+            md["colors"] = {c: rgba_to_hex(layer.face_color[cls.index(c)]) for c in dict.fromkeys(cls)}
+            layer.metadata["colors"] = md["colors"]
+        src.visible = False
+        self._adopt(layer)
+        layer.mode = "select"
+        self.status.setText(f"editing a copy of '{src.name}'; the prediction layer is unchanged (hidden)")
+        return layer
+
+    def _adopt(self, layer):
+        """Make ``layer`` the active annotation layer: key bindings 1..K, class buttons, defaults."""
+        self.layer = layer
+        classes, _ = self.classes()
+        for k, name in enumerate(classes[:9]):
+            layer.bind_key(str(k + 1), lambda ly, n=name: self.set_class(ly, n), overwrite=True)
+        self.viewer.layers.selection.active = layer
+        self._refresh_classes()
+        if classes:
+            self.set_class(layer, classes[0], selected=False)
+
+    def set_class(self, layer, name: str, selected: bool = True):
+        """Give the selected points of ``layer`` the class ``name`` (and its colour); new points too."""
+        from ..layers import hex_to_rgba
+
+        if layer is None:
+            self.status.setText("no annotation layer: make one or copy a prediction first")
+            return
+        md = layer.metadata
+        if name not in md.get("classes", []):
+            md.setdefault("classes", []).append(name)
+        color = hex_to_rgba(md.get("colors", {}).get(name, "#ffffff"))
+        sel = sorted(layer.selected_data) if selected else []
+        if sel:
+            feats = layer.features.copy()
+            if "class" not in feats:
+                feats["class"] = "cell"
+            feats["class"] = feats["class"].astype(object)
+            feats.loc[sel, "class"] = name
+            layer.features = feats
+            fc = np.array(layer.face_color, copy=True)
+            fc[sel] = color
+            layer.face_color = fc
+        defaults = {"class": name}
+        if "score" in layer.features:
+            defaults["score"] = 1.0
+        for c in md.get("classes", []):
+            if f"p_{c}" in layer.features:
+                defaults[f"p_{c}"] = 1.0 if c == name else 0.0
+        layer.feature_defaults = defaults
+        layer.current_face_color = color
+        if sel:
+            # setting the current colour recolours the selection too; keep it exactly as set above
+            fc = np.array(layer.face_color, copy=True)
+            fc[sel] = color
+            layer.face_color = fc
+        self.status.setText(f"class: {name}" + (f" ({len(sel)} points set)" if sel else ""))
