@@ -46,10 +46,10 @@ def test_bad_input_exit_2_one_line_nothing_written(case, tmp_path, crchisto):
 
 
 def test_detect_writes_csv_and_qupath_geojson(tmp_path, crchisto):
-    img = crchisto / "images" / "img1.png"
+    img = crchisto / "images" / "img4.png"
     rc, out, err = run("detect", img, "--out", tmp_path / "o", "--mpp", "0.55")
     assert rc == 0, err
-    csv_path, gj = tmp_path / "o" / "img1.csv", tmp_path / "o" / "img1.geojson"
+    csv_path, gj = tmp_path / "o" / "img4.csv", tmp_path / "o" / "img4.geojson"
     assert csv_path.exists() and gj.exists()
     rows = csv_path.read_text().strip().splitlines()
     assert rows[0].startswith("x,y,x_um,y_um,class,score,p_")

@@ -28,15 +28,22 @@ def test_shipped_detector_finds_most_cells_on_a_validation_image(val_sample):
 
 
 def test_tiled_equals_whole_image_away_from_tile_borders(val_sample):
+    """Tiles with >= 64 px of context on each side give the whole-image cells and classes (image interior)."""
     sample, _ = val_sample
     model, card = pipelines.get_model(None, "detector", "cpu")
     whole = detect(sample.image, model, card, mpp=card.mpp, params=DetectParams.from_card(card, tile=512))
     tiled = detect(sample.image, model, card, mpp=card.mpp,
-                   params=DetectParams.from_card(card, tile=192, overlap=64))
+                   params=DetectParams.from_card(card, tile=320, overlap=128))
     from napari_pathreview.backend.matching import match_points
-    m = match_points(tiled.yx, whole.yx, 1.0)
-    assert len(m.pred_idx) >= 0.97 * len(whole) and abs(len(tiled) - len(whole)) <= 0.03 * len(whole)
-    assert (tiled.labels[m.pred_idx] == whole.labels[m.gt_idx]).mean() > 0.97
+
+    def inner(p, margin=32):
+        keep = ((p.yx >= margin) & (p.yx < np.array(sample.image.shape[:2]) - margin)).all(1)
+        return p.yx[keep], p.labels[keep]
+
+    (wy, wl), (ty, tl) = inner(whole), inner(tiled)
+    m = match_points(ty, wy, 2.0)
+    assert len(wy) > 100 and len(m.pred_idx) >= 0.98 * len(wy) and abs(len(ty) - len(wy)) <= 0.02 * len(wy)
+    assert (tl[m.pred_idx] == wl[m.gt_idx]).mean() > 0.97
 
 
 def test_40x_input_is_resampled_and_points_map_back(val_sample):
@@ -66,5 +73,5 @@ def test_absurd_mpp_is_refused(mpp, val_sample):
 
 
 # Measured with the shipped weights on validation img (first by name); floors sit ~0.05 below.
-DET_FLOOR = 0.70
-CLS_FLOOR = 0.50
+DET_FLOOR = 0.74  # measured 0.794 on img4 (shipped detector-crchisto), minus 0.05
+CLS_FLOOR = 0.56  # measured 0.614 weighted F1 on img4, minus 0.05

@@ -110,6 +110,10 @@ def test_labels_export_as_qupath_polygons(shared_data, tmp_path):
     big = np.bincount(lab.ravel())[ids] > 60
     assert np.median(np.linalg.norm(back.yx - cents, axis=1)[big]) < 1.5
     assert labels_to_geojson(np.zeros((8, 8), np.uint16))["features"] == []
+    from napari_pathreview._reader import get_points_reader
+    layers = get_points_reader(path)(path)
+    assert [kind for _, _, kind in layers] == ["points", "shapes"] and len(layers[1][0]) == len(ids)
+    assert layers[1][1]["scale"] == (0.25, 0.25) and layers[0][1]["scale"] == (0.25, 0.25)
 
 
 def test_viewer_annotations_become_a_training_sample_at_model_scale(val_sample):
@@ -126,3 +130,19 @@ def test_viewer_annotations_become_a_training_sample_at_model_scale(val_sample):
     s40 = points_sample(big, (sample.yx + 0.5) * 2 - 0.5, names, classes, 0.275, 0.55)
     assert abs(s40.image.shape[0] - same.image.shape[0]) <= 2
     assert np.abs(s40.yx - same.yx).max() < 1.0
+
+
+def test_cli_convert_geojson_csv_round_trip(crchisto, val_sample, tmp_path, capsys):
+    from napari_pathreview.cli import main
+
+    sample, classes = val_sample
+    one = tmp_path / "one.csv"
+    lines = (crchisto / "points.csv").read_text().splitlines()
+    one.write_text("\n".join([lines[0]] + [ln for ln in lines[1:] if ln.startswith(f"{sample.name},")]) + "\n")
+    assert main(["convert", str(one), str(tmp_path / "a.geojson"), "--mpp", "0.55"]) == 0
+    assert main(["convert", str(tmp_path / "a.geojson"), str(tmp_path / "b.csv")]) == 0
+    back = read_points_table(tmp_path / "b.csv")[""]
+    assert np.allclose(back.yx, sample.yx, atol=0.006) and abs(back.mpp - 0.55) < 1e-3
+    assert [back.classes[k] for k in back.labels] == _names(sample, classes)
+    assert main(["convert", str(crchisto / "points.csv"), str(tmp_path / "c.geojson")]) == 2
+    assert "80 images" in capsys.readouterr().err

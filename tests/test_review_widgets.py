@@ -108,7 +108,7 @@ def test_compare_widget_numbers_equal_pathreview_evaluate(make_napari_viewer, qt
     assert w.step_error(-1) is first
 
 
-def test_compare_widget_labels(make_napari_viewer, qtbot, shared_data):
+def test_compare_widget_labels(make_napari_viewer, qtbot, shared_data, tmp_path):
     import imageio.v3 as iio
     from napari_pathreview.backend.compare import compare_labels
     from napari_pathreview.widgets.compare import CompareWidget
@@ -129,6 +129,13 @@ def test_compare_widget_labels(make_napari_viewer, qtbot, shared_data):
     assert t["fn"]["count"] == ref["fn"]
     assert len(viewer.layers["pred: missed"].data) + len(viewer.layers["pred: unmatched predicted"].data) \
         == len(w.errors)
+    # labels -> QuPath polygons through napari's writer, and back as a Shapes layer
+    viewer.layers.selection = {viewer.layers["gt"]}
+    path = str(tmp_path / "gt.geojson")
+    assert viewer.layers.save(path, selected=True, plugin="napari-pathreview") == [path]
+    layers = viewer.open(path, plugin="napari-pathreview")
+    shapes = [ly for ly in layers if type(ly).__name__ == "Shapes"][0]
+    assert len(shapes.data) == len(np.unique(gt[gt > 0]))
 
 
 def test_points_vs_labels_is_refused_with_a_message(make_napari_viewer, detection):
@@ -147,7 +154,8 @@ def test_points_vs_labels_is_refused_with_a_message(make_napari_viewer, detectio
 def test_geojson_round_trip_through_napari_writer_and_reader(make_napari_viewer, val_sample, detection, tmp_path):
     viewer = make_napari_viewer()
     pts, _ = detection
-    layer = _add_cells(viewer, pts, "cells")
+    data, kwargs, _ = points_layer_data(pts, "cells", scale=(0.55, 0.55))  # as on an image of 0.55 µm/px
+    layer = viewer.add_points(data, **kwargs)
     for ext in ("geojson", "csv"):
         path = tmp_path / f"cells.{ext}"
         viewer.layers.selection = {layer}
@@ -159,7 +167,7 @@ def test_geojson_round_trip_through_napari_writer_and_reader(make_napari_viewer,
         assert list(back.features["class"]) == list(layer.features["class"])
         assert np.allclose(back.features["score"], layer.features["score"], atol=1e-4)
         assert np.allclose(back.face_color, layer.face_color)
-        assert np.allclose(back.scale, (0.55, 0.55))  # the files carry the pixel size
+        assert np.allclose(back.scale, layer.scale)  # the files carry the pixel size: layers line up
     doc = json.loads((tmp_path / "cells.geojson").read_text())
     f = doc["features"][0]
     assert f["geometry"]["type"] == "Point" and f["properties"]["objectType"] == "detection"
@@ -179,19 +187,26 @@ def test_annotate_new_layer_keys_and_copy_on_write(make_napari_viewer, val_sampl
     before = (pred.data.copy(), pred.features.copy(deep=True), pred.face_color.copy(), dict(pred.metadata))
     w = AnnotateWidget(viewer)
     w.model.setCurrentText(pts.source)
-    # a fresh annotation layer with the model's classes; key "3" sets the class of the selected points
+    # a fresh annotation layer with the model's classes; key "2" sets the class of the selected points
     ann = w.new_layer()
     assert ann.metadata["classes"] == classes and np.allclose(ann.scale, (0.55, 0.55))
     ann.add(sample.yx[:4])
     assert list(ann.features["class"]) == [classes[0]] * 4
     ann.selected_data = {1, 3}
-    ann.keymap[KeyBinding.from_str("3")](ann)
-    assert list(ann.features["class"]) == [classes[0], classes[2], classes[0], classes[2]]
+    ann.mode = "select"
+    # a real key press through the canvas' key handler: the layer's binding wins over napari's "3" (select mode)
+    handler = viewer.window._qt_viewer.canvas._key_map_handler
+    handler.press_key("2")  # napari's own "2" would switch to add mode
+    handler.release_key("2")
+    assert ann.mode == "select"
+    assert list(ann.features["class"]) == [classes[0], classes[1], classes[0], classes[1]]
     from napari_pathreview.layers import hex_to_rgba
-    assert np.allclose(ann.face_color[3], hex_to_rgba(ann.metadata["colors"][classes[2]]))
+    assert np.allclose(ann.face_color[3], hex_to_rgba(ann.metadata["colors"][classes[1]]))
+    assert np.allclose(ann.face_color[0], hex_to_rgba(ann.metadata["colors"][classes[0]]))
     ann.selected_data = set()
     ann.add(sample.yx[4:5])  # new points take the last chosen class
-    assert ann.features["class"].iloc[-1] == classes[2]
+    assert ann.features["class"].iloc[-1] == classes[1]
+    assert np.allclose(ann.face_color[-1], hex_to_rgba(ann.metadata["colors"][classes[1]]))
     # copy-on-write correction of the prediction
     w.prediction.setCurrentText("cells")
     fix = w.copy_for_correction()
@@ -236,6 +251,7 @@ def test_fine_tune_in_viewer_then_f1_on_another_image(make_napari_viewer, qtbot,
         shipped = user_weights / "dev-detector.safetensors"
         card_ = json.loads(shipped.with_suffix(".json").read_text()); card_["name"] = "dev-detector"
         shipped.with_suffix(".json").write_text(json.dumps(card_))
+    detect_before = DetectWidget(viewer)
     w = TrainWidget(viewer)
     w.model.setCurrentText(shipped.stem)
     assert w.model.currentText() == shipped.stem
@@ -251,7 +267,10 @@ def test_fine_tune_in_viewer_then_f1_on_another_image(make_napari_viewer, qtbot,
     out = user_weights / "detector-test-finetune"
     assert out.with_suffix(".safetensors").exists() and out.with_suffix(".json").exists()
     assert "detector-test-finetune" in [c.name for c in list_models("detector")]
-    assert "detector-test-finetune" in [DetectWidget(viewer).model.itemText(i) for i in range(w.model.count())]
+    for dw in (detect_before, DetectWidget(viewer)):  # a widget open before training refreshes on opening
+        dw.model.showPopup()
+        dw.model.hidePopup()
+        assert "detector-test-finetune" in [dw.model.itemText(i) for i in range(dw.model.count())]
     assert len(w.plot.rows) == 2 and all(np.isfinite(r["loss"]) for r in w.plot.rows)
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["training"]["epochs"] == 2 and card["classes"] == classes
@@ -277,3 +296,30 @@ def test_fine_tune_in_viewer_then_f1_on_another_image(make_napari_viewer, qtbot,
               "after": {"det_f1": after["detection"]["f1"], "mF1": after["mF1"], "weighted_f1": after["weighted_f1"]}}
     with capsys.disabled():
         print("\nFINE-TUNE", json.dumps(report))
+
+
+def test_train_cancel_saves_nothing_and_bad_names_are_refused(make_napari_viewer, qtbot, val_sample, user_weights):
+    from napari_pathreview.backend.points import CellPoints
+    from napari_pathreview.widgets.train import TrainWidget
+
+    sample, classes = val_sample
+    viewer = make_napari_viewer()
+    viewer.add_image(sample.image, name="img", rgb=True)
+    pts = CellPoints(sample.yx, sample.labels.clip(0), np.ones(len(sample.yx), np.float32),
+                     np.eye(len(classes), dtype=np.float32)[sample.labels.clip(0)], classes, 0.55)
+    _add_cells(viewer, pts, "ann")
+    w = TrainWidget(viewer)
+    w.device.setCurrentText("cpu")
+    w.save_as.setText("bad name/..")
+    w.run()
+    assert w.worker is None and "save as" in w.status.text()
+    w.save_as.setText(_shipped_detector().stem)
+    w.run()
+    assert w.worker is None and "shipped model's name" in w.status.text()
+    w.save_as.setText("never-saved")
+    w.epochs.setValue(50)
+    w.run()
+    w.cancel_btn.click()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    assert w.status.text() == "cancelled" and w.saved is None
+    assert not list(user_weights.glob("never-saved*"))

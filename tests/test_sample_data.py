@@ -66,8 +66,9 @@ def test_manifest_commands_resolve():
         if cmd.python_name:
             module, attr = cmd.python_name.split(":")
             assert callable(getattr(importlib.import_module(module), attr)), cmd.id
-    [reader] = pm.contributions.readers
-    assert reader.accepts_directories and "*.zarr" in reader.filename_patterns
+    slides, cells = pm.contributions.readers
+    assert slides.accepts_directories and "*.zarr" in slides.filename_patterns
+    assert not cells.accepts_directories and {"*.geojson", "*.csv"} <= set(cells.filename_patterns)
     assert {tuple(w.layer_types) for w in pm.contributions.writers} >= {("image",), ("labels",)}
 
 

@@ -86,4 +86,22 @@ def read_points(path: PathOrPaths) -> List[tuple]:
             data, kwargs, kind = points_layer_data(pts, name, scale=scale)
             kwargs["metadata"].update({"path": os.fspath(p), "pathreview": "annotation"})
             out.append((data, kwargs, kind))
+            if os.fspath(p).lower().endswith(".geojson"):
+                out += _polygon_layers(os.fspath(p), name, scale)
     return out
+
+
+def _polygon_layers(path: str, name: str, scale) -> List[tuple]:
+    """Polygon features of a GeoJSON as a Shapes layer (edge colour by class), when there are any."""
+    from .backend.exchange import read_geojson_polygons
+    from .backend.weights import class_colors
+    from .layers import hex_to_rgba
+
+    rings, names, colors = read_geojson_polygons(path)
+    if not rings:
+        return []
+    colors = {**class_colors(list(dict.fromkeys(names))), **colors}
+    edge = [hex_to_rgba(colors[n]) for n in names]
+    return [(rings, {"name": f"{name} polygons", "shape_type": "polygon", "scale": scale, "edge_color": edge,
+                     "face_color": "transparent", "edge_width": 1.0, "features": {"class": names},
+                     "metadata": {"path": path, "pathreview": "annotation", "colors": colors}}, "shapes")]

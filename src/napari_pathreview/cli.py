@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .backend.errors import InputError
 
-TASKS = ("detector",)
+TASKS = ("detector", "segmenter", "enhancer")
 
 
 def _progress(i: int, n: int, msg: str) -> None:
@@ -59,6 +59,30 @@ def cmd_train(args) -> int:
         print(json.dumps({"out": str(Path(args.out).with_suffix(".safetensors")), "params": card.params,
                           "best_epoch": card.training["best_epoch"], "seconds": card.training["seconds"]}))
         return 0
+    if args.task == "enhancer":
+        from .backend.enhancement import EnhancerTrainOptions, train_enhancer
+
+        opt = EnhancerTrainOptions(epochs=args.epochs, mode=args.mode, matching=args.matching,
+                                   aux_loss=args.aux_loss, schedule=args.schedule, tune_bias=args.tune_bias)
+        config = {"position": args.position, "radius_um": None if args.mask_um <= 0 else args.mask_um}
+        _, card = train_enhancer(args.data, args.out, detector=args.detector, seed=args.seed, device=args.device,
+                                 options=opt, config=config, progress=_progress, command=command,
+                                 on_epoch=lambda r: print(json.dumps(r), file=sys.stderr, flush=True))
+        print(json.dumps({"out": str(Path(args.out).with_suffix(".safetensors")), "metrics": card.metrics,
+                          "best_epoch": card.training["best_epoch"], "seconds": card.training["seconds"]}))
+        return 0
+    if args.task == "segmenter":
+        from .backend.segmentation import train_segmenter
+
+        _, card = train_segmenter(args.data, args.out, epochs=args.epochs, seed=args.seed, device=args.device,
+                                  init=args.init, decoder=args.decoder, aspp=not args.no_aspp,
+                                  lovasz=args.lovasz, progress=_progress, command=command,
+                                  checkpoints=args.checkpoints,
+                                  on_epoch=lambda r: print(json.dumps(r), file=sys.stderr, flush=True))
+        print(json.dumps({"out": str(Path(args.out).with_suffix(".safetensors")), "params": card.params,
+                          "metrics": card.metrics, "best_epoch": card.training["best_epoch"],
+                          "seconds": card.training["seconds"]}))
+        return 0
     raise InputError(f"unknown task '{args.task}'; choose from {', '.join(TASKS)}")
 
 
@@ -68,6 +92,34 @@ def cmd_evaluate(args) -> int:
 
         res = evaluate_detector(args.data, args.split, args.weights, radius_um=args.radius_um, mpp=args.mpp,
                                 device=args.device, progress=_progress if not args.json else None)
+    elif args.task == "enhancer":
+        from .backend.enhancement import evaluate_enhancer
+
+        res = evaluate_enhancer(args.data, args.split, args.weights, detector=args.detector,
+                                radius_um=args.radius_um, mpp=args.mpp, device=args.device,
+                                ablation=args.ablation, ablation_epochs=args.ablation_epochs,
+                                progress=_progress if not args.json else None)
+        if not args.json:
+            for key in ("base", "enhanced"):
+                print(f"--- {key}")
+                _print_points_table(res[key])
+            for v in res.get("ablation", {}).get("variants", []):
+                print(f"ablation {v['variant']:<34} mF1 {v['mF1']:.4f}  (tune {v['tune_mF1']:.4f}, {v['seconds']} s)")
+        print(json.dumps(res))
+        return 0
+    elif args.task == "segmenter":
+        from .backend.segmentation import evaluate_segmenter
+
+        res = evaluate_segmenter(args.data, args.split, args.weights, mpp=args.mpp, device=args.device,
+                                 tta=args.tta, progress=_progress if not args.json else None)
+        if not args.json:
+            for r in res["per_image"]:
+                inst = "" if r["aji"] is None else f"  AJI {r['aji']:.3f}  PQ {r['pq']:.3f}"
+                print(f"{r['image']:<28} Dice {r['dice']:.3f}{inst}")
+            fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+            print(f"Dice {fmt(res['dice'])}  AJI {fmt(res['aji'])}  PQ {fmt(res['pq'])}  images {res['n_images']}")
+        print(json.dumps(res))
+        return 0
     else:
         raise InputError(f"unknown task '{args.task}'; choose from {', '.join(TASKS)}")
     if not args.json:
@@ -91,6 +143,45 @@ def cmd_detect(args) -> int:
                            threshold=args.threshold, progress=_progress)
     for w in written:
         print(w)
+    return 0
+
+
+def cmd_segment(args) -> int:
+    from .backend.pipelines import segment_file
+
+    weights = args.weights if args.weights and len(args.weights) > 1 else (args.weights or [None])[0]
+    out = segment_file(args.input, args.out, weights=weights, mpp=args.mpp, device=args.device, tile=args.tile,
+                       overlap=args.overlap, tta=args.tta or None, ensemble=args.ensemble,
+                       overwrite=args.overwrite, progress=_progress)
+    print(out)
+    return 0
+
+
+def cmd_enhance(args) -> int:
+    from .backend.pipelines import enhance_files
+
+    written = enhance_files(args.inputs, args.out, weights=args.weights, detector=args.detector, mpp=args.mpp,
+                            device=args.device, progress=_progress)
+    for w in written:
+        print(w)
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .backend.exchange import read_points_file, write_geojson, write_points_csv
+
+    out = Path(args.output)
+    if out.suffix.lower() not in (".geojson", ".csv"):
+        raise InputError(f"{out}: output must end in .geojson or .csv")
+    parts = read_points_file(args.input)
+    if len(parts) != 1:
+        raise InputError(f"{args.input}: holds points of {len(parts)} images; convert needs one "
+                         "(filter the CSV to one image first)")
+    (pts,) = parts.values()
+    if args.mpp is not None:
+        pts.mpp = args.mpp
+    (write_geojson if out.suffix.lower() == ".geojson" else write_points_csv)(pts, out)
+    print(json.dumps({"out": str(out), "cells": len(pts), "classes": list(pts.classes)}))
     return 0
 
 
@@ -138,6 +229,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--init", default=None, help="weights to fine-tune from (name or path)")
     sp.add_argument("--checkpoints", action="store_true", help="write best-so-far weights to OUT.checkpoint.*")
+    sp.add_argument("--decoder", choices=("unet", "fpn"), default="unet", help="segmenter: decoder type")
+    sp.add_argument("--no-aspp", action="store_true", help="segmenter: no ASPP bottleneck")
+    sp.add_argument("--lovasz", action="store_true", help="segmenter: add the Lovász hinge loss")
+    sp.add_argument("--detector", default=None, help="enhancer: detector whose cells it corrects (default: shipped)")
+    sp.add_argument("--mode", choices=("class", "bipartite"), default="class",
+                    help="enhancer: class-only CE on pre-matched cells, or bipartite loss matched in the loop")
+    sp.add_argument("--matching", choices=("hungarian", "greedy"), default="hungarian", help="enhancer matching")
+    sp.add_argument("--aux-loss", action="store_true", help="enhancer: auxiliary loss after every layer")
+    sp.add_argument("--schedule", choices=("cosine", "step", "cosine-restarts"), default="cosine",
+                    help="enhancer: learning-rate schedule")
+    sp.add_argument("--position", choices=("relative", "sinusoidal", "both", "none"), default="relative",
+                    help="enhancer: position encoding")
+    sp.add_argument("--mask-um", type=float, default=70.0, help="enhancer: attention radius in µm (0: no mask)")
+    sp.add_argument("--tune-bias", action="store_true",
+                    help="enhancer: per-class logit offsets searched on the held-out tune images")
     common(sp, mpp=False)
     sp.set_defaults(func=cmd_train)
 
@@ -148,8 +254,27 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--weights", default=None, help="model name or weights path (default: shipped)")
     sp.add_argument("--radius-um", type=float, default=3.3, help="match radius in microns (3.3 = 6 px at 0.55)")
     sp.add_argument("--json", action="store_true", help="print one JSON object as the last line only")
+    sp.add_argument("--tta", action="store_true", help="segmenter: average the 4 flips")
+    sp.add_argument("--detector", default=None, help="enhancer: detector (default: the one its card names)")
+    sp.add_argument("--ablation", action="store_true",
+                    help="enhancer: also train and score position-encoding / mask variants (minutes)")
+    sp.add_argument("--ablation-epochs", type=int, default=15, help="enhancer: epochs per ablation variant")
     common(sp)
     sp.set_defaults(func=cmd_evaluate)
+
+    sp = sub.add_parser("enhance", help="detect + correct cell classes with the enhancer; CSV + GeoJSON per input")
+    sp.add_argument("inputs", nargs="+")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--weights", default=None, help="enhancer name or path (default: shipped)")
+    sp.add_argument("--detector", default=None, help="detector (default: the one the enhancer's card names)")
+    common(sp)
+    sp.set_defaults(func=cmd_enhance)
+
+    sp = sub.add_parser("convert", help="convert cell points between QuPath GeoJSON and CSV")
+    sp.add_argument("input", help=".geojson (QuPath / pathreview) or .csv/.tsv (pathreview, points dataset, QuPath)")
+    sp.add_argument("output", help="OUT.geojson or OUT.csv")
+    sp.add_argument("--mpp", type=float, default=None, help="microns per pixel to record (CSV x_um / y_um)")
+    sp.set_defaults(func=cmd_convert)
 
     sp = sub.add_parser("detect", help="detect cells; writes CSV + QuPath GeoJSON per input")
     sp.add_argument("inputs", nargs="+")
@@ -162,6 +287,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("name", help="matching (more: see docs/benchmarks.md)")
     sp.add_argument("--json", action="store_true", help="last stdout line is one JSON object")
     sp.set_defaults(func=cmd_bench)
+
+    sp = sub.add_parser("segment", help="segment nuclei tile by tile; writes an OME-Zarr labels pyramid")
+    sp.add_argument("input", help="image or slide (PNG, JPEG, TIFF, OME-TIFF, SVS, OME-Zarr)")
+    sp.add_argument("--out", required=True, help="output OUT.zarr (OME-Zarr labels + instances.csv)")
+    sp.add_argument("--weights", action="append", default=None,
+                    help="model name or path (default: shipped); repeat for an ensemble")
+    sp.add_argument("--ensemble", choices=("mean", "union"), default="mean",
+                    help="how several --weights combine: mean of probabilities, or union")
+    sp.add_argument("--tile", type=int, default=None, help="tile side in model pixels (default: the card's)")
+    sp.add_argument("--overlap", type=float, default=None,
+                    help="overlap between tiles: model pixels, or a fraction of the tile when < 1")
+    sp.add_argument("--tta", action="store_true", help="average the 4 flips (test-time augmentation)")
+    sp.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    common(sp)
+    sp.set_defaults(func=cmd_segment)
     return p
 
 
@@ -171,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except InputError as e:
-        print(f"pathreview: error: {e}", file=sys.stderr)
+        print("pathreview: error: " + " ".join(str(e).split()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pathreview: cancelled", file=sys.stderr)
@@ -179,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001
         if args.debug:
             raise
-        print(f"pathreview: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)",
+        print(f"pathreview: internal error: {type(e).__name__}: {' '.join(str(e).split())} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return 1
 

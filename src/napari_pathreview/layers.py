@@ -26,7 +26,9 @@ def points_layer_data(points, name: str, scale=(1.0, 1.0), translate=(0.0, 0.0),
         "name": name, "scale": tuple(scale), "translate": tuple(translate), "features": table,
         "face_color": face, "border_color": "black", "border_width": 0.1, "size": size,
         "metadata": {"classes": list(points.classes), "colors": colors, "mpp": mpp, "source": points.source,
-                     "pathreview": "cells"},
+                     "pathreview": "cells",
+                     # detector feature vectors (N, F), for the enhancer; dropped if the points are edited
+                     "cell_features": None if points.features is None else np.asarray(points.features)},
     }
     return (np.asarray(points.yx, np.float32).reshape(-1, 2), kwargs, "points")
 
@@ -79,3 +81,55 @@ def points_from_layer_data(data, features=None, metadata=None, face_color=None):
             colors[n] = rgba_to_hex(fc[names.index(n)])
     return CellPoints(yx, labels, scores, probs, classes, metadata.get("mpp"), None,
                       str(metadata.get("source", "")), colors)
+
+
+def edges_layer_data(yx, edges, name: str, scale=(1.0, 1.0), translate=(0.0, 0.0), colormap: str = "magma",
+                     width: float = 1.0, style: str = "line", contrast_limits=None):
+    """Edges (src, dst, weight) between points ``yx`` (N, 2) -> ("vectors") LayerData.
+
+    Vectors data (E, 2, 2): start (yx of src) and direction (yx of dst - yx of src); colour by weight
+    through ``colormap``; the weights are in the layer's ``features['weight']``.
+    """
+    yx = np.asarray(yx, np.float32).reshape(-1, 2)
+    src, dst, w = (np.asarray(a) for a in edges[:3])
+    data = np.zeros((len(src), 2, 2), np.float32)
+    data[:, 0] = yx[src]
+    data[:, 1] = yx[dst] - yx[src]
+    w = w.astype(np.float32)
+    if contrast_limits is None:
+        lo, hi = (float(w.min()), float(w.max())) if len(w) else (0.0, 1.0)
+        contrast_limits = (lo, hi if hi > lo else lo + 1e-6)
+    kwargs = {"name": name, "scale": tuple(scale), "translate": tuple(translate),
+              "features": {"weight": w, "src": np.asarray(src, np.int64), "dst": np.asarray(dst, np.int64)},
+              "edge_color": "weight", "edge_colormap": colormap, "edge_contrast_limits": contrast_limits,
+              "edge_width": width, "vector_style": style, "length": 1.0,
+              "metadata": {"pathreview": "edges"}}
+    return (data, kwargs, "vectors")
+
+
+def labels_layer_data(result, name: str, scale=(1.0, 1.0), translate=(0.0, 0.0)):
+    """SegmentationResult (or ``(labels or [levels], table, meta)``) -> ("labels") LayerData.
+
+    ``scale`` / ``translate``: the image layer's (level-0 pixels). A result read at a pyramid level
+    with ``downsample`` d gets scale ``d * scale`` and a half-pixel shift so its pixels cover the same
+    area as the level-0 pixels they came from. ``data`` may be a list of levels (multiscale, from a
+    labels store). The features table holds one row per instance (label, area, centroid, mean
+    intensity); napari matches rows to label values through the ``index`` column.
+    """
+    if isinstance(result, tuple):
+        data, table, meta = result
+        down = float(meta.get("downsample", 1.0))
+    else:
+        data, table, down = result.labels, result.table, float(result.downsample)
+        meta = {"mpp": result.mpp, "classes": list(result.classes), "source": result.source,
+                "params": dict(result.params)}
+    scale = np.asarray(scale, np.float64)[-2:]
+    translate = np.asarray(translate, np.float64)[-2:] + (down - 1) / 2.0 * scale
+    features = {"index": np.asarray(table["label"], np.int64)}
+    features.update({k: np.asarray(v) for k, v in table.items() if k != "label"})
+    kwargs = {"name": name, "scale": tuple(scale * down), "translate": tuple(translate), "features": features,
+              "opacity": 0.5, "metadata": {**meta, "pathreview": "segmentation", "downsample": down}}
+    if isinstance(data, (list, tuple)):
+        kwargs["multiscale"] = len(data) > 1
+        data = list(data) if len(data) > 1 else data[0]
+    return (data, kwargs, "labels")

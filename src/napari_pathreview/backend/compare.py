@@ -80,7 +80,7 @@ class PointComparison:
 
 
 def _yx_names(x, what: str):
-    """(yx (N, 2) float64, names list or None, class list or None, colors) from CellPoints / (yx, names) / array."""
+    """(yx (N, 2) float64, class names or None, class list or None) from CellPoints / (yx, names) / array."""
     if isinstance(x, CellPoints):
         names = [x.classes[k] if 0 <= k < len(x.classes) else "" for k in np.asarray(x.labels, int)]
         return np.asarray(x.yx, np.float64).reshape(-1, 2), names, list(x.classes)
@@ -139,7 +139,7 @@ def compare_points(pred, gt, radius_um: float = 3.3, mpp: float | None = None, c
             classes = sorted({n for n in pnames if n.lower() not in UNLABELED_NAMES})
         else:
             classes = ["cell"]
-    classes = list(classes)
+    classes = list(classes) or ["cell"]
     if pnames is None:
         plab = np.zeros(len(pyx), np.int64) if len(classes) == 1 else np.full(len(pyx), UNLABELED)
     else:
@@ -153,7 +153,7 @@ def compare_points(pred, gt, radius_um: float = 3.3, mpp: float | None = None, c
     tp_p, tp_g = m.pred_idx, m.gt_idx
     fp, fn = m.unmatched_pred, m.unmatched_gt
     pl, gl = plab[tp_p], glab[tp_g]
-    wrong = np.flatnonzero((gl != UNLABELED) & (pl != gl))
+    wrong = np.flatnonzero((gl != UNLABELED) & (pl != UNLABELED) & (pl != gl))
     seg = np.stack([pyx[tp_p], gyx[tp_g]], 1) if len(tp_p) else np.zeros((0, 2, 2))
     name = lambda lab: classes[lab] if lab >= 0 else ""  # noqa: E731
     items = ([ErrorItem("fp", tuple(map(float, pyx[i])), pred=int(i), pred_class=name(plab[i])) for i in fp]

@@ -285,21 +285,22 @@ def _bipartite_loss(out, batch, cw, opt, mpp, radius_um):
 
     feats, probs, pos, targets, groups, gts = batch
     logp = torch.log_softmax(out["logits"], 1)
-    pred = torch.as_tensor(pos, dtype=torch.float32) + out["offset_um"]
-    total, n = 0.0, 0
+    dev = logp.device
+    pred = torch.as_tensor(pos, dtype=torch.float32, device=dev) + out["offset_um"]
+    total, n = out["logits"].sum() * 0.0, 0  # a tensor even when nothing matches
     for g, c in enumerate(gts):
         sel = np.flatnonzero(groups == g)
         if len(sel) == 0 or len(c.gt_yx) == 0:
             continue
         size = np.array(c.shape, np.float64) * mpp
-        py = pred[sel] / torch.as_tensor(size, dtype=torch.float32)  # normalised coordinates
-        gy = torch.as_tensor(c.gt_yx * mpp / size, dtype=torch.float32)
+        py = pred[sel] / torch.as_tensor(size, dtype=torch.float32, device=dev)  # normalised coordinates
+        gy = torch.as_tensor(c.gt_yx * mpp / size, dtype=torch.float32, device=dev)
         l1 = torch.cdist(py, gy, p=1)
-        gl = torch.as_tensor(c.gt_labels)
+        gl = torch.as_tensor(c.gt_labels, device=dev)
         cls_cost = -logp[sel][:, gl.clamp_min(0)].exp() * (gl >= 0)
-        cost = (cls_cost + opt.l1_weight * l1).detach().numpy()
-        far = (torch.cdist(pred[sel].detach(), torch.as_tensor(c.gt_yx * mpp, dtype=torch.float32)) >
-               radius_um).numpy()
+        cost = (cls_cost + opt.l1_weight * l1).detach().cpu().numpy()
+        far = (torch.cdist(pred[sel].detach(), torch.as_tensor(c.gt_yx * mpp, dtype=torch.float32, device=dev)) >
+               radius_um).cpu().numpy()
         cost[far] = 1e6
         if opt.matching == "greedy":
             order = np.argsort(cost, axis=None)
@@ -317,10 +318,12 @@ def _bipartite_loss(out, batch, cw, opt, mpp, radius_um):
             r, cc = r[ok], cc[ok]
         if len(r) == 0:
             continue
+        r, cc = torch.as_tensor(r, device=dev), torch.as_tensor(cc, device=dev)
         lab = gl[cc]
         has = lab >= 0
         if has.any():
-            total = total + F.nll_loss(logp[sel[r]][has], lab[has], weight=cw, reduction="sum")
+            total = total + F.nll_loss(logp[torch.as_tensor(sel, device=dev)[r]][has], lab[has], weight=cw,
+                                       reduction="sum")
         total = total + opt.l1_weight * l1[r, cc].sum()
         n += len(r)
     return total / max(n, 1)
@@ -334,7 +337,7 @@ def _loss(model, batch, cw, opt, mpp, radius_um, cfg):
     out = model(feats, probs, pos, groups=groups, aux=opt.aux_loss)
     if opt.mode == "bipartite":
         return _bipartite_loss(out, batch, cw, opt, mpp, radius_um)
-    t = torch.as_tensor(targets)
+    t = torch.as_tensor(targets, device=out["logits"].device)
     keep = t >= 0
     loss = F.cross_entropy(out["logits"][keep], t[keep], weight=cw)
     for a in out["aux_logits"][:-1]:
@@ -406,15 +409,19 @@ def fit_enhancer(train_cache, tune_cache, classes, cfg, opt: EnhancerTrainOption
     from .models.enhancer import build_enhancer
     from .train import TrainConfig, fit, seed_everything
 
+    from .weights import choose_device
+
     rng = seed_everything(seed)
-    model = build_enhancer(cfg)
+    dev = choose_device(device)
+    model = build_enhancer(cfg).to(dev)
     radius_px = radius_um / mpp
-    cw = torch.tensor(_class_weights(train_cache, len(classes), opt.class_weight_power), dtype=torch.float32)
+    cw = torch.tensor(_class_weights(train_cache, len(classes), opt.class_weight_power), dtype=torch.float32,
+                      device=dev)
     feat_std = np.concatenate([c.features for c in train_cache]).std(0).astype(np.float32) + 1e-6
     bs = max(1, opt.batch_images)
     steps = max(1, int(np.ceil(len(train_cache) / bs)))
     tcfg = TrainConfig(epochs=opt.epochs, lr=opt.lr, schedule=opt.schedule, seed=seed, batch_size=bs,
-                       device=str(device or "cpu"))
+                       device=str(dev))
 
     def batches(epoch):
         order = rng.permutation(len(train_cache))
@@ -460,7 +467,7 @@ def train_enhancer(data: str | Path, out: str | Path, detector: str | None = Non
     from .weights import ModelCard, load_model, save_model
 
     opt = options or EnhancerTrainOptions()
-    det_model, det_card = load_model(detector, "detector", "cpu")
+    det_model, det_card = load_model(detector, "detector", device)
     mpp = mpp or CRCHISTO_MPP
     t0 = time.time()
     train_cache, tune_cache, classes = _split_cache(data, det_model, det_card, mpp, progress, cancel,
@@ -517,7 +524,7 @@ def evaluate_enhancer(data, split: str | None = "validation", weights=None, dete
     from .weights import load_model
 
     model, card = load_model(weights, "enhancer", device)
-    det_model, det_card = load_model(detector or card.params.get("detector"), "detector", "cpu")
+    det_model, det_card = load_model(detector or card.params.get("detector"), "detector", device)
     mpp = mpp or CRCHISTO_MPP
     cache, classes = cache_detections(data, split, det_model, det_card, mpp, progress=progress, cancel=cancel)
     if list(classes) != list(card.classes):

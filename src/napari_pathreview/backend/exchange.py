@@ -272,3 +272,32 @@ def write_labels_geojson(labels: np.ndarray, path: str | Path, mpp: float | None
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(doc))
     return Path(path)
+
+
+def read_geojson_polygons(path: str | Path) -> tuple[list[np.ndarray], list[str], dict]:
+    """Polygon (outer rings) and MultiPolygon features of a GeoJSON -> (list of (K, 2) (row, col) arrays,
+    class names, {class: hex colour}); Point features are skipped (see read_geojson)."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: not readable GeoJSON ({e})") from None
+    feats = doc.get("features") if isinstance(doc, dict) else doc
+    rings, names, colors = [], [], {}
+    for f in feats if isinstance(feats, list) else []:
+        g = (f or {}).get("geometry") or {}
+        polys = [g.get("coordinates")] if g.get("type") == "Polygon" else (
+            g.get("coordinates") if g.get("type") == "MultiPolygon" else [])
+        cl = ((f.get("properties") or {}).get("classification") or {})
+        name = cl.get("name", "unclassified")
+        if isinstance(cl.get("color"), list):
+            colors[name] = _hex(cl["color"])
+        for poly in polys or []:
+            try:
+                ring = np.asarray(poly[0], np.float64)[:, :2]
+            except (IndexError, TypeError, ValueError):
+                raise InputError(f"{path}: feature {f.get('id', '?')} has a malformed polygon") from None
+            if len(ring) >= 3:
+                rings.append(ring[:, ::-1].copy())
+                names.append(name)
+    return rings, names, colors

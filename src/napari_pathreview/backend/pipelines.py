@@ -53,3 +53,98 @@ def detect_files(inputs, out: str | Path, weights=None, mpp=None, device=None, t
         written += [write_points_csv(pts, stem.with_suffix(".csv")), write_geojson(pts, stem.with_suffix(".geojson"))]
         report(progress, i + 1, len(slides), f"{s.name}: {len(pts)} cells")
     return written
+
+
+def _models(weights, task: str, device):
+    """(models, cards) for one weights ref or a list of them (an ensemble)."""
+    refs = list(weights) if isinstance(weights, (list, tuple)) and weights else [weights]
+    pairs = [get_model(r, task, device) for r in refs]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def segment(image, weights=None, mpp: float | None = None, device: str | None = None, tile: int | None = None,
+            overlap: float | None = None, tta: bool | None = None, ensemble: str = "mean",
+            progress: ProgressFn | None = None, cancel=None, name: str = "image"):
+    """Segment an (H, W, 3) array or a Slide in memory -> SegmentationResult (instances + probabilities).
+
+    ``weights``: a model name/path, a list of them (ensemble: ``"mean"`` or ``"union"``), or None (shipped).
+    """
+    from .segmentation import segment as _segment
+
+    models, cards = _models(weights, "segmenter", device)
+    return _segment(image, models, cards, mpp=mpp, tile=tile, overlap=overlap, tta=tta, ensemble=ensemble,
+                    progress=progress, cancel=cancel, name=name)
+
+
+def segment_file(input, out: str | Path, weights=None, mpp: float | None = None, device: str | None = None,
+                 tile: int | None = None, overlap: float | None = None, tta: bool | None = None,
+                 ensemble: str = "mean", overwrite: bool = False, progress: ProgressFn | None = None,
+                 cancel=None) -> Path:
+    """Segment one slide/image file tile by tile into an OME-Zarr labels store at ``out`` (bounded memory)."""
+    from .segmentation import segment_to_zarr
+    from .slides import open_slide
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise InputError(f"{out}: already exists; choose another output or pass --overwrite")
+    slide = open_slide(input, mpp=mpp)
+    models, cards = _models(weights, "segmenter", device)
+    return segment_to_zarr(slide, out, models, cards, tile=tile, overlap=overlap, tta=tta, ensemble=ensemble,
+                           overwrite=overwrite, progress=progress, cancel=cancel, name=slide.path)
+
+
+def enhance(image=None, points: CellPoints | None = None, weights: str | None = None, detector: str | None = None,
+            mpp: float | None = None, device: str | None = None, return_attention: bool = True,
+            progress: ProgressFn | None = None, cancel=None, name: str = "image"):
+    """Correct cell classes with the enhancer -> ``enhancement.EnhanceResult`` (base, enhanced, changed,
+    attention edges).
+
+    With ``points`` (CellPoints, e.g. a detector layer's cells) the enhancer runs on them; points without
+    feature vectors get them sampled from ``image`` with the enhancer's detector. Without ``points``, the
+    enhancer's detector first detects the cells in ``image`` (an (H, W, 3) array or a Slide).
+    """
+    import numpy as np
+    from .enhancement import enhance_points, features_at_points
+
+    model, card = get_model(weights, "enhancer", device)
+    det = detector or card.params.get("detector")
+    if points is None:
+        if image is None:
+            raise InputError("enhance: give an image or detected points")
+        points = detect(image, det, mpp=mpp, device=device, progress=progress, cancel=cancel, name=name)
+    elif points.features is None:
+        if image is None:
+            raise InputError("these points carry no detector features: give their image so they can be sampled")
+        dm, dc = get_model(det, "detector", device)
+        feats, probs = features_at_points(image, points.yx, dm, dc, mpp or points.mpp, progress, cancel)
+        if not len(points) or not np.any(points.probs):
+            points.probs = probs
+        points.features = feats
+        points.mpp = points.mpp or mpp or dc.mpp
+    check_cancel(cancel)
+    return enhance_points(points, model, card, return_attention=return_attention)
+
+
+def enhance_files(inputs, out: str | Path, weights=None, detector=None, mpp=None, device=None,
+                  progress: ProgressFn | None = None, cancel=None) -> list[Path]:
+    """Detect + enhance each input file; write ``OUT/<name>.csv`` and ``OUT/<name>.geojson`` (enhanced
+    classes; the base detector's classes are in ``OUT/<name>.base.csv``)."""
+    from .exchange import write_geojson, write_points_csv
+    from .slides import open_slide
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder; give --out a folder")
+    slides = [open_slide(p, mpp=mpp) for p in inputs]
+    written = []
+    for i, s in enumerate(slides):
+        check_cancel(cancel)
+        r = enhance(s, weights=weights, detector=detector, device=device, return_attention=False, cancel=cancel,
+                    name=s.path, progress=None if progress is None else
+                    (lambda a, b, m, i=i: progress(i, len(slides), f"{s.name}: {m}")))
+        stem = out / Path(s.name).stem.replace(".ome", "")
+        written += [write_points_csv(r.enhanced, stem.with_suffix(".csv")),
+                    write_geojson(r.enhanced, stem.with_suffix(".geojson")),
+                    write_points_csv(r.base, stem.with_name(stem.name + ".base.csv"))]
+        report(progress, i + 1, len(slides), f"{s.name}: {len(r.enhanced)} cells, {int(r.changed.sum())} changed")
+    return written

@@ -504,7 +504,7 @@ INCOMPLETE_MARKER = "INCOMPLETE"
 
 def segment_to_zarr(image, out, model, card, mpp: float | None = None, params: SegmentParams | None = None,
                     tile: int | None = None, overlap: int | None = None, tta: bool | None = None,
-                    level: int | None = None, ensemble: str = "mean", band: int = 2048, halo_um: float = 40.0,
+                    level: int | None = None, ensemble: str = "mean", band: int = 1024, halo_um: float = 40.0,
                     overwrite: bool = False, progress: ProgressFn | None = None, cancel=None,
                     name: str = "image") -> Path:
     """Segment a slide (or array) tile by tile into an OME-Zarr labels pyramid at ``out``.
@@ -519,7 +519,7 @@ def segment_to_zarr(image, out, model, card, mpp: float | None = None, params: S
     import shutil
     import zarr
     from .atomic import atomic_path
-    from .slides import write_ome_zarr
+    from .slides import Slide, _default_levels, write_ome_zarr
     from .tiling import predict_tiled_to_zarr
 
     out = Path(out)
@@ -549,8 +549,11 @@ def segment_to_zarr(image, out, model, card, mpp: float | None = None, params: S
                               progress=progress, cancel=cancel)
         check_cancel(cancel)
         with atomic_path(out, overwrite=overwrite) as tmp:
+            n_levels = _default_levels((h, w), chunk)
+            if isinstance(image, Slide):  # as many levels as the input pyramid has from the level read
+                n_levels = max(n_levels, min(len(image.levels) - level, 1 + int(math.log2(max(1, min(h, w))))))
             write_ome_zarr(tmp, lab0, level_mpp, labels=True, name=out.name.replace(".ome.zarr", "")
-                           .replace(".zarr", ""), chunks=chunk, cancel=cancel)
+                           .replace(".zarr", ""), chunks=chunk, n_levels=n_levels, cancel=cancel)
             _write_table_csv(labeller.table(), Path(tmp) / "instances.csv")
             import json
 
@@ -734,13 +737,13 @@ def _holdout(samples: list[MaskSample], rng, n_tune, n_report):
     return tune, rep, rest
 
 
-def score_samples(maps_list, samples, params: SegmentParams, mpp: float) -> dict:
+def score_samples(maps_list, samples, params: SegmentParams, mpp: float, n_fg: int = 1) -> dict:
     """Dice (foreground) for every sample; AJI and PQ where the ground truth has instances."""
     from .seg_metrics import aji, dice, panoptic_quality
 
     per = []
     for maps, s in zip(maps_list, samples):
-        prob, dist, lab, _, _ = _postprocess_maps(maps, 1, params, mpp)
+        prob, dist, lab, _, _ = _postprocess_maps(maps, n_fg, params, mpp)
         row = {"image": s.name, "mask": "instance" if s.instances else "binary",
                "dice": dice(lab > 0, s.labels > 0), "n_pred": int(lab.max()), "aji": None, "pq": None,
                "n_gt": None}
@@ -756,7 +759,7 @@ def score_samples(maps_list, samples, params: SegmentParams, mpp: float) -> dict
             "n_images": len(per), "per_image": per}
 
 
-def predict_maps(model, card, image: np.ndarray, mpp: float, tta: bool = False, tile: int = 1024,
+def predict_maps(model, card, image: np.ndarray, mpp: float, tta: bool = False, tile: int = 512,
                  overlap: int = 64) -> np.ndarray:
     """Blended maps (K + 2, H, W) of one in-memory image at ``mpp`` (one tile when it fits)."""
     from .tiling import predict_tiled
@@ -898,6 +901,6 @@ def evaluate_segmenter(data, split: str | None = "validation", weights=None, mpp
         maps.append(predict_maps(model, card, s.image, mpp, tta=params.tta, tile=params.tile,
                                  overlap=params.overlap))
         report(progress, i + 1, len(samples), s.name)
-    res = score_samples(maps, samples, params, mpp)
+    res = score_samples(maps, samples, params, mpp, n_fg_channels(card))
     res.update(model=card.name, split=split, mpp=mpp)
     return res

@@ -19,6 +19,7 @@ SHIPPED_DIR = Path(__file__).resolve().parents[1] / "weights"
 BUILDERS = {
     "detector": "napari_pathreview.backend.models.detector:build_detector",
     "enhancer": "napari_pathreview.backend.models.enhancer:build_enhancer",
+    "segmenter": "napari_pathreview.backend.models.segmenter:build_segmenter",
 }
 
 DEFAULT_COLORS = {

@@ -98,6 +98,7 @@ class AnnotateWidget(QWidget):
         empty = CellPoints.empty(classes, mpp=mpp, colors=colors, source="annotation")
         data, kwargs, _ = points_layer_data(empty, name, scale=scale, translate=translate)
         kwargs["metadata"]["pathreview"] = "annotation"
+        kwargs["face_color"] = colors.get(classes[0], "#ffffff") if classes else "#ffffff"  # napari: no (0, 4)
         layer = self.viewer.add_points(data, **kwargs)
         self._adopt(layer)
         layer.mode = "add"
@@ -116,12 +117,14 @@ class AnnotateWidget(QWidget):
         md.update({"pathreview": "annotation", "corrected_from": src.name})
         if "classes" not in md:
             md["classes"] = sorted({str(c) for c in src.features.get("class", [])}) or ["cell"]
+        per_point = {"face_color": np.array(src.face_color, copy=True),
+                     "border_color": np.array(src.border_color, copy=True),
+                     "border_width": np.array(src.border_width, copy=True),
+                     "size": np.array(src.size, copy=True), "symbol": np.array(src.symbol, copy=True)}
         layer = self.viewer.add_points(
             np.array(src.data, copy=True), features=src.features.copy(deep=True),
-            face_color=np.array(src.face_color, copy=True), border_color=np.array(src.border_color, copy=True),
-            border_width=np.array(src.border_width, copy=True), size=np.array(src.size, copy=True),
-            symbol=np.array(src.symbol, copy=True), scale=tuple(src.scale), translate=tuple(src.translate),
-            metadata=md, name=f"{src.name} (corrected)")
+            scale=tuple(src.scale), translate=tuple(src.translate), metadata=md, name=f"{src.name} (corrected)",
+            **(per_point if len(src.data) else {}))
         if "colors" not in md:
             from ..layers import rgba_to_hex
             cls = [str(c) for c in layer.features.get("class", [])]

@@ -148,7 +148,7 @@ class TaskWidget(QWidget):
 
         self.cancel_event = threading.Event()
         pbar = progress(total=0, desc=self.task or "job")
-        worker = create_worker(relay, fn, self.cancel_event, _start_thread=False)
+        worker = create_worker(relay, fn, self.cancel_event, _start_thread=False, _ignore_errors=True)
 
         def on_yield(item):
             if item is None:

@@ -158,13 +158,8 @@ class TrainWidget(TaskWidget):
         mpp = layer_mpp(image, self.mpp.value())
         data = image.data[0] if image.multiscale else image.data
         names = [str(c) for c in ann.features["class"]] if "class" in ann.features else ["unlabeled"] * len(ann.data)
-        samples = [points_sample(data, to_pixels_of(ann, image), names, card.classes, mpp, card.mpp,
-                                 name=f"{image.name}/{ann.name}")]
+        yx, region = to_pixels_of(ann, image), f"{image.name}/{ann.name}"
         folder = self.folder.text().strip()
-        if folder:
-            extra, _ = load_points_dataset(folder, "train", classes=list(card.classes))
-            samples += extra
-        crop = int(min(256, *(min(s.image.shape[:2]) for s in samples)))
         init = Path(card.path).with_suffix(".safetensors")
         epochs, lr, device = self.epochs.value(), self.lr.value(), self.device.currentText()
         self.plot.clear()
@@ -173,6 +168,10 @@ class TrainWidget(TaskWidget):
         def fn(progress, cancel):
             from ..backend.detection import train_detector
 
+            samples = [points_sample(data, yx, names, card.classes, mpp, card.mpp, name=region)]
+            if folder:
+                samples += load_points_dataset(folder, "train", classes=list(card.classes))[0]
+            crop = int(min(256, *(min(s.image.shape[:2]) for s in samples)))
             model, new_card = train_detector(samples, out, epochs=epochs, lr=lr, init=init, device=device,
                                              crop=crop, tune_images=0, classes=list(card.classes),
                                              progress=progress, cancel=cancel, on_epoch=self.epoch_done.emit,

@@ -152,6 +152,29 @@ class Attention:
         w = self.weights[layer]
         return w.mean(0) if head is None else w[head]
 
+    def edges(self, layer: int = -1, head: int | None = None, top_k: int | None = None,
+              threshold: float | None = None, self_loops: bool = False, sources=None):
+        """The edges to draw -> ``graphs.Edges`` (weight = attention): of one layer, one head or the
+        mean over heads, the ``top_k`` strongest per source cell and/or those >= ``threshold``;
+        ``sources``: only edges from these cells (e.g. the selected ones)."""
+        from ..graphs import Edges
+
+        w = self.select(layer, head)
+        keep = np.ones(len(w), bool) if self_loops else self.src != self.dst
+        if threshold is not None:
+            keep &= w >= threshold
+        if sources is not None:
+            keep &= np.isin(self.src, np.asarray(sources, np.int64))
+        src, dst, w = self.src[keep], self.dst[keep], w[keep]
+        if top_k is not None and len(src):
+            order = np.lexsort((-w, src))
+            src, dst, w = src[order], dst[order], w[order]
+            start = np.r_[0, np.flatnonzero(np.diff(src)) + 1]
+            rank = np.arange(len(src)) - np.repeat(start, np.diff(np.r_[start, len(src)]))
+            sel = rank < top_k
+            src, dst, w = src[sel], dst[sel], w[sel]
+        return Edges(src, dst, w.astype(np.float32))
+
 
 def sinusoidal(pos_um: torch.Tensor, dim: int, max_um: float) -> torch.Tensor:
     """(N, 2) µm -> (N, dim) sin/cos of y and x at geometric wavelengths from ~1 µm to ``max_um``."""
@@ -177,20 +200,24 @@ class CellAttention(nn.Module):
         q, k, v = self.qkv(x).chunk(3, -1)
         return (t.reshape(len(x), self.h, self.d) for t in (q, k, v))
 
-    def sparse(self, x, idx, dist, valid, chunk: int = 8192, keep_attn: bool = False):
+    def sparse(self, x, idx, dist, valid, chunk: int = 4096, keep_attn: bool = False):
         """x (N, W); idx, dist, valid (N, K) tensors -> (N, W), attention (N, H, K) or None."""
         q, k, v = self._split(x)
+        n_all, kk, h, d = len(x), idx.shape[1], self.h, self.d
+        # one row per (cell, head): gathered keys / values come out as contiguous (n*H, K, D) for bmm
+        kr, vr = k.reshape(n_all * h, d).contiguous(), v.reshape(n_all * h, d).contiguous()
+        heads = torch.arange(h, device=x.device)
         outs, attns = [], []
-        for s in range(0, len(x), chunk):
-            e = min(len(x), s + chunk)
-            ii = idx[s:e]
-            kg, vg = k[ii], v[ii]  # (n, K, H, D)
-            logits = torch.einsum("nhd,nkhd->nhk", q[s:e], kg) / math.sqrt(self.d)
+        for s in range(0, n_all, chunk):
+            e = min(n_all, s + chunk)
+            rows = (idx[s:e, None, :] * h + heads[None, :, None]).reshape(-1)  # (n, H, K)
+            kg = kr.index_select(0, rows).view((e - s) * h, kk, d)
+            vg = vr.index_select(0, rows).view((e - s) * h, kk, d)
+            logits = torch.bmm(kg, q[s:e].reshape(-1, d, 1)).view(e - s, h, kk) / math.sqrt(d)
             if self.coef is not None:
                 logits = logits + self.coef[None, :, None] * (dist[s:e] / self.rel_scale)[:, None, :]
-            logits = logits.masked_fill(~valid[s:e, None, :], float("-inf"))
-            a = torch.softmax(logits, -1)
-            outs.append(torch.einsum("nhk,nkhd->nhd", a, vg).reshape(e - s, -1))
+            a = torch.softmax(logits.masked_fill(~valid[s:e, None, :], float("-inf")), -1)  # (n, H, K)
+            outs.append(torch.bmm(a.view(-1, 1, kk), vg).view(e - s, -1))
             if keep_attn:
                 attns.append(a.detach())
         out = self.out(torch.cat(outs)) if outs else self.out(x)
@@ -253,7 +280,7 @@ class CellEnhancer(nn.Module):
 
     def forward(self, features, probs, pos_um, neighbours: Neighbours | None = None, mode: str = "auto",
                 aux: bool = False, return_attention: bool = False, chunk: int = 8192,
-                groups: np.ndarray | None = None) -> dict:
+                groups: np.ndarray | None = None, _sorted: bool = False) -> dict:
         cfg = self.cfg
         dev = self.head.weight.device
         features, probs, pos_um = (torch.as_tensor(t, dtype=torch.float32, device=dev)
@@ -264,6 +291,24 @@ class CellEnhancer(nn.Module):
                                           groups)
         if mode == "auto":
             mode = "dense" if n <= 256 and groups is None else "sparse"
+        if mode == "sparse" and n > chunk and not _sorted:
+            # process cells in a spatial order so that gathered neighbours sit close in memory (~1.5x faster)
+            perm = spatial_order(pos_um.detach().cpu().numpy(), cfg.radius_um or 50.0)
+            inv = np.empty_like(perm)
+            inv[perm] = np.arange(n)
+            nb = Neighbours(inv[neighbours.idx[perm]], neighbours.dist[perm], neighbours.valid[perm])
+            tp = torch.as_tensor(perm, device=dev)
+            out = self.forward(features[tp], probs[tp], pos_um[tp], nb, "sparse", aux, return_attention, chunk,
+                               _sorted=True)
+            ti = torch.as_tensor(inv, device=dev)
+            out["logits"] = out["logits"][ti]
+            out["aux_logits"] = [a[ti] for a in out["aux_logits"]]
+            if "offset_um" in out:
+                out["offset_um"] = out["offset_um"][ti]
+            if return_attention:
+                att = out["attention"]
+                att.src, att.dst = perm[att.src], perm[att.dst]
+            return out
         x = self.embed(torch.cat([self.feat_norm(features), probs], 1))
         if cfg.sinusoidal:
             x = x + sinusoidal(pos_um, cfg.width, cfg.sin_max_um)
@@ -296,6 +341,12 @@ class CellEnhancer(nn.Module):
             out["attention"] = _edges(attn, neighbours, mode, n,
                                       None if mode == "sparse" else mask.cpu().numpy())
         return out
+
+
+def spatial_order(pos: np.ndarray, cell: float) -> np.ndarray:
+    """A permutation that walks the cells block by block (blocks of ``cell`` µm, row-major)."""
+    g = np.floor(np.asarray(pos, np.float64) / cell).astype(np.int64)
+    return np.lexsort((pos[:, 1], g[:, 1], g[:, 0]))
 
 
 def _edges(attn: list, nb: Neighbours, mode: str, n: int, dense_mask: np.ndarray | None = None) -> Attention:

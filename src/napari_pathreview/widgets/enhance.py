@@ -1,0 +1,235 @@
+"""'Enhance cells' dock widget: a detector's Points layer -> enhanced classes, attention lines, cell graphs.
+
+Layers it adds (all sharing the cells layer's scale / translate):
+
+- ``<cells> enhanced``: Points with the enhanced classes; features: class, score, p_*, ``base_class``,
+  ``changed``; "only changed" hides the others.
+- ``<cells> attention``: Vectors from each cell to the cells it attends to (top-k per cell and/or a
+  threshold; one layer of the encoder; mean over heads or one head), coloured by weight.
+- ``<cells> attention (selected)``: the attention neighbourhood of the cells selected in the enhanced layer.
+- ``<cells> kNN graph`` / ``<cells> similarity graph``: position kNN (k) and feature cosine-similarity
+  (threshold) graphs.
+"""
+from __future__ import annotations
+
+import numpy as np
+from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QPushButton, QSpinBox, QWidget
+
+from .base import LayerPicker, TaskWidget, layer_mpp, layer_slide
+
+
+def cells_from_layer(layer, classes, mpp):
+    """A Points layer (from 'Detect cells' or any) -> backend CellPoints (features from the metadata when
+    the layer still holds the detector's points, else None)."""
+    from ..backend.errors import InputError
+    from ..backend.points import CellPoints
+
+    yx = np.asarray(layer.data, np.float32)[:, -2:]
+    n = len(yx)
+    feats = layer.features
+    probs = np.zeros((n, len(classes)), np.float32)
+    if n and all(f"p_{c}" in feats for c in classes):
+        probs = np.stack([np.asarray(feats[f"p_{c}"], np.float32) for c in classes], 1)
+    index = {c: i for i, c in enumerate(classes)}
+    if n and "class" in feats:
+        labels = np.array([index.get(str(c), -1) for c in feats["class"]], np.int64)
+    else:
+        labels = probs.argmax(1) if n else np.zeros(0, np.int64)
+    if (labels < 0).any():
+        raise InputError(f"layer '{layer.name}' has classes outside the enhancer's {list(classes)}")
+    if n and not probs.any():
+        probs[np.arange(n), labels] = 1.0
+    scores = np.asarray(feats["score"], np.float32) if n and "score" in feats else np.ones(n, np.float32)
+    vecs = (layer.metadata or {}).get("cell_features")
+    vecs = np.asarray(vecs, np.float32) if vecs is not None and len(vecs) == n else None
+    return CellPoints(yx, labels, scores, probs, list(classes), mpp, vecs,
+                      (layer.metadata or {}).get("source", layer.name))
+
+
+class EnhanceWidget(TaskWidget):
+    task = "enhancer"
+
+    def __init__(self, napari_viewer):
+        super().__init__(napari_viewer)
+        self.cells = LayerPicker(napari_viewer, ("points",))
+        self.form.insertRow(0, "cells", self.cells)
+        self.only_changed = QCheckBox("show only changed cells")
+        self.only_changed.toggled.connect(self.filter_changed)
+        self.form.addRow(self.only_changed)
+        # attention controls
+        self.layer_sel = QComboBox()
+        self.head = QComboBox()
+        self.head.addItem("mean")
+        self.top_k = QSpinBox()
+        self.top_k.setRange(0, 256)
+        self.top_k.setValue(5)
+        self.top_k.setSpecialValueText("all")
+        self.threshold = QDoubleSpinBox()
+        self.threshold.setRange(0.0, 1.0)
+        self.threshold.setDecimals(3)
+        self.threshold.setSingleStep(0.01)
+        self.threshold.setValue(0.02)
+        for w in (self.layer_sel, self.head):
+            w.currentIndexChanged.connect(self.draw_attention)
+        for w in (self.top_k, self.threshold):
+            w.valueChanged.connect(self.draw_attention)
+        self.form.addRow("attention layer", self.layer_sel)
+        self.form.addRow("attention head", self.head)
+        self.form.addRow("top-k per cell", self.top_k)
+        self.form.addRow("min attention", self.threshold)
+        # graphs
+        self.knn_k = QSpinBox()
+        self.knn_k.setRange(1, 64)
+        self.knn_k.setValue(3)
+        self.knn_btn = QPushButton("kNN graph")
+        self.knn_btn.clicked.connect(self.draw_knn)
+        self.sim = QDoubleSpinBox()
+        self.sim.setRange(0.0, 1.0)
+        self.sim.setDecimals(3)
+        self.sim.setSingleStep(0.005)
+        self.sim.setValue(0.97)
+        self.sim_btn = QPushButton("similarity graph")
+        self.sim_btn.clicked.connect(self.draw_similarity)
+        self.form.addRow("k", _row(self.knn_k, self.knn_btn))
+        self.form.addRow("cosine ≥", _row(self.sim, self.sim_btn))
+        self.result = None
+        self.points_layer = self.attention_layer = self.selected_layer = None
+        self._base_layer = None
+
+    # ---------------------------------------------------------------- run
+    def job(self):
+        from ..backend import pipelines
+        from ..backend.errors import InputError
+
+        cells_layer = self.cells.layer()
+        if cells_layer is None:
+            raise InputError("no points layer selected: run 'Detect cells' first and pick its layer in 'cells'")
+        card = self.model_card()
+        if card is None:
+            raise InputError("no enhancer weights registered; train one with `pathreview train enhancer`")
+        meta_mpp = (cells_layer.metadata or {}).get("mpp")
+        mpp = self.mpp.value() or meta_mpp
+        image = self.image.layer()
+        if mpp is None and image is not None:
+            mpp = layer_mpp(image, self.mpp.value())
+        cells = cells_from_layer(cells_layer, card.classes, mpp)
+        slide = layer_slide(image, mpp) if (image is not None and cells.features is None) else None
+        name, device = card.name, self.device.currentText()
+        self._base_layer = cells_layer
+
+        def fn(progress, cancel):
+            return pipelines.enhance(slide, cells, weights=name, mpp=mpp, device=device, progress=progress,
+                                     cancel=cancel, name=cells_layer.name)
+
+        return fn, self.show_result
+
+    def show_result(self, result):
+        from ..layers import points_layer_data
+
+        self.result = result
+        base = self._base_layer
+        data, kwargs, _ = points_layer_data(result.enhanced, f"{base.name} enhanced", scale=base.scale[-2:],
+                                            translate=base.translate[-2:])
+        names = np.array(result.base.classes, dtype=object)
+        kwargs["features"]["base_class"] = names[result.base.labels] if len(result.base) else np.zeros(0, object)
+        kwargs["features"]["changed"] = result.changed
+        kwargs["size"] = np.asarray(base.size).reshape(-1)[0] if len(base.data) else kwargs["size"]
+        self.points_layer = self.viewer.add_points(data, **kwargs)
+        self.points_layer.selected_data.events.items_changed.connect(self.draw_selected)
+        att = result.attention
+        self.layer_sel.blockSignals(True), self.head.blockSignals(True)
+        self.layer_sel.clear()
+        self.head.clear()
+        self.head.addItem("mean")
+        if att is not None:
+            self.layer_sel.addItems([str(i + 1) for i in range(att.weights.shape[0])])
+            self.layer_sel.setCurrentIndex(att.weights.shape[0] - 1)
+            self.head.addItems([str(h) for h in range(att.weights.shape[1])])
+        self.layer_sel.blockSignals(False), self.head.blockSignals(False)
+        self.attention_layer = None
+        self.draw_attention()
+        self.filter_changed()
+        self.status.setText(f"{len(result.enhanced)} cells, {int(result.changed.sum())} changed class")
+
+    # ---------------------------------------------------------------- display
+    def _edges_layer(self, current, edges, name, colormap="magma", limits=None):
+        """Create or update a Vectors layer for edges between the enhanced cells."""
+        from ..layers import edges_layer_data
+
+        base = self.points_layer
+        data, kwargs, _ = edges_layer_data(base.data, edges, name, base.scale[-2:], base.translate[-2:],
+                                           colormap=colormap, contrast_limits=limits,
+                                           width=max(0.5, float(np.asarray(base.size).reshape(-1)[0]) / 12)
+                                           if len(base.data) else 1.0)
+        if current is not None and current in self.viewer.layers:
+            self.viewer.layers.remove(current)
+        return self.viewer.add_vectors(data, **kwargs)
+
+    def attention_edges(self, sources=None):
+        att = self.result.attention
+        head = None if self.head.currentIndex() <= 0 else int(self.head.currentText())
+        layer = self.layer_sel.currentIndex() if self.layer_sel.currentIndex() >= 0 else -1
+        return att.edges(layer=layer, head=head, top_k=self.top_k.value() or None,
+                         threshold=self.threshold.value() or None, sources=sources)
+
+    def draw_attention(self, *_):
+        if self.result is None or self.result.attention is None or self.points_layer is None:
+            return
+        edges = self.attention_edges()
+        self.attention_layer = self._edges_layer(self.attention_layer, edges,
+                                                 f"{self._base_layer.name} attention")
+        self.draw_selected()
+
+    def draw_selected(self, *_):
+        if self.result is None or self.result.attention is None or self.points_layer is None:
+            return
+        sel = sorted(self.points_layer.selected_data)
+        if not sel and self.selected_layer is None:
+            return
+        edges = self.attention_edges(sources=sel)
+        self.selected_layer = self._edges_layer(self.selected_layer, edges,
+                                                f"{self._base_layer.name} attention (selected)", "turbo")
+        self.viewer.layers.selection.active = self.points_layer
+
+    def filter_changed(self, *_):
+        layer = self.points_layer
+        if layer is None or layer not in self.viewer.layers or self.result is None:
+            return
+        layer.shown = self.result.changed if self.only_changed.isChecked() else np.ones(len(layer.data), bool)
+
+    def _graph_cells(self):
+        from napari.utils.notifications import show_error
+
+        if self.result is None:
+            show_error("run the enhancer first")
+            return None
+        return self.result.enhanced
+
+    def draw_knn(self, *_):
+        from ..backend.graphs import knn_graph
+
+        cells = self._graph_cells()
+        if cells is None:
+            return
+        edges = knn_graph(cells.yx * (cells.mpp or 1.0), self.knn_k.value())
+        self.knn_layer = self._edges_layer(getattr(self, "knn_layer", None), edges,
+                                           f"{self._base_layer.name} kNN graph", "viridis")
+
+    def draw_similarity(self, *_):
+        from ..backend.graphs import feature_similarity_graph
+
+        cells = self._graph_cells()
+        if cells is None or cells.features is None:
+            return
+        edges = feature_similarity_graph(cells.features, self.sim.value(), yx=cells.yx, k=16)
+        self.sim_layer = self._edges_layer(getattr(self, "sim_layer", None), edges,
+                                           f"{self._base_layer.name} similarity graph", "cividis")
+
+
+def _row(*widgets) -> QWidget:
+    w = QWidget()
+    lay = QHBoxLayout(w)
+    lay.setContentsMargins(0, 0, 0, 0)
+    for x in widgets:
+        lay.addWidget(x)
+    return w

@@ -1,0 +1,82 @@
+"""'Enhance cells' widget in a real napari viewer: enhanced points, attention lines, graphs."""
+import numpy as np
+
+from napari_pathreview.backend import pipelines
+from napari_pathreview.layers import points_layer_data
+from napari_pathreview.widgets.enhance import EnhanceWidget
+
+
+def _viewer_with_cells(make_napari_viewer, val_sample, tiles=2):
+    sample, _ = val_sample
+    image = np.tile(sample.image, (tiles, tiles, 1))  # 1000 x 1000 px: ~1000 cells
+    viewer = make_napari_viewer()
+    img = viewer.add_image(image, name="slide", rgb=True, metadata={"mpp": 0.55})
+    cells = pipelines.detect(image, mpp=0.55, device="cpu")
+    data, kwargs, _ = points_layer_data(cells, "slide cells")
+    return viewer, img, viewer.add_points(data, **kwargs), cells
+
+
+def _run(w, qtbot):
+    w.device.setCurrentText("cpu")
+    w.run()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+
+
+def test_enhance_widget_draws_over_10k_attention_lines(make_napari_viewer, qtbot, val_sample):
+    viewer, img, cells_layer, cells = _viewer_with_cells(make_napari_viewer, val_sample)
+    w = EnhanceWidget(viewer)
+    assert w.cells.currentText() == "slide cells" and w.model.count() >= 1
+    w.top_k.setValue(0)  # all neighbours
+    w.threshold.setValue(0.0)
+    _run(w, qtbot)
+    enh = viewer.layers["slide cells enhanced"]
+    assert len(enh.data) == len(cells) and {"class", "base_class", "changed"} <= set(enh.features.columns)
+    assert (enh.features["changed"] == (enh.features["class"] != enh.features["base_class"])).all()
+    att = viewer.layers["slide cells attention"]
+    assert type(att).__name__ == "Vectors" and att.data.shape[1:] == (2, 2)
+    assert len(att.data) >= 10_000, len(att.data)
+    # every line starts at a cell and ends at a cell within the 70 µm mask
+    ends = att.data[:, 0] + att.data[:, 1]
+    assert np.linalg.norm(att.data[:, 1], axis=1).max() * 0.55 <= 70.0 + 1e-3
+    assert np.isin(ends.round(2).view([("", ends.dtype)] * 2), cells.yx.round(2).view([("", ends.dtype)] * 2)).all()
+    # controls: top-k 3, one head -> at most 3 lines per cell
+    w.top_k.setValue(3)
+    w.head.setCurrentIndex(2)
+    att = viewer.layers["slide cells attention"]
+    assert len(att.data) <= 3 * len(cells) and np.bincount(att.features["src"]).max() <= 3
+    # only changed
+    w.only_changed.setChecked(True)
+    assert int(enh.shown.sum()) == int(np.sum(enh.features["changed"]))
+    # selecting a cell shows its attention neighbourhood
+    enh.selected_data = {5}
+    sel = viewer.layers["slide cells attention (selected)"]
+    assert len(sel.data) >= 1 and (sel.features["src"] == 5).all()
+    # graphs
+    w.knn_k.setValue(3)
+    w.knn_btn.click()
+    assert len(viewer.layers["slide cells kNN graph"].data) == 3 * len(cells)
+    w.sim.setValue(0.9)
+    w.sim_btn.click()
+    sim = viewer.layers["slide cells similarity graph"]
+    assert len(sim.data) > 0 and (sim.features["weight"] >= 0.9).all()
+
+
+def test_enhance_widget_samples_features_for_points_without_them(make_napari_viewer, qtbot, val_sample):
+    viewer, img, cells_layer, cells = _viewer_with_cells(make_napari_viewer, val_sample, tiles=1)
+    hand = viewer.add_points(cells.yx[:40] + 0.5, name="hand cells", features={"class": np.array(
+        [cells.classes[i] for i in cells.labels[:40]], object)}, metadata={"mpp": 0.55})
+    w = EnhanceWidget(viewer)
+    w.cells.setCurrentText("hand cells")
+    w.image.setCurrentText("slide")
+    _run(w, qtbot)
+    enh = viewer.layers["hand cells enhanced"]
+    assert len(enh.data) == 40 and w.result.enhanced.features.shape == (40, 32)
+    # sampled at (almost) the same places, the base probabilities are close to the detector's own
+    assert (w.result.base.probs.argmax(1) == cells.labels[:40]).mean() > 0.8
+
+
+def test_enhance_without_points_layer_is_a_notification(make_napari_viewer):
+    viewer = make_napari_viewer()
+    w = EnhanceWidget(viewer)
+    w.run()
+    assert w.worker is None and "no points layer" in w.status.text()

@@ -1,0 +1,66 @@
+"""The Segment dock widget in a real napari viewer: an aligned Labels layer with an instance table."""
+import numpy as np
+
+from napari_pathreview.widgets.segment import SegmentWidget
+
+COLUMNS = {"index", "area_px", "area_um2", "centroid_y", "centroid_x", "mean_intensity"}
+
+
+def _open(viewer, name):
+    return viewer.open_sample("napari-pathreview", f"monuseg_{name}")[0]
+
+
+def _run(w, qtbot):
+    w.device.setCurrentText("cpu")
+    w.run()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+
+
+def test_segment_widget_adds_aligned_labels_layer_with_features(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    image = _open(viewer, "tile")
+    w = SegmentWidget(viewer)
+    assert w.image.currentText() == image.name and w.model.count() >= 1
+    w.tile.setValue(256)
+    _run(w, qtbot)
+    layer = viewer.layers[f"{image.name} nuclei"]
+    assert type(layer).__name__ == "Labels"
+    assert layer.data.shape == image.data.shape[:2]
+    assert np.allclose(layer.scale, image.scale) and np.allclose(layer.translate, image.translate)
+    assert COLUMNS <= set(layer.features.columns)
+    ids = np.unique(layer.data)[1:]
+    assert len(ids) > 20 and np.array_equal(np.sort(layer.features["index"]), ids)
+    f = layer.features
+    assert ((f["centroid_y"] >= 0) & (f["centroid_y"] < 512) & (f["centroid_x"] >= 0) & (f["centroid_x"] < 512)).all()
+    k = int(f["index"].iloc[0])
+    grey = np.asarray(image.data)[..., :3].mean(-1)
+    assert np.isclose(f["mean_intensity"].iloc[0], grey[layer.data == k].mean(), atol=0.05)
+    assert np.isclose(f["area_px"].iloc[0], (layer.data == k).sum())
+    assert w.status.text() == f"{len(ids)} nuclei"
+
+
+def test_segment_widget_asks_for_the_pixel_size_when_unknown(make_napari_viewer, qtbot):
+    from napari_pathreview._sample_data import sample_path
+
+    viewer = make_napari_viewer()
+    image = viewer.open(str(sample_path("tile")), plugin="napari-pathreview")[0]  # a PNG: no mpp
+    w = SegmentWidget(viewer)
+    w.run()
+    assert w.worker is None and "microns per pixel unknown" in w.status.text()
+    w.mpp.setValue(0.25)
+    w.tile.setValue(256)
+    _run(w, qtbot)
+    layer = viewer.layers[f"{image.name} nuclei"]
+    assert layer.data.shape == (512, 512) and np.allclose(layer.scale, image.scale) and len(layer.features) > 20
+
+
+def test_segment_widget_on_a_pyramid_gives_multiscale_labels_over_the_same_area(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    image = _open(viewer, "pyramid")
+    assert image.multiscale
+    w = SegmentWidget(viewer)
+    _run(w, qtbot)
+    layer = viewer.layers[f"{image.name} nuclei"]
+    assert type(layer).__name__ == "Labels" and layer.multiscale and len(layer.data) >= 2
+    assert np.allclose(layer.extent.world, image.extent.world, atol=image.scale[-1])
+    assert len(layer.features) > 20 and COLUMNS <= set(layer.features.columns)

@@ -1,0 +1,190 @@
+"""Nucleus segmentation on real MoNuSeg data: seams, streaming to OME-Zarr, cancel, augmentation, CLI."""
+import csv
+import json
+import shutil
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from napari_pathreview.backend.errors import Cancelled, InputError
+from napari_pathreview.backend.seg_metrics import aji, dice
+from napari_pathreview.backend.segmentation import (INCOMPLETE_MARKER, MONUSEG_MPP, distance_target,
+                                                    label_instances, load_masks_dataset, read_table_csv,
+                                                    segment, segment_to_zarr)
+from napari_pathreview.backend.slides import open_slide
+from napari_pathreview.backend.weights import load_model
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def monuseg(shared_data):
+    return shared_data / "monuseg"
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_model(None, "segmenter", "cpu")
+
+
+@pytest.fixture(scope="module")
+def sample(monuseg, shipped):
+    """The first held-out instance-mask image listed in the shipped card (never trained on)."""
+    _, card = shipped
+    samples = load_masks_dataset(monuseg, names=card.training["heldout_images"])
+    return next(s for s in samples if s.instances)
+
+
+@pytest.fixture(scope="module")
+def whole(sample, shipped):
+    model, card = shipped
+    return segment(sample.image, model, card, mpp=MONUSEG_MPP, tile=512, overlap=0)
+
+
+def test_shipped_model_segments_held_out_nuclei(sample, whole):
+    assert whole.labels.shape == sample.labels.shape and whole.mpp == MONUSEG_MPP
+    assert dice(whole.labels > 0, sample.labels > 0) >= 0.7
+    n_gt = len(np.unique(sample.labels)) - 1
+    assert 0.5 * n_gt <= len(whole) <= 1.5 * n_gt
+    t = whole.table
+    assert np.array_equal(t["label"], np.arange(1, len(whole) + 1))
+    assert np.array_equal(t["area_px"], np.bincount(whole.labels.ravel())[1:])
+    assert np.allclose(t["area_um2"], t["area_px"] * MONUSEG_MPP ** 2)
+    grey = sample.image.mean(-1)
+    k = int(np.argmax(t["area_px"]))
+    assert np.isclose(t["mean_intensity"][k], grey[whole.labels == k + 1].mean(), atol=0.05)
+
+
+def test_tiled_inference_has_no_seams(sample, shipped, whole):
+    """Overlapping 192-px tiles (3 x 3 over the image) vs one tile covering the whole image."""
+    model, card = shipped
+    tiled = segment(sample.image, model, card, mpp=MONUSEG_MPP, tile=192, overlap=48)
+    assert dice(tiled.labels > 0, whole.labels > 0) >= 0.99
+    assert aji(tiled.labels, whole.labels) >= 0.95
+
+
+def test_segment_to_zarr_equals_in_memory_segment(sample, shipped, tmp_path):
+    model, card = shipped
+    slide = open_slide(_png(sample, tmp_path), mpp=MONUSEG_MPP)
+    mem = segment(slide, model, card, tile=256, overlap=32)
+    out = segment_to_zarr(slide, tmp_path / "seg.zarr", model, card, tile=256, overlap=32)
+    store = open_slide(out)
+    assert store.is_labels and store.mpp == pytest.approx(MONUSEG_MPP) and len(store.levels) >= 2
+    assert np.array_equal(np.asarray(store.levels[0]), mem.labels)
+    table = read_table_csv(out / "instances.csv")
+    assert np.array_equal(table["label"], mem.table["label"])
+    assert np.allclose(table["centroid_y"], mem.table["centroid_y"], atol=1e-3)
+    # bands of 300 rows with 40 µm of context: same foreground, same instances but at band cuts
+    out2 = segment_to_zarr(slide, tmp_path / "banded.zarr", model, card, tile=256, overlap=32, band=300)
+    banded = np.asarray(open_slide(out2).levels[0])
+    assert np.array_equal(banded > 0, mem.labels > 0)
+    assert aji(banded, mem.labels) >= 0.97
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def _png(sample, tmp_path):
+    from skimage.io import imsave
+
+    p = tmp_path / f"{sample.name}.png"
+    imsave(p, sample.image, check_contrast=False)
+    return p
+
+
+def test_cancelled_segment_to_zarr_leaves_no_complete_looking_store(sample, shipped, tmp_path):
+    model, card = shipped
+    cancel = threading.Event()
+    seen = []
+
+    def progress(i, n, msg):
+        seen.append((i, n))
+        if i == 2:
+            cancel.set()
+
+    out = tmp_path / "seg.zarr"
+    with pytest.raises(Cancelled):
+        segment_to_zarr(sample.image, out, model, card, mpp=MONUSEG_MPP, tile=128, overlap=16,
+                        progress=progress, cancel=cancel)
+    assert seen[-1][0] == 2 < seen[-1][1]
+    assert not out.exists()
+    left = list(tmp_path.iterdir())
+    assert all((p / INCOMPLETE_MARKER).exists() for p in left), left  # nothing, or marked incomplete
+    with pytest.raises(InputError):
+        open_slide(out)
+
+
+def test_watershed_splits_touching_nuclei_given_true_maps(sample):
+    gt = sample.labels
+    lab = label_instances((gt > 0).astype(np.float32), distance_target(gt), 0.5, 0.5)
+    assert dice(lab > 0, gt > 0) == 1.0
+    merged = label_instances((gt > 0).astype(np.float32), np.zeros(gt.shape, np.float32), 0.5, 0.5)
+    assert aji(lab, gt) >= 0.85 > aji(merged, gt)  # the distance map is what splits touching nuclei
+
+
+def test_laplacian_blend_is_a_valid_image_between_its_two_inputs(monuseg):
+    from skimage.io import imread
+    from napari_pathreview.backend.augment import laplacian_blend, random_blend_mask
+
+    names = [r["image"] for r in csv.DictReader(open(monuseg / "splits.csv"))][:2]
+    a, b = (imread(monuseg / "images" / f"{n}.png")[:256, :256, :3].astype(np.float32) / 255 for n in names)
+    m = random_blend_mask(256, 256, np.random.default_rng(3))
+    out = laplacian_blend(a, b, m, levels=4)
+    assert out.shape == a.shape and out.dtype == np.float32 and np.isfinite(out).all()
+    assert (out >= np.minimum(a, b) - 1e-6).all() and (out <= np.maximum(a, b) + 1e-6).all()
+    from scipy.ndimage import distance_transform_edt
+
+    far_a = distance_transform_edt(m) > 24
+    far_b = distance_transform_edt(1 - m) > 24
+    assert np.abs(out - a)[far_a].mean() < 0.02 and np.abs(out - b)[far_b].mean() < 0.02
+    seam = ~far_a & ~far_b
+    assert np.abs(out - a)[seam].mean() > 0.01 and np.abs(out - b)[seam].mean() > 0.01  # a smooth mix
+
+
+def test_model_variants_forward_shapes():
+    from napari_pathreview.backend.models.segmenter import SegmenterConfig, build_segmenter
+
+    x = torch.rand(2, 3, 64, 64)
+    for cfg in (dict(decoder="fpn"), dict(aspp=False), dict(classes=["a", "b", "c"], decoder="fpn")):
+        m = build_segmenter(cfg).eval()
+        out = m(x.contiguous(memory_format=torch.channels_last))
+        k = SegmenterConfig.from_dict(cfg).out_channels
+        assert out["logits"].shape == (2, k, 64, 64) and out["distance"].shape == (2, 1, 64, 64)
+
+
+def _cli(*args):
+    p = subprocess.run([sys.executable, "-m", "napari_pathreview.cli", *map(str, args)], capture_output=True,
+                       text=True, timeout=300)
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_evaluate_segmenter_cli_json(monuseg, sample, tmp_path):
+    ds = tmp_path / "ds"
+    for sub in ("images", "masks"):
+        (ds / sub).mkdir(parents=True)
+        shutil.copy(monuseg / sub / f"{sample.name}.png", ds / sub)
+    (ds / "splits.csv").write_text(f"image,split,mask\n{sample.name},validation,instance\n")
+    rc, out, err = _cli("evaluate", "segmenter", "--data", ds, "--json", "--device", "cpu")
+    assert rc == 0, err
+    res = json.loads(out.strip().splitlines()[-1])
+    assert {"dice", "aji", "pq", "per_image", "n_images"} <= set(res) and res["n_images"] == 1
+    assert res["per_image"][0]["image"] == sample.name and 0.7 <= res["dice"] <= 1 and 0 < res["aji"] < 1
+    rc, out, err = _cli("evaluate", "segmenter", "--data", ds, "--split", "test", "--json")
+    assert rc == 2 and "splits present: validation" in err and len(err.strip().splitlines()) == 1
+
+
+def test_segment_cli_writes_labels_store_and_rejects_bad_input(tmp_path):
+    from napari_pathreview._sample_data import SAMPLE_TILE
+
+    rc, out, err = _cli("segment", SAMPLE_TILE, "--out", tmp_path / "s.zarr", "--mpp", "0.25", "--tile", "256",
+                        "--overlap", "0.25", "--device", "cpu")
+    assert rc == 0, err
+    store = open_slide(tmp_path / "s.zarr")
+    assert store.is_labels and store.shape == (512, 512) and int(np.asarray(store.levels[0]).max()) > 20
+    rc, out, err = _cli("segment", tmp_path / "nope.png", "--out", tmp_path / "t.zarr")
+    assert rc == 2 and "nope.png" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "t.zarr").exists()
+    rc, out, err = _cli("segment", SAMPLE_TILE, "--out", tmp_path / "s.zarr", "--mpp", "0.25")
+    assert rc == 2 and "already exists" in err
