@@ -29,7 +29,8 @@ class SegmenterConfig:
     widths: channels per encoder level (the first at full resolution); ``len(widths) - 1`` poolings, so
     input sides must be multiples of ``2 ** (len(widths) - 1)`` (:attr:`Segmenter.stride`; the
     pipelines pad for this). aspp: atrous spatial pyramid pooling at the bottleneck with dilation
-    ``aspp_rates``; decoder: ``"unet"`` (upsample + skip concatenation) or ``"fpn"`` (lateral 1x1,
+    ``aspp_rates``; aspp_pool: add DeepLab's image-pooling branch (a whole-input mean, so a tile's
+    output depends on the tile: off by default so tiled and whole-image inference agree); decoder: ``"unet"`` (upsample + skip concatenation) or ``"fpn"`` (lateral 1x1,
     top-down sum, all levels upsampled and summed); fpn_dim: FPN channels.
     """
 
@@ -38,6 +39,7 @@ class SegmenterConfig:
     widths: tuple = (16, 32, 64, 128)
     aspp: bool = True
     aspp_rates: tuple = (2, 4, 6)
+    aspp_pool: bool = False
     decoder: str = "unet"
     fpn_dim: int = 32
 
@@ -62,12 +64,12 @@ class SegmenterConfig:
 
 
 class ASPP(nn.Module):
-    """Atrous spatial pyramid pooling (DeepLab v3): 1x1, dilated 3x3 per rate, image pooling -> 1x1.
+    """Atrous spatial pyramid pooling (DeepLab v3): 1x1, dilated 3x3 per rate, optional image pooling -> 1x1.
 
     (B, C, h, w) -> (B, C, h, w).
     """
 
-    def __init__(self, channels: int, rates=(2, 4, 6)):
+    def __init__(self, channels: int, rates=(2, 4, 6), image_pool: bool = False):
         super().__init__()
 
         def cbr(k, d):
@@ -75,13 +77,16 @@ class ASPP(nn.Module):
                                  nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
 
         self.branches = nn.ModuleList([cbr(1, 1)] + [cbr(3, r) for r in rates])
-        self.pool = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.ReLU(inplace=True))
-        self.project = nn.Sequential(nn.Conv2d(channels * (len(rates) + 2), channels, 1, bias=False),
+        self.pool = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.ReLU(inplace=True)) if image_pool else None
+        n_in = len(rates) + 1 + int(image_pool)
+        self.project = nn.Sequential(nn.Conv2d(channels * n_in, channels, 1, bias=False),
                                      nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = self.pool(x.mean((2, 3), keepdim=True)).expand(-1, -1, *x.shape[-2:])
-        return self.project(torch.cat([b(x) for b in self.branches] + [pooled], 1))
+        feats = [b(x) for b in self.branches]
+        if self.pool is not None:
+            feats.append(self.pool(x.mean((2, 3), keepdim=True)).expand(-1, -1, *x.shape[-2:]))
+        return self.project(torch.cat(feats, 1))
 
 
 class Segmenter(nn.Module):
@@ -96,7 +101,7 @@ class Segmenter(nn.Module):
         w = cfg.widths
         self.down = nn.ModuleList([conv_block(cfg.in_channels, w[0])] +
                                   [conv_block(w[i - 1], w[i]) for i in range(1, len(w))])
-        self.aspp = ASPP(w[-1], cfg.aspp_rates) if cfg.aspp else nn.Identity()
+        self.aspp = ASPP(w[-1], cfg.aspp_rates, cfg.aspp_pool) if cfg.aspp else nn.Identity()
         if cfg.decoder == "unet":
             self.up = nn.ModuleList([conv_block(w[i] + w[i - 1], w[i - 1]) for i in range(len(w) - 1, 0, -1)])
             head_in = w[0]
