@@ -8,22 +8,30 @@ from pathlib import Path
 import napari
 from qtpy.QtWidgets import QApplication
 
-from napari_pathreview.demo import sample_path
 from napari_pathreview.widgets.detect import DetectWidget
+from napari_pathreview.widgets.enhance import EnhanceWidget
 
 
 def main(out: str = str(Path(__file__).parent / "screenshot.png")) -> None:
     viewer = napari.Viewer(title="napari-pathreview")
     viewer.window.resize(1500, 950)
-    viewer.open(str(sample_path()), plugin="napari-pathreview")
-    widget = DetectWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Detect cells (PathReview)", area="right")
-    widget.device.setCurrentText("cpu")
-    widget.run()
+    viewer.open_sample("napari-pathreview", "monuseg_tile")
     app = QApplication.instance()
-    while widget.worker is not None:
+    detect = DetectWidget(viewer)
+    viewer.window.add_dock_widget(detect, name="Detect cells (PathReview)", area="right")
+    detect.device.setCurrentText("cpu")
+    detect.run()
+    while detect.worker is not None:
         app.processEvents()
-    viewer.layers[-1].size = viewer.layers[-1].size * 1.3
+    enhance = EnhanceWidget(viewer)
+    viewer.window.add_dock_widget(enhance, name="Enhance cells (PathReview)", area="right")
+    enhance.cells.setCurrentText(detect.points_layer.name)
+    enhance.device.setCurrentText("cpu")
+    enhance.top_k.setValue(3)
+    enhance.run()
+    while enhance.worker is not None:
+        app.processEvents()
+    viewer.layers[detect.points_layer.name].visible = False
     for _ in range(20):
         app.processEvents()
     viewer.reset_view()
