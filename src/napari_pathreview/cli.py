@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .backend.errors import InputError
 
-TASKS = ("detector", "segmenter", "enhancer")
+TASKS = ("detector", "segmenter", "enhancer", "classifier", "vit")
 
 
 def _progress(i: int, n: int, msg: str) -> None:
@@ -83,6 +83,18 @@ def cmd_train(args) -> int:
                           "metrics": card.metrics, "best_epoch": card.training["best_epoch"],
                           "seconds": card.training["seconds"]}))
         return 0
+    if args.task in ("classifier", "vit"):
+        from .backend.classification import train_classifier
+
+        kw = dict(epochs=args.epochs, seed=args.seed, device=args.device, progress=_progress, command=command,
+                  checkpoints=args.checkpoints, loss=args.loss, se=args.se, decoder=args.dual,
+                  head="arcface" if args.arcface else "linear",
+                  on_epoch=lambda r: print(json.dumps(r), file=sys.stderr, flush=True))
+        _, card = train_classifier(args.data, args.out, arch="vit" if args.task == "vit" else "cnn", **kw)
+        print(json.dumps({"out": str(Path(args.out).with_suffix(".safetensors")), "params": card.params,
+                          "metrics": card.metrics, "best_epoch": card.training["best_epoch"],
+                          "seconds": card.training["seconds"]}))
+        return 0
     raise InputError(f"unknown task '{args.task}'; choose from {', '.join(TASKS)}")
 
 
@@ -118,6 +130,20 @@ def cmd_evaluate(args) -> int:
                 print(f"{r['image']:<28} Dice {r['dice']:.3f}{inst}")
             fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
             print(f"Dice {fmt(res['dice'])}  AJI {fmt(res['aji'])}  PQ {fmt(res['pq'])}  images {res['n_images']}")
+        print(json.dumps(res))
+        return 0
+    elif args.task in ("classifier", "vit"):
+        from .backend.classification import evaluate_classifier
+
+        res = evaluate_classifier(args.data, args.split, args.weights, device=args.device, mpp=args.mpp,
+                                  faithfulness=not args.no_faithfulness, limit=args.limit,
+                                  progress=_progress if not args.json else None)
+        if not args.json:
+            print(f"accuracy {res['accuracy']:.3f}  balanced {res['balanced_accuracy']:.3f}  "
+                  f"AUC {res['auc'] if res['auc'] is None else round(res['auc'], 3)}  F1 {res['f1']:.3f}  "
+                  f"images {res['n_images']}")
+            for m, f in res.get("faithfulness", {}).items():
+                print(f"{m:<12} deletion AUC {f['deletion_auc']:.3f}  random {f['random_deletion_auc']:.3f}")
         print(json.dumps(res))
         return 0
     else:
@@ -162,6 +188,17 @@ def cmd_enhance(args) -> int:
 
     written = enhance_files(args.inputs, args.out, weights=args.weights, detector=args.detector, mpp=args.mpp,
                             device=args.device, progress=_progress)
+    for w in written:
+        print(w)
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from .backend.pipelines import explain_files
+
+    classes = [c for c in args.classes.split(",") if c] if args.classes else None
+    written = explain_files(args.inputs, args.out, weights=args.model, method=args.method, classes=classes,
+                            mpp=args.mpp, device=args.device, progress=_progress)
     for w in written:
         print(w)
     return 0
@@ -244,6 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--mask-um", type=float, default=70.0, help="enhancer: attention radius in µm (0: no mask)")
     sp.add_argument("--tune-bias", action="store_true",
                     help="enhancer: per-class logit offsets searched on the held-out tune images")
+    sp.add_argument("--loss", default="ce", help="classifier: ce, focal, f1, lovasz joined by '+' (f1: multi-label)")
+    sp.add_argument("--se", action="store_true", help="classifier: squeeze-and-excitation blocks")
+    sp.add_argument("--arcface", action="store_true", help="classifier: ArcFace (angular margin) head")
+    sp.add_argument("--dual", action="store_true", help="classifier: auto-encoder decoder, reconstruction MSE x10")
     common(sp, mpp=False)
     sp.set_defaults(func=cmd_train)
 
@@ -259,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--ablation", action="store_true",
                     help="enhancer: also train and score position-encoding / mask variants (minutes)")
     sp.add_argument("--ablation-epochs", type=int, default=15, help="enhancer: epochs per ablation variant")
+    sp.add_argument("--no-faithfulness", action="store_true", help="classifier: skip the deletion curves")
+    sp.add_argument("--limit", type=int, default=None, help="classifier: first N images of the split only")
     common(sp)
     sp.set_defaults(func=cmd_evaluate)
 
@@ -269,6 +312,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--detector", default=None, help="detector (default: the one the enhancer's card names)")
     common(sp)
     sp.set_defaults(func=cmd_enhance)
+
+    sp = sub.add_parser("explain", help="class probabilities + heat maps (CAM, Grad-CAM, LRP, rollout)")
+    sp.add_argument("inputs", nargs="+")
+    sp.add_argument("--out", required=True, help="folder: NAME.METHOD.CLASS.tif (float map) + .png overlay + .json")
+    sp.add_argument("--model", default=None, help="classifier or vit name/path (default: shipped classifier)")
+    sp.add_argument("--method", default="gradcam",
+                    choices=("cam", "gradcam", "lrp-epsilon", "lrp-gamma", "lrp-a1b0", "lrp-a2b1", "rollout"))
+    sp.add_argument("--classes", default=None, help="comma-separated classes to explain (default: all)")
+    common(sp)
+    sp.set_defaults(func=cmd_explain)
 
     sp = sub.add_parser("convert", help="convert cell points between QuPath GeoJSON and CSV")
     sp.add_argument("input", help=".geojson (QuPath / pathreview) or .csv/.tsv (pathreview, points dataset, QuPath)")

@@ -148,3 +148,59 @@ def enhance_files(inputs, out: str | Path, weights=None, detector=None, mpp=None
                     write_points_csv(r.base, stem.with_name(stem.name + ".base.csv"))]
         report(progress, i + 1, len(slides), f"{s.name}: {len(r.enhanced)} cells, {int(r.changed.sum())} changed")
     return written
+
+
+# ---------------------------------------------------------------- classifiers and their heat maps
+
+CLASSIFIER_TASKS = ("classifier", "vit")
+
+
+def get_classifier(ref: str | None = None, device: str | None = None):
+    """(model, card) of a CNN classifier or ViT by name/path (shipped classifier when None), cached."""
+    from .weights import resolve
+
+    if not ref:
+        return get_model(None, "classifier", device)
+    _, card = resolve(ref)
+    if card.task not in CLASSIFIER_TASKS:
+        raise InputError(f"{ref}: is a {card.task} model; explain needs a classifier or vit model")
+    return get_model(ref, card.task, device)
+
+
+def explain(image, weights: str | None = None, method: str = "gradcam", classes=None, mpp: float | None = None,
+            device: str | None = None, layer: str | None = None, progress: ProgressFn | None = None,
+            cancel=None, name: str = "image"):
+    """Class probabilities + heat maps of an (H, W, C) array or a Slide -> ``explain.ExplainResult``.
+
+    ``method``: cam, gradcam, lrp-epsilon, lrp-gamma, lrp-a1b0, lrp-a2b1 or rollout (ViT); ``classes``:
+    class names or indices to explain (None: all); ``layer``: Grad-CAM layer name (default: last conv).
+    Maps come back at the input's pixel grid (see ``ExplainResult.downsample`` for huge slides).
+    """
+    from .explain import explain_image
+
+    model, card = get_classifier(weights, device)
+    return explain_image(image, model, card, method, classes=classes, mpp=mpp, layer=layer,
+                         progress=progress, cancel=cancel, name=name)
+
+
+def explain_files(inputs, out: str | Path, weights=None, method: str = "gradcam", classes=None, mpp=None,
+                  device=None, progress: ProgressFn | None = None, cancel=None) -> list[Path]:
+    """Explain each input; write ``OUT/<name>.<method>.<class>.tif`` (float32 map at the input grid),
+    a ``.png`` overlay per class and ``OUT/<name>.<method>.json`` (probabilities, classes, files)."""
+    from .explain import write_explanation
+    from .slides import open_slide
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder; give --out a folder")
+    slides = [open_slide(p, mpp=mpp) for p in inputs]  # validate every input before writing anything
+    written = []
+    for i, s in enumerate(slides):
+        check_cancel(cancel)
+        r = explain(s, weights, method, classes=classes, device=device, cancel=cancel, name=s.name,
+                    progress=None if progress is None else
+                    (lambda a, b, m, i=i: progress(i, len(slides), f"{s.name}: {m}")))
+        written += write_explanation(r, s, out)
+        report(progress, i + 1, len(slides), f"{s.name}: " + ", ".join(
+            f"{c} {p:.2f}" for c, p in zip(r.classes, r.probs)))
+    return written

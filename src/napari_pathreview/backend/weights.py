@@ -20,6 +20,8 @@ BUILDERS = {
     "detector": "napari_pathreview.backend.models.detector:build_detector",
     "enhancer": "napari_pathreview.backend.models.enhancer:build_enhancer",
     "segmenter": "napari_pathreview.backend.models.segmenter:build_segmenter",
+    "classifier": "napari_pathreview.backend.models.classifier:build_classifier",
+    "vit": "napari_pathreview.backend.models.vit:build_vit",
 }
 
 DEFAULT_COLORS = {
