@@ -1,0 +1,115 @@
+"""Hostile and odd inputs through the real CLI: each gets a result or one line naming the problem (exit 2),
+and nothing is left in the output folder when it fails. The table in docs/reliability.md lists these cases."""
+import json
+
+import numpy as np
+import pytest
+import tifffile
+from skimage.io import imsave
+
+from napari_pathreview.cli import main
+
+
+def run(capsys, *args):
+    rc = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _rgb(h=300, w=300):
+    return (np.random.default_rng(0).random((h, w, 3)) * 255).astype(np.uint8)
+
+
+def _write(case, path):
+    rgb = _rgb()
+    if case == "grey":
+        imsave(path, rgb[..., 0], check_contrast=False)
+    elif case == "rgba":
+        imsave(path, np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]), check_contrast=False)
+    elif case == "uint16":
+        tifffile.imwrite(path, rgb.astype(np.uint16) * 257)
+    elif case == "float":
+        tifffile.imwrite(path, rgb.astype(np.float32) / 255)
+    elif case == "four-channel":
+        tifffile.imwrite(path, np.dstack([rgb, rgb[..., :1]]))
+    elif case == "one-pixel":
+        imsave(path, rgb[:1, :1], check_contrast=False)
+    elif case == "non-square-thin":
+        imsave(path, _rgb(40, 700), check_contrast=False)
+    elif case == "nan":
+        f = rgb.astype(np.float32) / 255
+        f[0, 0, 0], f[5, 5, 1] = np.nan, np.inf
+        tifffile.imwrite(path, f)
+    elif case == "empty-file":
+        path.write_bytes(b"")
+    elif case == "truncated":
+        imsave(path.with_name("full.png"), rgb, check_contrast=False)
+        data = path.with_name("full.png").read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif case == "two-channel":
+        tifffile.imwrite(path, rgb[..., :2])
+    return path
+
+
+GOOD = ["grey", "rgba", "uint16", "float", "four-channel", "one-pixel", "non-square-thin"]
+BAD = {"nan": "NaN", "empty-file": "cannot read", "truncated": "truncated", "two-channel": "plane"}
+EXT = {"uint16": ".tif", "float": ".tif", "four-channel": ".tif", "nan": ".tif", "two-channel": ".tif"}
+
+
+@pytest.mark.parametrize("case", GOOD)
+def test_odd_but_valid_images_are_detected(case, tmp_path, capsys):
+    img = _write(case, tmp_path / f"{case}{EXT.get(case, '.png')}")
+    rc, out, err = run(capsys, "detect", img, "--out", tmp_path / "o", "--mpp", "0.5", "--device", "cpu")
+    assert rc == 0, err
+    rows = (tmp_path / "o" / f"{img.stem}.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("x,y,")
+    doc = json.loads((tmp_path / "o" / f"{img.stem}.geojson").read_text())
+    assert doc["type"] == "FeatureCollection" and len(doc["features"]) == len(rows) - 1
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+@pytest.mark.parametrize("command", ["detect", "segment"])
+def test_broken_images_are_one_line_exit_2_and_write_nothing(case, command, tmp_path, capsys):
+    img = _write(case, tmp_path / f"{case}{EXT.get(case, '.png')}")
+    out = tmp_path / ("o.zarr" if command == "segment" else "o")
+    rc, _, err = run(capsys, command, img, "--out", out, "--mpp", "0.5", "--device", "cpu")
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1, err
+    assert img.name in lines[0] and BAD[case] in lines[0]
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize("mpp", ["0", "-0.5", "1000", "nan", "inf"])
+def test_absurd_pixel_sizes_are_refused(mpp, tmp_path, capsys):
+    img = _write("rgba", tmp_path / "x.png")
+    rc, _, err = run(capsys, "detect", img, "--out", tmp_path / "o", "--mpp", mpp)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "mpp" in err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_output_that_exists_is_not_overwritten_by_a_failed_run(tmp_path, capsys):
+    good = _write("rgba", tmp_path / "slide.png")
+    rc, _, err = run(capsys, "detect", good, "--out", tmp_path / "o", "--mpp", "0.5", "--device", "cpu")
+    assert rc == 0, err
+    before = (tmp_path / "o" / "slide.csv").read_bytes()
+    _write("truncated", tmp_path / "slide.png")
+    rc, _, err = run(capsys, "detect", tmp_path / "slide.png", "--out", tmp_path / "o", "--mpp", "0.5")
+    assert rc == 2 and (tmp_path / "o" / "slide.csv").read_bytes() == before
+
+
+@pytest.mark.parametrize("content,expect", [("{not json", "not valid JSON"), ("a,b\n1\n", "no point coordinates")])
+def test_corrupt_annotations_are_refused_by_convert(content, expect, tmp_path, capsys):
+    src = tmp_path / ("cells.geojson" if content.startswith("{") else "cells.csv")
+    src.write_text(content)
+    dst = tmp_path / ("out.csv" if src.suffix == ".geojson" else "out.geojson")
+    rc, _, err = run(capsys, "convert", src, dst)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and expect in err and src.name in err
+    assert not dst.exists()
+
+
+def test_empty_feature_collection_converts_to_an_empty_table(tmp_path, capsys):
+    src = tmp_path / "none.geojson"
+    src.write_text('{"type": "FeatureCollection", "features": []}')
+    rc, _, err = run(capsys, "convert", src, tmp_path / "none.csv")
+    assert rc == 0, err
+    assert (tmp_path / "none.csv").read_text().strip().splitlines() == ["x,y,x_um,y_um,class,score"]
