@@ -320,7 +320,7 @@ def classifier_loss(model, x, y, loss_fn, multilabel: bool, recon_weight: float 
 
 def train_classifier(data, out, epochs: int = 30, seed: int = 0, device=None, crop: int = 192,
                      batch_size: int = 16, steps_per_epoch: int = 16, data_mpp: float = GLAS_MPP,
-                     model_mpp: float = 2 * GLAS_MPP, tune_images: int = 10, lr: float = 3e-3,
+                     model_mpp: float = 2 * GLAS_MPP, tune_images: int = 10, lr: float | None = None,
                      widths=(16, 32, 64, 128), se: bool = False, loss: str = "ce", head: str = "linear",
                      decoder: bool = False, arch: str = "cnn", progress: ProgressFn | None = None, cancel=None,
                      command: str = "", on_epoch=None, checkpoints: bool = False):
@@ -331,6 +331,7 @@ def train_classifier(data, out, epochs: int = 30, seed: int = 0, device=None, cr
     ``model_mpp`` (``data_mpp`` µm/px on disk) and sampled class-balanced as random ``crop`` x ``crop``
     crops with flips / 90° turns, stain and brightness jitter. Cosine LR (AdamW).
     ``arch="vit"``: a small ViT (``models.vit``) on ``crop`` x ``crop`` inputs instead of the CNN.
+    ``lr``: default 3e-3 (CNN) or 1e-3 (ViT).
     """
     import torch
     from .losses import build_loss
@@ -341,6 +342,7 @@ def train_classifier(data, out, epochs: int = 30, seed: int = 0, device=None, cr
 
     rng = seed_everything(seed)
     dev = choose_device(device)
+    lr = lr or (1e-3 if arch == "vit" else 3e-3)
     images, classes, multi = load_split(data, "train")
     if len(classes) < 2:
         raise InputError(f"{data}: need at least two classes to train a classifier, found {classes}")

@@ -156,17 +156,34 @@ def _stab(z, eps: float):
     return z + eps * ((z >= 0).to(z.dtype) * 2 - 1)
 
 
+def _bias_map(mod, b, z):
+    """The bias ``b`` broadcast to the output ``z`` of ``mod``."""
+    return b.view(1, -1, *([1] * (z.dim() - 2))).expand_as(z)
+
+
 def _spread(mod, a, w, share):
-    """Each output's bias relevance ``share`` spread uniformly over the non-zero inputs of its receptive
-    field (inputs at zero carry no signal; a window of zeros keeps nothing, as the z-rule would)."""
+    """Each output's bias relevance ``share`` (shaped like the output) spread uniformly over the non-zero
+    inputs of its receptive field (inputs at zero carry no signal; a window of zeros keeps nothing, as
+    the z-rule would). Convolutions use a one-channel box filter: every output sees all input channels."""
     import torch
+    import torch.nn.functional as F
+    from torch import nn
 
     active = (a != 0).to(a.dtype)
-    ones = torch.ones_like(w)
+    if isinstance(mod, nn.Linear):
+        n = active.sum(-1, keepdim=True)
+        return active * torch.where(n > 0, share.sum(-1, keepdim=True) / n.clamp(min=1), 0.0)
+    if not isinstance(mod, nn.Conv2d):  # element-wise (BatchNorm): each output has one input
+        return active * share
+    if mod.groups != 1:
+        raise InputError("LRP bias spreading supports ungrouped convolutions only")
+    box = torch.ones(1, 1, *mod.kernel_size, dtype=a.dtype, device=a.device)
+    conv = lambda t: F.conv2d(t, box, None, mod.stride, mod.padding, mod.dilation)  # noqa: E731
     with torch.no_grad():
-        n = _apply(mod, active, ones)
-    x = torch.zeros_like(a).requires_grad_(True)
-    (g,) = torch.autograd.grad(_apply(mod, x, ones), x, torch.where(n > 0, share / n.clamp(min=1), 0.0))
+        n = conv(active.sum(1, keepdim=True))
+    c = torch.where(n > 0, share.sum(1, keepdim=True) / n.clamp(min=1), 0.0)
+    x = torch.zeros_like(a[:, :1]).requires_grad_(True)
+    (g,) = torch.autograd.grad(conv(x), x, c)
     return active * g
 
 
@@ -187,7 +204,7 @@ def _lrp_linear(mod, w, b, a, r, rule: str, eps: float, gamma: float):
         z = _apply(mod, x, w, b)
         s = r / _stab(z.detach(), eps)
         (g,) = torch.autograd.grad(z, x, s)
-        return a * g + _spread(mod, a, w, s * _apply(mod, torch.zeros_like(a), torch.zeros_like(w), b))
+        return a * g + _spread(mod, a, w, s * _bias_map(mod, b, z))
     alpha, beta = {"a1b0": (1.0, 0.0), "a2b1": (2.0, 1.0)}[rule]
     wp, wn = w.clamp(min=0), w.clamp(max=0)
     bp, bn = b.clamp(min=0), b.clamp(max=0)
@@ -203,8 +220,7 @@ def _lrp_linear(mod, w, b, a, r, rule: str, eps: float, gamma: float):
     sp = r * a_eff / zp.detach().clamp(min=1e-9)
     sn = -r * b_eff / zn.detach().clamp(max=-1e-9)
     gp, gn = torch.autograd.grad((zp * sp).sum() + (zn * sn).sum(), (ap, an))
-    zb = torch.zeros_like(a)
-    bias_share = (sp * _apply(mod, zb, torch.zeros_like(w), bp) + sn * _apply(mod, zb, torch.zeros_like(w), bn))
+    bias_share = sp * _bias_map(mod, bp, zp) + sn * _bias_map(mod, bn, zn)
     return ap.detach() * gp + an.detach() * gn + _spread(mod, a, w, bias_share)
 
 
@@ -484,12 +500,12 @@ def write_explanation(result: ExplainResult, slide, out) -> list[Path]:
         colour, alpha = heat_rgb(heat)
         a = 0.6 * alpha[..., None]
         overlay = (base * (1 - a) + colour * a).astype(np.uint8)
-        p = out / f"{stem}.{result.method}.{cls}"
-        with atomic_path(p.with_suffix(".tif")) as tmp:
+        tif, png = (out / f"{stem}.{result.method}.{cls}{ext}" for ext in (".tif", ".png"))
+        with atomic_path(tif) as tmp:
             tifffile.imwrite(tmp, heat.astype(np.float32))
-        with atomic_path(p.with_suffix(".png")) as tmp:
+        with atomic_path(png) as tmp:
             iio.imwrite(tmp, overlay, extension=".png")
-        written += [p.with_suffix(".tif"), p.with_suffix(".png")]
+        written += [tif, png]
     meta = {"image": result.name, "model": result.model, "method": result.method, "mpp": result.mpp,
             "downsample": result.downsample, "classes": result.classes,
             "probabilities": {c: float(p) for c, p in zip(result.classes, result.probs)},
