@@ -29,7 +29,7 @@ def shipped():
 @pytest.fixture(scope="module")
 def real_input(shipped, glas_images):
     model, card = shipped
-    img = to_model_scale(open_slide(glas_images["malignant"]), card)[48:208, 80:304]  # 160 x 224 model px
+    img = to_model_scale(open_slide(glas_images["malignant"]), card)[64:192, 112:272]  # 128 x 160 model px
     return normalise(pad_for_model(img, card)[None], card), img
 
 
@@ -204,3 +204,14 @@ def test_cli_explain_bad_input_is_exit_2_with_one_line(glas_images, tmp_path, ca
     assert main(argv + ["--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err
+
+
+def test_rollout_with_the_shipped_vit_on_a_real_image_is_tiled_and_aligned(glas_images):
+    from napari_pathreview.backend.pipelines import explain
+
+    calls = []
+    res = explain(open_slide(glas_images["malignant"]), "vit-glas", "rollout", device="cpu",
+                  progress=lambda i, n, m: calls.append(n))
+    assert res.maps.shape == (2, 522, 775) and np.allclose(res.maps[0], res.maps[1])
+    assert calls[-1] > 1  # 192-px ViT tiles over the 261 x 388 model-scale image
+    assert (res.maps > 0).all() and res.probs.argmax() == 1  # testA_22 is malignant
