@@ -165,9 +165,11 @@ def _print_points_table(res: dict) -> None:
 def cmd_detect(args) -> int:
     from .backend.pipelines import detect_files
 
-    written = detect_files(args.inputs, args.out, weights=args.weights, mpp=args.mpp, device=args.device,
-                           threshold=args.threshold, progress=_progress)
-    for w in written:
+    res = detect_files(args.inputs, args.out, weights=args.weights, mpp=args.mpp, device=args.device,
+                       threshold=args.threshold, workers=args.workers, scheduler=args.scheduler, progress=_progress)
+    for s in res["skipped"]:
+        print(f"skipped (already done by the same job): {s}", file=sys.stderr)
+    for w in res["written"]:
         print(w)
     return 0
 
@@ -334,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True)
     sp.add_argument("--weights", default=None)
     sp.add_argument("--threshold", type=float, default=None)
+    sp.add_argument("--workers", type=int, default=1,
+                    help="run the inputs on a local Dask cluster of N single-threaded workers")
+    sp.add_argument("--scheduler", default=None, help="address of an existing dask.distributed scheduler")
     common(sp)
     sp.set_defaults(func=cmd_detect)
     sp = sub.add_parser("bench", help="benchmarks against a reference measured in the same run")

@@ -33,26 +33,39 @@ def detect(image, weights: str | None = None, mpp: float | None = None, device: 
     return _detect(image, model, card, mpp=mpp, params=params, progress=progress, cancel=cancel, name=name)
 
 
-def detect_files(inputs, out: str | Path, weights=None, mpp=None, device=None, threshold=None,
-                 progress: ProgressFn | None = None, cancel=None) -> list[Path]:
-    """Detect cells in each input file; write ``OUT/<name>.csv`` and ``OUT/<name>.geojson`` per input."""
+def _detect_one(path: str, stem: Path, weights=None, mpp=None, device=None, threshold=None) -> list[Path]:
+    """One slide of ``detect_files``: ``stem.csv`` + ``stem.geojson`` (each written atomically)."""
     from .exchange import write_geojson, write_points_csv
     from .slides import open_slide
 
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder; give --out a folder")
-    slides = [open_slide(p, mpp=mpp) for p in inputs]  # validate every input before writing anything
-    written = []
-    for i, s in enumerate(slides):
-        check_cancel(cancel)
-        pts = detect(s, weights, device=device, threshold=threshold, cancel=cancel, name=s.path,
-                     progress=None if progress is None else
-                     (lambda a, b, m, i=i: progress(i, len(slides), f"{s.name}: {m}")))
-        stem = out / Path(s.name).stem.replace(".ome", "")
-        written += [write_points_csv(pts, stem.with_suffix(".csv")), write_geojson(pts, stem.with_suffix(".geojson"))]
-        report(progress, i + 1, len(slides), f"{s.name}: {len(pts)} cells")
-    return written
+    s = open_slide(path, mpp=mpp)
+    pts = detect(s, weights, device=device, threshold=threshold, name=s.path)
+    return [write_points_csv(pts, stem.with_suffix(".csv")), write_geojson(pts, stem.with_suffix(".geojson"))]
+
+
+def detect_files(inputs, out: str | Path, weights=None, mpp=None, device=None, threshold=None,
+                 workers: int = 1, scheduler: str | None = None, progress: ProgressFn | None = None,
+                 cancel=None) -> dict:
+    """Detect cells in each input file; write ``OUT/<name>.csv`` and ``OUT/<name>.geojson`` per input.
+
+    Every input is opened (validated) before any work. Slides already done by the same job (model,
+    threshold, mpp, unchanged input) are skipped, so a rerun after a crash only does what is left;
+    ``workers``/``scheduler`` run the slides on a Dask cluster (see ``backend.batch``). Returns
+    ``{"written", "skipped", "ran"}``.
+    """
+    from functools import partial
+
+    from .batch import run_batch
+    from .slides import open_slide
+    from .weights import default_model
+
+    for p in inputs:
+        open_slide(p, mpp=mpp)
+    name = str(weights) if weights else default_model("detector")
+    key = {"job": "detect", "weights": name, "mpp": mpp, "threshold": threshold}
+    run = partial(_detect_one, weights=weights, mpp=mpp, device=device, threshold=threshold)
+    return run_batch(inputs, out, run, key, workers=workers, scheduler=scheduler, progress=progress,
+                     cancel=cancel)
 
 
 def _models(weights, task: str, device):

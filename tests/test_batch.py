@@ -1,0 +1,34 @@
+"""Many slides: Dask LocalCluster runs equal the in-process run; reruns skip finished slides."""
+import shutil
+
+from napari_pathreview.backend.pipelines import detect_files
+
+
+def _inputs(crchisto, tmp_path, names=("img4", "img7", "img12")):
+    d = tmp_path / "in"
+    d.mkdir()
+    return [shutil.copy(crchisto / "images" / f"{n}.png", d / f"{n}.png") for n in names]
+
+
+def test_two_worker_cluster_equals_in_process_and_reruns_skip_done_slides(crchisto, tmp_path):
+    inputs = _inputs(crchisto, tmp_path)
+    seq = detect_files(inputs, tmp_path / "seq", mpp=0.55, device="cpu")
+    assert len(seq["ran"]) == 3 and not seq["skipped"] and len(seq["written"]) == 6
+    par = detect_files(inputs, tmp_path / "par", mpp=0.55, device="cpu", workers=2)
+    assert len(par["ran"]) == 3
+    for p in inputs:
+        stem = p.stem
+        a = (tmp_path / "seq" / f"{stem}.csv").read_text()
+        assert a == (tmp_path / "par" / f"{stem}.csv").read_text() and a.count("\n") > 20
+
+    # a crash after two slides: the third slide's outputs and record are missing
+    (tmp_path / "par" / "img12.csv").unlink()
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "par").glob("img[47].*")}
+    again = detect_files(inputs, tmp_path / "par", mpp=0.55, device="cpu")
+    assert again["ran"] == [str(inputs[2])] and len(again["skipped"]) == 2
+    assert before == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "par").glob("img[47].*")}
+    assert (tmp_path / "par" / "img12.csv").read_text() == (tmp_path / "seq" / "img12.csv").read_text()
+
+    # another job (a different threshold) is not "done": everything runs again
+    other = detect_files(inputs, tmp_path / "par", mpp=0.55, device="cpu", threshold=0.6)
+    assert len(other["ran"]) == 3 and not other["skipped"]
