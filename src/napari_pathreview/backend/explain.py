@@ -464,15 +464,23 @@ def faithfulness(model, card, image: np.ndarray, target: int, methods, seed: int
 
 # ---------------------------------------------------------------- files
 
+def display_range(heat: np.ndarray) -> float:
+    """Upper display limit of a map: the 99th percentile of its positive values (1 when none).
+
+    Pixel-level LRP maps are heavy-tailed, so a lower percentile and a gamma of 0.5 (see
+    :func:`heat_rgb`; the widget sets the layer's gamma) keep the weaker evidence visible."""
+    pos = heat[heat > 0]
+    hi = float(np.percentile(pos, 99)) if pos.size else 1.0
+    return hi if hi > 0 else 1.0
+
+
 def heat_rgb(heat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A map ``(H, W)`` -> (RGB uint8 ``(H, W, 3)`` inferno-like colours, alpha float ``(H, W)`` in [0, 1]).
 
-    Scaled from 0 to the 99.5th percentile of the positive values (negative evidence is not shown).
+    Scaled from 0 to :func:`display_range` with gamma 0.5 (negative evidence is not shown).
     """
     anchors = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], np.float64)
-    pos = heat[heat > 0]
-    hi = float(np.percentile(pos, 99.5)) if pos.size else 1.0
-    v = np.clip(heat / (hi or 1.0), 0, 1)
+    v = np.sqrt(np.clip(heat / display_range(heat), 0, 1))
     idx = v * (len(anchors) - 1)
     lo = np.floor(idx).astype(int).clip(0, len(anchors) - 2)
     f = (idx - lo)[..., None]

@@ -97,6 +97,8 @@ class ExplainWidget(TaskWidget):
                                      progress=progress, cancel=cancel, name=layer.name)
 
         def done(res):
+            from ..backend.explain import display_range
+
             scale = np.asarray(layer.scale[-2:], float)
             translate = np.asarray(layer.translate[-2:], float)
             if res.downsample != 1:  # model-grid maps of a huge slide: pixel centres line up
@@ -105,11 +107,10 @@ class ExplainWidget(TaskWidget):
             self.heat_layers = []
             for k, cls in enumerate(res.targets):
                 heat = res.maps[k]
-                pos = heat[heat > 0]
-                hi = float(np.percentile(pos, 99.5)) if pos.size else 1.0
                 self.heat_layers.append(self.viewer.add_image(
                     heat, name=f"{layer.name} {res.method} {cls}", colormap=cmap, blending="additive",
-                    opacity=opacity, contrast_limits=(0.0, hi or 1.0), scale=scale, translate=translate,
+                    opacity=opacity, contrast_limits=(0.0, display_range(heat)), gamma=0.5, scale=scale,
+                    translate=translate,
                     metadata={"method": res.method, "class": cls, "model": res.model, "mpp": res.mpp}))
             self.probs.setText("<br>".join(f"{c}: <b>{p:.3f}</b>" for c, p in zip(res.classes, res.probs)))
             best = res.classes[int(np.argmax(res.probs))]
