@@ -142,6 +142,21 @@ def test_train_classifier_tiny_run_writes_weights_and_card(glas, tmp_path):
     assert torch.allclose(loaded(x), model.eval()(x), atol=1e-5)
 
 
+@pytest.mark.parametrize("kw", [dict(loss="bce+f1+lovasz", se=True, decoder=True), dict(loss="focal")])
+def test_train_multilabel_dual_loss_and_arcface_variants(glas, tmp_path, kw):
+    multilabel = "f1" in kw["loss"]
+    data = _small_glas(glas, tmp_path / "ds", per_class=2, multilabel=multilabel)
+    head = "linear" if multilabel else "arcface"
+    model, card = train_classifier(data, tmp_path / "m", epochs=1, steps_per_epoch=2, batch_size=4, crop=64,
+                                   widths=(8, 16), tune_images=2, device="cpu", head=head, **kw)
+    assert card.config["multilabel"] is multilabel and card.config["head"] == head
+    assert len(card.params["thresholds"]) == len(card.classes) == (3 if multilabel else 2)
+    assert np.isfinite(card.training["history"][0]["loss"])
+    loaded, _ = load_model(tmp_path / "m.safetensors", "classifier", "cpu")
+    with torch.no_grad():
+        assert loaded.embed(torch.randn(2, 3, 64, 64)).shape[0] == 2
+
+
 def test_evaluate_classifier_json_keys(glas, tmp_path, capsys):
     from napari_pathreview.cli import main
 

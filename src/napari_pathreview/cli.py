@@ -137,7 +137,7 @@ def cmd_evaluate(args) -> int:
 
         res = evaluate_classifier(args.data, args.split, args.weights, device=args.device, mpp=args.mpp,
                                   faithfulness=not args.no_faithfulness, limit=args.limit,
-                                  progress=_progress if not args.json else None)
+                                  progress=_progress if not args.json else None, task=args.task)
         if not args.json:
             print(f"accuracy {res['accuracy']:.3f}  balanced {res['balanced_accuracy']:.3f}  "
                   f"AUC {res['auc'] if res['auc'] is None else round(res['auc'], 3)}  F1 {res['f1']:.3f}  "

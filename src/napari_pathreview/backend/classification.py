@@ -418,18 +418,20 @@ def train_classifier(data, out, epochs: int = 30, seed: int = 0, device=None, cr
 
 def evaluate_classifier(data, split: str | None = "testA", weights=None, device=None, mpp: float | None = None,
                         faithfulness: bool = True, methods=None, limit: int | None = None,
-                        progress: ProgressFn | None = None, cancel=None) -> dict:
+                        progress: ProgressFn | None = None, cancel=None, task: str = "classifier") -> dict:
     """Score a classifier on a labels.csv split (TTA and thresholds as its card says).
 
     Returns ``{accuracy, balanced_accuracy, auc, f1, per_class, n_images, faithfulness}``;
     ``faithfulness[method] = {deletion_auc, random_deletion_auc, insertion_auc, random_insertion_auc}``
     (means over images, explaining the predicted class; see ``backend.explain.faithfulness``).
+    ``weights=None``: the shipped model of ``task`` (``classifier`` or ``vit``).
     """
     from .explain import methods_for, faithfulness as faith
     from .pipelines import get_classifier
     from .slides import open_slide
+    from .weights import default_model
 
-    model, card = get_classifier(weights, device)
+    model, card = get_classifier(weights or default_model(task), device)
     images, classes, _ = load_split(data, split)
     images = images[:limit] if limit else images
     unknown = sorted({c for s in images for c in s.labels} - set(card.classes))
