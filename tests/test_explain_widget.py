@@ -41,6 +41,23 @@ def test_explain_widget_adds_aligned_heat_map_layers(make_napari_viewer, qtbot, 
     assert {"glas lrp-epsilon benign", "glas lrp-epsilon malignant"} <= {ly.name for ly in viewer.layers}
 
 
+def test_cancel_stops_a_tiled_explanation(make_napari_viewer, qtbot, shared_data):
+    import imageio.v3 as iio
+
+    viewer = make_napari_viewer()
+    rgb = iio.imread(shared_data / "glas" / "images" / "testA_22.jpg")
+    viewer.add_image(np.tile(rgb, (4, 4, 1)), name="big", rgb=True, metadata={"mpp": 0.62})  # 12 tiles
+    w = ExplainWidget(viewer)
+    w.device.setCurrentText("cpu")
+    w.method.setCurrentText("lrp-epsilon")
+    n = len(viewer.layers)
+    w.run()
+    qtbot.waitUntil(lambda: "tile 1 of" in w.status.text(), timeout=60_000)
+    w.cancel_btn.click()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
+    assert w.status.text() == "cancelled" and len(viewer.layers) == n and w.run_btn.isEnabled()
+
+
 def test_explain_widget_reports_a_method_that_does_not_apply(make_napari_viewer, qtbot, shared_data):
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((64, 64, 3), np.uint8), rgb=True, name="blank")

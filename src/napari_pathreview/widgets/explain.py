@@ -93,8 +93,10 @@ class ExplainWidget(TaskWidget):
         cmap, opacity = self.colormap.currentText(), self.opacity.value() / 100.0
 
         def fn(progress, cancel):
+            # no progress after Cancel: a late "tile i of n" would overwrite the "cancelled" status
+            quiet = lambda i, n, m="": None if cancel.is_set() else progress(i, n, m)  # noqa: E731
             return pipelines.explain(slide, model, method, classes=classes, mpp=mpp, device=device,
-                                     progress=progress, cancel=cancel, name=layer.name)
+                                     progress=quiet, cancel=cancel, name=layer.name)
 
         def done(res):
             from ..backend.explain import display_range
