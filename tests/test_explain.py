@@ -215,3 +215,18 @@ def test_rollout_with_the_shipped_vit_on_a_real_image_is_tiled_and_aligned(glas_
     assert res.maps.shape == (2, 522, 775) and np.allclose(res.maps[0], res.maps[1])
     assert calls[-1] > 1  # 192-px ViT tiles over the 261 x 388 model-scale image
     assert (res.maps > 0).all() and res.probs.argmax() == 1  # testA_22 is malignant
+
+
+def test_pyramid_is_read_at_the_model_scale_level_and_maps_come_back_at_level_0(shipped, glas_images):
+    import dask.array as da
+    from napari_pathreview.backend.slides import Slide
+
+    model, card = shipped
+    flat = open_slide(glas_images["malignant"], mpp=0.62)
+    a = np.asarray(flat.levels[0])
+    pyr = Slide(levels=[da.from_array(a), da.from_array(a[::2, ::2]), da.from_array(a[::4, ::4])], mpp=0.62,
+                path="", name="pyr")
+    assert to_model_scale(pyr, card).shape == to_model_scale(flat, card).shape == (261, 388, 3)
+    r_pyr, r_flat = (ex.explain_image(s, model, card, "cam", classes=["malignant"]) for s in (pyr, flat))
+    assert r_pyr.maps.shape == r_flat.maps.shape == (1, 522, 775)
+    assert abs(float(r_pyr.probs[1] - r_flat.probs[1])) < 0.05 and r_pyr.probs.argmax() == 1

@@ -92,13 +92,18 @@ def targets_of(images: list[LabelledImage], classes: list[str]) -> np.ndarray:
 def to_model_scale(image, card, mpp: float | None = None) -> np.ndarray:
     """An ``(H, W, C)`` array or a Slide -> float32 ``(h, w, C)`` in [0, 1] at the card's mpp.
 
-    ``mpp``: µm per pixel of ``image`` (default: the slide's, else ``card.params["input_mpp"]``).
+    ``mpp``: µm per level-0 pixel of ``image`` (default: the slide's, else ``card.params["input_mpp"]``).
+    A pyramid is read at its coarsest level that is still at least as fine as the model's scale.
     """
     from .slides import Slide, to_rgb_uint8
 
     if isinstance(image, Slide):
         mpp = mpp or image.mpp
-        image = np.asarray(image.levels[0])
+        level = 0
+        if mpp:  # the coarsest pyramid level still at least as fine as the model's scale
+            level = max(i for i, d in enumerate(image.downsamples) if i == 0 or mpp * d <= card.mpp * 1.05)
+            mpp = mpp * image.downsamples[level]
+        image = np.asarray(image.levels[level])
     a = np.asarray(image)
     if card.in_channels == 3:
         a = to_rgb_uint8(a, "image")
