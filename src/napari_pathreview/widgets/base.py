@@ -150,8 +150,10 @@ class TaskWidget(QWidget):
         pbar = progress(total=0, desc=self.task or "job")
         worker = create_worker(relay, fn, self.cancel_event, _start_thread=False, _ignore_errors=True)
 
+        cancel_event = self.cancel_event
+
         def on_yield(item):
-            if item is None:
+            if item is None or cancel_event.is_set():
                 return
             i, n, msg = item
             if pbar.total != n:
