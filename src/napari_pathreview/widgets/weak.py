@@ -1,0 +1,118 @@
+"""'Weak cell types' dock widget: image (+ optional Points layer) -> per-class CAM Image layers, the
+pseudo-label mask (Labels) and a Points layer of cells with weakly supervised types.
+
+Thin glue: the numerics are ``backend.pipelines.weak_cells``; no torch import at module import.
+"""
+from __future__ import annotations
+
+import numpy as np
+from qtpy.QtWidgets import QCheckBox, QLabel
+
+from .base import LayerPicker, TaskWidget, layer_mpp
+
+DETECT = "(detect with the shipped detector)"
+
+
+class CellsPicker(LayerPicker):
+    """Points layers of the viewer, after a first entry meaning "detect the cells"."""
+
+    def refresh(self, *_):
+        current = self.currentText()
+        super().refresh()
+        self.blockSignals(True)
+        self.insertItem(0, DETECT)
+        self.setCurrentText(current if current and self.findText(current) >= 0 else DETECT)
+        self.blockSignals(False)
+
+    def layer(self):
+        return None if self.currentText() == DETECT else super().layer()
+
+
+def _image_yx(points_layer, image_layer) -> np.ndarray:
+    """(N, 2) positions of a Points layer in the image layer's data pixels (through world coordinates)."""
+    data = np.asarray(points_layer.data, np.float64).reshape(len(points_layer.data), -1)[:, -2:]
+    world = data * np.asarray(points_layer.scale)[-2:] + np.asarray(points_layer.translate)[-2:]
+    return ((world - np.asarray(image_layer.translate)[-2:]) / np.asarray(image_layer.scale)[-2:]).astype(np.float32)
+
+
+class WeakWidget(TaskWidget):
+    task = "weak-cells"
+
+    def __init__(self, napari_viewer):
+        super().__init__(napari_viewer)
+        self.cells = CellsPicker(napari_viewer, ("points",))
+        self.form.addRow("cells", self.cells)
+        self.show_seg = QCheckBox("also add the stage-2 (U-Net) map")
+        self.form.addRow("", self.show_seg)
+        self.legend = QLabel("")
+        self.extra.addWidget(self.legend)
+        self.cam_layers, self.labels_layer, self.points_layer = [], None, None
+
+    def job(self):
+        from ..backend import pipelines
+        from ..backend.points import CellPoints
+
+        layer = self.selected_image()
+        mpp = layer_mpp(layer, self.mpp.value())
+        arr = layer.data[0] if layer.multiscale else layer.data
+        model, device = self.model.currentText() or None, self.device.currentText()
+        pl = self.cells.layer()
+        points = None
+        if pl is not None:
+            yx = _image_yx(pl, layer)
+            n = len(yx)
+            points = CellPoints(yx, np.zeros(n, np.int64), np.ones(n, np.float32), np.zeros((n, 1), np.float32),
+                                ["cell"], mpp=mpp)
+
+        def fn(progress, cancel):
+            return pipelines.weak_cells(arr, model, points=points, mpp=mpp, device=device, progress=progress,
+                                        cancel=cancel, name=layer.name)
+
+        def done(res):
+            self._add_layers(res, layer, mpp)
+
+        return fn, done
+
+    def _add_layers(self, res, layer, mpp):
+        from napari.utils.colormaps import Colormap
+
+        from ..layers import hex_to_rgba, legend_html, points_layer_data
+        from ..backend.weights import class_colors
+
+        scale, translate = tuple(layer.scale[-2:]), tuple(layer.translate[-2:])
+        colors = res.points.colors or class_colors(res.classes)
+        self.cam_layers = []
+        for k, c in enumerate(res.classes):
+            cmap = Colormap([[0, 0, 0, 1], list(hex_to_rgba(colors.get(c, "#ffffff")))], name=f"weak-{c}")
+            self.cam_layers.append(self.viewer.add_image(
+                res.cams[k], name=f"{layer.name} CAM {c}", colormap=cmap, blending="additive", opacity=0.6,
+                contrast_limits=(0.0, 1.0), scale=scale, translate=translate,
+                metadata={"pathreview": "cam", "class": c, "mpp": mpp}))
+        meta = {"pathreview": "pseudo-labels", "classes": ["background"] + list(res.classes),
+                "threshold": res.threshold, "mpp": mpp}
+        self.labels_layer = self.viewer.add_labels(res.pseudo, name=f"{layer.name} pseudo-labels", opacity=0.4,
+                                                   scale=scale, translate=translate, metadata=meta)
+        _colour_labels(self.labels_layer, res.classes, colors)
+        if self.show_seg.isChecked():
+            seg = self.viewer.add_labels(res.segmentation, name=f"{layer.name} weak U-Net", opacity=0.4,
+                                         scale=scale, translate=translate, metadata={**meta, "pathreview": "weak-seg"})
+            _colour_labels(seg, res.classes, colors)
+        pts = res.points
+        if mpp is None:
+            pts.mpp = None
+        data, kwargs, _ = points_layer_data(pts, f"{layer.name} weak cells", scale=scale, translate=translate)
+        self.points_layer = self.viewer.add_points(data, **kwargs)
+        counts = np.bincount(pts.labels, minlength=len(res.classes)) if len(pts) else None
+        self.legend.setText(legend_html(res.classes, colors, counts))
+        self.status.setText(f"{len(pts)} cells typed; pseudo-label threshold {res.threshold:.2f}")
+
+
+def _colour_labels(labels_layer, classes, colors) -> None:
+    """Label k (1..K) in its class colour, 0 transparent."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    from ..layers import hex_to_rgba
+
+    cdict = {None: np.zeros(4, np.float32), 0: np.zeros(4, np.float32)}
+    cdict.update({k + 1: hex_to_rgba(colors.get(c, "#ffffff")) for k, c in enumerate(classes)})
+    labels_layer.colormap = DirectLabelColormap(color_dict=cdict)

@@ -1,0 +1,102 @@
+"""Weakly supervised cell types (issue 6): tile labels, Puzzle-CAM loss, threshold sweep, evaluation JSON."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_pathreview.backend import weak
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "crchisto"
+
+
+def test_tile_labels_are_the_types_present_in_the_crop():
+    yx = np.array([[10, 10], [20, 50], [70, 10], [30, 30], [1, 30], [40, 40]], np.float32)
+    labels = np.array([0, 2, 1, -1, 3, 2])
+    y = weak.tile_labels(yx, labels, 0, 0, 64, 4)
+    # (70, 10) is outside, the unlabelled point counts for nothing, (1, 30) lies in the 2 px margin
+    assert y.tolist() == [1.0, 0.0, 1.0, 0.0]
+    assert weak.tile_labels(yx, labels, 64, 0, 64, 4).tolist() == [0.0, 1.0, 0.0, 0.0]
+    assert weak.tile_labels(yx[:0], labels[:0], 0, 0, 64, 4).tolist() == [0.0] * 4
+
+
+def test_tile_labels_of_real_crops_match_the_annotations():
+    from napari_pathreview.backend.datasets import load_points_dataset
+
+    samples, classes = load_points_dataset(DATA, "validation")
+    s = samples[0]
+    crops = weak.grid_crops([s], 64, len(classes))
+    assert len(crops) == (s.image.shape[0] // 64) * (s.image.shape[1] // 64)
+    union = np.max([c[-1] for c in crops], 0)
+    present = np.zeros(len(classes))
+    present[np.unique(s.labels[s.labels >= 0])] = 1
+    assert (union <= present).all() and union.sum() >= 1
+
+
+def test_puzzle_loss_is_zero_when_tile_cams_equal_the_full_cam():
+    full = torch.randn(2, 4, 8, 8)
+    tiles = weak.split_tiles(full)
+    assert tiles.shape == (4, 2, 4, 4, 4)
+    assert float(weak.puzzle_loss(full, tiles)) == 0.0
+    assert float(weak.puzzle_loss(full, tiles + 1.0)) > 0.0
+
+
+def test_puzzle_variant_trains_through_the_tiles():
+    m = weak.build_weak_cam({"classes": ["a", "b"], "widths": [8, 16, 32]})
+    x, y = torch.randn(2, 3, 64, 64), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    loss = weak.stage1_loss(m, x, y, "puzzle")
+    loss.backward()
+    assert torch.isfinite(loss) and m.cams(x).shape == (2, 2, 8, 8)
+
+
+def test_threshold_sweep_is_monotone_in_foreground_area():
+    rng = np.random.default_rng(0)
+    probs = [rng.random((4, 64, 64)).astype(np.float32) for _ in range(2)]
+    crops = [(0, 0, 0, 32, np.array([1, 0, 1, 0], np.float32)), (1, 32, 32, 32, np.ones(4, np.float32))]
+    curve = weak.threshold_sweep(probs, crops, 4, np.linspace(0.05, 0.95, 19), min_px=5)
+    fg = [r["foreground"] for r in curve]
+    assert all(a >= b for a, b in zip(fg, fg[1:])) and fg[0] > fg[-1]
+    lab = weak.pseudo_labels(probs[0], 0.5)
+    assert lab.max() <= 4 and ((lab == 0) == (probs[0].max(0) < 0.5)).all()
+
+
+def test_shipped_card_records_the_recipe():
+    from napari_pathreview.backend.weights import resolve
+
+    _, card = resolve("weak-cells", "weak-cells")
+    assert card.licence.startswith("research use only")
+    t = card.training
+    assert {"command", "seed", "seconds", "crop_px", "threshold_curve"} <= set(t)
+    assert card.params["threshold"] in [r["threshold"] for r in t["threshold_curve"]]
+    assert card.metrics["validation"]["two_stage"]["mF1"] >= 0.8 * card.metrics["validation"]["supervised"]["mF1"]
+
+
+def test_evaluate_json_on_one_real_validation_image(capsys):
+    from napari_pathreview.cli import main
+
+    rc = main(["evaluate", "weak-cells", "--data", str(DATA), "--split", "validation", "--limit", "1",
+               "--device", "cpu", "--json"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("cam", "puzzle_cam", "sc_cam", "two_stage", "supervised"):
+        row = res[key]
+        assert {"epithelial", "fibroblast", "inflammatory", "others", "mF1", "accuracy"} <= set(row)
+        assert 0.0 <= row["mF1"] <= 1.0 and 0.0 <= row["accuracy"] <= 1.0
+    assert res["n_images"] == 1 and res["two_stage"]["n_cells"] == res["supervised"]["n_cells"] > 0
+
+
+def test_pipeline_types_given_points_at_another_scale():
+    from napari_pathreview.backend.datasets import load_points_dataset
+    from napari_pathreview.backend.pipelines import weak_cells
+    from napari_pathreview.backend.points import CellPoints
+
+    samples, _ = load_points_dataset(DATA, "validation")
+    s = samples[0]
+    n = len(s.yx)
+    pts = CellPoints(s.yx, np.zeros(n, np.int64), np.ones(n, np.float32), np.zeros((n, 1), np.float32), ["cell"])
+    res = weak_cells(s.image, points=pts, mpp=0.55, device="cpu")
+    assert res.cams.shape == (4,) + s.image.shape[:2] and res.pseudo.shape == s.image.shape[:2]
+    assert len(res.points) == n and set(np.unique(res.points.labels)) <= {0, 1, 2, 3}
+    if not DATA.exists():
+        pytest.fail("CRCHisto data missing")
