@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .backend.errors import InputError
 
-TASKS = ("detector", "segmenter", "enhancer", "classifier", "vit")
+TASKS = ("detector", "segmenter", "enhancer", "classifier", "vit", "weak-cells")
 
 
 def _progress(i: int, n: int, msg: str) -> None:
@@ -95,6 +95,14 @@ def cmd_train(args) -> int:
                           "metrics": card.metrics, "best_epoch": card.training["best_epoch"],
                           "seconds": card.training["seconds"]}))
         return 0
+    if args.task == "weak-cells":
+        from .backend.weak import WeakConfig, train_weak_cells
+
+        cfg = WeakConfig(seed=args.seed, cam_epochs=args.epochs, seg_epochs=args.epochs)
+        res = train_weak_cells(args.data, args.out, cfg, device=args.device, command=command, progress=_progress,
+                               on_epoch=lambda r: print(json.dumps(r), file=sys.stderr, flush=True))
+        print(json.dumps(res))
+        return 0
     raise InputError(f"unknown task '{args.task}'; choose from {', '.join(TASKS)}")
 
 
@@ -144,6 +152,18 @@ def cmd_evaluate(args) -> int:
                   f"images {res['n_images']}")
             for m, f in res.get("faithfulness", {}).items():
                 print(f"{m:<12} deletion AUC {f['deletion_auc']:.3f}  random {f['random_deletion_auc']:.3f}")
+        print(json.dumps(res))
+        return 0
+    elif args.task == "weak-cells":
+        from .backend.weak import evaluate_weak_cells
+
+        res = evaluate_weak_cells(args.data, args.split, args.weights, device=args.device, detector=args.detector,
+                                  limit=args.limit, progress=_progress if not args.json else None)
+        if not args.json:
+            for key in ("cam", "puzzle_cam", "sc_cam", "cam_ensemble", "two_stage", "supervised"):
+                r = res[key]
+                print(f"{key:<13} mF1 {r['mF1']:.3f}  accuracy {r['accuracy']:.3f}  " +
+                      "  ".join(f"{c} {r[c]:.3f}" for c in res["classes"]))
         print(json.dumps(res))
         return 0
     else:

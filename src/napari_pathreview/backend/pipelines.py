@@ -217,3 +217,34 @@ def explain_files(inputs, out: str | Path, weights=None, method: str = "gradcam"
         report(progress, i + 1, len(slides), f"{s.name}: " + ", ".join(
             f"{c} {p:.2f}" for c, p in zip(r.classes, r.probs)))
     return written
+
+
+# ---------------------------------------------------------------- weakly supervised cell types
+
+def weak_cells(image, weights: str | None = None, points: CellPoints | None = None, detector: str | None = None,
+               mpp: float | None = None, device: str | None = None, progress: ProgressFn | None = None,
+               cancel=None, name: str = "image"):
+    """Weakly supervised cell types of an (H, W, 3) array or a Slide (level 0) -> ``weak.WeakCellsResult``
+    (per-class CAMs, pseudo-labels, stage-2 map, typed cells), all at the input's pixel grid.
+
+    ``points``: the cells to type (input pixels); None: detect them with ``detector`` (shipped default).
+    """
+    import numpy as np
+    from .weak import infer
+
+    arr = np.asarray(image.levels[0] if hasattr(image, "levels") else image)
+    if arr.ndim != 3 or arr.shape[-1] < 3:
+        raise InputError(f"{name}: weak-cells needs an RGB image (H, W, 3), got shape {arr.shape}")
+    arr = arr[..., :3].astype(np.uint8) if arr.dtype != np.uint8 else arr[..., :3]
+    if points is None:
+        points = detect(arr, detector, mpp=mpp, device=device, cancel=cancel, name=name)
+    check_cancel(cancel)
+    seg, card, cams = _cached_weak(str(weights or "weak-cells"), device or None)
+    return infer(arr, points.yx, seg, card, cams, mpp=mpp, progress=progress, cancel=cancel, name=name)
+
+
+@lru_cache(maxsize=2)
+def _cached_weak(ref, device):
+    from .weak import load_weak_cells
+
+    return load_weak_cells(ref, device)

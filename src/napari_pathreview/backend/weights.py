@@ -22,6 +22,8 @@ BUILDERS = {
     "segmenter": "napari_pathreview.backend.models.segmenter:build_segmenter",
     "classifier": "napari_pathreview.backend.models.classifier:build_classifier",
     "vit": "napari_pathreview.backend.models.vit:build_vit",
+    "weak-cam": "napari_pathreview.backend.weak:build_weak_cam",
+    "weak-cells": "napari_pathreview.backend.models.segmenter:build_segmenter",
 }
 
 DEFAULT_COLORS = {
