@@ -167,8 +167,9 @@ def bench_tiling(size: int = 4096, tile: int = 512, overlap: int = 64, batch: in
                          window="gaussian", batch_size=batch)
     rss_ours = peak_rss_mb()
     x = torch.from_numpy(image.transpose(2, 0, 1)[None].astype(np.float32))
-    ref, t_ref = timed(sliding_window_inference, x, (tile, tile), batch, fn, overlap=overlap / tile,
-                       mode="gaussian", sigma_scale=0.125)
+    with torch.inference_mode():
+        ref, t_ref = timed(sliding_window_inference, x, (tile, tile), batch, fn, overlap=overlap / tile,
+                           mode="gaussian", sigma_scale=0.125)
     ref = ref[0].numpy()
     n_ours = len(plan_tiles((size, size), tile, overlap))
     step = int(tile * (1 - overlap / tile))
@@ -204,7 +205,8 @@ def bench_segment_zarr(height: int = 6144, width: int = 1536, mpp: float = 0.5, 
 
     model, card = load_model(None, "segmenter", "cpu")
     block = da.from_array(_mosaic(1024), chunks=(512, 512, 3))
-    big = da.block([[block] * -(-width // 1024)] * -(-height // 1024))[:height, :width]
+    row = da.concatenate([block] * -(-width // 1024), axis=1)
+    big = da.concatenate([row] * -(-height // 1024), axis=0)[:height, :width]
     work = Path(tempfile.mkdtemp(prefix="pathreview-bench-"))
     try:
         write_ome_zarr(work / "slide.zarr", big, mpp, chunks=512)
