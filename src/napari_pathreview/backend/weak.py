@@ -675,9 +675,11 @@ def evaluate_weak_cells(data, split: str = "validation", weights=None, device=No
     for i, s in enumerate(samples):
         check_cancel(cancel)
         gts.append(s.labels)
-        for v, m in cams.items():
-            rows[ROW_KEYS[v]].append(cell_types(cam_probs(m, s.image, scales, flips), s.yx, r)[0])
-        rows["cam_ensemble"].append(cell_types(cam_probs(list(cams.values()), s.image, scales, flips), s.yx, r)[0])
+        per_model = {v: cam_probs(m, s.image, scales, flips) for v, m in cams.items()}
+        for v, pr in per_model.items():
+            rows[ROW_KEYS[v]].append(cell_types(pr, s.yx, r)[0])
+        ens = np.mean(list(per_model.values()), 0)  # = cam_probs of the list: same TTA count per model
+        rows["cam_ensemble"].append(cell_types(ens, s.yx, r)[0])
         rows["two_stage"].append(cell_types(seg_probs(seg, s.image)[1:], s.yx, r)[0])
         dp = predict_maps(det, det_normalise(s.image, dcard))["probs"][didx]
         rows["supervised"].append(cell_types(dp, s.yx, 0)[0])
