@@ -442,7 +442,7 @@ def train_stage1(variant: str, train_s, tune_s, classes, cfg: WeakConfig, device
 
 def train_stage2(train_s, tune_s, train_maps, classes, cfg: WeakConfig, device,
                  progress: ProgressFn | None = None, cancel=None, on_epoch=None):
-    """U-Net on the pseudo-label maps (``(H, W)`` int, 0 = background) -> (segmenter, FitResult).
+    """U-Net on the pseudo-label maps (``(H, W)`` int, 0 = background, -1 = ignored) -> (segmenter, FitResult).
 
     Validation (model choice): tile-level F1 of the U-Net's label maps on the held-out train images.
     """
@@ -457,7 +457,7 @@ def train_stage2(train_s, tune_s, train_maps, classes, cfg: WeakConfig, device,
     seed_everything(cfg.seed + 5)
     rng = np.random.default_rng(cfg.seed + 50)
     seg = build_segmenter(SegmenterConfig(classes=tuple(classes))).to(device)
-    freq = np.bincount(np.concatenate([m.ravel() for m in train_maps]), minlength=k + 1).astype(np.float64)
+    freq = np.bincount(np.concatenate([m[m >= 0] for m in train_maps]), minlength=k + 1).astype(np.float64)
     weight = torch.tensor((freq.sum() / np.maximum(freq, 1)) ** 0.5, dtype=torch.float32)
     weight = (weight / weight.mean()).to(device)
     crops = grid_crops(tune_s, cfg.crop, k)
@@ -481,7 +481,7 @@ def train_stage2(train_s, tune_s, train_maps, classes, cfg: WeakConfig, device,
             yield torch.from_numpy(np.stack(xs)).to(device), torch.from_numpy(np.stack(ys).astype(np.int64)).to(device)
 
     def loss_fn(m, b):
-        return F.cross_entropy(m(b[0])["logits"], b[1], weight=weight)
+        return F.cross_entropy(m(b[0])["logits"], b[1], weight=weight, ignore_index=-1)
 
     def validate(m):
         maps = [seg_probs(m, s.image, flips=False).argmax(0) for s in tune_s]
