@@ -79,3 +79,18 @@ def test_evaluate_detector_json_keys(small_points_dataset):
 def test_evaluate_on_a_folder_without_images_is_exit_2(tmp_path):
     rc, out, err = run("evaluate", "detector", "--data", tmp_path, "--json")
     assert rc == 2 and str(tmp_path) in err
+
+
+def test_demo_out_writes_cells_and_a_rendered_png(tmp_path):
+    """README command 1 without a display: the bundled sample's cells as CSV, GeoJSON and a PNG."""
+    from skimage.io import imread
+
+    rc, out, err = run("demo", "--out", tmp_path / "demo", "--device", "cpu")
+    assert rc == 0, err
+    res = json.loads(out.strip().splitlines()[-1])
+    rows = (tmp_path / "demo" / "cells.csv").read_text().strip().splitlines()
+    assert res["cells"] == len(rows) - 1 > 50 and sum(res["per_class"].values()) == res["cells"]
+    doc = json.loads((tmp_path / "demo" / "cells.geojson").read_text())
+    assert len(doc["features"]) == res["cells"]
+    png = imread(tmp_path / "demo" / "cells.png")
+    assert png.shape[:2] == (512, 512) and png.shape[2] in (3, 4)

@@ -39,7 +39,9 @@ def write_demo(out: str | Path, device: str | None = None) -> dict:
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    slide = open_slide(sample_path())
+    from ._sample_data import SAMPLE_MPP
+
+    slide = open_slide(sample_path(), mpp=SAMPLE_MPP)
     pts = pipelines.detect(slide, device=device, name=slide.name)
     image = np.asarray(slide.levels[0])
     write_points_csv(pts, out / "cells.csv")
@@ -64,11 +66,15 @@ def run_demo(out: str | None = None, device: str | None = None) -> int:
         return 0
     import napari
     from .widgets.detect import DetectWidget
+    from .widgets.enhance import EnhanceWidget
 
     viewer = napari.Viewer(title="napari-pathreview demo")
-    viewer.open(str(sample_path()), plugin="napari-pathreview")
+    viewer.open_sample("napari-pathreview", "monuseg_tile")
     widget = DetectWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Detect cells (PathReview)")
+    viewer.window.add_dock_widget(widget, name="Detect cells (PathReview)", area="right")
+    viewer.window.add_dock_widget(EnhanceWidget(viewer), name="Enhance cells (PathReview)", area="right")
+    if device:
+        widget.device.setCurrentText(device)
     widget.run()
     napari.run()
     return 0
