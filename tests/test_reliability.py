@@ -113,3 +113,20 @@ def test_empty_feature_collection_converts_to_an_empty_table(tmp_path, capsys):
     rc, _, err = run(capsys, "convert", src, tmp_path / "none.csv")
     assert rc == 0, err
     assert (tmp_path / "none.csv").read_text().strip().splitlines() == ["x,y,x_um,y_um,class,score"]
+
+
+def test_in_memory_segmentation_that_cannot_fit_is_refused_before_any_work():
+    """An 80 000² lazy slide would need ~200 GB in memory: refused at once, pointing to the zarr path."""
+    import dask.array as da
+
+    from napari_pathreview.backend.errors import InputError
+    from napari_pathreview.backend.segmentation import in_memory_bytes, segment
+    from napari_pathreview.backend.slides import Slide
+    from napari_pathreview.backend.weights import load_model
+
+    model, card = load_model(None, "segmenter", "cpu")
+    big = da.zeros((80_000, 80_000, 3), dtype="uint8", chunks=(4096, 4096, 3))
+    slide = Slide(levels=[big], mpp=card.mpp, path="huge.zarr", name="huge")
+    with pytest.raises(InputError, match=r"huge\.zarr: .*in memory needs .*OME-Zarr"):
+        segment(slide, model, card)
+    assert in_memory_bytes((1000, 1000), 2) == 1000 * 1000 * (3 + 12 + 12 + 4)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -412,12 +413,43 @@ def segment(image, model, card, mpp: float | None = None, params: SegmentParams 
     scale = level_mpp / c0.mpp
     tile_in, overlap_in = _tiling(params, scale, arr.shape[:2])
     fn = make_predict_fn(models, cards, scale, params.tta, ensemble)
+    check_fits_in_memory(arr.shape[:2], fn.out_channels, name)
     maps = predict_tiled(arr, fn, tile_in, overlap_in, fn.out_channels, progress=progress, cancel=cancel)
     check_cancel(cancel)
     prob, dist, labels, semantic, grey = _postprocess_maps(maps, n_fg_channels(c0), params, level_mpp)
     table = instance_table(labels, grey, mpp, downsample=down)
     return SegmentationResult(labels, prob, dist, list(c0.classes), mpp, table, semantic, level, down,
                               "+".join(c.name for c in cards), params.__dict__.copy())
+
+
+def in_memory_bytes(shape_yx, channels: int) -> int:
+    """Bytes the in-memory ``segment`` holds for an (H, W) level: the RGB level (uint8), the blended maps
+    and their weights (float32, ``channels + 1``), probability / distance / grey maps (float32) and the
+    labels (int32) at once."""
+    h, w = (int(s) for s in shape_yx)
+    return h * w * (3 + 4 * (channels + 1) + 4 * 3 + 4)
+
+
+def available_memory_bytes() -> int:
+    """Physical memory available now (Linux ``MemAvailable``; total pages elsewhere)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_fits_in_memory(shape_yx, channels: int, name: str, fraction: float = 0.7) -> None:
+    """Refuse, before any work, an in-memory segmentation that would need more than ``fraction`` of the
+    available memory; the tile-by-tile zarr path (``segment_to_zarr``) has bounded memory instead."""
+    need, have = in_memory_bytes(shape_yx, channels), available_memory_bytes()
+    if need > fraction * have:
+        raise InputError(f"{name}: segmenting {shape_yx[0]} x {shape_yx[1]} px in memory needs ~{need / 2**30:.1f} GB, "
+                         f"{have / 2**30:.1f} GB available; write to an OME-Zarr instead "
+                         f"(`pathreview segment INPUT --out OUT.zarr`, bounded memory) or pick a coarser level")
 
 
 def _override(params: SegmentParams, tile, overlap, tta) -> SegmentParams:
