@@ -32,3 +32,22 @@ def test_two_worker_cluster_equals_in_process_and_reruns_skip_done_slides(crchis
     # another job (a different threshold) is not "done": everything runs again
     other = detect_files(inputs, tmp_path / "par", mpp=0.55, device="cpu", threshold=0.6)
     assert len(other["ran"]) == 3 and not other["skipped"]
+
+
+def test_segment_many_inputs_writes_one_store_each_and_reruns_skip(crchisto, tmp_path, capsys):
+    from napari_pathreview.cli import main
+
+    inputs = _inputs(crchisto, tmp_path, names=("img4", "img7"))
+    args = ["segment", *map(str, inputs), "--out", str(tmp_path / "masks"), "--mpp", "0.55", "--device", "cpu"]
+    assert main(args) == 0
+    out, _ = capsys.readouterr()
+    stores = sorted((tmp_path / "masks").glob("*.zarr"))
+    assert [s.name for s in stores] == ["img4.zarr", "img7.zarr"] and out.strip().splitlines() == list(map(str, stores))
+    for s in stores:
+        rows = (s / "instances.csv").read_text().strip().splitlines()
+        assert rows[0].startswith("label,") and len(rows) > 20
+    mtimes = [(s / "instances.csv").stat().st_mtime_ns for s in stores]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == "" and err.count("skipped") == 2
+    assert mtimes == [(s / "instances.csv").stat().st_mtime_ns for s in stores]

@@ -198,7 +198,19 @@ def cmd_segment(args) -> int:
     from .backend.pipelines import segment_file
 
     weights = args.weights if args.weights and len(args.weights) > 1 else (args.weights or [None])[0]
-    out = segment_file(args.input, args.out, weights=weights, mpp=args.mpp, device=args.device, tile=args.tile,
+    if len(args.input) > 1 or args.workers > 1 or args.scheduler or not args.out.lower().endswith(".zarr"):
+        from .backend.pipelines import segment_files
+
+        res = segment_files(args.input, args.out, weights=weights, mpp=args.mpp, device=args.device,
+                            tile=args.tile, overlap=args.overlap, tta=args.tta or None, ensemble=args.ensemble,
+                            overwrite=args.overwrite, workers=args.workers, scheduler=args.scheduler,
+                            progress=_progress)
+        for s in res["skipped"]:
+            print(f"skipped (already done by the same job): {s}", file=sys.stderr)
+        for w in res["written"]:
+            print(w)
+        return 0
+    out = segment_file(args.input[0], args.out, weights=weights, mpp=args.mpp, device=args.device, tile=args.tile,
                        overlap=args.overlap, tta=args.tta or None, ensemble=args.ensemble,
                        overwrite=args.overwrite, progress=_progress)
     print(out)
@@ -367,8 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_bench)
 
     sp = sub.add_parser("segment", help="segment nuclei tile by tile; writes an OME-Zarr labels pyramid")
-    sp.add_argument("input", help="image or slide (PNG, JPEG, TIFF, OME-TIFF, SVS, OME-Zarr)")
-    sp.add_argument("--out", required=True, help="output OUT.zarr (OME-Zarr labels + instances.csv)")
+    sp.add_argument("input", nargs="+", help="image(s) or slide(s) (PNG, JPEG, TIFF, OME-TIFF, SVS, OME-Zarr)")
+    sp.add_argument("--out", required=True,
+                    help="output OUT.zarr (OME-Zarr labels + instances.csv); a folder for several inputs "
+                         "(OUT/NAME.zarr each; reruns skip slides already done)")
     sp.add_argument("--weights", action="append", default=None,
                     help="model name or path (default: shipped); repeat for an ensemble")
     sp.add_argument("--ensemble", choices=("mean", "union"), default="mean",
@@ -378,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="overlap between tiles: model pixels, or a fraction of the tile when < 1")
     sp.add_argument("--tta", action="store_true", help="average the 4 flips (test-time augmentation)")
     sp.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    sp.add_argument("--workers", type=int, default=1,
+                    help="several inputs: a local Dask cluster of N single-threaded workers")
+    sp.add_argument("--scheduler", default=None, help="address of an existing dask.distributed scheduler")
     common(sp)
     sp.set_defaults(func=cmd_segment)
     return p

@@ -106,6 +106,37 @@ def segment_file(input, out: str | Path, weights=None, mpp: float | None = None,
                            overwrite=overwrite, progress=progress, cancel=cancel, name=slide.path)
 
 
+def _segment_one(path: str, stem: Path, overwrite: bool = False, **kw) -> list[Path]:
+    """One slide of ``segment_files``: ``stem.zarr``. A store this job's record names is ours to replace."""
+    out = stem.with_name(stem.name + ".zarr")
+    ours = stem.with_name(stem.name + ".done.json").exists()
+    return [segment_file(path, out, overwrite=overwrite or ours, **kw)]
+
+
+def segment_files(inputs, out: str | Path, weights=None, mpp=None, device=None, tile=None, overlap=None,
+                  tta=None, ensemble: str = "mean", overwrite: bool = False, workers: int = 1,
+                  scheduler: str | None = None, progress: ProgressFn | None = None, cancel=None) -> dict:
+    """Segment many slides into ``OUT/<name>.zarr`` each (tile by tile, bounded memory), one idempotent
+    task per slide on this process or a Dask cluster; reruns skip slides already done by the same job
+    (see ``backend.batch``). An existing store not made by this job is refused unless ``overwrite``."""
+    from functools import partial
+
+    from .batch import run_batch
+    from .slides import open_slide
+    from .weights import default_model
+
+    for p in inputs:
+        open_slide(p, mpp=mpp)
+    refs = list(weights) if isinstance(weights, (list, tuple)) else [weights]
+    names = [str(r) if r else default_model("segmenter") for r in refs]
+    key = {"job": "segment", "weights": names, "mpp": mpp, "tile": tile, "overlap": overlap, "tta": tta,
+           "ensemble": ensemble}
+    run = partial(_segment_one, overwrite=overwrite, weights=weights, mpp=mpp, device=device, tile=tile,
+                  overlap=overlap, tta=tta, ensemble=ensemble)
+    return run_batch(inputs, out, run, key, workers=workers, scheduler=scheduler, progress=progress,
+                     cancel=cancel)
+
+
 def enhance(image=None, points: CellPoints | None = None, weights: str | None = None, detector: str | None = None,
             mpp: float | None = None, device: str | None = None, return_attention: bool = True,
             progress: ProgressFn | None = None, cancel=None, name: str = "image"):
