@@ -317,7 +317,6 @@ def explain_array(model, card, image: np.ndarray, method: str, targets, layer: s
     Larger than the model's input (``classification.model_tiles``): tile by tile, maps blended with a
     Hann window and tile probabilities averaged.
     """
-    import torch
     from .classification import model_tiles, normalise, pad_for_model, probabilities
     from .tiling import Stitcher
 

@@ -95,7 +95,7 @@ def aji(pred_instances: np.ndarray, gt_instances: np.ndarray) -> float:
         order = np.lexsort((inter.col, -iou, inter.row))  # by row, then IoU desc, then label asc
         rows = inter.row[order]
         first = order[np.r_[True, rows[1:] != rows[:-1]]]
-        r, k, i = inter.row[first], inter.col[first], inter.data[first]
+        k, i = inter.col[first], inter.data[first]
         c = int(i.sum())
         u += int(pred_area[k].sum() - i.sum())  # |G ∪ S| = |G| + |S| - |G ∩ S| for the paired GT
         used[k] = True

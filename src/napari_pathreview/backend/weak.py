@@ -23,7 +23,6 @@ A cell's type is the class with the highest mean probability in a ``cell_radius`
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

@@ -11,6 +11,16 @@ from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout,
 from .worker import relay
 
 
+def set_items(combo: QComboBox, names: list[str], current: str = "") -> None:
+    """Replace a combo box's items without emitting signals, keeping ``current`` selected when present."""
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItems(names)
+    if current in names:
+        combo.setCurrentText(current)
+    combo.blockSignals(False)
+
+
 class LayerPicker(QComboBox):
     """A combo box of the viewer's layers of some types, kept in step with the layer list."""
 
@@ -22,15 +32,11 @@ class LayerPicker(QComboBox):
             ev.connect(self.refresh)
         self.refresh()
 
+    def names(self) -> list[str]:
+        return [ly.name for ly in self.viewer.layers if type(ly).__name__.lower() in self.layer_types]
+
     def refresh(self, *_):
-        current = self.currentText()
-        names = [ly.name for ly in self.viewer.layers if type(ly).__name__.lower() in self.layer_types]
-        self.blockSignals(True)
-        self.clear()
-        self.addItems(names)
-        if current in names:
-            self.setCurrentText(current)
-        self.blockSignals(False)
+        set_items(self, self.names(), self.currentText())
 
     def layer(self):
         name = self.currentText()
@@ -41,22 +47,17 @@ class ModelPicker(QComboBox):
     """A combo box of the registered models of a task (shipped, then user weights); it re-reads the
     registry each time it opens, so weights saved by 'Train / fine-tune' appear in every widget."""
 
-    def __init__(self, task: str, parent=None):
+    def __init__(self, task: str, parent=None, tasks: tuple[str, ...] | None = None):
         super().__init__(parent)
         self.task = task
+        self.tasks = tasks or ((task,) if task else ())
         self.refresh()
 
     def refresh(self, select: str | None = None):
         from ..backend.weights import list_models
 
-        current = select or self.currentText()
-        names = list(dict.fromkeys(c.name for c in list_models(self.task))) if self.task else []
-        self.blockSignals(True)
-        self.clear()
-        self.addItems(names)
-        if current in names:
-            self.setCurrentText(current)
-        self.blockSignals(False)
+        names = list(dict.fromkeys(c.name for t in self.tasks for c in list_models(t)))
+        set_items(self, names, select or self.currentText())
 
     def showPopup(self):
         self.refresh()
@@ -87,7 +88,7 @@ class TaskWidget(QWidget):
 
     def __init__(self, napari_viewer):
         super().__init__()
-        from ..backend.weights import available_devices, list_models
+        from ..backend.weights import available_devices
 
         self.viewer = napari_viewer
         self.worker = None

@@ -16,28 +16,12 @@ METHODS = ("gradcam", "cam", "lrp-epsilon", "lrp-gamma", "lrp-a1b0", "lrp-a2b1",
 COLORMAPS = ("inferno", "turbo", "magma", "viridis", "red")
 
 
-class ClassifierPicker(ModelPicker):
-    """Registered classifier and ViT models (shipped first)."""
-
-    def refresh(self, select: str | None = None):
-        from ..backend.weights import list_models
-
-        current = select or self.currentText()
-        names = list(dict.fromkeys(c.name for t in ("classifier", "vit") for c in list_models(t)))
-        self.blockSignals(True)
-        self.clear()
-        self.addItems(names)
-        if current in names:
-            self.setCurrentText(current)
-        self.blockSignals(False)
-
-
 class ExplainWidget(TaskWidget):
     task = "classifier"
 
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
-        picker = ClassifierPicker("classifier")
+        picker = ModelPicker("classifier", tasks=("classifier", "vit"))
         self.form.replaceWidget(self.model, picker)
         self.model.deleteLater()
         self.model = picker
@@ -93,10 +77,8 @@ class ExplainWidget(TaskWidget):
         cmap, opacity = self.colormap.currentText(), self.opacity.value() / 100.0
 
         def fn(progress, cancel):
-            # no progress after Cancel: a late "tile i of n" would overwrite the "cancelled" status
-            quiet = lambda i, n, m="": None if cancel.is_set() else progress(i, n, m)  # noqa: E731
             return pipelines.explain(slide, model, method, classes=classes, mpp=mpp, device=device,
-                                     progress=quiet, cancel=cancel, name=layer.name)
+                                     progress=progress, cancel=cancel, name=layer.name)
 
         def done(res):
             from ..backend.explain import display_range

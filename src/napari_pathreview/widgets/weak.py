@@ -16,13 +16,8 @@ DETECT = "(detect with the shipped detector)"
 class CellsPicker(LayerPicker):
     """Points layers of the viewer, after a first entry meaning "detect the cells"."""
 
-    def refresh(self, *_):
-        current = self.currentText()
-        super().refresh()
-        self.blockSignals(True)
-        self.insertItem(0, DETECT)
-        self.setCurrentText(current if current and self.findText(current) >= 0 else DETECT)
-        self.blockSignals(False)
+    def names(self) -> list[str]:
+        return [DETECT] + super().names()
 
     def layer(self):
         return None if self.currentText() == DETECT else super().layer()

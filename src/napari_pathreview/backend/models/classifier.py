@@ -18,15 +18,17 @@ reconstructs the input from the features (the dual loss' regulariser).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .config import ConfigDict
+
 
 @dataclass
-class ClassifierConfig:
+class ClassifierConfig(ConfigDict):
     """Architecture of the classifier (stored in the model card)."""
 
     classes: tuple = ("benign", "malignant")
@@ -42,19 +44,7 @@ class ClassifierConfig:
     decoder: bool = False
     dropout: float = 0.0
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "ClassifierConfig":
-        d = {k: v for k, v in dict(d).items() if k in cls.__dataclass_fields__}
-        for k in ("classes", "widths"):
-            if k in d:
-                d[k] = tuple(d[k])
-        return cls(**d)
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        for k in ("classes", "widths"):
-            d[k] = list(d[k])
-        return d
 
 
 class SqueezeExcite(nn.Module):

@@ -4,17 +4,19 @@ The feature map is what the cell-relationship enhancer samples at each detected 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .config import ConfigDict
+
 DEFAULT_CLASSES = ("epithelial", "inflammatory", "fibroblast", "others")
 
 
 @dataclass
-class DetectorConfig:
+class DetectorConfig(ConfigDict):
     """Architecture of the detector.
 
     widths: channels per encoder level (the first is full resolution); ``len(widths) - 1`` poolings,
@@ -26,17 +28,7 @@ class DetectorConfig:
     widths: tuple = (16, 32, 64, 128)
     feature_dim: int = 32
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "DetectorConfig":
-        d = dict(d)
-        d["classes"] = tuple(d.get("classes", DEFAULT_CLASSES))
-        d["widths"] = tuple(d.get("widths", (16, 32, 64, 128)))
-        return cls(**d)
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["classes"], d["widths"] = list(self.classes), list(self.widths)
-        return d
 
 
 def conv_block(cin: int, cout: int) -> nn.Sequential:
@@ -44,6 +36,38 @@ def conv_block(cin: int, cout: int) -> nn.Sequential:
         nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
         nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
     )
+
+
+def encoder_blocks(in_channels: int, widths) -> nn.ModuleList:
+    """U-Net encoder: one conv block per level, ``widths[0]`` channels at full resolution."""
+    w = widths
+    return nn.ModuleList([conv_block(in_channels, w[0])] + [conv_block(w[i - 1], w[i]) for i in range(1, len(w))])
+
+
+def decoder_blocks(widths) -> nn.ModuleList:
+    """U-Net decoder: one conv block per upsampling, from the coarsest level back to ``widths[0]``."""
+    w = widths
+    return nn.ModuleList([conv_block(w[i] + w[i - 1], w[i - 1]) for i in range(len(w) - 1, 0, -1)])
+
+
+def encode(down: nn.ModuleList, x: torch.Tensor) -> list:
+    """Skips of every level, finest first: (B, widths[i], H / 2**i, W / 2**i)."""
+    skips = []
+    for i, block in enumerate(down):
+        if i:
+            x = F.max_pool2d(x, 2)
+        x = block(x)
+        skips.append(x)
+    return skips
+
+
+def decode(up: nn.ModuleList, skips: list) -> torch.Tensor:
+    """Bilinear upsampling + skip concatenation from ``skips[-1]`` -> (B, widths[0], H, W)."""
+    x = skips[-1]
+    for block, skip in zip(up, reversed(skips[:-1])):
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        x = block(torch.cat([x, skip], 1))
+    return x
 
 
 class PointDetector(nn.Module):
@@ -59,9 +83,8 @@ class PointDetector(nn.Module):
         super().__init__()
         self.cfg = cfg
         w = cfg.widths
-        self.down = nn.ModuleList([conv_block(cfg.in_channels, w[0])] +
-                                  [conv_block(w[i - 1], w[i]) for i in range(1, len(w))])
-        self.up = nn.ModuleList([conv_block(w[i] + w[i - 1], w[i - 1]) for i in range(len(w) - 1, 0, -1)])
+        self.down = encoder_blocks(cfg.in_channels, w)
+        self.up = decoder_blocks(w)
         self.features = nn.Sequential(nn.Conv2d(w[0], cfg.feature_dim, 1), nn.ReLU(inplace=True))
         self.objectness = nn.Conv2d(cfg.feature_dim, 1, 1)
         self.class_head = nn.Conv2d(cfg.feature_dim, len(cfg.classes), 1)
@@ -71,16 +94,7 @@ class PointDetector(nn.Module):
         return 2 ** (len(self.cfg.widths) - 1)
 
     def forward(self, x: torch.Tensor) -> dict:
-        skips = []
-        for i, block in enumerate(self.down):
-            if i:
-                x = F.max_pool2d(x, 2)
-            x = block(x)
-            skips.append(x)
-        for block, skip in zip(self.up, reversed(skips[:-1])):
-            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            x = block(torch.cat([x, skip], 1))
-        f = self.features(x)
+        f = self.features(decode(self.up, encode(self.down, x)))
         return {"objectness": self.objectness(f), "class_logits": self.class_head(f), "features": f}
 
 

@@ -28,18 +28,20 @@ Shapes: N cells, K neighbours, H heads, D = width / H, C classes.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .config import ConfigDict
+
 POSITIONS = ("relative", "sinusoidal", "both", "none")
 
 
 @dataclass
-class EnhancerConfig:
+class EnhancerConfig(ConfigDict):
     """Architecture of the enhancer.
 
     residual_base: logits = log(base probs) + correction, the correction's last layer starting at
@@ -67,18 +69,6 @@ class EnhancerConfig:
             raise ValueError(f"position must be one of {POSITIONS}, got {self.position!r}")
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "EnhancerConfig":
-        d = {k: v for k, v in dict(d).items() if k in cls.__dataclass_fields__}
-        if "classes" in d:
-            d["classes"] = tuple(d["classes"])
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["classes"] = list(self.classes)
-        return d
 
     @property
     def relative(self) -> bool:

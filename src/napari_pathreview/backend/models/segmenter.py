@@ -13,17 +13,18 @@ Small enough to train on a CPU (widths 16-32-64-128, ~0.5 M parameters) and chan
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .detector import conv_block
+from .config import ConfigDict
+from .detector import conv_block, decode, decoder_blocks, encode, encoder_blocks
 
 
 @dataclass
-class SegmenterConfig:
+class SegmenterConfig(ConfigDict):
     """Architecture of the segmenter.
 
     widths: channels per encoder level (the first at full resolution); ``len(widths) - 1`` poolings, so
@@ -42,20 +43,6 @@ class SegmenterConfig:
     aspp_pool: bool = False
     decoder: str = "unet"
     fpn_dim: int = 32
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SegmenterConfig":
-        d = {k: v for k, v in dict(d).items() if k in cls.__dataclass_fields__}
-        for k in ("classes", "widths", "aspp_rates"):
-            if k in d:
-                d[k] = tuple(d[k])
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        for k in ("classes", "widths", "aspp_rates"):
-            d[k] = list(d[k])
-        return d
 
     @property
     def out_channels(self) -> int:
@@ -99,11 +86,10 @@ class Segmenter(nn.Module):
             raise ValueError(f"decoder must be 'unet' or 'fpn', got {cfg.decoder!r}")
         self.cfg = cfg
         w = cfg.widths
-        self.down = nn.ModuleList([conv_block(cfg.in_channels, w[0])] +
-                                  [conv_block(w[i - 1], w[i]) for i in range(1, len(w))])
+        self.down = encoder_blocks(cfg.in_channels, w)
         self.aspp = ASPP(w[-1], cfg.aspp_rates, cfg.aspp_pool) if cfg.aspp else nn.Identity()
         if cfg.decoder == "unet":
-            self.up = nn.ModuleList([conv_block(w[i] + w[i - 1], w[i - 1]) for i in range(len(w) - 1, 0, -1)])
+            self.up = decoder_blocks(w)
             head_in = w[0]
         else:
             d = cfg.fpn_dim
@@ -120,18 +106,10 @@ class Segmenter(nn.Module):
         return 2 ** (len(self.cfg.widths) - 1)
 
     def forward(self, x: torch.Tensor) -> dict:
-        skips = []
-        for i, block in enumerate(self.down):
-            if i:
-                x = F.max_pool2d(x, 2)
-            x = block(x)
-            skips.append(x)
+        skips = encode(self.down, x)
         skips[-1] = self.aspp(skips[-1])
         if self.cfg.decoder == "unet":
-            x = skips[-1]
-            for block, skip in zip(self.up, reversed(skips[:-1])):
-                x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-                x = block(torch.cat([x, skip], 1))
+            x = decode(self.up, skips)
         else:
             top = self.lateral[-1](skips[-1])
             pyramid = [self.smooth[-1](top)]

@@ -8,14 +8,16 @@ The original work used dim 768, 12 heads, 12 layers; the defaults here are 96 / 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from .config import ConfigDict
+
 
 @dataclass
-class ViTConfig:
+class ViTConfig(ConfigDict):
     """Architecture of the ViT (stored in the model card)."""
 
     classes: tuple = ("benign", "malignant")
@@ -29,17 +31,7 @@ class ViTConfig:
     multilabel: bool = False
     dropout: float = 0.0
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "ViTConfig":
-        d = {k: v for k, v in dict(d).items() if k in cls.__dataclass_fields__}
-        if "classes" in d:
-            d["classes"] = tuple(d["classes"])
-        return cls(**d)
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["classes"] = list(d["classes"])
-        return d
 
 
 class Block(nn.Module):
