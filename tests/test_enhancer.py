@@ -71,6 +71,24 @@ def test_batched_images_do_not_see_each_other():
     assert torch.allclose(together, apart, atol=1e-5)
 
 
+def test_inference_path_equals_the_autograd_path_on_many_cells():
+    """Inference (numpy gathers, in-place residuals, row-blocked feed-forward, spatial order, chunks of
+    2048) gives the logits of the differentiable path over one unsorted chunk, with the shipped model."""
+    from napari_pathreview.backend.weights import load_model
+
+    m, _ = load_model(None, "enhancer", "cpu")
+    rng = np.random.default_rng(5)
+    n = 9000
+    pos = rng.random((n, 2)).astype(np.float32) * np.sqrt(n * 75.6)
+    feats = rng.normal(0, 1, (n, 32)).astype(np.float32)
+    probs = rng.dirichlet(np.ones(4), n).astype(np.float32)
+    with torch.no_grad():
+        fast = m(feats, probs, pos, chunk=2048)["logits"]
+    slow = m(feats, probs, pos, chunk=n)["logits"].detach()  # autograd on: index_select, no sorting
+    assert torch.allclose(fast, slow, atol=1e-4), (fast - slow).abs().max()
+    assert (fast.argmax(1) == slow.argmax(1)).float().mean() == 1.0
+
+
 def test_untrained_enhancer_reproduces_the_base_classes():
     feats, probs, pos = _random_cells(300, seed=3)
     m = build_enhancer(EnhancerConfig()).eval()

@@ -130,3 +130,48 @@ def test_in_memory_segmentation_that_cannot_fit_is_refused_before_any_work():
     with pytest.raises(InputError, match=r"huge\.zarr: .*in memory needs .*OME-Zarr"):
         segment(slide, model, card)
     assert in_memory_bytes((1000, 1000), 2) == 1000 * 1000 * (3 + 12 + 12 + 4)
+
+
+def test_segment_killed_with_sigkill_resumes_to_the_uninterrupted_result(shared_data, tmp_path):
+    """A `pathreview segment` SIGKILLed after its first finished band leaves a marked-incomplete scratch
+    and no output; the same command then resumes from that band and writes the same labels and table."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import zarr
+    from skimage.io import imread
+
+    from napari_pathreview.backend.segmentation import INCOMPLETE_MARKER
+
+    files = sorted((shared_data / "monuseg" / "images").glob("*.png"))[:4]
+    mosaic = np.concatenate([imread(f)[..., :3] for f in files], axis=0)  # 4000 x 1000, real tissue
+    src = tmp_path / "slide.png"
+    imsave(src, mosaic, check_contrast=False)
+    cmd = [sys.executable, "-m", "napari_pathreview.cli", "segment", str(src), "--mpp", "0.25", "--out"]
+
+    ref = subprocess.run(cmd + [str(tmp_path / "ref.zarr")], capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr
+
+    out, scratch = tmp_path / "seg.zarr", tmp_path / ".seg.zarr.scratch"
+    proc = subprocess.Popen(cmd + [str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (scratch / "state.json").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not out.exists() and (scratch / INCOMPLETE_MARKER).exists()
+    first = json.loads((scratch / "state.json").read_text())["final"]
+    assert 0 < first < mosaic.shape[0]
+
+    again = subprocess.run(cmd + [str(out)], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert f"at row {first} of {mosaic.shape[0]}" in again.stderr + again.stdout
+    assert not scratch.exists()
+    a, b = zarr.open_group(str(tmp_path / "ref.zarr"), mode="r"), zarr.open_group(str(out), mode="r")
+    la, lb = np.asarray(a["0"]), np.asarray(b["0"])
+    assert la.max() > 500 and np.array_equal(la, lb)
+    assert (tmp_path / "ref.zarr" / "instances.csv").read_text() == (out / "instances.csv").read_text()

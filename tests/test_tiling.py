@@ -180,3 +180,53 @@ def test_zarr_small_image():
     out = np.zeros((2, 30, 40), np.float32)
     predict_tiled_to_zarr(img, identity, out, 64, 16, 2)
     np.testing.assert_allclose(out, img.transpose(2, 0, 1), atol=1e-5)
+
+
+def test_start_row_gives_bit_identical_rows_below_it(real_image):
+    """A resumed run (start_row) writes exactly the rows a full run writes there, and only those."""
+    img = real_image[:500, :300]
+    full = np.zeros((3, 500, 300), np.float32)
+    predict_tiled_to_zarr(img, box_blur, full, 96, 24, 3)
+    part = np.full((3, 500, 300), -1.0, np.float32)
+    seen = []
+    predict_tiled_to_zarr(img, box_blur, part, 96, 24, 3, start_row=230,
+                          progress=lambda i, n, m: seen.append(n))
+    assert np.array_equal(part[:, 230:], full[:, 230:])
+    assert (part[:, :230] == -1).all()  # rows above it are not touched
+    assert seen[-1] < len(plan_tiles((500, 300), 96, 24))  # fewer tiles run
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_the_output(shared_data):
+    """A GPU that holds 2 tiles: batches of 8 raise OutOfMemoryError, are halved, and the output equals
+    batch-1 inference with the shipped segmenter on a real image; one tile that cannot fit is a message."""
+    import torch
+
+    from napari_pathreview.backend.segmentation import make_predict_fn
+    from napari_pathreview.backend.tiling import OomSplitter
+    from napari_pathreview.backend.weights import load_model
+
+    model, card = load_model(None, "segmenter", "cpu")
+    fn = make_predict_fn(model, card, 1.0)
+    calls = []
+
+    def small_gpu(batch):
+        calls.append(len(batch))
+        if len(batch) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return fn(batch)
+
+    img = imread(sorted((shared_data / "monuseg" / "images").glob("*.png"))[1])[:600, :600, :3]
+    ref = predict_tiled(img, fn, 256, 32, fn.out_channels, batch_size=1)
+    split = OomSplitter(small_gpu)
+    out = predict_tiled(img, split, 256, 32, fn.out_channels, batch_size=8)
+    np.testing.assert_allclose(out, ref, atol=1e-4)
+    assert split.limit == 2 and split.retries == 2  # 8 -> 4 -> 2, then every later batch goes in 2s
+    assert calls.count(8) == 1 and calls.count(4) == 1 and max(calls[2:]) == 2
+
+    def no_room(batch):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    with pytest.raises(InputError, match="single 256x256 tile; use a smaller --tile"):
+        predict_tiled(img, no_room, 256, 32, fn.out_channels)
+    with pytest.raises(ValueError, match="not memory"):  # other errors pass through untouched
+        predict_tiled(img, lambda b: (_ for _ in ()).throw(ValueError("not memory")), 256, 32, 3)

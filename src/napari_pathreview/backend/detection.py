@@ -64,6 +64,20 @@ def predict_maps(model, img: np.ndarray, device=None) -> dict:
             "features": out["features"][crop][0].float().cpu().numpy()}
 
 
+def _predict_tile(model, img: np.ndarray) -> dict:
+    """:func:`predict_maps`, with an accelerator out-of-memory error turned into a message saying what to do."""
+    from .tiling import free_accelerator_memory, is_out_of_memory
+
+    try:
+        return predict_maps(model, img)
+    except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are translated
+        if not is_out_of_memory(exc):
+            raise
+    free_accelerator_memory()
+    raise InputError(f"out of accelerator memory on one {img.shape[0]}x{img.shape[1]} tile; use a smaller "
+                     "tile or run on the CPU (--device cpu)")
+
+
 def decode(maps: dict, classes, params: DetectParams, mpp: float) -> CellPoints:
     """Peaks of the objectness map -> CellPoints at the maps' pixels (mpp = the model's)."""
     md = max(1, int(round(params.min_distance_um / mpp)))
@@ -166,7 +180,7 @@ def detect(image, model, card, mpp: float | None = None, params: DetectParams | 
         if abs(scale - 1) > 0.02:
             mh, mw = max(1, int(round(th * scale))), max(1, int(round(tw * scale)))
             crop = (resize(crop, (mh, mw), order=1, anti_aliasing=scale < 1, preserve_range=True)).astype(np.uint8)
-        pts = decode(predict_maps(model, normalise(crop, card)), card.classes, params, card.mpp)
+        pts = decode(_predict_tile(model, normalise(crop, card)), card.classes, params, card.mpp)
         pts.yx = (pts.yx + 0.5) * np.array([th / crop.shape[0], tw / crop.shape[1]], np.float32) - 0.5
         pts.yx += np.array([t.y0, t.x0], np.float32)
         iy, ix = np.searchsorted(ys, t.y0), np.searchsorted(xs, t.x0)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, ProgressFn, check_cancel, report
+from .errors import Cancelled, InputError, ProgressFn, check_cancel, report
 
 MONUSEG_MPP = 0.25  # MoNuSeg: TCGA 40x scans, about 0.25 µm per pixel
 MODEL_MPP = 0.5  # the shipped segmenter works at 20x-equivalent pixels (4x fewer pixels on a CPU)
@@ -322,6 +322,9 @@ def make_predict_fn(models, cards, scale: float, tta: bool = False, ensemble: st
         return np.concatenate([p.numpy(), grey], 1).astype(np.float32)
 
     predict.out_channels = n_fg_channels(card) + 2
+    # tiles per forward: batching pays on a GPU (an out-of-memory error halves it, tiling.OomSplitter);
+    # on the CPU one tile keeps results independent of how tiles are grouped (bit-identical resumes)
+    predict.batch_size = 4 if next(models[0].parameters()).device.type == "cuda" else 1
     return predict
 
 
@@ -414,7 +417,8 @@ def segment(image, model, card, mpp: float | None = None, params: SegmentParams 
     tile_in, overlap_in = _tiling(params, scale, arr.shape[:2])
     fn = make_predict_fn(models, cards, scale, params.tta, ensemble)
     check_fits_in_memory(arr.shape[:2], fn.out_channels, name)
-    maps = predict_tiled(arr, fn, tile_in, overlap_in, fn.out_channels, progress=progress, cancel=cancel)
+    maps = predict_tiled(arr, fn, tile_in, overlap_in, fn.out_channels, batch_size=fn.batch_size,
+                         progress=progress, cancel=cancel)
     check_cancel(cancel)
     prob, dist, labels, semantic, grey = _postprocess_maps(maps, n_fg_channels(c0), params, level_mpp)
     table = instance_table(labels, grey, mpp, downsample=down)
@@ -470,14 +474,19 @@ class BandLabeller:
     """A slice-assignable sink for ``tiling.predict_tiled_to_zarr``: it receives the blended maps
     (K + 2, k, W) band by band, in row order, and writes instance labels into ``out`` (H, W).
 
-    Instances are found on windows of ``band`` rows plus ``halo`` rows of context above and below; an
-    instance belongs to the window holding its first row and is written whole, and pixels already
-    written by an earlier window are never overwritten. Memory: about ``(band + 2 * halo) * W`` map
-    values. With ``band >= H`` this is exactly :func:`label_instances` on the whole image.
+    Rows are cut at multiples of ``band``; the rows ``[final, cut)`` are labelled on the window
+    ``[final - halo, cut + halo)`` of maps, whatever sizes the maps arrive in, so the labels depend only
+    on the maps (a resumed run gives the same labels as an uninterrupted one). An instance belongs to
+    the window holding its first row and is written whole; pixels already written by an earlier window
+    are never overwritten. Memory: about ``(band + 2 * halo) * W`` map values. With ``band >= H`` this
+    is exactly :func:`label_instances` on the whole image.
+
+    ``on_cut(labeller, table)`` runs after each cut is written (``table``: the cut's new instances or
+    None), for checkpoints; :meth:`resume_at` restores a labeller from one.
     """
 
     def __init__(self, out, shape, n_fg: int, params: SegmentParams, level_mpp: float, band: int, halo: int,
-                 mpp: float | None = None, downsample: float = 1.0):
+                 mpp: float | None = None, downsample: float = 1.0, on_cut=None):
         self.out, (self.h, self.w) = out, shape
         self.n_fg, self.params, self.level_mpp = n_fg, params, level_mpp
         self.band, self.halo = max(1, int(band)), max(0, int(halo))
@@ -486,6 +495,16 @@ class BandLabeller:
         self.r0 = self.r1 = self.final = 0
         self.next_id = 1
         self.tables: list[dict] = []
+        self.on_cut = on_cut
+
+    @property
+    def start_row(self) -> int:
+        """First map row this labeller still needs."""
+        return max(0, self.final - self.halo) if self.final < self.h else self.h
+
+    def resume_at(self, final: int, next_id: int, tables: list[dict]) -> None:
+        self.final, self.next_id, self.tables = int(final), int(next_id), list(tables)
+        self.r0 = self.r1 = self.start_row
 
     def __setitem__(self, key, band: np.ndarray) -> None:
         ys = key[-2]
@@ -493,14 +512,15 @@ class BandLabeller:
             raise ValueError(f"bands must arrive in order: got rows {ys.start}..{ys.stop}, expected {self.r1}")
         self.buf = np.concatenate([self.buf, np.asarray(band, np.float32)], axis=1)
         self.r1 = ys.stop
-        while self.r1 < self.h and self.r1 - self.final >= self.band + self.halo:
-            self._label(self.final + self.band)
-        if self.r1 >= self.h:
-            self._label(self.h)
+        while self.final < self.h:
+            cut = min(self.final + self.band, self.h)
+            if self.r1 < min(cut + self.halo, self.h):
+                break
+            self._label(cut)
 
     def _label(self, cut: int) -> None:
-        w0 = max(self.r0, self.final - self.halo)
-        maps = self.buf[:, w0 - self.r0:self.r1 - self.r0]
+        w0, w1 = max(0, self.final - self.halo), min(cut + self.halo, self.h)
+        maps = self.buf[:, w0 - self.r0:w1 - self.r0]
         prob, dist, lab, _, grey = _postprocess_maps(maps, self.n_fg, self.params, self.level_mpp)
         top = np.full(int(lab.max()) + 1, -1, np.int64)
         flat = lab.ravel()
@@ -512,23 +532,96 @@ class BandLabeller:
         lut = np.zeros(top.size, np.int64)
         lut[owned] = np.arange(self.next_id, self.next_id + owned.size)
         new = lut[lab][self.final - w0:]
-        rows = slice(self.final, self.r1)
+        rows = slice(self.final, w1)
         old = np.asarray(self.out[rows, :])
         merged = np.where(old > 0, old, new).astype(old.dtype)
         self.out[rows, :] = merged
+        table = None
         if owned.size:
             m = np.where(merged >= self.next_id, merged, 0)
-            self.tables.append(instance_table(m, grey[self.final - w0:], self.mpp, y0=self.final,
-                                              downsample=self.down))
+            table = instance_table(m, grey[self.final - w0:], self.mpp, y0=self.final, downsample=self.down)
+            self.tables.append(table)
         self.next_id += owned.size
         self.final = cut
-        drop = max(0, self.final - self.halo - self.r0)
+        drop = max(0, self.start_row - self.r0)
         self.buf, self.r0 = self.buf[:, drop:], self.r0 + drop
+        if self.on_cut is not None:
+            self.on_cut(self, table)
 
     def table(self) -> dict:
         if not self.tables:
             return instance_table(np.zeros((1, 1), np.int32))
         return {k: np.concatenate([t[k] for t in self.tables]) for k in self.tables[0]}
+
+
+class ResumeCheckpoint:
+    """The scratch folder's ``state.json`` + ``parts/NNNNN.csv`` (instance tables of finished cuts).
+
+    ``state.json`` is replaced atomically after the labels of a cut are written, so a run killed at any
+    point (SIGKILL included) resumes from the last finished cut. ``fingerprint`` (input, scale, models,
+    parameters) must match, otherwise the scratch is started afresh.
+    """
+
+    def __init__(self, folder: Path, fingerprint: dict):
+        self.folder, self.fingerprint = Path(folder), fingerprint
+        self.parts: list[str] = []
+
+    def load(self):
+        """-> (final, next_id, tables) of a matching checkpoint, or None."""
+        import json
+
+        try:
+            state = json.loads((self.folder / "state.json").read_text())
+            if state.get("fingerprint") != json.loads(json.dumps(self.fingerprint)):
+                return None
+            tables = [read_table_csv(self.folder / "parts" / p) for p in state["parts"]]
+        except (OSError, ValueError, KeyError):
+            return None
+        self.parts = list(state["parts"])
+        return int(state["final"]), int(state["next_id"]), tables
+
+    def save(self, labeller: BandLabeller, table: dict | None) -> None:
+        import json
+
+        if table is not None:
+            name = f"{len(self.parts):05d}.csv"
+            (self.folder / "parts").mkdir(exist_ok=True)
+            _write_table_csv(table, self.folder / "parts" / name)
+            self.parts.append(name)
+        tmp = self.folder / "state.json.tmp"
+        tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "final": labeller.final,
+                                   "next_id": labeller.next_id, "parts": self.parts}))
+        os.replace(tmp, self.folder / "state.json")
+
+
+def _file_digest(path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _fingerprint(image, arr, name, level, mpp, cards, params, tile_in, overlap_in, band, halo,
+                 ensemble) -> dict:
+    """What a resumable scratch must agree on: the input (path, size, mtime), scale, models, settings."""
+    from .slides import Slide
+
+    src = {"name": str(name), "shape": [int(s) for s in arr.shape], "level": int(level), "mpp": float(mpp)}
+    path = image.path if isinstance(image, Slide) else ""
+    if path and os.path.exists(path):
+        st = os.stat(path)
+        src.update(size=st.st_size, mtime=st.st_mtime_ns)
+    elif not isinstance(image, Slide):
+        src["digest"] = __import__("hashlib").sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()[:16]
+    weights = []
+    for c in cards:
+        wpath = Path(c.path).with_suffix(".safetensors") if getattr(c, "path", "") else None
+        weights.append(_file_digest(wpath) if wpath is not None and wpath.exists() else c.name)
+    return {"source": src, "weights": weights, "params": dict(params.__dict__), "tile": tile_in,
+            "overlap": overlap_in, "band": band, "halo": halo, "ensemble": ensemble}
 
 
 INCOMPLETE_MARKER = "INCOMPLETE"
@@ -545,8 +638,10 @@ def segment_to_zarr(image, out, model, card, mpp: float | None = None, params: S
     by a :class:`BandLabeller` (``band`` rows + ``halo_um`` of context), written to a scratch zarr;
     then the OME-Zarr pyramid is built tile by tile (``slides.write_ome_zarr``, labels mode). Everything
     is built under hidden temporary names holding an ``INCOMPLETE`` marker and renamed to ``out`` only
-    when complete; a cancelled or failed run removes them, so ``out`` is either complete or absent.
-    The store also holds ``instances.csv`` (the instance table). Returns ``Path(out)``.
+    when complete, so ``out`` is either complete or absent. A cancelled run removes its scratch; a run
+    that is killed or fails keeps it (``.OUT.scratch``, marked ``INCOMPLETE``) with a checkpoint after
+    every band, and the same call resumes from the last finished band, giving the same labels as an
+    uninterrupted run. The store also holds ``instances.csv`` (the instance table). Returns ``Path(out)``.
     """
     import shutil
     import zarr
@@ -567,18 +662,32 @@ def segment_to_zarr(image, out, model, card, mpp: float | None = None, params: S
     h, w = (int(s) for s in arr.shape[:2])
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = out.with_name(f".{out.name}.scratch")
-    if scratch.exists():
+    halo = int(math.ceil(halo_um / level_mpp))
+    chunk = min(1024, max(256, tile_in))
+    ckpt = ResumeCheckpoint(scratch, _fingerprint(image, arr, name, level, mpp, cards, params, tile_in,
+                                                  overlap_in, band, halo, ensemble))
+    resumed = ckpt.load() if (scratch / "labels0").exists() else None
+    if resumed is None and scratch.exists():
         shutil.rmtree(scratch)
+    done = False
     try:
-        scratch.mkdir()
-        (scratch / INCOMPLETE_MARKER).write_text("pathreview segment: still running or cancelled\n")
-        chunk = min(1024, max(256, tile_in))
-        lab0 = zarr.open_array(str(scratch / "labels0"), mode="w", shape=(h, w), dtype=np.uint32,
-                               chunks=(min(chunk, h), min(chunk, w)), fill_value=0)
-        labeller = BandLabeller(lab0, (h, w), n_fg_channels(c0), params, level_mpp, band,
-                                int(math.ceil(halo_um / level_mpp)), mpp, down)
-        predict_tiled_to_zarr(arr, fn, labeller, tile_in, overlap_in, fn.out_channels,
-                              progress=progress, cancel=cancel)
+        if resumed is None:
+            scratch.mkdir()
+            (scratch / INCOMPLETE_MARKER).write_text("pathreview segment: still running, killed or cancelled; "
+                                                     "rerun the same command to resume\n")
+            lab0 = zarr.open_array(str(scratch / "labels0"), mode="w", shape=(h, w), dtype=np.uint32,
+                                   chunks=(min(chunk, h), min(chunk, w)), fill_value=0)
+        else:
+            lab0 = zarr.open_array(str(scratch / "labels0"), mode="r+")
+        labeller = BandLabeller(lab0, (h, w), n_fg_channels(c0), params, level_mpp, band, halo, mpp, down,
+                                on_cut=ckpt.save)
+        if resumed is not None:
+            labeller.resume_at(*resumed)
+            report(progress, 0, 1, f"resuming {name} at row {labeller.final} of {h}")
+        if labeller.final < h:
+            predict_tiled_to_zarr(arr, fn, labeller, tile_in, overlap_in, fn.out_channels,
+                                  batch_size=fn.batch_size, progress=progress, cancel=cancel,
+                                  start_row=labeller.start_row)
         check_cancel(cancel)
         with atomic_path(out, overwrite=overwrite) as tmp:
             n_levels = _default_levels((h, w), chunk)
@@ -593,8 +702,12 @@ def segment_to_zarr(image, out, model, card, mpp: float | None = None, params: S
                 "source": name, "level": level, "downsample": down, "mpp": mpp, "classes": list(c0.classes),
                 "models": [c.name for c in cards], "params": params.__dict__, "n_instances":
                 int(labeller.next_id - 1)}, indent=2))
+        done = True
+    except Cancelled:
+        done = True  # a cancel is the user's choice: nothing to resume
+        raise
     finally:
-        if scratch.exists():
+        if done and scratch.exists():
             shutil.rmtree(scratch)
     return out
 

@@ -221,6 +221,50 @@ def _check_image(image) -> tuple[int, int]:
     return int(image.shape[0]), int(image.shape[1])
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for an accelerator out-of-memory error (``torch.cuda.OutOfMemoryError`` and its kin)."""
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
+def free_accelerator_memory() -> None:
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class OomSplitter:
+    """Wraps a ``predict_fn`` so that an out-of-memory error halves the batch and retries.
+
+    ``limit`` (the largest batch that ran) then caps every later call, so one OOM costs one retry for
+    the whole run, not one per batch. A single tile that does not fit raises :class:`InputError`
+    naming the tile size and what to do.
+    """
+
+    def __init__(self, predict_fn: PredictFn, limit: Optional[int] = None):
+        self.predict_fn, self.limit, self.retries = predict_fn, limit, 0
+        self.out_channels = getattr(predict_fn, "out_channels", None)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        n = len(batch)
+        if self.limit is not None and n > self.limit:
+            k = self.limit
+            return np.concatenate([self(batch[i:i + k]) for i in range(0, n, k)])
+        try:
+            return np.asarray(self.predict_fn(batch))
+        except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled
+            if not is_out_of_memory(exc):
+                raise
+        free_accelerator_memory()
+        self.retries += 1
+        if n == 1:
+            raise InputError(f"out of accelerator memory on a single {batch.shape[1]}x{batch.shape[2]} tile; "
+                             "use a smaller --tile or run on the CPU (--device cpu)")
+        self.limit = n // 2
+        return self(batch)
+
+
 def _run_batch(predict_fn: PredictFn, tiles: list[Tile], batch: np.ndarray, out_channels: int):
     """Call ``predict_fn`` and crop each prediction back to its tile window: list of ``(C, h, w)``."""
     pred = np.asarray(predict_fn(batch))
@@ -245,6 +289,7 @@ def predict_tiled(image_hwc, predict_fn: PredictFn, tile: int, overlap: int, out
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     h, w = _check_image(image_hwc)
+    predict_fn = predict_fn if isinstance(predict_fn, OomSplitter) else OomSplitter(predict_fn)
     tiles = plan_tiles((h, w), tile, overlap)
     st = Stitcher((out_channels, h, w), window, border=border)
     n = math.ceil(len(tiles) / batch_size)
@@ -260,7 +305,8 @@ def predict_tiled_to_zarr(image_hwc, predict_fn: PredictFn, out, tile: int, over
                           out_channels: int, window: str = "hann", batch_size: int = 1,
                           postprocess: Optional[Callable[[np.ndarray], np.ndarray]] = None,
                           dtype=np.float32, progress: Optional[ProgressFn] = None,
-                          cancel: Optional[threading.Event] = None, border: Optional[int] = None):
+                          cancel: Optional[threading.Event] = None, border: Optional[int] = None,
+                          start_row: int = 0):
     """Same blending as :func:`predict_tiled`, written band by band into a zarr array; returns it.
 
     Bounded memory: tiles are processed in row-major plan order. Because tile rows start at increasing
@@ -273,17 +319,23 @@ def predict_tiled_to_zarr(image_hwc, predict_fn: PredictFn, out, tile: int, over
     or a path (str / Path) where a zarr array of ``dtype`` is created with ``(.., tile, tile)`` chunks.
     ``postprocess(band)``: float32 ``(C, h, W)`` -> ``(C', h, W)`` or ``(h, W)`` (argmax, threshold ...);
     default: identity, ``out`` shape ``(C, H, W)``. The result is cast to ``out``'s dtype on writing.
+
+    ``start_row`` (resuming): only the tiles reaching below it are run and only rows ``>= start_row``
+    are written; they get the same contributions in the same order as in a full run, so they are
+    bit-identical to it.
     """
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     h, w = _check_image(image_hwc)
+    predict_fn = predict_fn if isinstance(predict_fn, OomSplitter) else OomSplitter(predict_fn)
     tiles = plan_tiles((h, w), tile, overlap)
     th = tiles[0].y1 - tiles[0].y0
+    tiles = [t for t in tiles if t.y1 > start_row]
     wins: dict[tuple[int, int], np.ndarray] = {}
     _profile(2, window, border)
     acc = np.zeros((out_channels, th, w), np.float32)
     wsum = np.zeros((th, w), np.float32)
-    b0 = 0  # image row of acc[:, 0]
+    b0 = tiles[0].y0 if tiles else h  # image row of acc[:, 0]
     state = {"out": out}
 
     def flush(y_end: int) -> None:
@@ -291,17 +343,19 @@ def predict_tiled_to_zarr(image_hwc, predict_fn: PredictFn, out, tile: int, over
         k = y_end - b0
         if k <= 0:
             return
-        band = acc[:, :k] / wsum[:k]
-        if postprocess is not None:
-            band = np.asarray(postprocess(band))
-        if isinstance(state["out"], (str, Path)):
-            import zarr
+        lo = max(b0, start_row)
+        if y_end > lo:
+            band = acc[:, lo - b0:k] / wsum[lo - b0:k]
+            if postprocess is not None:
+                band = np.asarray(postprocess(band))
+            if isinstance(state["out"], (str, Path)):
+                import zarr
 
-            shape = (*band.shape[:-2], h, w)
-            chunks = (*band.shape[:-2], min(tile, h), min(tile, w))
-            state["out"] = zarr.open_array(str(state["out"]), mode="w", shape=shape, dtype=dtype,
-                                           chunks=chunks)
-        state["out"][..., b0:y_end, :] = band
+                shape = (*band.shape[:-2], h, w)
+                chunks = (*band.shape[:-2], min(tile, h), min(tile, w))
+                state["out"] = zarr.open_array(str(state["out"]), mode="w", shape=shape, dtype=dtype,
+                                               chunks=chunks)
+            state["out"][..., lo:y_end, :] = band
         acc = np.concatenate([acc[:, k:], np.zeros((out_channels, k, w), np.float32)], axis=1)
         wsum = np.concatenate([wsum[k:], np.zeros((k, w), np.float32)], axis=0)
         b0 = y_end
