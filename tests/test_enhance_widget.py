@@ -80,3 +80,26 @@ def test_enhance_without_points_layer_is_a_notification(make_napari_viewer):
     w = EnhanceWidget(viewer)
     w.run()
     assert w.worker is None and "no points layer" in w.status.text()
+
+
+def test_cancel_stops_an_enhancement_that_samples_features(make_napari_viewer, qtbot, val_sample):
+    """Annotation points carry no detector features: they are sampled from the image tile by tile, and
+    Cancel stops that; no layer is added and the user's points are unchanged."""
+    sample, _ = val_sample
+    image = np.tile(sample.image, (6, 6, 1))  # 3000 x 3000 px
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="slide", rgb=True, metadata={"mpp": 0.55})
+    yx = np.concatenate([sample.yx + [500 * i, 500 * j] for i in range(6) for j in range(6)]).astype(np.float32)
+    hand = viewer.add_points(yx, name="hand", metadata={"mpp": 0.55})
+    before = hand.data.copy()
+    w = EnhanceWidget(viewer)
+    w.cells.setCurrentText("hand")
+    w.image.setCurrentText("slide")
+    w.device.setCurrentText("cpu")
+    n_layers = len(viewer.layers)
+    w.run()
+    qtbot.waitUntil(lambda: w.status.text().startswith("tiles"), timeout=60_000)
+    w.cancel_btn.click()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
+    assert w.status.text() == "cancelled"
+    assert len(viewer.layers) == n_layers and np.array_equal(hand.data, before) and w.run_btn.isEnabled()

@@ -132,6 +132,44 @@ def test_in_memory_segmentation_that_cannot_fit_is_refused_before_any_work():
     assert in_memory_bytes((1000, 1000), 2) == 1000 * 1000 * (3 + 12 + 12 + 4)
 
 
+def test_detection_that_cannot_fit_is_refused_before_any_work():
+    """A 3 000 000² lazy slide at 0.5 µm/px could hold ~4·10¹⁰ cells: refused at once, nothing read."""
+    import dask.array as da
+
+    from napari_pathreview.backend.errors import InputError
+    from napari_pathreview.backend.detection import detect
+    from napari_pathreview.backend.memory import detect_bytes
+    from napari_pathreview.backend.slides import Slide
+    from napari_pathreview.backend.weights import load_model
+
+    model, card = load_model(None, "detector", "cpu")
+    big = da.zeros((3_000_000, 3_000_000, 3), dtype="uint8", chunks=(8192, 8192, 3))
+    with pytest.raises(InputError, match=r"giant\.zarr: detecting cells in 3000000 x 3000000 px .* needs ~\d+"):
+        detect(Slide(levels=[big], mpp=0.5, path="giant.zarr", name="giant"), model, card)
+    # a real 25 x 25 mm slide (read at its 0.5 µm/px level), tissue edge to edge, fits a 24 GB machine
+    assert detect_bytes((50_000, 50_000), 0.5, 320, 44) < 8 * 2**30
+
+
+def test_enhancement_that_cannot_fit_is_refused(val_sample, monkeypatch):
+    """The enhancer's estimate for the cells (and their attention) is checked against the memory
+    available before the forward pass; the message says what to do."""
+    from napari_pathreview.backend import memory
+    from napari_pathreview.backend.enhancement import enhance_points
+    from napari_pathreview.backend.errors import InputError
+    from napari_pathreview.backend.pipelines import detect
+    from napari_pathreview.backend.weights import load_model
+
+    sample, _ = val_sample
+    pts = detect(sample.image, mpp=0.55)
+    model, card = load_model(None, "enhancer", "cpu")
+    need = memory.enhance_bytes(len(pts), 64, 4, 2, 64, attention=True)
+    assert memory.enhance_bytes(10**6, 64, 4, 2, 64) < 4 * 2**30  # the 10^6-cell bench case fits 4 GB
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: int(need / 0.7) - 1)
+    with pytest.raises(InputError, match=rf"enhancing {len(pts)} cells with attention needs .*without attention"):
+        enhance_points(pts, model, card, return_attention=True)
+    assert len(enhance_points(pts, model, card).enhanced) == len(pts)  # without attention it fits
+
+
 def test_segment_killed_with_sigkill_resumes_to_the_uninterrupted_result(shared_data, tmp_path):
     """A `pathreview segment` SIGKILLed after its first finished band leaves a marked-incomplete scratch
     and no output; the same command then resumes from that band and writes the same labels and table."""

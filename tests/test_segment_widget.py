@@ -64,3 +64,24 @@ def test_segment_widget_on_a_pyramid_gives_multiscale_labels_over_the_same_area(
     assert type(layer).__name__ == "Labels" and layer.multiscale and len(layer.data) >= 2
     assert np.allclose(layer.extent.world, image.extent.world, atol=image.scale[-1])
     assert len(layer.features) > 20 and COLUMNS <= set(layer.features.columns)
+
+
+def test_cancel_stops_a_running_segmentation(make_napari_viewer, qtbot):
+    """Cancel mid-run: the job stops at its next tile, no layer is added and the widget runs again."""
+    viewer = make_napari_viewer()
+    image = _open(viewer, "tile")
+    viewer.add_image(np.tile(np.asarray(image.data), (8, 8, 1)), name="big", rgb=True, metadata={"mpp": 0.25})
+    w = SegmentWidget(viewer)
+    w.device.setCurrentText("cpu")
+    w.image.setCurrentText("big")
+    w.tile.setValue(256)
+    n_layers = len(viewer.layers)
+    w.run()
+    qtbot.waitUntil(lambda: w.status.text().startswith("tiles"), timeout=60_000)
+    w.cancel_btn.click()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
+    assert w.status.text() == "cancelled"
+    assert len(viewer.layers) == n_layers and w.run_btn.isEnabled()
+    w.image.setCurrentText(image.name)
+    _run(w, qtbot)
+    assert f"{image.name} nuclei" in viewer.layers

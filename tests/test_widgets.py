@@ -75,5 +75,7 @@ def test_event_loop_never_stalls_while_the_detector_runs(make_napari_viewer, qtb
     gaps = np.diff(ticks)
     assert len(gaps) > 50
     run_s = ticks[-1] - ticks[0]
-    # a frozen viewer would show one gap as long as the whole run; the ~100 ms figure is in docs/benchmarks.md
+    # a frozen viewer would show one gap as long as the whole run; the measured figure is in docs/reliability.md
+    print(f"\nlongest event-loop stall {gaps.max() * 1000:.0f} ms, 99th percentile "
+          f"{np.percentile(gaps, 99) * 1000:.0f} ms over a {run_s:.1f} s detection")
     assert run_s > 1.0 and gaps.max() < 0.25 * run_s, f"longest event-loop stall {gaps.max() * 1000:.0f} ms"

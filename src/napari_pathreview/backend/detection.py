@@ -168,6 +168,11 @@ def detect(image, model, card, mpp: float | None = None, params: DetectParams | 
     h, w = arr.shape[:2]
     tile_in = max(16, int(round(params.tile / scale)))
     overlap_in = min(tile_in - 8, max(0, int(round(params.overlap / scale))))
+    from .memory import detect_bytes, require_memory
+
+    require_memory(detect_bytes((h, w), level_mpp, params.tile, len(card.classes) + 40),
+                   f"{name}: detecting cells in {h} x {w} px at {level_mpp:.3g} µm/px",
+                   "detect a region or a coarser level, or use a machine with more memory", 0.9)
     tiles = plan_tiles((h, w), tile_in, overlap_in)
     by = _axis_bounds(np.array([t.y0 for t in tiles]), tile_in)
     bx = _axis_bounds(np.array([t.x0 for t in tiles]), tile_in)

@@ -59,7 +59,7 @@ def _positions_um(points: CellPoints, card) -> np.ndarray:
 
 
 def enhance_points(points: CellPoints, model, card, return_attention: bool = False,
-                   chunk: int = 8192) -> EnhanceResult:
+                   chunk: int = 2048) -> EnhanceResult:
     """Run the enhancer on detected cells (with feature vectors) -> :class:`EnhanceResult`."""
     import torch
 
@@ -73,6 +73,13 @@ def enhance_points(points: CellPoints, model, card, return_attention: bool = Fal
                          f"{model.cfg.feature_dim}-d (features of detector '{card.params.get('detector')}')")
     if len(points) == 0:
         return EnhanceResult(points, points.select(np.zeros(0, bool)), np.zeros(0, bool), None)
+    from .memory import enhance_bytes, require_memory
+
+    cfg = model.cfg
+    require_memory(enhance_bytes(len(points), cfg.width, cfg.heads, cfg.layers, cfg.max_neighbours, return_attention),
+                   f"enhancing {len(points)} cells" + (" with attention" if return_attention else ""),
+                   "enhance a region at a time (fewer cells)" + (", or without attention lines" if return_attention
+                                                                 else ""))
     with torch.inference_mode():
         out = model(points.features, points.probs, _positions_um(points, card), chunk=chunk,
                     return_attention=return_attention)

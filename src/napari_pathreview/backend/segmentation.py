@@ -434,26 +434,14 @@ def in_memory_bytes(shape_yx, channels: int) -> int:
     return h * w * (3 + 4 * (channels + 1) + 4 * 3 + 4)
 
 
-def available_memory_bytes() -> int:
-    """Physical memory available now (Linux ``MemAvailable``; total pages elsewhere)."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
 def check_fits_in_memory(shape_yx, channels: int, name: str, fraction: float = 0.7) -> None:
     """Refuse, before any work, an in-memory segmentation that would need more than ``fraction`` of the
     available memory; the tile-by-tile zarr path (``segment_to_zarr``) has bounded memory instead."""
-    need, have = in_memory_bytes(shape_yx, channels), available_memory_bytes()
-    if need > fraction * have:
-        raise InputError(f"{name}: segmenting {shape_yx[0]} x {shape_yx[1]} px in memory needs ~{need / 2**30:.1f} GB, "
-                         f"{have / 2**30:.1f} GB available; write to an OME-Zarr instead "
-                         f"(`pathreview segment INPUT --out OUT.zarr`, bounded memory) or pick a coarser level")
+    from .memory import require_memory
+
+    require_memory(in_memory_bytes(shape_yx, channels), f"{name}: segmenting {shape_yx[0]} x {shape_yx[1]} px in memory",
+                   "write to an OME-Zarr instead (`pathreview segment INPUT --out OUT.zarr`, bounded memory) "
+                   "or pick a coarser level", fraction)
 
 
 def _override(params: SegmentParams, tile, overlap, tta) -> SegmentParams:
