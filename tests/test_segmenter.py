@@ -85,6 +85,18 @@ def test_segment_to_zarr_equals_in_memory_segment(sample, shipped, tmp_path):
     banded = np.asarray(open_slide(out2).levels[0])
     assert np.array_equal(banded > 0, mem.labels > 0)
     assert aji(banded, mem.labels) >= 0.97
+    # and in 3 x 4 blocks (strips of 334 columns, bands of 300 rows): the band kept in memory is a strip
+    # wide; same foreground, each instance labelled once, centroids in the table where the labels are
+    out3 = segment_to_zarr(slide, tmp_path / "blocks.zarr", model, card, tile=256, overlap=32, band=300,
+                           strip=334)
+    blocks = np.asarray(open_slide(out3).levels[0])
+    assert np.array_equal(blocks > 0, mem.labels > 0)
+    assert aji(blocks, mem.labels) >= 0.95
+    t3 = read_table_csv(out3 / "instances.csv")
+    assert np.array_equal(np.sort(t3["label"]), np.unique(blocks)[1:])
+    k = len(t3["label"]) // 2
+    yy, xx = np.nonzero(blocks == t3["label"][k])
+    assert abs(yy.mean() - t3["centroid_y"][k]) < 1e-2 and abs(xx.mean() - t3["centroid_x"][k]) < 1e-2
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 

@@ -194,6 +194,10 @@ def test_start_row_gives_bit_identical_rows_below_it(real_image):
     assert np.array_equal(part[:, 230:], full[:, 230:])
     assert (part[:, :230] == -1).all()  # rows above it are not touched
     assert seen[-1] < len(plan_tiles((500, 300), 96, 24))  # fewer tiles run
+    strip = np.full((3, 500, 300), -1.0, np.float32)
+    predict_tiled_to_zarr(img, box_blur, strip, 96, 24, 3, start_row=230, cols=(101, 187))
+    assert np.array_equal(strip[:, 230:, 101:187], full[:, 230:, 101:187])
+    assert (strip[:, :, :101] == -1).all() and (strip[:, :, 187:] == -1).all()
 
 
 def test_out_of_memory_halves_the_batch_and_keeps_the_output(shared_data):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import resource
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -298,4 +299,94 @@ def bench_enhancer(sizes=(1_000, 10_000, 100_000, 1_000_000), dense_max: int = 1
             "reference_s": ref["dense_s"], "ratio": round(ref["sparse_s"] / ref["dense_s"], 3),
             "largest_n": rows[-1]["n"], "largest_sparse_s": rows[-1]["sparse_s"],
             "largest_sparse_rss_mb": rows[-1]["sparse_rss_mb"], "device": "cpu",
+            "threads": torch.get_num_threads()}
+
+
+GLASS = 236  # the bright grey of bare glass in bright-field scans (tissue.is_background treats it as glass)
+
+
+def _sparse_slide(path, size: int, mpp: float, n_blocks: int = 16, block: int = 1000) -> int:
+    """Write a ``size``² lazy OME-Zarr slide of glass holding ``n_blocks`` real H&E tissue blocks (MoNuSeg
+    images, ``block``² px) spread on a grid; chunks of bare glass are not stored. Returns the tissue px."""
+    from pathlib import Path
+
+    import dask.array as da
+    from skimage.io import imread
+    from .slides import write_ome_zarr
+
+    files = sorted((Path(__file__).resolve().parents[3].parent / "shared" / "data" / "monuseg" / "images")
+                   .glob("*.png"))
+    if files:
+        tissue = [imread(f)[:block, :block, :3] for f in files[:n_blocks]]
+    else:  # installed without ../shared: the bundled sample
+        tissue = [_mosaic(block)] * n_blocks
+    n = size // block
+    side = int(np.ceil(np.sqrt(n_blocks)))
+    where = {(round((i + 0.5) * n / side - 0.5), round((j + 0.5) * n / side - 0.5)): k
+             for k, (i, j) in enumerate((i, j) for i in range(side) for j in range(side)) if k < n_blocks}
+    glass = da.full((block, block, 3), GLASS, np.uint8, chunks=(block, block, 3))
+    grid = [[da.from_array(tissue[where[(i, j)] % len(tissue)], chunks=(block, block, 3)) if (i, j) in where
+             else glass for j in range(n)] for i in range(n)]
+    image = da.concatenate([da.concatenate(row, axis=1) for row in grid], axis=0)
+    write_ome_zarr(path, image, mpp, chunks=1024, fill_value=GLASS)
+    return len(where) * block * block
+
+
+def _segment_slide(path: str, out: str) -> tuple:
+    from .pipelines import segment_file
+
+    t = time.perf_counter()
+    store = segment_file(path, out, device="cpu")
+    from .segmentation import read_table_csv
+
+    return (time.perf_counter() - t, int(len(read_table_csv(Path(store) / "instances.csv")["label"])),
+            peak_rss_mb())
+
+
+def _detect_slide(path: str) -> tuple:
+    from .pipelines import detect
+    from .slides import open_slide
+
+    t = time.perf_counter()
+    cells = detect(open_slide(path), device="cpu")
+    return time.perf_counter() - t, len(cells), peak_rss_mb()
+
+
+@bench("slide-memory")
+def bench_slide_memory(sizes=(10_000, 40_000), mpp: float = 0.25, n_blocks: int = 16) -> dict:
+    """Segment (tile by tile into an OME-Zarr) and detect lazy zarr slides of ``sizes``² px holding the same
+    ``n_blocks`` real tissue blocks on glass, each run in a fresh process whose peak RSS (MB, imports
+    and model included) is its own. Reference: the smallest slide. ``ratio``: segmentation peak RSS at
+    the largest size over the smallest (1.0 = memory does not grow with the slide);
+    ``detect_rss_ratio`` likewise."""
+    import shutil
+    import tempfile
+
+    import torch
+
+    work = Path(tempfile.mkdtemp(prefix="pathreview-slide-memory-"))
+    rows = []
+    try:
+        for size in sizes:
+            slide = work / f"slide{size}.zarr"
+            t = time.perf_counter()
+            tissue = _sparse_slide(slide, size, mpp, n_blocks)
+            write_s = time.perf_counter() - t
+            (seg_s, n_inst, seg_mb), _ = _in_child(_segment_slide, str(slide), str(work / f"seg{size}.zarr"))
+            (det_s, n_cells, det_mb), _ = _in_child(_detect_slide, str(slide))
+            rows.append({"size": size, "gigapixels": round(size * size / 1e9, 3), "tissue_px": tissue,
+                         "write_slide_s": round(write_s, 1), "segment_s": round(seg_s, 1),
+                         "segment_peak_rss_mb": round(seg_mb, 1), "instances": n_inst, "detect_s": round(det_s, 1),
+                         "detect_peak_rss_mb": round(det_mb, 1), "cells": n_cells})
+            shutil.rmtree(slide, ignore_errors=True)
+            shutil.rmtree(work / f"seg{size}.zarr", ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    small, large = rows[0], rows[-1]
+    return {"name": "slide-memory", "reference": f"the same pipeline on the {small['size']}² slide",
+            "rows": rows, "mpp": mpp, "ours_s": large["segment_s"], "reference_s": small["segment_s"],
+            "ratio": round(large["segment_peak_rss_mb"] / small["segment_peak_rss_mb"], 3),
+            "ratio_is": "segmentation peak RSS, largest slide / smallest",
+            "detect_rss_ratio": round(large["detect_peak_rss_mb"] / small["detect_peak_rss_mb"], 3),
+            "area_ratio": round((large["size"] / small["size"]) ** 2, 1), "device": "cpu",
             "threads": torch.get_num_threads()}

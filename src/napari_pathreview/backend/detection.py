@@ -122,7 +122,8 @@ def _check_mpp(mpp, what: str) -> float:
 
 
 def detect(image, model, card, mpp: float | None = None, params: DetectParams | None = None,
-           level: int | None = None, progress: ProgressFn | None = None, cancel=None, name: str = "image") -> CellPoints:
+           level: int | None = None, progress: ProgressFn | None = None, cancel=None, name: str = "image",
+           skip_background: bool = True) -> CellPoints:
     """Detect cells in an image or a lazy slide.
 
     Args:
@@ -132,12 +133,15 @@ def detect(image, model, card, mpp: float | None = None, params: DetectParams | 
             model's mpp is assumed only when ``card.mpp`` is None, else InputError.
         params: decoding / tiling parameters; the card's tuned values by default.
         level: pyramid level of a Slide to read; default: the level closest to the model's mpp from below.
+        skip_background: tiles of bare glass (``tissue.is_background``) are not sent to the network
+            (bright-field slides; pass False for dark-background images).
 
     Returns CellPoints in level-0 pixels of the input, with ``mpp`` = the input's level-0 mpp.
     """
     from skimage.transform import resize
     from .slides import Slide, to_rgb_uint8
     from .tiling import plan_tiles
+    from .tissue import is_background
 
     params = params or DetectParams.from_card(card)
     if isinstance(image, Slide):
@@ -181,6 +185,9 @@ def detect(image, model, card, mpp: float | None = None, params: DetectParams | 
     for i, t in enumerate(tiles):
         check_cancel(cancel)
         crop = to_rgb_uint8(np.asarray(arr[t.y0:t.y1, t.x0:t.x1]), name, lo, hi)
+        if skip_background and is_background(crop):  # bare glass: no cells, no network call
+            report(progress, i + 1, len(tiles), f"tile {i + 1}/{len(tiles)} (glass)")
+            continue
         th, tw = crop.shape[:2]
         if abs(scale - 1) > 0.02:
             mh, mw = max(1, int(round(th * scale))), max(1, int(round(tw * scale)))
@@ -193,7 +200,8 @@ def detect(image, model, card, mpp: float | None = None, params: DetectParams | 
                (pts.yx[:, 1] >= bx[ix]) & (pts.yx[:, 1] < bx[ix + 1]))
         parts.append(pts.select(own))
         report(progress, i + 1, len(tiles), f"tile {i + 1}/{len(tiles)}")
-    pts = CellPoints.concat(parts)
+    pts = CellPoints.concat(parts) if parts else CellPoints.empty(card.classes, model.cfg.feature_dim,
+                                                                    mpp=card.mpp)
     pts = dedupe(pts, params.min_distance_um / level_mpp)
     pts.yx = (pts.yx + 0.5) * down - 0.5
     pts.mpp, pts.source = mpp, card.name

@@ -211,10 +211,10 @@ def _raster_relabel(lab: np.ndarray) -> np.ndarray:
 
 
 def instance_table(labels: np.ndarray, intensity: np.ndarray | None = None, mpp: float | None = None,
-                   y0: int = 0, downsample: float = 1.0) -> dict:
+                   y0: int = 0, downsample: float = 1.0, x0: int = 0) -> dict:
     """Per-instance features of a label image: ``label, area_px, area_um2, centroid_y, centroid_x,
     mean_intensity`` (numpy columns). ``intensity``: (H, W) grey values (mean of RGB, 0..255) or None;
-    ``y0``: row offset of ``labels``; centroids are scaled by ``downsample`` to level-0 pixels and
+    ``y0``, ``x0``: row / column offset of ``labels``; centroids are scaled by ``downsample`` to level-0 pixels and
     ``area_um2`` uses ``mpp`` (level-0 µm per pixel; NaN when unknown)."""
     flat = labels.ravel()
     ids = np.unique(flat)
@@ -229,7 +229,7 @@ def instance_table(labels: np.ndarray, intensity: np.ndarray | None = None, mpp:
     yy, xx = np.divmod(np.flatnonzero(inside), labels.shape[1])
     area = np.bincount(idx, minlength=n)
     cy = np.bincount(idx, yy, minlength=n) / area + y0
-    cx = np.bincount(idx, xx, minlength=n) / area
+    cx = np.bincount(idx, xx, minlength=n) / area + x0
     mi = (np.bincount(idx, intensity.ravel()[inside], minlength=n) / area if intensity is not None
           else np.full(n, np.nan))
     px_um2 = (mpp * downsample) ** 2 if mpp else np.nan
@@ -262,7 +262,8 @@ def n_fg_channels(card) -> int:
     return 1 if len(card.classes) == 1 else len(card.classes) + 1
 
 
-def make_predict_fn(models, cards, scale: float, tta: bool = False, ensemble: str = "mean"):
+def make_predict_fn(models, cards, scale: float, tta: bool = False, ensemble: str = "mean",
+                    skip_background: bool = True):
     """Wrap model(s) as a ``tiling`` predict function over input-pixel tiles.
 
     (B, t, t, C) float32 (raw 0..255 RGB values) -> (B, K + 2, t, t) float32: foreground
@@ -270,7 +271,8 @@ def make_predict_fn(models, cards, scale: float, tta: bool = False, ensemble: st
     intensity (mean of RGB) passed through so post-processing can measure instances. Each tile is
     resampled by ``scale`` (model pixels per input pixel) before the network and back after; ``tta``
     averages the 4 flips; several models are combined by ``ensemble``: ``"mean"`` of probabilities, or
-    ``"union"`` (max: foreground where any model finds it).
+    ``"union"`` (max: foreground where any model finds it). With ``skip_background`` tiles of bare glass
+    (``tissue.is_background``) skip the network: no foreground, distance 0.
     """
     import torch
     import torch.nn.functional as F
@@ -300,11 +302,28 @@ def make_predict_fn(models, cards, scale: float, tta: bool = False, ensemble: st
             acc = p if acc is None else acc + p
         return (acc / len(flips))[..., :h, :w]
 
+    n_out = n_fg_channels(card) + 1
+
     def predict(batch: np.ndarray) -> np.ndarray:
         b = np.asarray(batch, np.float32)
         if b.shape[-1] == 1:
             b = np.repeat(b, 3, -1)
         b = b[..., :3]
+        if skip_background:
+            from .tissue import is_background
+
+            glass = np.array([is_background(t) for t in b])
+            if glass.any():
+                out = np.zeros((len(b), n_out + 1) + b.shape[1:3], np.float32)
+                if multi:
+                    out[:, 0] = 1.0  # all background
+                out[:, -1] = b.mean(-1)
+                if not glass.all():
+                    out[~glass] = model_maps(b[~glass])
+                return out
+        return model_maps(b)
+
+    def model_maps(b: np.ndarray) -> np.ndarray:
         t_h, t_w = b.shape[1:3]
         grey = b.mean(-1)[:, None]
         device = next(models[0].parameters()).device
@@ -393,7 +412,7 @@ def _postprocess_maps(maps: np.ndarray, n_fg: int, params: SegmentParams, level_
 def segment(image, model, card, mpp: float | None = None, params: SegmentParams | None = None,
             tile: int | None = None, overlap: int | None = None, tta: bool | None = None,
             level: int | None = None, ensemble: str = "mean", progress: ProgressFn | None = None,
-            cancel=None, name: str = "image") -> SegmentationResult:
+            cancel=None, name: str = "image", skip_background: bool = True) -> SegmentationResult:
     """Segment an image (or one level of a slide) in memory: overlapping tiles, blended, watershed.
 
     Args:
@@ -415,7 +434,7 @@ def segment(image, model, card, mpp: float | None = None, params: SegmentParams 
     arr, level, down, mpp, level_mpp, name = _resolve_input(image, c0, mpp, level, name)
     scale = level_mpp / c0.mpp
     tile_in, overlap_in = _tiling(params, scale, arr.shape[:2])
-    fn = make_predict_fn(models, cards, scale, params.tta, ensemble)
+    fn = make_predict_fn(models, cards, scale, params.tta, ensemble, skip_background)
     check_fits_in_memory(arr.shape[:2], fn.out_channels, name)
     maps = predict_tiled(arr, fn, tile_in, overlap_in, fn.out_channels, batch_size=fn.batch_size,
                          progress=progress, cancel=cancel)
@@ -469,13 +488,20 @@ class BandLabeller:
     are never overwritten. Memory: about ``(band + 2 * halo) * W`` map values. With ``band >= H`` this
     is exactly :func:`label_instances` on the whole image.
 
-    ``on_cut(labeller, table)`` runs after each cut is written (``table``: the cut's new instances or
-    None), for checkpoints; :meth:`resume_at` restores a labeller from one.
+    ``cols=(x0, x1)``: the columns of the maps it receives (a vertical strip of the image) and
+    ``core=(c0, c1)``: the columns whose instances it owns (an instance's leftmost column), so strips
+    side by side, each with ``halo`` columns of context, label the image once (see
+    :func:`strip_plan`). ``on_cut(labeller, table)`` runs after each cut is written (``table``: the
+    cut's new instances or None), for checkpoints; :meth:`resume_at` restores a labeller from one.
     """
 
     def __init__(self, out, shape, n_fg: int, params: SegmentParams, level_mpp: float, band: int, halo: int,
-                 mpp: float | None = None, downsample: float = 1.0, on_cut=None):
-        self.out, (self.h, self.w) = out, shape
+                 mpp: float | None = None, downsample: float = 1.0, on_cut=None, cols=None, core=None,
+                 strip: int = 0):
+        self.out, (self.h, self.w_all) = out, shape
+        self.x0, self.x1 = cols or (0, self.w_all)
+        self.c0, self.c1 = core or (self.x0, self.x1)
+        self.w, self.strip = self.x1 - self.x0, strip
         self.n_fg, self.params, self.level_mpp = n_fg, params, level_mpp
         self.band, self.halo = max(1, int(band)), max(0, int(halo))
         self.mpp, self.down = mpp, downsample
@@ -491,11 +517,14 @@ class BandLabeller:
         return max(0, self.final - self.halo) if self.final < self.h else self.h
 
     def resume_at(self, final: int, next_id: int, tables: list[dict]) -> None:
+        """Continue from a checkpoint: rows ``< final`` done, the next instance id, the tables so far."""
         self.final, self.next_id, self.tables = int(final), int(next_id), list(tables)
         self.r0 = self.r1 = self.start_row
 
     def __setitem__(self, key, band: np.ndarray) -> None:
-        ys = key[-2]
+        ys, xs = key[-2], key[-1]
+        if (xs.start or 0, self.w_all if xs.stop is None else xs.stop) != (self.x0, self.x1):
+            raise ValueError(f"expected columns {self.x0}..{self.x1}, got {xs}")
         if ys.start != self.r1:
             raise ValueError(f"bands must arrive in order: got rows {ys.start}..{ys.stop}, expected {self.r1}")
         self.buf = np.concatenate([self.buf, np.asarray(band, np.float32)], axis=1)
@@ -514,20 +543,24 @@ class BandLabeller:
         flat = lab.ravel()
         ids, first = np.unique(flat, return_index=True)
         top[ids] = first // self.w + w0
-        own = (top >= self.final) & (top < cut)
+        left = np.full(top.size, -1, np.int64)
+        ids_t, first_t = np.unique(lab.T.ravel(), return_index=True)
+        left[ids_t] = first_t // lab.shape[0] + self.x0
+        own = (top >= self.final) & (top < cut) & (left >= self.c0) & (left < self.c1)
         own[0] = False
         owned = np.flatnonzero(own)
         lut = np.zeros(top.size, np.int64)
         lut[owned] = np.arange(self.next_id, self.next_id + owned.size)
         new = lut[lab][self.final - w0:]
-        rows = slice(self.final, w1)
-        old = np.asarray(self.out[rows, :])
+        rows, cols = slice(self.final, w1), slice(self.x0, self.x1)
+        old = np.asarray(self.out[rows, cols])
         merged = np.where(old > 0, old, new).astype(old.dtype)
-        self.out[rows, :] = merged
+        self.out[rows, cols] = merged
         table = None
         if owned.size:
             m = np.where(merged >= self.next_id, merged, 0)
-            table = instance_table(m, grey[self.final - w0:], self.mpp, y0=self.final, downsample=self.down)
+            table = instance_table(m, grey[self.final - w0:], self.mpp, y0=self.final, x0=self.x0,
+                                   downsample=self.down)
             self.tables.append(table)
         self.next_id += owned.size
         self.final = cut
@@ -555,7 +588,7 @@ class ResumeCheckpoint:
         self.parts: list[str] = []
 
     def load(self):
-        """-> (final, next_id, tables) of a matching checkpoint, or None."""
+        """-> (strip, final, next_id, tables) of a matching checkpoint, or None."""
         import json
 
         try:
@@ -566,7 +599,7 @@ class ResumeCheckpoint:
         except (OSError, ValueError, KeyError):
             return None
         self.parts = list(state["parts"])
-        return int(state["final"]), int(state["next_id"]), tables
+        return int(state.get("strip", 0)), int(state["final"]), int(state["next_id"]), tables
 
     def save(self, labeller: BandLabeller, table: dict | None) -> None:
         import json
@@ -577,8 +610,8 @@ class ResumeCheckpoint:
             _write_table_csv(table, self.folder / "parts" / name)
             self.parts.append(name)
         tmp = self.folder / "state.json.tmp"
-        tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "final": labeller.final,
-                                   "next_id": labeller.next_id, "parts": self.parts}))
+        tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "strip": labeller.strip,
+                                   "final": labeller.final, "next_id": labeller.next_id, "parts": self.parts}))
         os.replace(tmp, self.folder / "state.json")
 
 
@@ -618,12 +651,14 @@ INCOMPLETE_MARKER = "INCOMPLETE"
 def segment_to_zarr(image, out, model, card, mpp: float | None = None, params: SegmentParams | None = None,
                     tile: int | None = None, overlap: int | None = None, tta: bool | None = None,
                     level: int | None = None, ensemble: str = "mean", band: int = 1024, halo_um: float = 40.0,
-                    overwrite: bool = False, progress: ProgressFn | None = None, cancel=None,
-                    name: str = "image") -> Path:
+                    strip: int = 8192, overwrite: bool = False, progress: ProgressFn | None = None, cancel=None,
+                    name: str = "image", skip_background: bool = True) -> Path:
     """Segment a slide (or array) tile by tile into an OME-Zarr labels pyramid at ``out``.
 
-    Bounded memory: maps are blended band by band (``predict_tiled_to_zarr``) and instances labelled
-    by a :class:`BandLabeller` (``band`` rows + ``halo_um`` of context), written to a scratch zarr;
+    Bounded memory, whatever the slide's size: the level is cut into vertical strips of ``strip``
+    columns (+ ``halo_um`` of context each side); in each, maps are blended band by band
+    (``predict_tiled_to_zarr``, one global tile plan) and instances labelled by a :class:`BandLabeller`
+    (``band`` rows + ``halo_um`` of context), written to a scratch zarr;
     then the OME-Zarr pyramid is built tile by tile (``slides.write_ome_zarr``, labels mode). Everything
     is built under hidden temporary names holding an ``INCOMPLETE`` marker and renamed to ``out`` only
     when complete, so ``out`` is either complete or absent. A cancelled run removes its scratch; a run
@@ -646,14 +681,14 @@ def segment_to_zarr(image, out, model, card, mpp: float | None = None, params: S
     arr, level, down, mpp, level_mpp, name = _resolve_input(image, c0, mpp, level, name)
     scale = level_mpp / c0.mpp
     tile_in, overlap_in = _tiling(params, scale, arr.shape[:2])
-    fn = make_predict_fn(models, cards, scale, params.tta, ensemble)
+    fn = make_predict_fn(models, cards, scale, params.tta, ensemble, skip_background)
     h, w = (int(s) for s in arr.shape[:2])
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = out.with_name(f".{out.name}.scratch")
     halo = int(math.ceil(halo_um / level_mpp))
     chunk = min(1024, max(256, tile_in))
     ckpt = ResumeCheckpoint(scratch, _fingerprint(image, arr, name, level, mpp, cards, params, tile_in,
-                                                  overlap_in, band, halo, ensemble))
+                                                  overlap_in, [band, strip], halo, ensemble))
     resumed = ckpt.load() if (scratch / "labels0").exists() else None
     if resumed is None and scratch.exists():
         shutil.rmtree(scratch)
@@ -667,15 +702,21 @@ def segment_to_zarr(image, out, model, card, mpp: float | None = None, params: S
                                    chunks=(min(chunk, h), min(chunk, w)), fill_value=0)
         else:
             lab0 = zarr.open_array(str(scratch / "labels0"), mode="r+")
-        labeller = BandLabeller(lab0, (h, w), n_fg_channels(c0), params, level_mpp, band, halo, mpp, down,
-                                on_cut=ckpt.save)
+        strips = strip_plan(w, strip, halo)
+        first, final, next_id, tables = resumed if resumed is not None else (0, 0, 1, [])
         if resumed is not None:
-            labeller.resume_at(*resumed)
-            report(progress, 0, 1, f"resuming {name} at row {labeller.final} of {h}")
-        if labeller.final < h:
-            predict_tiled_to_zarr(arr, fn, labeller, tile_in, overlap_in, fn.out_channels,
-                                  batch_size=fn.batch_size, progress=progress, cancel=cancel,
-                                  start_row=labeller.start_row)
+            report(progress, 0, 1, f"resuming {name} at row {final} of {h}" +
+                   (f" in strip {first + 1} of {len(strips)}" if len(strips) > 1 else ""))
+        for k in range(first, len(strips)):
+            core, cols = strips[k]
+            labeller = BandLabeller(lab0, (h, w), n_fg_channels(c0), params, level_mpp, band, halo, mpp, down,
+                                    on_cut=ckpt.save, cols=cols, core=core, strip=k)
+            labeller.resume_at(final if k == first else 0, next_id, tables)
+            if labeller.final < h:
+                predict_tiled_to_zarr(arr, fn, labeller, tile_in, overlap_in, fn.out_channels,
+                                      batch_size=fn.batch_size, progress=_strip_progress(progress, k, len(strips)),
+                                      cancel=cancel, start_row=labeller.start_row, cols=cols)
+            next_id, tables = labeller.next_id, labeller.tables
         check_cancel(cancel)
         with atomic_path(out, overwrite=overwrite) as tmp:
             n_levels = _default_levels((h, w), chunk)
@@ -698,6 +739,21 @@ def segment_to_zarr(image, out, model, card, mpp: float | None = None, params: S
         if done and scratch.exists():
             shutil.rmtree(scratch)
     return out
+
+
+def strip_plan(width: int, strip: int, halo: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Vertical strips of an image ``width`` px wide: ``[(core, cols)]`` where ``core = (c0, c1)`` are the
+    columns a strip owns (``ceil(width / strip)`` strips of equal width) and ``cols`` the core plus
+    ``halo`` columns of context each side, clipped to the image."""
+    n = max(1, math.ceil(width / max(1, int(strip))))
+    edges = [round(i * width / n) for i in range(n + 1)]
+    return [((a, b), (max(0, a - halo), min(width, b + halo))) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def _strip_progress(progress, k: int, n: int):
+    if progress is None or n == 1:
+        return progress
+    return lambda i, m, msg="": progress(k * m + i, n * m, f"strip {k + 1}/{n}: {msg}")
 
 
 def _write_table_csv(table: dict, path: Path) -> None:

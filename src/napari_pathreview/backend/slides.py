@@ -646,6 +646,7 @@ def write_ome_zarr(
     overwrite: bool = False,
     progress: Optional[ProgressFn] = None,
     cancel: Optional[threading.Event] = None,
+    fill_value: int = 0,
 ) -> str:
     """Write ``image`` as an OME-Zarr (NGFF 0.4, zarr v2) pyramid; return the path written.
 
@@ -660,6 +661,8 @@ def write_ome_zarr(
             mixing labels), and ``image-label`` metadata so readers show it as labels.
         name: the multiscale's name (default: the folder name).
         overwrite: replace an existing ``path``; otherwise an existing path raises InputError.
+        fill_value: the arrays' fill value; chunks holding only it are not stored (e.g. 255 or the
+            glass colour for a slide that is mostly glass).
 
     Storage order follows NGFF 0.4 (channel axis before space): ``c, y, x`` for multichannel data,
     ``y, x`` for grey and labels; :func:`open_slide` gives it back channel-last. The store is built
@@ -720,7 +723,7 @@ def write_ome_zarr(
                     chunks=zchunks,
                     dtype=arr.dtype,
                     chunk_key_encoding={"name": "v2", "separator": "/"},
-                    fill_value=0,
+                    fill_value=fill_value,
                 )
             )
         for k, (ly, lx) in enumerate(shapes):

@@ -306,7 +306,7 @@ def predict_tiled_to_zarr(image_hwc, predict_fn: PredictFn, out, tile: int, over
                           postprocess: Optional[Callable[[np.ndarray], np.ndarray]] = None,
                           dtype=np.float32, progress: Optional[ProgressFn] = None,
                           cancel: Optional[threading.Event] = None, border: Optional[int] = None,
-                          start_row: int = 0):
+                          start_row: int = 0, cols: Optional[tuple[int, int]] = None):
     """Same blending as :func:`predict_tiled`, written band by band into a zarr array; returns it.
 
     Bounded memory: tiles are processed in row-major plan order. Because tile rows start at increasing
@@ -322,7 +322,9 @@ def predict_tiled_to_zarr(image_hwc, predict_fn: PredictFn, out, tile: int, over
 
     ``start_row`` (resuming): only the tiles reaching below it are run and only rows ``>= start_row``
     are written; they get the same contributions in the same order as in a full run, so they are
-    bit-identical to it.
+    bit-identical to it. ``cols=(x0, x1)`` (a vertical strip): only the tiles reaching into those
+    columns are run and only ``out[..., x0:x1]`` is written, again bit-identical to a full run there;
+    the band kept in memory is then as wide as the strip, not the image.
     """
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
@@ -331,10 +333,14 @@ def predict_tiled_to_zarr(image_hwc, predict_fn: PredictFn, out, tile: int, over
     tiles = plan_tiles((h, w), tile, overlap)
     th = tiles[0].y1 - tiles[0].y0
     tiles = [t for t in tiles if t.y1 > start_row]
+    cx0, cx1 = cols if cols is not None else (0, w)
+    tiles = [t for t in tiles if t.x1 > cx0 and t.x0 < cx1]
+    xa = min((t.x0 for t in tiles), default=cx0)
+    xb = max((t.x1 for t in tiles), default=cx1)
     wins: dict[tuple[int, int], np.ndarray] = {}
     _profile(2, window, border)
-    acc = np.zeros((out_channels, th, w), np.float32)
-    wsum = np.zeros((th, w), np.float32)
+    acc = np.zeros((out_channels, th, xb - xa), np.float32)
+    wsum = np.zeros((th, xb - xa), np.float32)
     b0 = tiles[0].y0 if tiles else h  # image row of acc[:, 0]
     state = {"out": out}
 
@@ -345,7 +351,7 @@ def predict_tiled_to_zarr(image_hwc, predict_fn: PredictFn, out, tile: int, over
             return
         lo = max(b0, start_row)
         if y_end > lo:
-            band = acc[:, lo - b0:k] / wsum[lo - b0:k]
+            band = acc[:, lo - b0:k, cx0 - xa:cx1 - xa] / wsum[lo - b0:k, cx0 - xa:cx1 - xa]
             if postprocess is not None:
                 band = np.asarray(postprocess(band))
             if isinstance(state["out"], (str, Path)):
@@ -355,9 +361,9 @@ def predict_tiled_to_zarr(image_hwc, predict_fn: PredictFn, out, tile: int, over
                 chunks = (*band.shape[:-2], min(tile, h), min(tile, w))
                 state["out"] = zarr.open_array(str(state["out"]), mode="w", shape=shape, dtype=dtype,
                                                chunks=chunks)
-            state["out"][..., lo:y_end, :] = band
-        acc = np.concatenate([acc[:, k:], np.zeros((out_channels, k, w), np.float32)], axis=1)
-        wsum = np.concatenate([wsum[k:], np.zeros((k, w), np.float32)], axis=0)
+            state["out"][..., lo:y_end, cx0:cx1] = band
+        acc = np.concatenate([acc[:, k:], np.zeros((out_channels, k, xb - xa), np.float32)], axis=1)
+        wsum = np.concatenate([wsum[k:], np.zeros((k, xb - xa), np.float32)], axis=0)
         b0 = y_end
 
     n = math.ceil(len(tiles) / batch_size)
@@ -369,8 +375,8 @@ def predict_tiled_to_zarr(image_hwc, predict_fn: PredictFn, out, tile: int, over
             if t.shape not in wins:
                 wins[t.shape] = blend_window(*t.shape, window, border)
             win = wins[t.shape]
-            acc[:, t.y0 - b0:t.y1 - b0, t.x0:t.x1] += p * win
-            wsum[t.y0 - b0:t.y1 - b0, t.x0:t.x1] += win
+            acc[:, t.y0 - b0:t.y1 - b0, t.x0 - xa:t.x1 - xa] += p * win
+            wsum[t.y0 - b0:t.y1 - b0, t.x0 - xa:t.x1 - xa] += win
         report(progress, i + 1, n, f"tiles {ts[0].index + 1}-{ts[-1].index + 1} of {len(tiles)}")
     flush(h)
     return state["out"]
