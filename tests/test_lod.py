@@ -1,7 +1,6 @@
 """Level of detail for large cell / line layers: the numpy helper (napari_pathreview.lod) and the viewer
 controller (widgets/lod.py) in a real napari viewer."""
 import numpy as np
-import pytest
 
 from napari_pathreview.lod import LinesLOD, PointsLOD, View, density_pyramid, in_view, palette_codes
 
@@ -152,6 +151,11 @@ def test_controller_swaps_density_and_in_view_points_on_camera_zoom(make_napari_
     _wait_update(qtbot, ctl)
     assert ctl.decision.mode == "density" and ctl.overview.visible and not ctl.in_view.visible
     assert int(ctl.lod.pyramid.counts.sum()) == int(layer.shown.sum())
+    # moving the full layer moves what stands for it
+    t0 = np.asarray(ctl.overview.translate, float)
+    layer.translate = (100.0, 0.0)
+    np.testing.assert_allclose(ctl.overview.translate, t0 + [100.0, 0.0])
+    np.testing.assert_allclose(ctl.in_view.translate, [100.0, 0.0])
     # hiding the full layer hides what stands for it
     layer.visible = False
     assert not ctl.overview.visible and not ctl.in_view.visible
@@ -247,9 +251,76 @@ def test_detect_widget_puts_a_large_detection_under_level_of_detail(make_napari_
                     layer.data[high].view([("", np.float32)] * 2))).all()
 
 
-@pytest.mark.parametrize("n", [0])
-def test_view_of_an_empty_layer_is_harmless(n):
-    lod = PointsLOD(np.zeros((n, 2)), np.zeros((n, 4)))
+def test_view_of_an_empty_layer_is_harmless():
+    lod = PointsLOD(np.zeros((0, 2)), np.zeros((0, 4)))
     d = lod.decide(View(0, 0, 10, 10))
     assert d.mode == "points" and len(d.indices) == 0
     assert LinesLOD(np.zeros((0, 2)), np.zeros((0, 2))).decide(View(0, 0, 10, 10)).mode == "hidden"
+
+
+def test_enhance_widget_puts_large_cell_and_attention_layers_under_level_of_detail(make_napari_viewer, qtbot,
+                                                                                   monkeypatch):
+    """The Enhance widget's result path with 60 000 cells and 5 attended cells each (the enhancer replaced
+    by a stub returning a real EnhanceResult): the enhanced cells and the attention lines get controllers;
+    redrawing the attention (top-k) replaces the lines layer, its proxy and its controller."""
+    from scipy.spatial import cKDTree
+
+    from napari_pathreview.backend import pipelines
+    from napari_pathreview.backend.enhancement import EnhanceResult
+    from napari_pathreview.backend.models.enhancer import Attention
+    from napari_pathreview.backend.points import CellPoints
+    from napari_pathreview.layers import points_layer_data
+    from napari_pathreview.widgets.enhance import EnhanceWidget
+    from napari_pathreview.widgets.lod import controller_for
+
+    viewer = make_napari_viewer()
+    w = EnhanceWidget(viewer)
+    classes = list(w.model_card().classes)
+    rng = np.random.default_rng(4)
+    n = 60_000
+    yx = rng.uniform(0, 6_000, (n, 2)).astype(np.float32)
+    labels = rng.integers(0, len(classes), n)
+    base = CellPoints(yx, labels, rng.random(n).astype(np.float32),
+                      np.eye(len(classes), dtype=np.float32)[labels], classes, mpp=0.5)
+    data, kwargs, _ = points_layer_data(base, "cells")
+    viewer.add_points(data, **kwargs)
+    _, nn = cKDTree(yx).query(yx, k=6)
+    src, dst = np.repeat(np.arange(n), 5), nn[:, 1:].reshape(-1)
+    weights = rng.random((2, 2, len(src))).astype(np.float32)
+    new_labels = np.where(rng.random(n) < 0.1, (labels + 1) % len(classes), labels)
+    enhanced = CellPoints(yx, new_labels, base.scores, np.eye(len(classes), dtype=np.float32)[new_labels],
+                          classes, mpp=0.5)
+    result = EnhanceResult(base, enhanced, new_labels != labels, Attention(src, dst, weights))
+    monkeypatch.setattr(pipelines, "enhance", lambda *a, **k: result)
+    w.device.setCurrentText("cpu")
+    w.cells.setCurrentText("cells")
+    w.top_k.setValue(2)
+    w.threshold.setValue(0.0)
+    _run_widget(w, qtbot)
+    enh, att = viewer.layers["cells enhanced"], viewer.layers["cells attention"]
+    assert len(enh.data) == n and len(att.data) == 2 * n
+    ctl_cells, ctl_lines = controller_for(enh), controller_for(att)
+    assert ctl_cells is not None and ctl_lines is not None
+    assert "cells attention (in view)" in viewer.layers and "cells (in view)" not in viewer.layers
+    assert w.cells.names() == ["cells", "cells enhanced"]  # no proxies in the picker
+    # top-k 1: the lines layer is replaced; the old controller and its proxy go with it
+    w.top_k.setValue(1)
+    att2 = viewer.layers["cells attention"]
+    assert att2 is not att and len(att2.data) == n and controller_for(att2) is not None
+    assert not ctl_lines._attached and controller_for(att) is None
+    assert [ly.name for ly in viewer.layers].count("cells attention (in view)") == 1
+    # zoomed in: only the changed cells once "only changed" is ticked
+    viewer.camera.center, viewer.camera.zoom = (3_000.0, 3_000.0), 1.5
+    w.only_changed.setChecked(True)
+    _wait_update(qtbot, ctl_cells)
+    ctl_cells.flush()
+    assert ctl_cells.decision.mode == "points" and ctl_cells.shown_count > 0
+    changed_yx = enh.data[np.asarray(enh.features["changed"], bool)]
+    assert np.isin(ctl_cells.in_view.data.view([("", np.float32)] * 2),
+                   changed_yx.astype(np.float32).view([("", np.float32)] * 2)).all()
+    assert len(enh.data) == n and int(enh.shown.sum()) == int(result.changed.sum())
+
+
+def _run_widget(w, qtbot):
+    w.run()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)

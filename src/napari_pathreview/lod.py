@@ -193,7 +193,7 @@ class PointsLOD:
     """
 
     def __init__(self, yx, colors=None, shown=None, *, budget: int = DEFAULT_POINT_BUDGET,
-                 screen_px_per_cell: float = 16.0, margin: float = 0.25, max_raster: int = 2048):
+                 screen_px_per_cell: float = 64.0, margin: float = 0.25, max_raster: int = 2048):
         self.yx = np.asarray(yx, np.float32).reshape(-1, 2)
         n = len(self.yx)
         self.shown = np.ones(n, bool) if shown is None else np.broadcast_to(np.asarray(shown, bool), (n,))
@@ -204,6 +204,10 @@ class PointsLOD:
 
     def __len__(self) -> int:
         return len(self.yx)
+
+    @property
+    def has_pyramid(self) -> bool:
+        return self._pyramid is not None
 
     @property
     def pyramid(self) -> DensityPyramid:

@@ -9,7 +9,7 @@ What the pathologist gets (the rules are in ``napari_pathreview.lod``):
 - Zoomed out, the cells of the layer appear as a density image in their class colours (each bin the
   colour of its most frequent class, more opaque where cells are denser); lines (attention, graphs)
   are hidden while shorter than ~1.5 screen pixels, then only the strongest ones are drawn.
-- Zoomed in (fewer than ~50 000 cells in view, and fewer than one per 16 screen pixels), the cells in
+- Zoomed in (fewer than ~50 000 cells in view, and fewer than one per 8 x 8 screen pixels), the cells in
   the view (plus a margin) are drawn as points at full detail, and the lines with an end in view.
 - The layer itself is never truncated. It keeps all N cells: data, features table, colours, ``shown``,
   selection; it stays in the layer list under its own name and is the layer that widgets, the features
@@ -85,6 +85,10 @@ def _vispy_layer(viewer, layer):
     return None
 
 
+def _area(v: View) -> float:
+    return float((v.y1 - v.y0) * (v.x1 - v.x0))
+
+
 def _block_refresh(layer):
     block = getattr(layer, "_block_refresh", None)
     return block() if block is not None else contextlib.nullcontext()
@@ -95,7 +99,7 @@ class LODController:
     the layer (see the module docstring for what is drawn and what the layer keeps)."""
 
     def __init__(self, viewer, layer, *, budget: int | None = None, delay_ms: int = 50, margin: float = 0.25,
-                 screen_px_per_cell: float = 16.0, max_raster: int = 2048):
+                 screen_px_per_cell: float = 64.0, max_raster: int = 2048):
         self.viewer, self.layer = viewer, layer
         self.kind = type(layer).__name__.lower()
         self.budget = budget or (DEFAULT_POINT_BUDGET if self.kind == "points" else DEFAULT_LINE_BUDGET)
@@ -134,6 +138,9 @@ class LODController:
                      "canvas_size_limits"):
             if hasattr(ev, name):
                 self._links.append((getattr(ev, name), self._on_style))
+        for name in ("scale", "translate"):
+            if hasattr(ev, name):
+                self._links.append((getattr(ev, name), self._on_transform))
         self._links.append((ev.visible, self._on_visible))
         self._links.append((ev.name, self._on_name))
         if self.kind == "points":
@@ -175,6 +182,13 @@ class LODController:
         if self._shown is None or shown.shape != self._shown.shape or not np.array_equal(shown, self._shown):
             self._dirty = True
             self.schedule()
+
+    def _on_transform(self, *_):
+        if self.in_view is not None:
+            self.in_view.scale, self.in_view.translate = self.layer.scale, self.layer.translate
+        if self.overview is not None and self.kind == "points" and self.lod is not None and self.lod.has_pyramid:
+            self.overview.scale, self.overview.translate = self._overview_transform(self.lod.pyramid)
+        self.schedule()
 
     def _on_visible(self, *_):
         self._hide_layer_drawing(True)  # napari shows the node again on a visibility change
@@ -274,8 +288,8 @@ class LODController:
         decision = self.lod.decide(view)
         if (not rebuilt and not self._style_dirty and prev is not None and prev.mode == decision.mode
                 and decision.mode in ("points", "all", "top") and prev.covered is not None
-                and prev.covered.contains(view)):
-            # a pan / zoom inside the margin already drawn: keep the proxy as it is
+                and prev.covered.contains(view) and _area(prev.covered) <= 2 * _area(view.expanded(self.margin))):
+            # a pan or a small zoom inside the margin already drawn: keep the proxy as it is
             decision.indices, decision.covered = prev.indices, prev.covered
         if self.kind == "points":
             if decision.mode == "density":
