@@ -96,7 +96,7 @@ def run_viewer_bench(n_cells: int = 1_000_000, n_lines: int = 1_000_000, side: f
         first_frame_s = draw()
         out_view = (viewer.camera.center, viewer.camera.zoom)
         h, w = (int(v) for v in viewer.canvas.size)
-        in_zoom = w / 1200.0  # ~1200 x 900 slide pixels (300 x 225 µm) on the canvas
+        in_zoom = w / 1200.0  # 1200 slide pixels (300 µm) across the canvas
         in_center = (side / 2, side / 2)
 
         def frames_at(center, zoom, step, flush=()):
@@ -129,6 +129,11 @@ def run_viewer_bench(n_cells: int = 1_000_000, n_lines: int = 1_000_000, side: f
         lod_in = frames_at(in_center, in_zoom, (60.0, 80.0), ctl)
         in_modes = [c.decision.mode for c in ctl]
         in_counts = [c.shown_count for c in ctl]
+        t = time.perf_counter()
+        viewer.camera.center, viewer.camera.zoom = out_view
+        for c in ctl:
+            c.flush()
+        switch_out_s = time.perf_counter() - t + draw()
         pyr = ctl[0].lod.pyramid
         assert len(points.data) == n_cells and len(lines.data) == n_lines  # nothing truncated
         renderer = ""
@@ -151,7 +156,7 @@ def run_viewer_bench(n_cells: int = 1_000_000, n_lines: int = 1_000_000, side: f
             "ours_s": r(ours), "reference_s": r(ref), "ratio": round(ours / ref, 5),
             "zoomed_in_ours_s": r(_median(lod_in)), "zoomed_in_reference_s": r(_median(ref_in)),
             "zoomed_in_ratio": round(_median(lod_in) / _median(ref_in), 5),
-            "switch_to_zoomed_in_s": r(switch_in_s),
+            "switch_to_zoomed_in_s": r(switch_in_s), "switch_back_out_s": r(switch_out_s),
             "build_reference_s": r(build_s), "build_ours_s": r(build_s + attach_s), "lod_attach_s": r(attach_s),
             "first_frame_reference_s": r(first_frame_s), "first_frame_ours_s": r(lod_first_s),
             "frames_ours_s": [r(x) for x in lod_out], "frames_reference_s": [r(x) for x in ref_out],

@@ -123,6 +123,11 @@ class LODController:
         _CONTROLLERS[layer] = self
         self._connect()
         self._hide_layer_drawing(True)
+        # both display layers now (and the density pyramid): switching between them is then cheap
+        self._rebuild()
+        if self.kind == "points":
+            self._ensure_overview()
+        self._new_in_view()
         self.update()
 
     # ------------------------------------------------------------------ events
