@@ -22,7 +22,12 @@ What the pathologist gets (the rules are in ``napari_pathreview.lod``):
   layer list selects the full layer instead, so edits always reach the full layer. The selection and
   hover highlights of the full layer are still drawn by napari.
 - Every change of the full layer (data, colours, sizes, symbols, ``shown`` filter, opacity, visibility,
-  name) re-derives the proxies after a short delay; the density image follows the ``shown`` filter.
+  name, scale / translate, position in the layer list) re-derives or moves the proxies after a short
+  delay; the density image follows the ``shown`` filter. (napari 0.9.2 itself ignores ``shown`` for 2D
+  points and draws them all; the proxies honour it, so the Detect score filter and Enhance "only changed"
+  do hide cells of a large layer.)
+- "Save selected layers" on the full layer writes all its cells; "Save all layers" would also write the
+  proxies (display copies: an RGBA image and a subset of the cells); they can be ignored or deleted.
 - Removing the full layer removes its proxies; removing a proxy detaches the controller, and the full
   layer draws itself again (slowly, as napari does without level of detail).
 
