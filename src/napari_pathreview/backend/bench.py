@@ -390,3 +390,14 @@ def bench_slide_memory(sizes=(10_000, 40_000), mpp: float = 0.25, n_blocks: int 
             "detect_rss_ratio": round(large["detect_peak_rss_mb"] / small["detect_peak_rss_mb"], 3),
             "area_ratio": round((large["size"] / small["size"]) ** 2, 1), "device": "cpu",
             "threads": torch.get_num_threads()}
+
+@bench("viewer")
+def bench_viewer(n_cells: int = 1_000_000, n_lines: int = 1_000_000, side: float = 40_000.0,
+                 frames: int = 3) -> dict:
+    """Ours: the viewer's level of detail (density image zoomed out, in-view subset zoomed in) over
+    n_cells points + n_lines attention lines. Reference: napari drawing all of them, same viewer and
+    layers, same run. ``ratio``: zoomed-out re-render time, ours over the reference's. Opens a napari
+    window (needs a display: run under xvfb-run); the Qt code lives in ``viewer_bench``, not here."""
+    from ..viewer_bench import run_viewer_bench
+
+    return run_viewer_bench(n_cells=n_cells, n_lines=n_lines, side=side, frames=frames)

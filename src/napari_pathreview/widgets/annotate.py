@@ -16,6 +16,7 @@ from qtpy.QtWidgets import (QComboBox, QFormLayout, QGridLayout, QLabel, QPushBu
                             QWidget)
 
 from .base import LayerPicker
+from .lod import attach_lod
 
 
 def _model_cards():
@@ -131,6 +132,7 @@ class AnnotateWidget(QWidget):
             md["colors"] = {c: rgba_to_hex(layer.face_color[cls.index(c)]) for c in dict.fromkeys(cls)}
             layer.metadata["colors"] = md["colors"]
         src.visible = False
+        attach_lod(self.viewer, layer)  # a copy of > 50 000 cells: density image when zoomed out
         self._adopt(layer)
         layer.mode = "select"
         self.status.setText(f"editing a copy of '{src.name}'; the prediction layer is unchanged (hidden)")

@@ -33,7 +33,9 @@ class LayerPicker(QComboBox):
         self.refresh()
 
     def names(self) -> list[str]:
-        return [ly.name for ly in self.viewer.layers if type(ly).__name__.lower() in self.layer_types]
+        """Layers of the picker's types, without level-of-detail display proxies (``widgets/lod.py``)."""
+        return [ly.name for ly in self.viewer.layers if type(ly).__name__.lower() in self.layer_types
+                and (ly.metadata or {}).get("pathreview") != "lod-proxy"]
 
     def refresh(self, *_):
         set_items(self, self.names(), self.currentText())

@@ -1,4 +1,8 @@
-"""'Detect cells' dock widget: image layer -> Points layer coloured by class, with a live score filter."""
+"""'Detect cells' dock widget: image layer -> Points layer coloured by class, with a live score filter.
+
+A layer of more than 50 000 cells gets level of detail (``widgets/lod.py``): a class-colour density
+image when zoomed out, the in-view cells when zoomed in; the layer itself keeps every cell.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -6,6 +10,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QLabel, QSlider
 
 from .base import TaskWidget, layer_mpp, layer_slide
+from .lod import attach_lod
 
 
 class DetectWidget(TaskWidget):
@@ -42,6 +47,7 @@ class DetectWidget(TaskWidget):
             data, kwargs, _ = points_layer_data(points, f"{layer.name} cells", scale=layer.scale[-2:],
                                                 translate=layer.translate[-2:])
             self.points_layer = self.viewer.add_points(data, **kwargs)
+            attach_lod(self.viewer, self.points_layer)  # > 50 000 cells: density image when zoomed out
             counts = np.bincount(points.labels, minlength=len(points.classes)) if len(points) else None
             self.legend.setText(legend_html(points.classes, kwargs["metadata"]["colors"], counts))
             self.status.setText(f"{len(points)} cells" + ("" if len(points) else " (none found)"))

@@ -9,6 +9,10 @@ Layers it adds (all sharing the cells layer's scale / translate):
 - ``<cells> attention (selected)``: the attention neighbourhood of the cells selected in the enhanced layer.
 - ``<cells> kNN graph`` / ``<cells> similarity graph``: position kNN (k) and feature cosine-similarity
   (threshold) graphs.
+
+Layers of more than 50 000 cells or lines get level of detail (``widgets/lod.py``): zoomed out, a
+density image of the cells and only the strongest lines (none while they are sub-pixel); zoomed in,
+the cells and lines in view. The layers themselves keep every cell and line.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import numpy as np
 from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QPushButton, QSpinBox, QWidget
 
 from .base import LayerPicker, TaskWidget, layer_mpp, layer_slide
+from .lod import attach_lod
 
 
 def cells_from_layer(layer, classes, mpp):
@@ -135,6 +140,7 @@ class EnhanceWidget(TaskWidget):
         kwargs["features"]["changed"] = result.changed
         kwargs["size"] = np.asarray(base.size).reshape(-1)[0] if len(base.data) else kwargs["size"]
         self.points_layer = self.viewer.add_points(data, **kwargs)
+        attach_lod(self.viewer, self.points_layer)
         self.points_layer.selected_data.events.items_changed.connect(self.draw_selected)
         att = result.attention
         self.layer_sel.blockSignals(True), self.head.blockSignals(True)
@@ -163,7 +169,9 @@ class EnhanceWidget(TaskWidget):
                                            if len(base.data) else 1.0)
         if current is not None and current in self.viewer.layers:
             self.viewer.layers.remove(current)
-        return self.viewer.add_vectors(data, **kwargs)
+        layer = self.viewer.add_vectors(data, **kwargs)
+        attach_lod(self.viewer, layer)  # > 50 000 lines: only the in-view / strongest ones are drawn
+        return layer
 
     def attention_edges(self, sources=None):
         att = self.result.attention

@@ -1,0 +1,165 @@
+"""``pathreview bench viewer``: re-render times of a napari viewer holding 10⁶ cells + 10⁶ attention
+lines, with the level of detail of ``widgets/lod.py`` and without it (the reference), in the same run.
+
+It opens a real napari window, so it needs a display (``xvfb-run`` on a headless machine). Timings
+force a draw of the canvas (``QOpenGLWidget.grab()``, which runs vispy's paint) after a camera change
+and the Qt events it queues; with level of detail the controller's update (normally 50 ms after the
+last camera event) is run first and counted. Medians over a few frames.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+CLASSES = ["epithelial", "inflammatory", "fibroblast", "others", "necrosis"]
+
+
+def synthetic_slide(n_cells: int, n_lines: int, side: float, seed: int = 0):
+    """Cells (CellPoints, ~100 µm² of slide per cell at 0.25 µm/px for 10⁶ over 40 000²) and attention
+    edges (src, dst, weight) from each of the first ``n_lines`` cells (in random order, cycling) to one
+    of its 5 nearest cells.
+
+    60 % of the cells sit in 40 Gaussian "tissue" blobs whose cells are mostly of one class, the rest
+    spread over the slide with mixed classes, so the density image has structure to show.
+    """
+    from scipy.spatial import cKDTree
+
+    from .backend.points import CellPoints
+
+    rng = np.random.default_rng(seed)
+    k = len(CLASSES)
+    n_blob = int(0.6 * n_cells)
+    centres = rng.uniform(0.1 * side, 0.9 * side, (40, 2))
+    sigmas = rng.uniform(0.04, 0.09, 40) * side
+    main = rng.integers(0, k, 40)
+    which = rng.integers(0, 40, n_blob)
+    blob = centres[which] + rng.normal(0, 1, (n_blob, 2)) * sigmas[which, None]
+    labels_blob = np.where(rng.random(n_blob) < 0.8, main[which], rng.integers(0, k, n_blob))
+    rest = rng.uniform(0, side, (n_cells - n_blob, 2))
+    labels_rest = rng.choice(k, n_cells - n_blob, p=[0.2, 0.3, 0.35, 0.1, 0.05])
+    yx = np.clip(np.concatenate([blob, rest]), 0, side - 1).astype(np.float32)
+    labels = np.concatenate([labels_blob, labels_rest]).astype(np.int64)
+    probs = np.full((n_cells, k), 0.05, np.float32)
+    probs[np.arange(n_cells), labels] = 0.8
+    cells = CellPoints(yx, labels, rng.uniform(0.3, 1.0, n_cells).astype(np.float32), probs, list(CLASSES),
+                       mpp=0.25, source="synthetic")
+    _, nn = cKDTree(yx).query(yx, k=6)
+    src = rng.permutation(n_cells)[np.arange(n_lines) % n_cells]
+    dst = nn[src, rng.integers(1, 6, n_lines)]
+    weights = rng.beta(2, 5, n_lines).astype(np.float32)
+    return cells, (src, dst, weights)
+
+
+def _median(xs) -> float:
+    return float(np.median(np.asarray(xs, float)))
+
+
+def run_viewer_bench(n_cells: int = 1_000_000, n_lines: int = 1_000_000, side: float = 40_000.0,
+                     frames: int = 3, window=(1200, 900), seed: int = 0) -> dict:
+    from .backend.errors import InputError
+
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise InputError("the viewer bench draws in a napari window and needs a display: run it under "
+                         "xvfb-run, e.g. xvfb-run -a -s '-screen 0 1280x1024x24' pathreview bench viewer --json")
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from .layers import edges_layer_data, points_layer_data
+    from .widgets.lod import attach_lod
+
+    t = time.perf_counter()
+    cells, edges = synthetic_slide(n_cells, n_lines, side, seed)
+    pts_data, pts_kw, _ = points_layer_data(cells, "cells", size_um=4.0)
+    vec_data, vec_kw, _ = edges_layer_data(cells.yx, edges, "cells attention", width=1.5)
+    synth_s = time.perf_counter() - t
+
+    viewer = napari.Viewer(show=True)
+    try:
+        viewer.window._qt_window.resize(*window)
+        QApplication.processEvents()
+        canvas = viewer.window._qt_viewer.canvas
+
+        def draw() -> float:
+            t0 = time.perf_counter()
+            QApplication.processEvents()
+            canvas.native.grab()
+            return time.perf_counter() - t0
+
+        draw()
+        t = time.perf_counter()
+        points = viewer.add_points(pts_data, **pts_kw)
+        lines = viewer.add_vectors(vec_data, **vec_kw)
+        build_s = time.perf_counter() - t
+        viewer.reset_view()
+        first_frame_s = draw()
+        out_view = (viewer.camera.center, viewer.camera.zoom)
+        h, w = (int(v) for v in viewer.canvas.size)
+        in_zoom = w / 1200.0  # 1200 slide pixels (300 µm) across the canvas
+        in_center = (side / 2, side / 2)
+
+        def frames_at(center, zoom, step, flush=()):
+            ts = []
+            for i in range(frames):
+                t0 = time.perf_counter()
+                viewer.camera.center = (center[0] + (i % 2) * step[0], center[1] + (i % 2) * step[1])
+                viewer.camera.zoom = zoom * (1.0 + 0.02 * (i % 2)) if step == (0, 0) else zoom
+                for c in flush:
+                    c.flush()
+                ts.append(time.perf_counter() - t0 + draw())
+            return ts
+
+        ref_out = frames_at(out_view[0][-2:], out_view[1], (0, 0))
+        ref_in = frames_at(in_center, in_zoom, (60.0, 80.0))
+
+        # level of detail on the same layers, started from the zoomed-out view
+        viewer.camera.center, viewer.camera.zoom = out_view
+        t = time.perf_counter()
+        ctl = [attach_lod(viewer, points), attach_lod(viewer, lines)]
+        attach_s = time.perf_counter() - t
+        lod_first_s = draw()
+        lod_out = frames_at(out_view[0][-2:], out_view[1], (0, 0), ctl)
+        out_modes = [c.decision.mode for c in ctl]
+        t = time.perf_counter()
+        viewer.camera.center, viewer.camera.zoom = in_center, in_zoom
+        for c in ctl:
+            c.flush()
+        switch_in_s = time.perf_counter() - t + draw()
+        lod_in = frames_at(in_center, in_zoom, (60.0, 80.0), ctl)
+        in_modes = [c.decision.mode for c in ctl]
+        in_counts = [c.shown_count for c in ctl]
+        t = time.perf_counter()
+        viewer.camera.center, viewer.camera.zoom = out_view
+        for c in ctl:
+            c.flush()
+        switch_out_s = time.perf_counter() - t + draw()
+        pyr = ctl[0].lod.pyramid
+        assert len(points.data) == n_cells and len(lines.data) == n_lines  # nothing truncated
+        renderer = ""
+        try:
+            from vispy.gloo import gl
+
+            renderer = str(gl.glGetParameter(gl.GL_RENDERER))
+        except Exception:  # noqa: BLE001 - informative only
+            pass
+        for c in ctl:
+            c.detach()
+    finally:
+        viewer.close()
+
+    ours, ref = _median(lod_out), _median(ref_out)
+    r = lambda x: round(float(x), 4)  # noqa: E731
+    return {"name": "viewer",
+            "reference": "napari drawing all cells and lines (no level of detail), same viewer and layers",
+            "n_cells": n_cells, "n_lines": n_lines, "slide_px": side, "canvas_hw": [h, w],
+            "ours_s": r(ours), "reference_s": r(ref), "ratio": round(ours / ref, 5),
+            "zoomed_in_ours_s": r(_median(lod_in)), "zoomed_in_reference_s": r(_median(ref_in)),
+            "zoomed_in_ratio": round(_median(lod_in) / _median(ref_in), 5),
+            "switch_to_zoomed_in_s": r(switch_in_s), "switch_back_out_s": r(switch_out_s),
+            "build_reference_s": r(build_s), "build_ours_s": r(build_s + attach_s), "lod_attach_s": r(attach_s),
+            "first_frame_reference_s": r(first_frame_s), "first_frame_ours_s": r(lod_first_s),
+            "frames_ours_s": [r(x) for x in lod_out], "frames_reference_s": [r(x) for x in ref_out],
+            "zoomed_out_modes": out_modes, "zoomed_in_modes": in_modes, "zoomed_in_drawn": in_counts,
+            "density_levels": [list(lv.shape[:2]) for lv in pyr.levels], "density_bin_px": pyr.bin,
+            "synthetic_data_s": r(synth_s), "gl_renderer": renderer}
