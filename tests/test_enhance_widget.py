@@ -47,6 +47,7 @@ def test_enhance_widget_draws_over_10k_attention_lines(make_napari_viewer, qtbot
     # only changed
     w.only_changed.setChecked(True)
     assert int(enh.shown.sum()) == int(np.sum(enh.features["changed"]))
+    assert np.array_equal(enh.face_color[:, 3] > 0, enh.shown)  # hidden on screen too (napari ignores shown in 2-D)
     # selecting a cell shows its attention neighbourhood
     enh.selected_data = {5}
     sel = viewer.layers["slide cells attention (selected)"]

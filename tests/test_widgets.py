@@ -25,6 +25,11 @@ def test_detect_widget_adds_aligned_points_layer(make_napari_viewer, qtbot):
     w.score.setValue(90)
     n_high = int((layer.features["score"] >= 0.9).sum())
     assert int(layer.shown.sum()) == n_high < len(layer.data)
+    # napari 0.9 draws every point of a 2-D layer whatever `shown` says: filtered points are transparent
+    assert np.array_equal(layer.face_color[:, 3] > 0, layer.shown)
+    assert np.array_equal(layer.border_color[:, 3] > 0, layer.shown)
+    w.score.setValue(0)
+    assert layer.shown.all() and (layer.face_color[:, 3] == 1).all()
 
 
 def test_cancel_stops_a_running_detection(make_napari_viewer, qtbot):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
+import numpy as np
+
 from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QPushButton,
                             QVBoxLayout, QWidget)
 
@@ -64,6 +66,20 @@ class ModelPicker(QComboBox):
     def showPopup(self):
         self.refresh()
         super().showPopup()
+
+
+def set_shown(layer, mask) -> None:
+    """Show only the points where ``mask`` is True. napari 0.9 ignores ``Points.shown`` when every axis
+    is displayed (2-D), so hidden points are also made transparent (face and border alpha 0, shown ones
+    alpha 1); the data, features and selection stay whole."""
+    mask = np.broadcast_to(np.asarray(mask, bool), (len(layer.data),))
+    layer.shown = mask
+    alpha = mask.astype(np.float32)
+    for attr in ("face_color", "border_color"):
+        rgba = np.array(getattr(layer, attr), np.float32, copy=True)
+        if len(rgba) == len(mask) and not np.array_equal(rgba[:, 3], alpha):
+            rgba[:, 3] = alpha
+            setattr(layer, attr, rgba)
 
 
 def layer_mpp(layer, override: float = 0.0) -> float | None:

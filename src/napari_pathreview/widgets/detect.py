@@ -9,7 +9,7 @@ import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QLabel, QSlider
 
-from .base import TaskWidget, layer_mpp, layer_slide
+from .base import TaskWidget, layer_mpp, layer_slide, set_shown
 from .lod import attach_lod
 
 
@@ -59,4 +59,4 @@ class DetectWidget(TaskWidget):
         layer = self.points_layer
         if layer is None or layer not in self.viewer.layers or len(layer.data) == 0:
             return
-        layer.shown = np.asarray(layer.features["score"]) >= self.score.value() / 100.0
+        set_shown(layer, np.asarray(layer.features["score"]) >= self.score.value() / 100.0)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QPushButton, QSpinBox, QWidget
 
-from .base import LayerPicker, TaskWidget, layer_mpp, layer_slide
+from .base import LayerPicker, TaskWidget, layer_mpp, layer_slide, set_shown
 from .lod import attach_lod
 
 
@@ -203,7 +203,7 @@ class EnhanceWidget(TaskWidget):
         layer = self.points_layer
         if layer is None or layer not in self.viewer.layers or self.result is None:
             return
-        layer.shown = self.result.changed if self.only_changed.isChecked() else np.ones(len(layer.data), bool)
+        set_shown(layer, self.result.changed if self.only_changed.isChecked() else np.ones(len(layer.data), bool))
 
     def _graph_cells(self):
         from napari.utils.notifications import show_error
