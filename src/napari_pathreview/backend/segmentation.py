@@ -901,6 +901,7 @@ def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, devi
                    "heldout_images": [s.name for s in rep]}
     card.metrics = metrics
     card.training = {"command": command, "data": data_desc, "data_mpp": data_mpp, "seed": seed,
+                     "init": None if init is None else str(init),
                      "epochs": epochs, "best_epoch": res.best_epoch, "seconds": train_seconds,
                      "device": str(dev), "tile": tile, "grids": list(dataset.grids),
                      "per_grid": list(dataset.per_grid), "lovasz": lovasz,
