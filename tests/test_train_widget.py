@@ -55,10 +55,11 @@ def _train(w, qtbot, name, model, epochs=1):
 def _check_saved(w, user_weights, name, task, metric, picker_widget):
     from napari_pathreview.backend.weights import list_models
 
-    assert len(w.plot.rows) == 1 and w.plot.metric == metric
+    assert len(w.plot.rows) == 1 and w.plot.metric_key == metric
     row = w.plot.rows[0]
     assert row["epoch"] == 1 and np.isfinite(row["loss"]) and 0.0 <= row[metric] <= 1.0
     assert w.plot.series(metric) == [row[metric]]
+    assert not w.plot.grab().isNull()  # paints the task's series (an exception in paintEvent fails the test)
     out = user_weights / name
     assert out.with_suffix(".safetensors").stat().st_size > 0
     card = json.loads(out.with_suffix(".json").read_text())
@@ -85,7 +86,7 @@ def test_fine_tune_segmenter_on_painted_nuclei(make_napari_viewer, qtbot, monuse
     segment = SegmentWidget(viewer)  # opened before training: its list re-reads the registry
     w = TrainWidget(viewer)
     w.kind.setCurrentText("segmenter")
-    assert w.annotations.currentText() == "my nuclei" and w.plot.metric == "dice"
+    assert w.annotations.currentText() == "my nuclei" and w.plot.metric_key == "dice"
     _train(w, qtbot, "segmenter-test", "segmenter-monuseg")
     card = _check_saved(w, user_weights, "segmenter-test", "segmenter", "dice", segment)
     assert card["mpp"] == 0.5 and card["classes"] == ["nucleus"]

@@ -53,7 +53,8 @@ METRIC_NAMES = {"det_f1": "detection F1", "weighted_f1": "weighted F1", "dice": 
 class LossPlot(QWidget):
     """A small live plot per epoch: the training loss (left scale, auto) and the task's validation
     metrics (0..1): detector det_f1 / weighted_f1, segmenter dice / aji, enhancer mF1 / weighted_f1,
-    classifier accuracy. The first metric of a task is its headline :attr:`metric`."""
+    classifier accuracy. The first metric of a task is its headline, :attr:`metric_key` (not named
+    ``metric``: that is a QPaintDevice virtual Qt calls while painting)."""
 
     SERIES = {
         "detector": (("loss", "#f58231"), ("det_f1", "#46f0f0"), ("weighted_f1", "#f032e6")),
@@ -69,7 +70,7 @@ class LossPlot(QWidget):
         self.setMinimumHeight(150)
 
     @property
-    def metric(self) -> str:
+    def metric_key(self) -> str:
         return self.SERIES[self.task][1][0]
 
     def set_task(self, task: str):
@@ -168,6 +169,9 @@ class ImageClassTable(QTableWidget):
         from qtpy.QtWidgets import QTableWidgetItem
 
         names = self.layer_names()
+        for i in range(self.rowCount()):  # replaced combos are deleted later: hide them now
+            if self.cellWidget(i, 1) is not None:
+                self.cellWidget(i, 1).hide()
         self.setRowCount(len(names))
         for i, name in enumerate(names):
             item = QTableWidgetItem(name)
@@ -175,6 +179,7 @@ class ImageClassTable(QTableWidget):
             self.setItem(i, 0, item)
             combo = QComboBox()
             set_items(combo, [self.NONE] + self.classes, self.chosen.get(name, self.NONE))
+            self.chosen[name] = combo.currentText()  # a class the model no longer has is dropped
             combo.currentTextChanged.connect(lambda text, n=name: self.chosen.__setitem__(n, text))
             self.setCellWidget(i, 1, combo)
 
@@ -324,7 +329,7 @@ class TrainWidget(TaskWidget):
         command = (f"napari Train / fine-tune {task}: {kw['epochs']} epochs, lr {kw['lr']:g}, from {card.name}"
                    + (f", + {folder}" if folder else ""))
         self.plot.set_task(task)
-        metric = self.plot.metric
+        metric = self.plot.metric_key
 
         def fn(progress, cancel):
             new_card = train(out, folder, init, progress=progress, cancel=cancel, on_epoch=self.epoch_done.emit,
