@@ -66,7 +66,7 @@ def cmd_train(args) -> int:
                                    aux_loss=args.aux_loss, schedule=args.schedule, tune_bias=args.tune_bias)
         config = {"position": args.position, "radius_um": None if args.mask_um <= 0 else args.mask_um}
         _, card = train_enhancer(args.data, args.out, detector=args.detector, seed=args.seed, device=args.device,
-                                 options=opt, config=config, progress=_progress, command=command,
+                                 options=opt, config=config, progress=_progress, command=command, init=args.init,
                                  on_epoch=lambda r: print(json.dumps(r), file=sys.stderr, flush=True))
         print(json.dumps({"out": str(Path(args.out).with_suffix(".safetensors")), "metrics": card.metrics,
                           "best_epoch": card.training["best_epoch"], "seconds": card.training["seconds"]}))
@@ -88,7 +88,7 @@ def cmd_train(args) -> int:
 
         kw = dict(epochs=args.epochs, seed=args.seed, device=args.device, progress=_progress, command=command,
                   checkpoints=args.checkpoints, loss=args.loss, se=args.se, decoder=args.dual,
-                  head="arcface" if args.arcface else "linear",
+                  head="arcface" if args.arcface else "linear", init=args.init,
                   on_epoch=lambda r: print(json.dumps(r), file=sys.stderr, flush=True))
         _, card = train_classifier(args.data, args.out, arch="vit" if args.task == "vit" else "cnn", **kw)
         print(json.dumps({"out": str(Path(args.out).with_suffix(".safetensors")), "params": card.params,

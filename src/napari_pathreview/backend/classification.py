@@ -22,12 +22,18 @@ _LABEL_COLUMNS = ("labels", "label", "grade", "class")
 
 @dataclass
 class LabelledImage:
-    """One dataset image: ``labels`` are class names (several for multi-label rows ``a;b``)."""
+    """One dataset image: ``labels`` are class names (several for multi-label rows ``a;b``).
+
+    In-memory images (annotations from the viewer) carry their pixels in ``image`` (an ``(H, W, C)`` array
+    or a Slide) at ``mpp`` µm/px (None: the training data's); ``path`` is then not read.
+    """
 
     name: str
     path: Path
     split: str
     labels: list
+    image: object = None
+    mpp: float | None = None
 
 
 def read_labels_csv(root: str | Path) -> tuple[list[LabelledImage], list[str], bool]:
@@ -328,7 +334,8 @@ def train_classifier(data, out, epochs: int = 30, seed: int = 0, device=None, cr
                      model_mpp: float = 2 * GLAS_MPP, tune_images: int = 10, lr: float | None = None,
                      widths=(16, 32, 64, 128), se: bool = False, loss: str = "ce", head: str = "linear",
                      decoder: bool = False, arch: str = "cnn", progress: ProgressFn | None = None, cancel=None,
-                     command: str = "", on_epoch=None, checkpoints: bool = False):
+                     command: str = "", on_epoch=None, checkpoints: bool = False,
+                     init: str | Path | None = None):
     """Train a classifier on ``data/labels.csv`` (split ``train``) and save weights + card to ``out``.
 
     ``tune_images`` train images (stratified, chosen by ``seed``) are held out to pick the checkpoint
@@ -337,21 +344,48 @@ def train_classifier(data, out, epochs: int = 30, seed: int = 0, device=None, cr
     crops with flips / 90° turns, stain and brightness jitter. Cosine LR (AdamW).
     ``arch="vit"``: a small ViT (``models.vit``) on ``crop`` x ``crop`` inputs instead of the CNN.
     ``lr``: default 3e-3 (CNN) or 1e-3 (ViT).
+    ``data``: a labels.csv folder, or a list of :class:`LabelledImage` (in memory: ``image`` set).
+    ``init``: a classifier or ViT (name or path) to fine-tune from: its architecture (``arch`` follows
+    it), classes, scale, input scale, tile and TTA are kept, so the data's labels must be its classes.
+    When holding out ``tune_images`` would leave a class without training images (a few viewer
+    annotations), the checkpoint is selected on the training images themselves.
     """
     import torch
     from .losses import build_loss
     from .models.classifier import ClassifierConfig, build_classifier
     from .slides import open_slide
     from .train import TrainConfig, fit, seed_everything
-    from .weights import ModelCard, choose_device, save_model
+    from .weights import ModelCard, choose_device, load_model, save_model
 
     rng = seed_everything(seed)
     dev = choose_device(device)
+    if isinstance(data, (str, Path)):
+        images, classes, multi = load_split(data, "train")
+        data_desc = str(data)
+    else:
+        images = list(data)
+        classes = sorted({c for s in images for c in s.labels})
+        multi = any(len(s.labels) != 1 for s in images)
+        data_desc = "in-memory: " + ", ".join(s.name for s in images)[:300]
+    present = sorted({c for s in images for c in s.labels})
+    if len(present) < 2:
+        raise InputError(f"{data_desc}: need images of at least two classes to train a classifier, "
+                         f"found {present}")
+    base = None
+    if init is not None:
+        model, base = load_model(init, None, dev)
+        if base.task not in ("classifier", "vit"):
+            raise InputError(f"'{base.name}' is a {base.task} model, not a classifier")
+        unknown = sorted(set(present) - set(base.classes))
+        if unknown:
+            raise InputError(f"labels {unknown} are not classes of {base.name} ({', '.join(base.classes)})")
+        arch, classes = ("vit" if base.task == "vit" else "cnn"), list(base.classes)
+        multi = bool(base.config.get("multilabel"))
     lr = lr or (1e-3 if arch == "vit" else 3e-3)
-    images, classes, multi = load_split(data, "train")
-    if len(classes) < 2:
-        raise InputError(f"{data}: need at least two classes to train a classifier, found {classes}")
-    if arch == "vit":
+    if base is not None:
+        cfg = model.cfg
+        crop = int(base.config.get("img_size", crop)) if arch == "vit" else crop
+    elif arch == "vit":
         from .models.vit import ViTConfig, build_vit
 
         cfg = ViTConfig(classes=tuple(classes), img_size=crop, multilabel=multi)
@@ -365,10 +399,18 @@ def train_classifier(data, out, epochs: int = 30, seed: int = 0, device=None, cr
                      mpp=float(model_mpp), params={"input_mpp": float(data_mpp), "tile": 512, "tta": True,
                                                    "thresholds": [0.5] * len(classes)},
                      licence="research use only (inherited from the GlaS training data)")
+    if base is not None:  # a fine-tuned model keeps its base's scales, normalisation and inference settings
+        card.mpp, card.normalisation, card.colors = base.mpp, base.normalisation, base.colors
+        card.licence = base.licence
+        card.params = {**base.params, "thresholds": [0.5] * len(classes)}
+        data_mpp = float(base.params.get("input_mpp") or data_mpp)
     targets = targets_of(images, classes)
     tune_i = _holdout(targets, tune_images, rng) if tune_images else np.zeros(0, int)
     fit_i = np.setdiff1d(np.arange(len(images)), tune_i)
-    pix = [to_model_scale(open_slide(images[i].path), card, data_mpp) for i in range(len(images))]
+    if tune_images and len(np.unique(targets[fit_i].argmax(1))) < len(np.unique(targets.argmax(1))):
+        fit_i = tune_i = np.arange(len(images))  # too few images to hold any out
+    pix = [to_model_scale(s.image if s.image is not None else open_slide(s.path), card, s.mpp or data_mpp)
+           for s in images]
     fit_pix, fit_t = [pix[i] for i in fit_i], targets[fit_i]
     weights = _sample_weights(fit_t)
     loss_fn = build_loss(loss, multi)
@@ -410,7 +452,8 @@ def train_classifier(data, out, epochs: int = 30, seed: int = 0, device=None, cr
         card.params["thresholds"] = search_thresholds(p, targets[tune_i], multi)
         m = classification_metrics(p, targets[tune_i], card)
         card.metrics = {"tune": {k: m[k] for k in ("accuracy", "balanced_accuracy", "auc", "f1", "n_images")}}
-    card.training = {"command": command, "data": str(data), "data_mpp": data_mpp, "seed": seed,
+    card.training = {"command": command, "data": data_desc, "data_mpp": data_mpp, "seed": seed,
+                     "init": None if init is None else str(init),
                      "epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": batch_size,
                      "crop": crop, "arch": arch, "loss": loss, "lr": lr, "best_epoch": res.best_epoch,
                      "seconds": round(time.time() - t0, 1), "device": str(dev), "fit_images": len(fit_i),

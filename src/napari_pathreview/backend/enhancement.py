@@ -162,13 +162,20 @@ def _cache_file(det_card, data, split) -> Path:
 
 def cache_detections(data, split, det_model, det_card, mpp: float | None = None, use_disk: bool = True,
                      progress: ProgressFn | None = None, cancel=None) -> tuple[list[CachedImage], list[str]]:
-    """Detect on every image of a points dataset split (disk-cached) -> ([CachedImage], classes)."""
+    """Detect on every image of a points dataset split (disk-cached) -> ([CachedImage], classes).
+
+    ``data``: a points dataset folder, or a list of ``PointsSample`` at ``mpp`` whose labels index the
+    detector's classes (annotations from the viewer; ``split`` is ignored and nothing is cached on disk).
+    """
     from .datasets import load_points_dataset
     from .detection import CRCHISTO_MPP, detect
 
-    samples, classes = load_points_dataset(data, split, classes=list(det_card.classes))
+    if isinstance(data, (str, Path)):
+        samples, classes = load_points_dataset(data, split, classes=list(det_card.classes))
+    else:
+        samples, classes, use_disk = list(data), list(det_card.classes), False
     mpp = mpp or CRCHISTO_MPP
-    path = _cache_file(det_card, data, split)
+    path = _cache_file(det_card, data, split) if use_disk else None
     if use_disk and path.exists():
         z = np.load(path)
         names = list(z["names"])
@@ -409,8 +416,9 @@ def search_class_bias(logits: list[np.ndarray], cache, classes, radius_px, radiu
 
 
 def fit_enhancer(train_cache, tune_cache, classes, cfg, opt: EnhancerTrainOptions, mpp, seed=0, device=None,
-                 radius_um=MATCH_RADIUS_UM, progress=None, cancel=None, on_epoch=None):
+                 radius_um=MATCH_RADIUS_UM, progress=None, cancel=None, on_epoch=None, init_state=None):
     """Train one enhancer on cached detections; select the epoch on ``tune_cache`` (mF1).
+    ``init_state``: a state dict of ``cfg``'s architecture to fine-tune from (else from scratch).
     -> (model, FitResult, {"base": tune dict, "enhanced": tune dict})."""
     import torch
     from .models.enhancer import build_enhancer
@@ -420,7 +428,10 @@ def fit_enhancer(train_cache, tune_cache, classes, cfg, opt: EnhancerTrainOption
 
     rng = seed_everything(seed)
     dev = choose_device(device)
-    model = build_enhancer(cfg).to(dev)
+    model = build_enhancer(cfg)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    model = model.to(dev)
     radius_px = radius_um / mpp
     cw = torch.tensor(_class_weights(train_cache, len(classes), opt.class_weight_power), dtype=torch.float32,
                       device=dev)
@@ -455,25 +466,36 @@ def _split_cache(data, det_model, det_card, mpp, progress, cancel, matching, rad
     tune_names = set(_tune_names(det_card, [c.name for c in cache]))
     train_cache = [c for c in cache if c.name not in tune_names]
     tune_cache = [c for c in cache if c.name in tune_names]
+    if not tune_cache and not isinstance(data, (str, Path)):  # a few viewer annotations: select on them
+        tune_cache = train_cache
     if not tune_cache:
         raise InputError(f"{data}: no held-out training images to select the enhancer on")
     return train_cache, tune_cache, classes
 
 
-def train_enhancer(data: str | Path, out: str | Path, detector: str | None = None, seed: int = 0, device=None,
+def train_enhancer(data, out: str | Path, detector: str | None = None, seed: int = 0, device=None,
                    options: EnhancerTrainOptions | None = None, config: dict | None = None,
                    mpp: float | None = None, radius_um: float = MATCH_RADIUS_UM,
-                   progress: ProgressFn | None = None, cancel=None, command: str = "", on_epoch=None):
+                   progress: ProgressFn | None = None, cancel=None, command: str = "", on_epoch=None,
+                   init: str | Path | None = None):
     """Train the enhancer on a points dataset for a given detector and save weights + card to ``out``.
 
     Training images: the ``train`` split minus the detector's tune images; selection: those tune images
     (mF1 of the enhanced classes); the ``validation`` split is never used here.
+    ``data``: a points dataset folder, or a list of ``PointsSample`` at ``mpp`` (annotations from the
+    viewer, labels indexing the detector's classes); when none of them is a detector tune image, the
+    epoch is selected on the training images themselves. ``init``: an enhancer (name or path) to
+    fine-tune from: its architecture, and its detector unless ``detector`` is given.
     """
     from .detection import CRCHISTO_MPP
     from .models.enhancer import EnhancerConfig
     from .weights import ModelCard, load_model, save_model
 
     opt = options or EnhancerTrainOptions()
+    base = None
+    if init is not None:
+        base_model, base = load_model(init, "enhancer", "cpu")
+        detector = detector or base.params.get("detector")
     det_model, det_card = load_model(detector, "detector", device)
     mpp = mpp or CRCHISTO_MPP
     t0 = time.time()
@@ -482,8 +504,14 @@ def train_enhancer(data: str | Path, out: str | Path, detector: str | None = Non
     t_cache = time.time() - t0
     cfg = EnhancerConfig.from_dict({"classes": tuple(classes), "feature_dim": train_cache[0].features.shape[1],
                                     "position_head": opt.mode == "bipartite", **(config or {})})
+    if base is not None:
+        cfg = EnhancerConfig.from_dict(base.config)
+        if list(base.classes) != list(classes) or cfg.feature_dim != train_cache[0].features.shape[1]:
+            raise InputError(f"enhancer '{base.name}' does not fit detector '{det_card.name}' (classes "
+                             f"{base.classes} vs {classes}, or another feature size)")
     model, res, tune = fit_enhancer(train_cache, tune_cache, classes, cfg, opt, mpp, seed, device, radius_um,
-                                    progress, cancel, on_epoch)
+                                    progress, cancel, on_epoch,
+                                    None if base is None else base_model.state_dict())
     bias = None
     if opt.tune_bias:
         bias = search_class_bias(_logits_cached(model, tune_cache, mpp), tune_cache, classes, radius_um / mpp,
@@ -495,7 +523,9 @@ def train_enhancer(data: str | Path, out: str | Path, detector: str | None = Non
                      params={"detector": det_card.name, "match_radius_um": radius_um,
                              "class_bias": None if bias is None else [float(b) for b in bias]},
                      licence="research use only (trained on CRCHisto)")
-    card.training = {"command": command, "data": str(data), "seed": seed, "detector": det_card.name,
+    data_desc = str(data) if isinstance(data, (str, Path)) else "in-memory: " + ", ".join(s.name for s in data)[:300]
+    card.training = {"command": command, "data": data_desc, "seed": seed, "detector": det_card.name,
+                     "init": None if init is None else str(init),
                      "options": opt.__dict__.copy(), "fit_images": len(train_cache),
                      "tune_images": [c.name for c in tune_cache], "best_epoch": res.best_epoch,
                      "seconds": round(time.time() - t0, 1), "cache_seconds": round(t_cache, 1),

@@ -974,7 +974,7 @@ def tune_params(maps_list, samples, mpp: float, base: SegmentParams) -> dict:
     return best_p
 
 
-def train_segmenter(data: str | Path, out: str | Path, epochs: int = 12, seed: int = 0, device=None,
+def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, device=None,
                     tile: int = 256, batch_size: int = 8, data_mpp: float = MONUSEG_MPP,
                     model_mpp: float = MODEL_MPP, tune_images: int = 3, report_images: int = 4,
                     decoder: str = "unet", aspp: bool = True, lovasz: bool = False, lr: float = 2e-3,
@@ -987,6 +987,8 @@ def train_segmenter(data: str | Path, out: str | Path, epochs: int = 12, seed: i
     are held out untouched for the card's metrics (``evaluate --split heldout``). ``data_mpp``: µm per
     pixel of the dataset; ``tile``: training tile side at the 2x2 grid scale, whose mpp is recorded as
     the model's (``data_mpp * image side / 2 / tile``; MoNuSeg: 0.25 * 500 / 256 ≈ 0.49 → ``model_mpp``).
+    ``data``: a masks dataset folder (its ``train`` split) or a list of ``MaskSample`` at ``data_mpp``
+    (annotations from the viewer).
     """
     import torch
     from .models.segmenter import SegmenterConfig, build_segmenter
@@ -995,7 +997,10 @@ def train_segmenter(data: str | Path, out: str | Path, epochs: int = 12, seed: i
 
     rng = seed_everything(seed)
     dev = choose_device(device)
-    samples = load_masks_dataset(data, "train")
+    samples = load_masks_dataset(data, "train") if isinstance(data, (str, Path)) else list(data)
+    if not samples:
+        raise InputError("no annotated images to train on")
+    data_desc = str(data) if isinstance(data, (str, Path)) else "in-memory: " + ", ".join(s.name for s in samples)[:300]
     if init is not None:
         model, base = load_model(init, "segmenter", dev)
         cfg = SegmenterConfig.from_dict(base.config)
@@ -1052,7 +1057,8 @@ def train_segmenter(data: str | Path, out: str | Path, epochs: int = 12, seed: i
         metrics = {"heldout": {k: r[k] for k in ("dice", "aji", "pq", "n_images")},
                    "heldout_images": [s.name for s in rep]}
     card.metrics = metrics
-    card.training = {"command": command, "data": str(data), "data_mpp": data_mpp, "seed": seed,
+    card.training = {"command": command, "data": data_desc, "data_mpp": data_mpp, "seed": seed,
+                     "init": None if init is None else str(init),
                      "epochs": epochs, "best_epoch": res.best_epoch, "seconds": train_seconds,
                      "device": str(dev), "tile": tile, "grids": list(dataset.grids),
                      "per_grid": list(dataset.per_grid), "lovasz": lovasz,
