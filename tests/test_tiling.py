@@ -234,3 +234,36 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_output(shared_data):
         predict_tiled(img, no_room, 256, 32, fn.out_channels)
     with pytest.raises(ValueError, match="not memory"):  # other errors pass through untouched
         predict_tiled(img, lambda b: (_ for _ in ()).throw(ValueError("not memory")), 256, 32, 3)
+
+
+def test_with_monais_importance_map_the_output_equals_monai(real_image):
+    """Where both plans place the same tiles (960 = 512 + 448: starts 0 and 448 in both), with the same
+    importance map, our tiler and MONAI's sliding_window_inference give the same numbers for a real
+    image and a convolution (the tiling bench's equal-output claim, checked in CI)."""
+    import torch
+    from monai.data.utils import compute_importance_map
+    from monai.inferers import sliding_window_inference
+
+    conv = torch.nn.Conv2d(3, 2, 7, padding=3)
+    torch.manual_seed(0)
+    torch.nn.init.normal_(conv.weight, 0, 0.05)
+    img = real_image[:960, :960].astype(np.float32)
+
+    def fn(x):
+        with torch.no_grad():
+            return conv(x)
+
+    window = compute_importance_map((512, 512), mode="gaussian", sigma_scale=0.125).numpy()
+    assert [t.y0 for t in plan_tiles((960, 960), 512, 64)][::2] == [0, 448]
+    ours = predict_tiled(img, lambda b: fn(torch.from_numpy(b.transpose(0, 3, 1, 2).copy())).numpy(),
+                         512, 64, 2, window=window, batch_size=2)
+    with torch.no_grad():
+        ref = sliding_window_inference(torch.from_numpy(img.transpose(2, 0, 1)[None].copy()), (512, 512), 2,
+                                       fn, overlap=64 / 512, mode="gaussian", sigma_scale=0.125)[0].numpy()
+    scale = np.abs(ref).max()
+    assert scale > 1 and np.abs(ours - ref).max() < 1e-5 * scale
+    named = predict_tiled(img[:300, :300], box_blur, 64, 16, 3, window="gaussian")
+    explicit = predict_tiled(img[:300, :300], box_blur, 64, 16, 3, window=blend_window(64, 64, "gaussian"))
+    assert np.array_equal(named, explicit)
+    with pytest.raises(InputError, match="positive"):
+        predict_tiled(img[:100, :100], box_blur, 64, 16, 3, window=np.zeros((64, 64)))

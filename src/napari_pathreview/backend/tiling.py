@@ -90,6 +90,11 @@ def plan_tiles(shape_yx: tuple[int, int], tile: int, overlap: int) -> list[Tile]
     return [Tile(y, x, y + th, x + tw, i * len(xs) + j) for i, y in enumerate(ys) for j, x in enumerate(xs)]
 
 
+def _check_window(kind, border: Optional[int]) -> None:
+    if not isinstance(kind, np.ndarray):
+        _profile(2, kind, border)
+
+
 def _profile(n: int, kind: str, border: Optional[int]) -> np.ndarray:
     d = np.minimum(np.arange(n), np.arange(n)[::-1]).astype(np.float64) + 0.5  # distance to the edge
     if kind == "constant":
@@ -111,8 +116,16 @@ def blend_window(h: int, w: int, kind: str = "hann", border: Optional[int] = Non
       (default ``border`` = half the side: a full Hann window);
     - ``"gaussian"``: Gaussian centred on the window with sigma = ``border / 2`` pixels
       (default ``border`` = side / 4, i.e. sigma = side / 8, as nnU-Net);
-    - ``"constant"``: all ones (plain averaging of overlaps).
+    - ``"constant"``: all ones (plain averaging of overlaps);
+    - an array: those weights (positive, at least ``(h, w)``; cropped to it), e.g. another library's
+      importance map, to reproduce its blending exactly.
     """
+    if isinstance(kind, np.ndarray):
+        win = np.asarray(kind, np.float32)
+        if win.ndim != 2 or win.shape[0] < h or win.shape[1] < w or not (win > 0).all():
+            raise InputError(f"a blending window array must be 2-D, positive and at least {h} x {w}, "
+                             f"got shape {win.shape}")
+        return np.ascontiguousarray(win[:h, :w])
     wy, wx = (np.maximum(p / p.max(), WEIGHT_FLOOR) for p in (_profile(int(h), kind, border),
                                                              _profile(int(w), kind, border)))
     return np.outer(wy, wx).astype(np.float32)
@@ -145,7 +158,7 @@ class Stitcher:
             self._sum = np.zeros(shape, np.float32)
         self._weight = np.zeros(shape[1:], np.float32)
         self.window, self.border = window, border
-        _profile(2, window, border)  # validate the kind now
+        _check_window(window, border)  # validate the kind now
         self._windows: dict[tuple[int, int], np.ndarray] = {}
 
     def _win(self, h: int, w: int) -> np.ndarray:
@@ -338,7 +351,7 @@ def predict_tiled_to_zarr(image_hwc, predict_fn: PredictFn, out, tile: int, over
     xa = min((t.x0 for t in tiles), default=cx0)
     xb = max((t.x1 for t in tiles), default=cx1)
     wins: dict[tuple[int, int], np.ndarray] = {}
-    _profile(2, window, border)
+    _check_window(window, border)
     acc = np.zeros((out_channels, th, xb - xa), np.float32)
     wsum = np.zeros((th, xb - xa), np.float32)
     b0 = tiles[0].y0 if tiles else h  # image row of acc[:, 0]
