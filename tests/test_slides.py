@@ -340,3 +340,27 @@ def test_to_rgb_rejects_nan_inf_and_channel_counts(he):
     with pytest.raises(InputError, match="5 channels"):
         to_rgb_uint8(np.concatenate([he, he[..., :2]], axis=-1))
     assert math.isfinite(float(to_rgb_uint8(he.astype(np.float32)).mean()))
+
+
+def test_lazy_rgb_uint8_stretches_a_16_bit_level_tile_by_tile(shared_data):
+    """A 16-bit level becomes uint8 RGB lazily (a dask graph, nothing read), with one slide-wide stretch
+    taken from the coarse level: the same pixels as converting the whole level at once with those limits."""
+    import dask.array as da
+    from skimage.io import imread
+
+    from napari_pathreview.backend.errors import InputError
+    from napari_pathreview.backend.slides import lazy_rgb_uint8, to_rgb_uint8
+
+    img = imread(sorted((shared_data / "monuseg" / "images").glob("*.png"))[0])[..., :3].astype(np.uint16) * 257
+    level = da.from_array(img, chunks=(256, 256, 3))
+    small = img[::8, ::8]
+    out = lazy_rgb_uint8(level, small, "x.zarr")
+    assert isinstance(out, da.Array) and out.dtype == np.uint8 and out.shape == img.shape
+    lo, hi = np.percentile(small.astype(np.float64), [0.5, 99.5])
+    np.testing.assert_array_equal(np.asarray(out), to_rgb_uint8(img, "x", lo, hi))
+    grey = lazy_rgb_uint8(da.from_array(img[..., 0], chunks=256), small[..., 0], "g")
+    assert grey.shape == img.shape and np.asarray(grey[:5, :5]).shape == (5, 5, 3)
+    bad = small.astype(np.float32)
+    bad[0, 0] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        lazy_rgb_uint8(level.astype(np.float32), bad, "nan.zarr")

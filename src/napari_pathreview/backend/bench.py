@@ -328,7 +328,7 @@ def _sparse_slide(path, size: int, mpp: float, n_blocks: int = 16, block: int = 
     side = int(np.ceil(np.sqrt(n_blocks)))
     where = {(round((i + 0.5) * n / side - 0.5), round((j + 0.5) * n / side - 0.5)): k
              for k, (i, j) in enumerate((i, j) for i in range(side) for j in range(side)) if k < n_blocks}
-    glass = da.full((block, block, 3), GLASS, np.uint8, chunks=(block, block, 3))
+    glass = da.full((block, block, 3), GLASS, dtype=np.uint8, chunks=(block, block, 3))
     grid = [[da.from_array(tissue[where[(i, j)] % len(tissue)], chunks=(block, block, 3)) if (i, j) in where
              else glass for j in range(n)] for i in range(n)]
     image = da.concatenate([da.concatenate(row, axis=1) for row in grid], axis=0)

@@ -357,7 +357,7 @@ def _check_mpp(mpp, what: str) -> float:
 
 def _resolve_input(image, card, mpp, level, name):
     """-> (array (H, W[, C]) numpy/dask, level, downsample, level-0 mpp, level mpp, name)."""
-    from .slides import Slide, to_rgb_uint8
+    from .slides import Slide, lazy_rgb_uint8, to_rgb_uint8
 
     if isinstance(image, Slide):
         mpp = image.mpp if mpp is None else mpp
@@ -371,8 +371,8 @@ def _resolve_input(image, card, mpp, level, name):
         if not 0 <= level < len(image.levels):
             raise InputError(f"{name}: level {level} does not exist (the slide has {len(image.levels)})")
         arr, down = image.levels[level], image.downsamples[level]
-        if arr.dtype != np.uint8:
-            arr = to_rgb_uint8(np.asarray(arr), name)  # non-uint8 data: one contrast stretch for the level
+        if arr.dtype != np.uint8:  # one slide-wide contrast stretch, applied tile by tile as tiles are read
+            arr = lazy_rgb_uint8(arr, image.levels[-1], name)
     else:
         arr, down, level = to_rgb_uint8(np.asarray(image), name), 1.0, 0
         mpp = _check_mpp(mpp if mpp is not None else card.mpp, name)

@@ -575,6 +575,31 @@ def to_rgb_uint8(
     return np.ascontiguousarray(out)
 
 
+def lazy_rgb_uint8(level, small, source: str = "image"):
+    """A slide level (dask ``(Y, X[, C])``, any dtype) as a lazy uint8 RGB dask array ``(Y, X, 3)``.
+
+    uint8 levels are only reshaped per block; other data get one slide-wide stretch whose limits come
+    from ``small`` (a coarse level, read whole: 0..1 floats map to 0..255, else the 0.5th..99.5th
+    percentiles), so tiles have no seams and the level is never read whole. NaN/Inf in ``small`` raise
+    :class:`InputError` at once; elsewhere, when the tile holding them is read.
+    """
+    arr = level if isinstance(level, da.Array) else da.asarray(level)
+    lo = hi = None
+    if arr.dtype != np.uint8 and arr.dtype != bool:
+        s = np.asarray(small, np.float64)
+        if not np.isfinite(s).all():
+            raise InputError(f"{source}: contains NaN or infinite pixel values; fix or mask them before analysis")
+        if arr.dtype.kind == "f" and s.size and s.min() >= 0 and s.max() <= 1:
+            lo, hi = 0.0, 1.0
+        elif s.size:
+            lo, hi = (float(v) for v in np.percentile(s, [0.5, 99.5]))
+    if arr.ndim == 3:
+        arr = arr.rechunk({2: -1})
+    chunks = (arr.chunks[0], arr.chunks[1], (3,))
+    return arr.map_blocks(to_rgb_uint8, source, lo, hi, dtype=np.uint8, chunks=chunks,
+                          **({"new_axis": 2} if arr.ndim == 2 else {}))
+
+
 # --------------------------------------------------------------------------------------------------
 # writers
 # --------------------------------------------------------------------------------------------------
