@@ -743,10 +743,11 @@ def segment_to_zarr(image, out, model, card, mpp: float | None = None, params: S
 
 def strip_plan(width: int, strip: int, halo: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
     """Vertical strips of an image ``width`` px wide: ``[(core, cols)]`` where ``core = (c0, c1)`` are the
-    columns a strip owns (``ceil(width / strip)`` strips of equal width) and ``cols`` the core plus
-    ``halo`` columns of context each side, clipped to the image."""
-    n = max(1, math.ceil(width / max(1, int(strip))))
-    edges = [round(i * width / n) for i in range(n + 1)]
+    columns a strip owns (``strip`` columns each, the last one what is left) and ``cols`` the core plus
+    ``halo`` columns of context each side, clipped to the image. No strip is wider than ``strip + 2 *
+    halo``, whatever the width, so the memory of a band does not grow with the slide."""
+    strip = max(1, int(strip))
+    edges = list(range(0, width, strip)) + [width]
     return [((a, b), (max(0, a - halo), min(width, b + halo))) for a, b in zip(edges[:-1], edges[1:])]
 
 
