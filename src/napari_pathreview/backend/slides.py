@@ -643,9 +643,15 @@ def _level_shapes(shape: Sequence[int], n_levels: int) -> list:
     return out
 
 
-def _as_yxc(image, source: str):
-    """(arr, channels) with arr a dask array (Y, X) or (Y, X, C)."""
-    arr = image if isinstance(image, da.Array) else da.asarray(image)
+def _as_yxc(image, source: str, chunks: Optional[int] = None):
+    """(arr, channels) with arr a dask array (Y, X) or (Y, X, C); a non-dask input is wrapped with
+    ``chunks``-sized blocks (reading one tile then reads one block, not dask's ~128 MB default)."""
+    if isinstance(image, da.Array):
+        arr = image
+    elif chunks is not None and getattr(image, "ndim", 0) in (2, 3):
+        arr = da.from_array(image, chunks=(chunks, chunks) + tuple(image.shape[2:]))
+    else:
+        arr = da.asarray(image)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
     if arr.ndim not in (2, 3) or min(arr.shape[:2]) == 0:
@@ -702,7 +708,7 @@ def write_ome_zarr(
         )
     if mpp is not None:
         mpp = validate_mpp(mpp, path)
-    arr, nch = _as_yxc(image, path)
+    arr, nch = _as_yxc(image, path, int(chunks))
     if labels:
         if nch != 1 or arr.dtype.kind not in "uib":
             raise InputError(
