@@ -69,6 +69,28 @@ def test_tiled_inference_has_no_seams(sample, shipped, whole):
     assert aji(tiled.labels, whole.labels) >= 0.85
 
 
+def test_compiled_segmenter_gives_the_eager_result(sample, shipped, whole):
+    """``compile=True`` (torch.compile, frozen weights) on the CPU: same maps to float rounding, same labels."""
+    model, card = shipped
+    comp = segment(sample.image, model, card, mpp=MONUSEG_MPP, tile=512, overlap=0, compile=True)
+    assert np.abs(comp.prob - whole.prob).max() < 1e-4
+    assert np.abs(comp.distance - whole.distance).max() < 1e-4
+    assert dice(comp.labels > 0, whole.labels > 0) > 0.999 and abs(len(comp) - len(whole)) <= 1
+
+
+def test_a_failing_compiler_falls_back_to_eager_with_a_warning(sample, shipped, whole, monkeypatch):
+    def broken_compile(model, **kw):
+        def run(*a, **k):
+            raise RuntimeError("no C compiler found")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    model, card = shipped
+    with pytest.warns(RuntimeWarning, match="no C compiler found"):
+        res = segment(sample.image, model, card, mpp=MONUSEG_MPP, tile=512, overlap=0, compile=True)
+    assert np.array_equal(res.labels, whole.labels) and np.array_equal(res.prob, whole.prob)
+
+
 def test_segment_to_zarr_equals_in_memory_segment(sample, shipped, tmp_path):
     model, card = shipped
     slide = open_slide(_png(sample, tmp_path), mpp=MONUSEG_MPP)
@@ -193,7 +215,7 @@ def test_segment_cli_writes_labels_store_and_rejects_bad_input(tmp_path):
     from napari_pathreview._sample_data import SAMPLE_TILE
 
     rc, out, err = _cli("segment", SAMPLE_TILE, "--out", tmp_path / "s.zarr", "--mpp", "0.25", "--tile", "256",
-                        "--overlap", "0.25", "--device", "cpu")
+                        "--overlap", "0.25", "--device", "cpu", "--compile")
     assert rc == 0, err
     store = open_slide(tmp_path / "s.zarr")
     assert store.is_labels and store.shape == (512, 512) and int(np.asarray(store.levels[0]).max()) > 20

@@ -204,7 +204,7 @@ def cmd_segment(args) -> int:
         res = segment_files(args.input, args.out, weights=weights, mpp=args.mpp, device=args.device,
                             tile=args.tile, overlap=args.overlap, tta=args.tta or None, ensemble=args.ensemble,
                             overwrite=args.overwrite, workers=args.workers, scheduler=args.scheduler,
-                            progress=_progress)
+                            progress=_progress, compile=args.compile)
         for s in res["skipped"]:
             print(f"skipped (already done by the same job): {s}", file=sys.stderr)
         for w in res["written"]:
@@ -212,7 +212,7 @@ def cmd_segment(args) -> int:
         return 0
     out = segment_file(args.input[0], args.out, weights=weights, mpp=args.mpp, device=args.device, tile=args.tile,
                        overlap=args.overlap, tta=args.tta or None, ensemble=args.ensemble,
-                       overwrite=args.overwrite, progress=_progress)
+                       overwrite=args.overwrite, progress=_progress, compile=args.compile)
     print(out)
     return 0
 
@@ -391,6 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--overlap", type=float, default=None,
                     help="overlap between tiles: model pixels, or a fraction of the tile when < 1")
     sp.add_argument("--tta", action="store_true", help="average the 4 flips (test-time augmentation)")
+    sp.add_argument("--compile", action="store_true",
+                    help="torch.compile the network: ~1.4x faster per tile after a ~20-30 s first call "
+                         "(pays on slides of a few hundred tiles)")
     sp.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     sp.add_argument("--workers", type=int, default=1,
                     help="several inputs: a local Dask cluster of N single-threaded workers")

@@ -92,8 +92,9 @@ def segment(image, weights=None, mpp: float | None = None, device: str | None = 
 def segment_file(input, out: str | Path, weights=None, mpp: float | None = None, device: str | None = None,
                  tile: int | None = None, overlap: float | None = None, tta: bool | None = None,
                  ensemble: str = "mean", overwrite: bool = False, progress: ProgressFn | None = None,
-                 cancel=None) -> Path:
-    """Segment one slide/image file tile by tile into an OME-Zarr labels store at ``out`` (bounded memory)."""
+                 cancel=None, compile: bool = False) -> Path:
+    """Segment one slide/image file tile by tile into an OME-Zarr labels store at ``out`` (bounded memory).
+    ``compile``: ``torch.compile`` the network (faster per tile after a ~20-30 s first call)."""
     from .segmentation import segment_to_zarr
     from .slides import open_slide
 
@@ -103,7 +104,8 @@ def segment_file(input, out: str | Path, weights=None, mpp: float | None = None,
     slide = open_slide(input, mpp=mpp)
     models, cards = _models(weights, "segmenter", device)
     return segment_to_zarr(slide, out, models, cards, tile=tile, overlap=overlap, tta=tta, ensemble=ensemble,
-                           overwrite=overwrite, progress=progress, cancel=cancel, name=slide.path)
+                           overwrite=overwrite, progress=progress, cancel=cancel, name=slide.path,
+                           compile=compile)
 
 
 def _segment_one(path: str, stem: Path, overwrite: bool = False, **kw) -> list[Path]:
@@ -115,7 +117,8 @@ def _segment_one(path: str, stem: Path, overwrite: bool = False, **kw) -> list[P
 
 def segment_files(inputs, out: str | Path, weights=None, mpp=None, device=None, tile=None, overlap=None,
                   tta=None, ensemble: str = "mean", overwrite: bool = False, workers: int = 1,
-                  scheduler: str | None = None, progress: ProgressFn | None = None, cancel=None) -> dict:
+                  scheduler: str | None = None, progress: ProgressFn | None = None, cancel=None,
+                  compile: bool = False) -> dict:
     """Segment many slides into ``OUT/<name>.zarr`` each (tile by tile, bounded memory), one idempotent
     task per slide on this process or a Dask cluster; reruns skip slides already done by the same job
     (see ``backend.batch``). An existing store not made by this job is refused unless ``overwrite``."""
@@ -132,7 +135,7 @@ def segment_files(inputs, out: str | Path, weights=None, mpp=None, device=None, 
     key = {"job": "segment", "weights": names, "mpp": mpp, "tile": tile, "overlap": overlap, "tta": tta,
            "ensemble": ensemble}
     run = partial(_segment_one, overwrite=overwrite, weights=weights, mpp=mpp, device=device, tile=tile,
-                  overlap=overlap, tta=tta, ensemble=ensemble)
+                  overlap=overlap, tta=tta, ensemble=ensemble, compile=compile)
     return run_batch(inputs, out, run, key, workers=workers, scheduler=scheduler, progress=progress,
                      cancel=cancel)
 

@@ -263,7 +263,7 @@ def n_fg_channels(card) -> int:
 
 
 def make_predict_fn(models, cards, scale: float, tta: bool = False, ensemble: str = "mean",
-                    skip_background: bool = True):
+                    skip_background: bool = True, compile: bool = False):
     """Wrap model(s) as a ``tiling`` predict function over input-pixel tiles.
 
     (B, t, t, C) float32 (raw 0..255 RGB values) -> (B, K + 2, t, t) float32: foreground
@@ -272,12 +272,17 @@ def make_predict_fn(models, cards, scale: float, tta: bool = False, ensemble: st
     resampled by ``scale`` (model pixels per input pixel) before the network and back after; ``tta``
     averages the 4 flips; several models are combined by ``ensemble``: ``"mean"`` of probabilities, or
     ``"union"`` (max: foreground where any model finds it). With ``skip_background`` tiles of bare glass
-    (``tissue.is_background``) skip the network: no foreground, distance 0.
+    (``tissue.is_background``) skip the network: no foreground, distance 0. ``compile``: run the
+    network(s) through ``compiled.compile_for_inference`` (faster per tile after a ~20-30 s first call).
     """
     import torch
     import torch.nn.functional as F
 
     models, cards = _check_ensemble(models, cards)
+    if compile:
+        from .compiled import compile_for_inference
+
+        models = [compile_for_inference(m) for m in models]
     if ensemble not in ("mean", "union"):
         raise InputError(f"ensemble must be 'mean' or 'union', got {ensemble!r}")
     card = cards[0]
@@ -412,7 +417,8 @@ def _postprocess_maps(maps: np.ndarray, n_fg: int, params: SegmentParams, level_
 def segment(image, model, card, mpp: float | None = None, params: SegmentParams | None = None,
             tile: int | None = None, overlap: int | None = None, tta: bool | None = None,
             level: int | None = None, ensemble: str = "mean", progress: ProgressFn | None = None,
-            cancel=None, name: str = "image", skip_background: bool = True) -> SegmentationResult:
+            cancel=None, name: str = "image", skip_background: bool = True,
+            compile: bool = False) -> SegmentationResult:
     """Segment an image (or one level of a slide) in memory: overlapping tiles, blended, watershed.
 
     Args:
@@ -422,6 +428,7 @@ def segment(image, model, card, mpp: float | None = None, params: SegmentParams 
         params: post-processing / tiling (the card's tuned values by default); ``tile`` (model
             pixels), ``overlap`` (model pixels, or a fraction of the tile when < 1) and ``tta`` override.
         level: pyramid level of a Slide (default: the coarsest level at least as fine as the model's).
+        compile: ``torch.compile`` the network(s) (see :func:`make_predict_fn`); pays on large slides.
 
     Returns a :class:`SegmentationResult` at the pixels of the level read.
     """
@@ -434,7 +441,7 @@ def segment(image, model, card, mpp: float | None = None, params: SegmentParams 
     arr, level, down, mpp, level_mpp, name = _resolve_input(image, c0, mpp, level, name)
     scale = level_mpp / c0.mpp
     tile_in, overlap_in = _tiling(params, scale, arr.shape[:2])
-    fn = make_predict_fn(models, cards, scale, params.tta, ensemble, skip_background)
+    fn = make_predict_fn(models, cards, scale, params.tta, ensemble, skip_background, compile)
     check_fits_in_memory(arr.shape[:2], fn.out_channels, name)
     maps = predict_tiled(arr, fn, tile_in, overlap_in, fn.out_channels, batch_size=fn.batch_size,
                          progress=progress, cancel=cancel)
@@ -626,7 +633,7 @@ def _file_digest(path) -> str:
 
 
 def _fingerprint(image, arr, name, level, mpp, cards, params, tile_in, overlap_in, band, halo,
-                 ensemble) -> dict:
+                 ensemble, compiled: bool = False) -> dict:
     """What a resumable scratch must agree on: the input (path, size, mtime), scale, models, settings."""
     from .slides import Slide
 
@@ -642,7 +649,7 @@ def _fingerprint(image, arr, name, level, mpp, cards, params, tile_in, overlap_i
         wpath = Path(c.path).with_suffix(".safetensors") if getattr(c, "path", "") else None
         weights.append(_file_digest(wpath) if wpath is not None and wpath.exists() else c.name)
     return {"source": src, "weights": weights, "params": dict(params.__dict__), "tile": tile_in,
-            "overlap": overlap_in, "band": band, "halo": halo, "ensemble": ensemble}
+            "overlap": overlap_in, "band": band, "halo": halo, "ensemble": ensemble, "compiled": bool(compiled)}
 
 
 INCOMPLETE_MARKER = "INCOMPLETE"
@@ -652,7 +659,7 @@ def segment_to_zarr(image, out, model, card, mpp: float | None = None, params: S
                     tile: int | None = None, overlap: int | None = None, tta: bool | None = None,
                     level: int | None = None, ensemble: str = "mean", band: int = 1024, halo_um: float = 40.0,
                     strip: int = 8192, overwrite: bool = False, progress: ProgressFn | None = None, cancel=None,
-                    name: str = "image", skip_background: bool = True) -> Path:
+                    name: str = "image", skip_background: bool = True, compile: bool = False) -> Path:
     """Segment a slide (or array) tile by tile into an OME-Zarr labels pyramid at ``out``.
 
     Bounded memory, whatever the slide's size: the level is cut into vertical strips of ``strip``
@@ -664,7 +671,8 @@ def segment_to_zarr(image, out, model, card, mpp: float | None = None, params: S
     when complete, so ``out`` is either complete or absent. A cancelled run removes its scratch; a run
     that is killed or fails keeps it (``.OUT.scratch``, marked ``INCOMPLETE``) with a checkpoint after
     every band, and the same call resumes from the last finished band, giving the same labels as an
-    uninterrupted run. The store also holds ``instances.csv`` (the instance table). Returns ``Path(out)``.
+    uninterrupted run. The store also holds ``instances.csv`` (the instance table). ``compile``:
+    ``torch.compile`` the network(s), see :func:`make_predict_fn`. Returns ``Path(out)``.
     """
     import shutil
     import zarr
@@ -681,14 +689,14 @@ def segment_to_zarr(image, out, model, card, mpp: float | None = None, params: S
     arr, level, down, mpp, level_mpp, name = _resolve_input(image, c0, mpp, level, name)
     scale = level_mpp / c0.mpp
     tile_in, overlap_in = _tiling(params, scale, arr.shape[:2])
-    fn = make_predict_fn(models, cards, scale, params.tta, ensemble, skip_background)
+    fn = make_predict_fn(models, cards, scale, params.tta, ensemble, skip_background, compile)
     h, w = (int(s) for s in arr.shape[:2])
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = out.with_name(f".{out.name}.scratch")
     halo = int(math.ceil(halo_um / level_mpp))
     chunk = min(1024, max(256, tile_in))
     ckpt = ResumeCheckpoint(scratch, _fingerprint(image, arr, name, level, mpp, cards, params, tile_in,
-                                                  overlap_in, [band, strip], halo, ensemble))
+                                                  overlap_in, [band, strip], halo, ensemble, compile))
     resumed = ckpt.load() if (scratch / "labels0").exists() else None
     if resumed is None and scratch.exists():
         shutil.rmtree(scratch)

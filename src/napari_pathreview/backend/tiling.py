@@ -160,6 +160,8 @@ class Stitcher:
         self.window, self.border = window, border
         _check_window(window, border)  # validate the kind now
         self._windows: dict[tuple[int, int], np.ndarray] = {}
+        self._bufs: dict[tuple[int, ...], np.ndarray] = {}
+        self._done = False
 
     def _win(self, h: int, w: int) -> np.ndarray:
         if (h, w) not in self._windows:
@@ -176,14 +178,27 @@ class Stitcher:
                              f"with {self._sum.shape[0]} channels")
         win = self._win(*tile.shape)
         sy, sx = tile.slices
-        self._sum[:, sy, sx] += pred * win
+        # weighted into a C-ordered scratch: a channels-last prediction (torch's channels_last output
+        # viewed as numpy) is then read once in its own order, and the sum is updated contiguously
+        buf = self._bufs.get(pred.shape)
+        if buf is None:
+            buf = self._bufs[pred.shape] = np.empty(pred.shape, np.float32)
+        np.multiply(pred, win, out=buf)
+        self._sum[:, sy, sx] += buf
         self._weight[sy, sx] += win
 
     def result(self) -> np.ndarray:
-        """Blended prediction, ``out_shape``; raises InputError if some pixel got no tile."""
+        """Blended prediction, ``out_shape``; raises InputError if some pixel got no tile.
+
+        Normalises in place (no second ``C*H*W`` array): call it once, after the last :meth:`add`."""
+        if self._done:
+            raise RuntimeError("Stitcher.result() was already called")
         if not np.all(self._weight > 0):
             raise InputError("some pixels were not covered by any tile")
-        res = (self._sum / self._weight).astype(self.dtype, copy=False)
+        self._done = True
+        self._bufs.clear()
+        res = np.divide(self._sum, self._weight, out=self._sum)
+        res = res.astype(self.dtype, copy=False)
         return res[0] if self._squeeze else res
 
 
