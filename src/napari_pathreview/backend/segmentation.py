@@ -388,6 +388,17 @@ def _resolve_input(image, card, mpp, level, name):
     return arr, level, down, mpp, mpp * down, name
 
 
+def _glass_fn(image, level: int, skip_background: bool):
+    """``tiling`` glass predicate from the slide's coarse level (``tissue.coarse_tissue``), or None."""
+    from .slides import Slide
+    from .tissue import coarse_tissue
+
+    if not skip_background or not isinstance(image, Slide):
+        return None
+    coarse = coarse_tissue(image, level)
+    return None if coarse is None else (lambda t: not coarse.has_tissue(t.y0, t.y1, t.x0, t.x1))
+
+
 def _tiling(params: SegmentParams, scale: float, shape) -> tuple[int, int]:
     """Input-pixel tile and overlap for model-pixel ``params.tile`` / ``params.overlap``."""
     if params.tile < 32:
@@ -444,6 +455,7 @@ def segment(image, model, card, mpp: float | None = None, params: SegmentParams 
     fn = make_predict_fn(models, cards, scale, params.tta, ensemble, skip_background, compile)
     check_fits_in_memory(arr.shape[:2], fn.out_channels, name)
     maps = predict_tiled(arr, fn, tile_in, overlap_in, fn.out_channels, batch_size=fn.batch_size,
+                         glass=_glass_fn(image, level, skip_background),
                          progress=progress, cancel=cancel)
     check_cancel(cancel)
     prob, dist, labels, semantic, grey = _postprocess_maps(maps, n_fg_channels(c0), params, level_mpp)
@@ -546,25 +558,16 @@ class BandLabeller:
         w0, w1 = max(0, self.final - self.halo), min(cut + self.halo, self.h)
         maps = self.buf[:, w0 - self.r0:w1 - self.r0]
         prob, dist, lab, _, grey = _postprocess_maps(maps, self.n_fg, self.params, self.level_mpp)
-        top = np.full(int(lab.max()) + 1, -1, np.int64)
-        flat = lab.ravel()
-        ids, first = np.unique(flat, return_index=True)
-        top[ids] = first // self.w + w0
-        left = np.full(top.size, -1, np.int64)
-        ids_t, first_t = np.unique(lab.T.ravel(), return_index=True)
-        left[ids_t] = first_t // lab.shape[0] + self.x0
-        own = (top >= self.final) & (top < cut) & (left >= self.c0) & (left < self.c1)
-        own[0] = False
-        owned = np.flatnonzero(own)
-        lut = np.zeros(top.size, np.int64)
-        lut[owned] = np.arange(self.next_id, self.next_id + owned.size)
-        new = lut[lab][self.final - w0:]
-        rows, cols = slice(self.final, w1), slice(self.x0, self.x1)
-        old = np.asarray(self.out[rows, cols])
-        merged = np.where(old > 0, old, new).astype(old.dtype)
-        self.out[rows, cols] = merged
+        owned = self._owned(lab, w0, cut)
         table = None
-        if owned.size:
+        if owned.size:  # else nothing to write (bare glass, or only instances another cut owns)
+            lut = np.zeros(int(lab.max()) + 1, np.int64)
+            lut[owned] = np.arange(self.next_id, self.next_id + owned.size)
+            new = lut[lab[self.final - w0:]]
+            rows, cols = slice(self.final, w1), slice(self.x0, self.x1)
+            old = np.asarray(self.out[rows, cols])
+            merged = np.where(old > 0, old, new).astype(old.dtype)
+            self.out[rows, cols] = merged
             m = np.where(merged >= self.next_id, merged, 0)
             table = instance_table(m, grey[self.final - w0:], self.mpp, y0=self.final, x0=self.x0,
                                    downsample=self.down)
@@ -575,6 +578,19 @@ class BandLabeller:
         self.buf, self.r0 = self.buf[:, drop:], self.r0 + drop
         if self.on_cut is not None:
             self.on_cut(self, table)
+
+    def _owned(self, lab: np.ndarray, w0: int, cut: int) -> np.ndarray:
+        """Labels of ``lab`` (rows from ``w0``) this cut owns: first row in ``[final, cut)`` and leftmost
+        column in the strip's core."""
+        from scipy import ndimage
+
+        if not lab.any():
+            return np.zeros(0, np.int64)
+        boxes = ndimage.find_objects(lab)
+        ids = np.array([i for i, b in enumerate(boxes, 1) if b is not None], np.int64)
+        top = np.array([boxes[i - 1][0].start for i in ids], np.int64) + w0
+        left = np.array([boxes[i - 1][1].start for i in ids], np.int64) + self.x0
+        return ids[(top >= self.final) & (top < cut) & (left >= self.c0) & (left < self.c1)]
 
     def table(self) -> dict:
         if not self.tables:
@@ -710,6 +726,7 @@ def segment_to_zarr(image, out, model, card, mpp: float | None = None, params: S
                                    chunks=(min(chunk, h), min(chunk, w)), fill_value=0)
         else:
             lab0 = zarr.open_array(str(scratch / "labels0"), mode="r+")
+        glass = _glass_fn(image, level, skip_background)
         strips = strip_plan(w, strip, halo)
         first, final, next_id, tables = resumed if resumed is not None else (0, 0, 1, [])
         if resumed is not None:
@@ -723,7 +740,7 @@ def segment_to_zarr(image, out, model, card, mpp: float | None = None, params: S
             if labeller.final < h:
                 predict_tiled_to_zarr(arr, fn, labeller, tile_in, overlap_in, fn.out_channels,
                                       batch_size=fn.batch_size, progress=_strip_progress(progress, k, len(strips)),
-                                      cancel=cancel, start_row=labeller.start_row, cols=cols)
+                                      cancel=cancel, start_row=labeller.start_row, cols=cols, glass=glass)
             next_id, tables = labeller.next_id, labeller.tables
         check_cancel(cancel)
         with atomic_path(out, overwrite=overwrite) as tmp:

@@ -54,6 +54,10 @@ class Tile:
         return (slice(self.y0, self.y1), slice(self.x0, self.x1))
 
 
+#: ``glass(tile) -> True`` when a tile is known to be bare glass (it is then not read), or None.
+GlassFn = Optional[Callable[["Tile"], bool]]
+
+
 def _check_tiling(tile: int, overlap: int) -> None:
     if int(tile) != tile or int(overlap) != overlap:
         raise InputError(f"tile ({tile}) and overlap ({overlap}) must be whole numbers of pixels")
@@ -220,18 +224,27 @@ def pad_to(array: np.ndarray, h: int, w: int, mode: str = "reflect") -> tuple[np
     return np.pad(array, pad, mode=mode), crop
 
 
-def iter_tiles(image_yx_c, tiles: Iterable[Tile]) -> Iterator[tuple[Tile, np.ndarray]]:
-    """Yield ``(tile, crop)`` with ``crop = np.asarray(image[y0:y1, x0:x1])`` (numpy or dask input)."""
+def iter_tiles(image_yx_c, tiles: Iterable[Tile], glass: GlassFn = None) -> Iterator[tuple[Tile, np.ndarray]]:
+    """Yield ``(tile, crop)`` with ``crop = np.asarray(image[y0:y1, x0:x1])`` (numpy or dask input).
+
+    ``glass(tile)`` True: the tile is known to be bare glass (e.g. ``tissue.CoarseTissue``) and is not
+    read; its crop is white (255), which a predict function then treats as glass."""
     for t in tiles:
-        yield t, np.asarray(image_yx_c[t.y0:t.y1, t.x0:t.x1])
+        if glass is not None and glass(t):
+            yield t, np.full((t.y1 - t.y0, t.x1 - t.x0, *image_yx_c.shape[2:]), 255, image_yx_c.dtype)
+            continue
+        crop = image_yx_c[t.y0:t.y1, t.x0:t.x1]
+        if hasattr(crop, "dask"):  # one small read: dask's thread pool costs more than it saves
+            crop = crop.compute(scheduler="synchronous")
+        yield t, np.asarray(crop)
 
 
-def _batches(image, tiles: list[Tile], tile: int, batch_size: int):
+def _batches(image, tiles: list[Tile], tile: int, batch_size: int, glass: GlassFn = None):
     """Yield ``(tiles, batch)``: batch float32 ``(B, th, tw, C)``, crops reflect-padded to the tile size."""
     th, tw = tiles[0].y1 - tiles[0].y0, tiles[0].x1 - tiles[0].x0
     th, tw = max(th, tile), max(tw, tile)
     buf: list[tuple[Tile, np.ndarray]] = []
-    for t, crop in iter_tiles(image, tiles):
+    for t, crop in iter_tiles(image, tiles, glass):
         crop = crop.astype(np.float32, copy=False)
         if crop.ndim == 2:
             crop = crop[..., None]
@@ -304,7 +317,8 @@ def _run_batch(predict_fn: PredictFn, tiles: list[Tile], batch: np.ndarray, out_
 
 def predict_tiled(image_hwc, predict_fn: PredictFn, tile: int, overlap: int, out_channels: int,
                   window: str = "hann", batch_size: int = 1, progress: Optional[ProgressFn] = None,
-                  cancel: Optional[threading.Event] = None, border: Optional[int] = None) -> np.ndarray:
+                  cancel: Optional[threading.Event] = None, border: Optional[int] = None,
+                  glass: GlassFn = None) -> np.ndarray:
     """Run ``predict_fn`` over overlapping tiles of ``image_hwc`` and blend: float32 ``(C, H, W)``.
 
     ``image_hwc``: numpy or dask ``(H, W, C)`` or ``(H, W)``; only one batch of crops is read at a time.
@@ -312,7 +326,8 @@ def predict_tiled(image_hwc, predict_fn: PredictFn, tile: int, overlap: int, out
     (framework-agnostic: a torch model is wrapped by its caller). Crops of images smaller than a tile
     are reflect-padded to the tile size and their predictions cropped back. ``progress(i, n, msg)`` is
     called after each of the ``n`` batches; ``cancel`` is checked before each batch
-    (raises :class:`Cancelled`). ``window``/``border``: see :func:`blend_window`.
+    (raises :class:`Cancelled`). ``window``/``border``: see :func:`blend_window`. ``glass``: see
+    :func:`iter_tiles`.
     """
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
@@ -321,7 +336,7 @@ def predict_tiled(image_hwc, predict_fn: PredictFn, tile: int, overlap: int, out
     tiles = plan_tiles((h, w), tile, overlap)
     st = Stitcher((out_channels, h, w), window, border=border)
     n = math.ceil(len(tiles) / batch_size)
-    for i, (ts, batch) in enumerate(_batches(image_hwc, tiles, tile, batch_size)):
+    for i, (ts, batch) in enumerate(_batches(image_hwc, tiles, tile, batch_size, glass)):
         check_cancel(cancel)
         for t, p in zip(ts, _run_batch(predict_fn, ts, batch, out_channels)):
             st.add(t, p)
@@ -334,7 +349,7 @@ def predict_tiled_to_zarr(image_hwc, predict_fn: PredictFn, out, tile: int, over
                           postprocess: Optional[Callable[[np.ndarray], np.ndarray]] = None,
                           dtype=np.float32, progress: Optional[ProgressFn] = None,
                           cancel: Optional[threading.Event] = None, border: Optional[int] = None,
-                          start_row: int = 0, cols: Optional[tuple[int, int]] = None):
+                          start_row: int = 0, cols: Optional[tuple[int, int]] = None, glass: GlassFn = None):
     """Same blending as :func:`predict_tiled`, written band by band into a zarr array; returns it.
 
     Bounded memory: tiles are processed in row-major plan order. Because tile rows start at increasing
@@ -352,7 +367,7 @@ def predict_tiled_to_zarr(image_hwc, predict_fn: PredictFn, out, tile: int, over
     are written; they get the same contributions in the same order as in a full run, so they are
     bit-identical to it. ``cols=(x0, x1)`` (a vertical strip): only the tiles reaching into those
     columns are run and only ``out[..., x0:x1]`` is written, again bit-identical to a full run there;
-    the band kept in memory is then as wide as the strip, not the image.
+    the band kept in memory is then as wide as the strip, not the image. ``glass``: see :func:`iter_tiles`.
     """
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
@@ -395,7 +410,7 @@ def predict_tiled_to_zarr(image_hwc, predict_fn: PredictFn, out, tile: int, over
         b0 = y_end
 
     n = math.ceil(len(tiles) / batch_size)
-    for i, (ts, batch) in enumerate(_batches(image_hwc, tiles, tile, batch_size)):
+    for i, (ts, batch) in enumerate(_batches(image_hwc, tiles, tile, batch_size, glass)):
         check_cancel(cancel)
         for t, p in zip(ts, _run_batch(predict_fn, ts, batch, out_channels)):
             if t.y0 > b0:
