@@ -5,7 +5,6 @@ import json
 
 import imageio.v3 as iio
 import numpy as np
-import pytest
 
 from napari_pathreview.backend.compare import compare_labels, compare_points, label_errors
 from napari_pathreview.backend.exchange import (labels_to_geojson, read_geojson, read_points_file,
