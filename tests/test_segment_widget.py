@@ -85,3 +85,18 @@ def test_cancel_stops_a_running_segmentation(make_napari_viewer, qtbot):
     w.image.setCurrentText(image.name)
     _run(w, qtbot)
     assert f"{image.name} nuclei" in viewer.layers
+
+
+def test_a_rerun_never_replaces_a_layer_of_the_same_name(make_napari_viewer, qtbot):
+    """The user's edited labels layer named like the widget's output stays as it was; the run adds its own."""
+    viewer = make_napari_viewer()
+    image = _open(viewer, "tile")
+    painted = np.zeros((512, 512), np.int32)
+    painted[100:120, 100:120] = 7
+    mine = viewer.add_labels(painted.copy(), name=f"{image.name} nuclei", scale=image.scale[-2:])
+    w = SegmentWidget(viewer)
+    w.tile.setValue(256)
+    _run(w, qtbot)
+    assert mine in viewer.layers and np.array_equal(mine.data, painted)
+    assert w.labels_layer is not mine and w.labels_layer.name != mine.name
+    assert int(np.asarray(w.labels_layer.data).max()) > 20

@@ -85,8 +85,7 @@ class SegmentWidget(TaskWidget):
 
             data, kwargs, _ = labels_layer_data(result, name, scale=layer.scale[-2:],
                                                 translate=layer.translate[-2:])
-            if name in self.viewer.layers:
-                self.viewer.layers.remove(name)
+            # a new layer every run (napari numbers the name): a layer of that name may hold the user's edits
             self.labels_layer = self.viewer.add_labels(data, **kwargs)
             n = len(kwargs["features"]["index"])
             self.status.setText(f"{n} nuclei" + ("" if n else " (none found)"))
