@@ -140,8 +140,8 @@ def detect(image, model, card, mpp: float | None = None, params: DetectParams | 
     """
     from skimage.transform import resize
     from .slides import Slide, to_rgb_uint8
-    from .tiling import plan_tiles
-    from .tissue import coarse_tissue, is_background
+    from .tiling import plan_tiles, read_tile
+    from .tissue import glass_tiles, is_background
 
     params = params or DetectParams.from_card(card)
     if isinstance(image, Slide):
@@ -181,17 +181,14 @@ def detect(image, model, card, mpp: float | None = None, params: DetectParams | 
     by = _axis_bounds(np.array([t.y0 for t in tiles]), tile_in)
     bx = _axis_bounds(np.array([t.x0 for t in tiles]), tile_in)
     ys, xs = np.unique([t.y0 for t in tiles]), np.unique([t.x0 for t in tiles])
-    coarse = coarse_tissue(image, level) if skip_background and isinstance(image, Slide) else None
+    glass = glass_tiles(image, level, skip_background)
     parts = []
     for i, t in enumerate(tiles):
         check_cancel(cancel)
-        if coarse is not None and not coarse.has_tissue(t.y0, t.y1, t.x0, t.x1):  # glass: not even read
+        if glass is not None and glass(t):  # glass by the slide's coarse level: not even read
             report(progress, i + 1, len(tiles), f"tile {i + 1}/{len(tiles)} (glass)")
             continue
-        crop = arr[t.y0:t.y1, t.x0:t.x1]
-        if hasattr(crop, "dask"):  # one small read: dask's thread pool costs more than it saves
-            crop = crop.compute(scheduler="synchronous")
-        crop = to_rgb_uint8(np.asarray(crop), name, lo, hi)
+        crop = to_rgb_uint8(read_tile(arr, t), name, lo, hi)
         if skip_background and is_background(crop):  # bare glass: no cells, no network call
             report(progress, i + 1, len(tiles), f"tile {i + 1}/{len(tiles)} (glass)")
             continue

@@ -388,17 +388,6 @@ def _resolve_input(image, card, mpp, level, name):
     return arr, level, down, mpp, mpp * down, name
 
 
-def _glass_fn(image, level: int, skip_background: bool):
-    """``tiling`` glass predicate from the slide's coarse level (``tissue.coarse_tissue``), or None."""
-    from .slides import Slide
-    from .tissue import coarse_tissue
-
-    if not skip_background or not isinstance(image, Slide):
-        return None
-    coarse = coarse_tissue(image, level)
-    return None if coarse is None else (lambda t: not coarse.has_tissue(t.y0, t.y1, t.x0, t.x1))
-
-
 def _tiling(params: SegmentParams, scale: float, shape) -> tuple[int, int]:
     """Input-pixel tile and overlap for model-pixel ``params.tile`` / ``params.overlap``."""
     if params.tile < 32:
@@ -444,6 +433,7 @@ def segment(image, model, card, mpp: float | None = None, params: SegmentParams 
     Returns a :class:`SegmentationResult` at the pixels of the level read.
     """
     from .tiling import predict_tiled
+    from .tissue import glass_tiles
 
     models, cards = _check_ensemble(model, card)
     c0 = cards[0]
@@ -455,7 +445,7 @@ def segment(image, model, card, mpp: float | None = None, params: SegmentParams 
     fn = make_predict_fn(models, cards, scale, params.tta, ensemble, skip_background, compile)
     check_fits_in_memory(arr.shape[:2], fn.out_channels, name)
     maps = predict_tiled(arr, fn, tile_in, overlap_in, fn.out_channels, batch_size=fn.batch_size,
-                         glass=_glass_fn(image, level, skip_background),
+                         glass=glass_tiles(image, level, skip_background),
                          progress=progress, cancel=cancel)
     check_cancel(cancel)
     prob, dist, labels, semantic, grey = _postprocess_maps(maps, n_fg_channels(c0), params, level_mpp)
@@ -695,6 +685,7 @@ def segment_to_zarr(image, out, model, card, mpp: float | None = None, params: S
     from .atomic import atomic_path
     from .slides import Slide, _default_levels, write_ome_zarr
     from .tiling import predict_tiled_to_zarr
+    from .tissue import glass_tiles
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -726,7 +717,7 @@ def segment_to_zarr(image, out, model, card, mpp: float | None = None, params: S
                                    chunks=(min(chunk, h), min(chunk, w)), fill_value=0)
         else:
             lab0 = zarr.open_array(str(scratch / "labels0"), mode="r+")
-        glass = _glass_fn(image, level, skip_background)
+        glass = glass_tiles(image, level, skip_background)
         strips = strip_plan(w, strip, halo)
         first, final, next_id, tables = resumed if resumed is not None else (0, 0, 1, [])
         if resumed is not None:

@@ -233,10 +233,16 @@ def iter_tiles(image_yx_c, tiles: Iterable[Tile], glass: GlassFn = None) -> Iter
         if glass is not None and glass(t):
             yield t, np.full((t.y1 - t.y0, t.x1 - t.x0, *image_yx_c.shape[2:]), 255, image_yx_c.dtype)
             continue
-        crop = image_yx_c[t.y0:t.y1, t.x0:t.x1]
-        if hasattr(crop, "dask"):  # one small read: dask's thread pool costs more than it saves
-            crop = crop.compute(scheduler="synchronous")
-        yield t, np.asarray(crop)
+        yield t, read_tile(image_yx_c, t)
+
+
+def read_tile(image_yx_c, t: Tile) -> np.ndarray:
+    """``image[y0:y1, x0:x1]`` as numpy; a dask input is computed in this thread (one small read:
+    dask's thread pool costs more than it saves)."""
+    crop = image_yx_c[t.y0:t.y1, t.x0:t.x1]
+    if hasattr(crop, "dask"):
+        crop = crop.compute(scheduler="synchronous")
+    return np.asarray(crop)
 
 
 def _batches(image, tiles: list[Tile], tile: int, batch_size: int, glass: GlassFn = None):

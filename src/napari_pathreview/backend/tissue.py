@@ -75,3 +75,15 @@ def coarse_tissue(slide, level: int, max_factor: float = 32.0, min_factor: float
     mask = ndimage.binary_dilation(mask, iterations=1)
     fy = arr.shape[0] / small.shape[0]
     return CoarseTissue(mask, fy)
+
+
+def glass_tiles(image, level: int, skip_background: bool = True):
+    """A ``tiling`` glass predicate (``Tile -> bool``, True where the slide's coarse level shows no
+    tissue) for reading ``image`` at ``level``, or None (not a Slide, ``skip_background`` off, or no
+    usable coarse level: see :func:`coarse_tissue`)."""
+    from .slides import Slide
+
+    if not skip_background or not isinstance(image, Slide):
+        return None
+    coarse = coarse_tissue(image, level)
+    return None if coarse is None else (lambda t: not coarse.has_tissue(t.y0, t.y1, t.x0, t.x1))
