@@ -54,7 +54,7 @@ def cmd_train(args) -> int:
 
         _, card = train_detector(args.data, args.out, epochs=args.epochs, seed=args.seed, device=args.device,
                                  init=args.init, progress=_progress, command=command,
-                                 checkpoints=args.checkpoints, lr=args.lr,
+                                 checkpoints=args.checkpoints, lr=args.lr, target_sigma_um=args.target_sigma_um,
                                  on_epoch=lambda r: print(json.dumps(r), file=sys.stderr, flush=True))
         print(json.dumps({"out": str(Path(args.out).with_suffix(".safetensors")), "params": card.params,
                           "best_epoch": card.training["best_epoch"], "seconds": card.training["seconds"]}))
@@ -302,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--lr", type=float, default=None,
                     help="detector / segmenter: learning rate (default 2e-3; ~10x less to fine-tune)")
     sp.add_argument("--checkpoints", action="store_true", help="write best-so-far weights to OUT.checkpoint.*")
+    sp.add_argument("--target-sigma-um", type=float, default=None,
+                    help="detector: sigma of the Gaussian cell-centre target in µm (default 2 model pixels)")
     sp.add_argument("--decoder", choices=("unet", "fpn"), default="unet", help="segmenter: decoder type")
     sp.add_argument("--no-aspp", action="store_true", help="segmenter: no ASPP bottleneck")
     sp.add_argument("--lovasz", action="store_true", help="segmenter: add the Lovász hinge loss")
