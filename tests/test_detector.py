@@ -105,3 +105,19 @@ def test_tuned_decoding_is_stored_in_the_shipped_card_and_beats_no_smoothing(val
     shipped = _f1(detect(sample.image, model, card, mpp=card.mpp), sample)["detection"]["f1"]
     plain = tune_params(model, card, [sample], 3.3, smooths=(0.0,), min_distances=(card.params["min_distance_um"],))
     assert shipped >= plain["det_f1"] - 0.01
+
+
+def test_fine_tuning_keeps_the_centre_targets_its_base_learnt(val_sample, tmp_path):
+    """A fine-tune (viewer annotations) trains on the base model's target width, not the 2 px default."""
+    from napari_pathreview.backend.detection import train_detector
+    from napari_pathreview.backend.weights import resolve
+
+    sample, _ = val_sample
+    _, base = resolve("detector-crchisto", "detector")
+    keep = (sample.yx < 128).all(1)
+    crop = type(sample)(sample.name, sample.split, sample.image[:128, :128], sample.yx[keep], sample.labels[keep])
+    _, card = train_detector([crop], tmp_path / "ft", epochs=1, seed=0, device="cpu", init="detector-crchisto",
+                             crops_per_image=1, crop=64, batch_size=1, lr=1e-5)
+    assert base.training["target_sigma_um"] == 2.2
+    assert card.training["target_sigma_um"] == 2.2 and card.training["fit_images"] == 1
+    assert (tmp_path / "ft.safetensors").exists()

@@ -316,7 +316,7 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
     ``data``: a points dataset folder (its ``train`` split), or a list of ``PointsSample`` already at the
     model's mpp (annotations from the viewer) whose labels index ``classes`` (default: ``init``'s).
     ``lr``: learning rate (default ``TrainConfig.lr``; use ~10x less to fine-tune).
-    ``target_sigma_um``: sigma (µm) of the Gaussian centre target (default 2 model pixels).
+    ``target_sigma_um``: sigma (µm) of the Gaussian centre target (default: ``init``'s, else 2 model pixels).
     """
     import torch
     from .datasets import load_points_dataset
@@ -352,6 +352,8 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
     n_tune = min(tune_images, max(1, len(train) // 5)) if len(train) > 1 else 0
     tune = [train[i] for i in order[:n_tune]] or train
     fit_set = [train[i] for i in order[n_tune:]] or train
+    if target_sigma_um is None and init is not None:  # fine-tuning keeps the targets its base learnt
+        target_sigma_um = (base.training or {}).get("target_sigma_um")
     sigma_px = target_sigma_um / mpp if target_sigma_um else 2.0
     targets = [point_targets(s.image.shape[:2], s.yx, s.labels, sigma=sigma_px) for s in fit_set]
     freq = np.bincount(np.concatenate([s.labels[s.labels >= 0] for s in fit_set]), minlength=len(classes))
