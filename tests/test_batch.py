@@ -1,4 +1,6 @@
 """Many slides: Dask LocalCluster runs equal the in-process run; reruns skip finished slides."""
+import csv
+import io
 import shutil
 
 from napari_pathreview.backend.pipelines import detect_files
@@ -10,6 +12,25 @@ def _inputs(crchisto, tmp_path, names=("img4", "img7", "img12")):
     return [shutil.copy(crchisto / "images" / f"{n}.png", d / f"{n}.png") for n in names]
 
 
+def _same_cells(a: str, b: str) -> bool:
+    """Two cell CSVs list the same cells (positions and classes exactly) with the same numbers to within one
+    unit of their 4th decimal: a single-threaded worker sums convolutions in another order than 2 threads."""
+    ra, rb = list(csv.DictReader(io.StringIO(a))), list(csv.DictReader(io.StringIO(b)))
+    if len(ra) != len(rb) or (ra and ra[0].keys() != rb[0].keys()):
+        return False
+    for x, y in zip(ra, rb):
+        for k in x:
+            try:
+                fx, fy = float(x[k]), float(y[k])
+            except ValueError:
+                if x[k] != y[k]:
+                    return False
+                continue
+            if abs(fx - fy) > (0 if k in ("x", "y") else 1.5e-4):
+                return False
+    return True
+
+
 def test_two_worker_cluster_equals_in_process_and_reruns_skip_done_slides(crchisto, tmp_path):
     inputs = _inputs(crchisto, tmp_path)
     seq = detect_files(inputs, tmp_path / "seq", mpp=0.55, device="cpu")
@@ -19,7 +40,7 @@ def test_two_worker_cluster_equals_in_process_and_reruns_skip_done_slides(crchis
     for p in inputs:
         stem = p.stem
         a = (tmp_path / "seq" / f"{stem}.csv").read_text()
-        assert a == (tmp_path / "par" / f"{stem}.csv").read_text() and a.count("\n") > 20
+        assert _same_cells(a, (tmp_path / "par" / f"{stem}.csv").read_text()) and a.count("\n") > 20
 
     # a crash after two slides: the third slide's outputs and record are missing
     (tmp_path / "par" / "img12.csv").unlink()
