@@ -389,24 +389,23 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
     card.params.update({k: params[k] for k in ("threshold", "min_distance_um", "smooth_um")})
     card.training = {"command": command, "data": data_desc, "seed": seed, "epochs": epochs, "lr": tcfg.lr,
                      "init": str(init) if init is not None else None,
-                     "target_sigma_um": round(sigma_px * mpp, 3), "best_epoch": res.best_epoch, "seconds": round(time.time() - t0, 1), "device": str(dev),
+                     "target_sigma_um": round(sigma_px * mpp, 3), "best_epoch": res.best_epoch,
+                     "seconds": round(time.time() - t0, 1), "device": str(dev),
                      "fit_images": len(fit_set), "tune_images": [s.name for s in tune],
                      "history": res.history}
     save_model(model, card, out)
     return model, card
 
 
-def tune_params(model, card, samples, radius_um: float, thresholds=(0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5),
+def tune_params(model, card, samples, radius_um: float,
+                thresholds=(0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7),
                 min_distances=(1.6, 2.2, 2.8), smooths=(0.0, 0.8, 1.1, 1.4, 1.7), maps=None) -> dict:
     """Grid search of threshold, min distance (µm) and smoothing sigma (µm) on held-out samples
     (maximises detection F1 + weighted F1). Returns the best ``DetectParams`` fields and ``score``."""
-    from scipy import ndimage
-
     maps = maps if maps is not None else [predict_maps(model, normalise(s.image, card)) for s in samples]
     best, best_p = -1.0, {}
     for sm in smooths:
-        cache = [dict(m, objectness=ndimage.gaussian_filter(m["objectness"], sm / card.mpp, mode="nearest"))
-                 if sm > 0 else m for m in maps]
+        cache = [dict(m, objectness=smooth_objectness(m["objectness"], sm / card.mpp)) for m in maps]
         for md in min_distances:
             for th in thresholds:
                 p = DetectParams(threshold=th, min_distance_um=md)
