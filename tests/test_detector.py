@@ -96,15 +96,15 @@ def test_smoothing_merges_the_ragged_maxima_of_one_cell_into_one_point():
 
 def test_tuned_decoding_is_stored_in_the_shipped_card_and_beats_no_smoothing(val_sample):
     """The card's decoding (threshold, min distance, smoothing) was chosen on tune images; on a validation
-    image it must not be worse than the same model decoded without smoothing at its best threshold."""
-    from napari_pathreview.backend.detection import tune_params
-
+    image, dropping the smoothing (same threshold and min distance) loses detection F1.
+    Measured on img4: 0.825 with the card's decoding, 0.781 without its smoothing."""
     sample, _ = val_sample
     model, card = pipelines.get_model(None, "detector", "cpu")
-    assert {"threshold", "min_distance_um", "smooth_um"} <= set(card.params)
+    assert {"threshold", "min_distance_um", "smooth_um"} <= set(card.params) and card.params["smooth_um"] > 0
     shipped = _f1(detect(sample.image, model, card, mpp=card.mpp), sample)["detection"]["f1"]
-    plain = tune_params(model, card, [sample], 3.3, smooths=(0.0,), min_distances=(card.params["min_distance_um"],))
-    assert shipped >= plain["det_f1"] - 0.01
+    plain = _f1(detect(sample.image, model, card, mpp=card.mpp, params=DetectParams.from_card(card, smooth_um=0.0)),
+                sample)["detection"]["f1"]
+    assert shipped > plain + 0.02
 
 
 def test_fine_tuning_keeps_the_centre_targets_its_base_learnt(val_sample, tmp_path):
