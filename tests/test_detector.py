@@ -73,7 +73,7 @@ def test_absurd_mpp_is_refused(mpp, val_sample):
 
 
 # Measured with the shipped weights on validation img (first by name); floors sit ~0.05 below.
-DET_FLOOR = 0.77  # measured 0.825 on img4 (shipped detector-crchisto, 2026-12-02), minus 0.05
+DET_FLOOR = 0.75  # measured 0.808 on img4 (shipped detector-crchisto, 2026-12-02), minus 0.05
 CLS_FLOOR = 0.58  # measured 0.634 weighted F1 on img4, minus 0.05
 
 
@@ -97,7 +97,7 @@ def test_smoothing_merges_the_ragged_maxima_of_one_cell_into_one_point():
 def test_tuned_decoding_is_stored_in_the_shipped_card_and_beats_no_smoothing(val_sample):
     """The card's decoding (threshold, min distance, smoothing) was chosen on tune images; on a validation
     image, dropping the smoothing (same threshold and min distance) loses detection F1.
-    Measured on img4: 0.825 with the card's decoding, 0.781 without its smoothing."""
+    Measured on img4: 0.808 with the card's decoding, 0.776 without its smoothing."""
     sample, _ = val_sample
     model, card = pipelines.get_model(None, "detector", "cpu")
     assert {"threshold", "min_distance_um", "smooth_um"} <= set(card.params) and card.params["smooth_um"] > 0
@@ -118,6 +118,7 @@ def test_fine_tuning_keeps_the_centre_targets_its_base_learnt(val_sample, tmp_pa
     crop = type(sample)(sample.name, sample.split, sample.image[:128, :128], sample.yx[keep], sample.labels[keep])
     _, card = train_detector([crop], tmp_path / "ft", epochs=1, seed=0, device="cpu", init="detector-crchisto",
                              crops_per_image=1, crop=64, batch_size=1, lr=1e-5)
-    assert base.training["target_sigma_um"] == 2.2
-    assert card.training["target_sigma_um"] == 2.2 and card.training["fit_images"] == 1
+    sigma = base.training["target_sigma_um"]
+    assert sigma > 1.5  # wider than the 2 px (1.1 µm) default, so inheriting it is visible
+    assert card.training["target_sigma_um"] == sigma and card.training["fit_images"] == 1
     assert (tmp_path / "ft.safetensors").exists()
