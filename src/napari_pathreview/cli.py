@@ -303,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="detector / segmenter: learning rate (default 2e-3; ~10x less to fine-tune)")
     sp.add_argument("--checkpoints", action="store_true", help="write best-so-far weights to OUT.checkpoint.*")
     sp.add_argument("--target-sigma-um", type=float, default=None,
-                    help="detector: sigma of the Gaussian cell-centre target in µm (default 2 model pixels)")
+                    help="detector: sigma of the Gaussian cell-centre target in µm (default: --init's, else 2 model pixels)")
     sp.add_argument("--decoder", choices=("unet", "fpn"), default="unet", help="segmenter: decoder type")
     sp.add_argument("--no-aspp", action="store_true", help="segmenter: no ASPP bottleneck")
     sp.add_argument("--lovasz", action="store_true", help="segmenter: add the Lovász hinge loss")
