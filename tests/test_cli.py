@@ -76,6 +76,34 @@ def test_evaluate_detector_json_keys(small_points_dataset):
     assert res["n_images"] == 2 and res["radius_um"] == 3.3 and res["detection"]["f1"] > 0.6
 
 
+def test_evaluate_detector_tta_scores_the_tta_detections(small_points_dataset):
+    """``--tta`` reaches the detector (also under the enhancer): the JSON equals scoring the pipeline's TTA
+    cells directly."""
+    from napari_pathreview.backend import pipelines
+    from napari_pathreview.backend.datasets import load_points_dataset
+    from napari_pathreview.backend.metrics import PointScores
+
+    rc, out, err = run("evaluate", "detector", "--data", small_points_dataset, "--split", "validation", "--tta",
+                       "--json")
+    assert rc == 0, err
+    res = json.loads(out.strip().splitlines()[-1])
+    classes = pipelines.get_model(None, "detector", "cpu")[1].classes
+    samples, _ = load_points_dataset(small_points_dataset, "validation", classes=list(classes))
+    scores, plain = PointScores(classes, 6.0), PointScores(classes, 6.0)
+    for s in samples:
+        p = pipelines.detect(s.image, mpp=0.55, device="cpu", tta=True)
+        scores.add(p.yx, p.labels, s.yx, s.labels)
+        q = pipelines.detect(s.image, mpp=0.55, device="cpu")
+        plain.add(q.yx, q.labels, s.yx, s.labels)
+    ref, no_tta = scores.as_dict(3.3), plain.as_dict(3.3)
+    assert res["detection"] == pytest.approx(ref["detection"]) and res["mF1"] == pytest.approx(ref["mF1"])
+    assert res["detection"] != pytest.approx(no_tta["detection"])
+    rc, out, err = run("evaluate", "enhancer", "--data", small_points_dataset, "--split", "validation", "--tta",
+                       "--json")
+    assert rc == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["base"]["detection"] == pytest.approx(ref["detection"])
+
+
 def test_evaluate_on_a_folder_without_images_is_exit_2(tmp_path):
     rc, out, err = run("evaluate", "detector", "--data", tmp_path, "--json")
     assert rc == 2 and str(tmp_path) in err

@@ -75,6 +75,8 @@ def test_absurd_mpp_is_refused(mpp, val_sample):
 # Measured with the shipped weights on validation img (first by name); floors sit ~0.05 below.
 DET_FLOOR = 0.75  # measured 0.808 on img4 (shipped detector-crchisto, 2026-12-02), minus 0.05
 CLS_FLOOR = 0.58  # measured 0.634 weighted F1 on img4, minus 0.05
+TTA_DET_FLOOR = 0.75  # with --tta: measured 0.805 on img4 (2026-12-02), minus 0.05
+TTA_CLS_FLOOR = 0.59  # with --tta: measured 0.644 weighted F1 on img4, minus 0.05
 
 
 def test_smoothing_merges_the_ragged_maxima_of_one_cell_into_one_point():
@@ -122,3 +124,28 @@ def test_fine_tuning_keeps_the_centre_targets_its_base_learnt(val_sample, tmp_pa
     assert sigma > 1.5  # wider than the 2 px (1.1 µm) default, so inheriting it is visible
     assert card.training["target_sigma_um"] == sigma and card.training["fit_images"] == 1
     assert (tmp_path / "ft.safetensors").exists()
+
+
+def test_tta_maps_are_rotation_equivariant_and_keep_the_features(val_sample):
+    """The mean over the 8 rotations / flips turns with the image; one pass alone does not."""
+    from napari_pathreview.backend.detection import normalise, predict_maps
+
+    sample, _ = val_sample
+    model, card = pipelines.get_model(None, "detector", "cpu")
+    img = normalise(sample.image[:256, 64:320], card)
+    turned = np.ascontiguousarray(np.rot90(img))
+    a, b = predict_maps(model, img, tta=True), predict_maps(model, turned, tta=True)
+    np.testing.assert_allclose(np.rot90(a["objectness"]), b["objectness"], atol=1e-4)
+    np.testing.assert_allclose(np.rot90(a["probs"], axes=(1, 2)), b["probs"], atol=1e-4)
+    c, d = predict_maps(model, img), predict_maps(model, turned)
+    assert np.abs(np.rot90(c["objectness"]) - d["objectness"]).max() > 0.05
+    assert np.array_equal(a["features"], c["features"])  # what the enhancer was trained on
+    assert np.allclose(a["probs"].sum(0), 1, atol=1e-4) and 0 <= a["objectness"].min() <= a["objectness"].max() <= 1
+
+
+def test_tta_detection_on_a_validation_image(val_sample):
+    sample, _ = val_sample
+    pts = pipelines.detect(sample.image, mpp=0.55, device="cpu", tta=True)
+    r = _f1(pts, sample)
+    assert r["detection"]["f1"] > TTA_DET_FLOOR and r["weighted_f1"] > TTA_CLS_FLOOR
+

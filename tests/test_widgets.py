@@ -32,6 +32,23 @@ def test_detect_widget_adds_aligned_points_layer(make_napari_viewer, qtbot):
     assert layer.shown.all() and (layer.face_color[:, 3] == 1).all()
 
 
+def test_detect_widget_tta_checkbox_gives_the_pipelines_tta_cells(make_napari_viewer, qtbot):
+    from napari_pathreview.backend import pipelines
+
+    viewer = make_napari_viewer()
+    image = _open_sample(viewer)
+    w = DetectWidget(viewer)
+    w.device.setCurrentText("cpu")
+    w.tta.setChecked(True)
+    w.run()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    layer = viewer.layers[f"{image.name} cells"]
+    ref = pipelines.detect(np.asarray(image.data), mpp=0.25, device="cpu", tta=True)
+    plain = pipelines.detect(np.asarray(image.data), mpp=0.25, device="cpu")
+    assert len(layer.data) == len(ref) > 50 and len(ref) != len(plain)
+    assert np.allclose(np.sort(layer.features["score"]), np.sort(ref.scores), atol=1e-5)
+
+
 def test_cancel_stops_a_running_detection(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     image = _open_sample(viewer)

@@ -111,13 +111,13 @@ def cmd_evaluate(args) -> int:
         from .backend.detection import evaluate_detector
 
         res = evaluate_detector(args.data, args.split, args.weights, radius_um=args.radius_um, mpp=args.mpp,
-                                device=args.device, progress=_progress if not args.json else None)
+                                device=args.device, tta=args.tta, progress=_progress if not args.json else None)
     elif args.task == "enhancer":
         from .backend.enhancement import evaluate_enhancer
 
         res = evaluate_enhancer(args.data, args.split, args.weights, detector=args.detector,
                                 radius_um=args.radius_um, mpp=args.mpp, device=args.device,
-                                ablation=args.ablation, ablation_epochs=args.ablation_epochs,
+                                ablation=args.ablation, ablation_epochs=args.ablation_epochs, tta=args.tta,
                                 progress=_progress if not args.json else None)
         if not args.json:
             for key in ("base", "enhanced"):
@@ -186,7 +186,8 @@ def cmd_detect(args) -> int:
     from .backend.pipelines import detect_files
 
     res = detect_files(args.inputs, args.out, weights=args.weights, mpp=args.mpp, device=args.device,
-                       threshold=args.threshold, workers=args.workers, scheduler=args.scheduler, progress=_progress)
+                       threshold=args.threshold, tta=args.tta or None, workers=args.workers,
+                       scheduler=args.scheduler, progress=_progress)
     for s in res["skipped"]:
         print(f"skipped (already done by the same job): {s}", file=sys.stderr)
     for w in res["written"]:
@@ -221,7 +222,7 @@ def cmd_enhance(args) -> int:
     from .backend.pipelines import enhance_files
 
     written = enhance_files(args.inputs, args.out, weights=args.weights, detector=args.detector, mpp=args.mpp,
-                            device=args.device, progress=_progress)
+                            device=args.device, tta=args.tta or None, progress=_progress)
     for w in written:
         print(w)
     return 0
@@ -333,7 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--weights", default=None, help="model name or weights path (default: shipped)")
     sp.add_argument("--radius-um", type=float, default=3.3, help="match radius in microns (3.3 = 6 px at 0.55)")
     sp.add_argument("--json", action="store_true", help="print one JSON object as the last line only")
-    sp.add_argument("--tta", action="store_true", help="segmenter: average the 4 flips")
+    sp.add_argument("--tta", action="store_true",
+                    help="detector, enhancer: average the 8 rotations / flips of each detector tile; segmenter: the "
+                         "4 flips (test-time augmentation)")
     sp.add_argument("--detector", default=None, help="enhancer: detector (default: the one its card names)")
     sp.add_argument("--ablation", action="store_true",
                     help="enhancer: also train and score position-encoding / mask variants (minutes)")
@@ -348,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True)
     sp.add_argument("--weights", default=None, help="enhancer name or path (default: shipped)")
     sp.add_argument("--detector", default=None, help="detector (default: the one the enhancer's card names)")
+    sp.add_argument("--tta", action="store_true",
+                    help="detect with the 8 rotations / flips of every tile averaged (8x slower detection)")
     common(sp)
     sp.set_defaults(func=cmd_enhance)
 
@@ -372,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True)
     sp.add_argument("--weights", default=None)
     sp.add_argument("--threshold", type=float, default=None)
+    sp.add_argument("--tta", action="store_true",
+                    help="average the 8 rotations / flips of every tile (test-time augmentation, 8x slower)")
     sp.add_argument("--workers", type=int, default=1,
                     help="run the inputs on a local Dask cluster of N single-threaded workers")
     sp.add_argument("--scheduler", default=None, help="address of an existing dask.distributed scheduler")

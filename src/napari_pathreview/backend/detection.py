@@ -21,13 +21,15 @@ CRCHISTO_MPP = 0.55
 class DetectParams:
     """Decoding parameters. threshold: objectness in [0, 1]; min_distance_um: between peaks (µm);
     smooth_um: sigma (µm) of a Gaussian applied to the objectness map before peak finding (0: none);
-    tile / overlap: model-scale pixels per tile and overlap between tiles."""
+    tile / overlap: model-scale pixels per tile and overlap between tiles; tta: average the objectness
+    and class probabilities over the 8 rotations / flips of each tile (8x slower)."""
 
     threshold: float = 0.35
     min_distance_um: float = 2.2
     smooth_um: float = 0.0
     tile: int = 512
     overlap: int = 64
+    tta: bool = False
 
     @classmethod
     def from_card(cls, card, **override) -> "DetectParams":
@@ -43,11 +45,34 @@ def normalise(img: np.ndarray, card) -> np.ndarray:
     return (img.astype(np.float32) / 255.0 - mean) / std
 
 
-def predict_maps(model, img: np.ndarray, device=None) -> dict:
+def predict_maps(model, img: np.ndarray, device=None, tta: bool = False) -> dict:
     """Run the detector on one normalised (H, W, 3) float32 tile.
 
     Returns numpy maps at the tile's pixels: objectness (H, W) in [0, 1], probs (K, H, W), features (F, H, W).
+    ``tta``: objectness and probs are the means over the 8 dihedral transforms of the tile (each mapped
+    back); features stay those of the tile as given, the ones the enhancer was trained on.
     """
+    if not tta:
+        return _predict_once(model, img, device)
+    out = _predict_once(model, img, device)
+    obj, probs = out["objectness"].copy(), out["probs"].copy()
+    for k in range(1, 8):
+        turns, flip = k % 4, k >= 4
+        x = np.rot90(img[:, ::-1] if flip else img, turns)
+        m = _predict_once(model, np.ascontiguousarray(x), device)
+        obj += _undo_dihedral(m["objectness"], turns, flip)
+        probs += _undo_dihedral(m["probs"], turns, flip)
+    out["objectness"], out["probs"] = obj / 8.0, probs / 8.0
+    return out
+
+
+def _undo_dihedral(a: np.ndarray, turns: int, flip: bool) -> np.ndarray:
+    """Map (..., H, W) computed on ``rot90(fliplr(tile) if flip else tile, turns)`` back to the tile."""
+    a = np.rot90(a, -turns, axes=(-2, -1))
+    return a[..., ::-1] if flip else a
+
+
+def _predict_once(model, img: np.ndarray, device=None) -> dict:
     import torch
     import torch.nn.functional as F
 
@@ -66,12 +91,12 @@ def predict_maps(model, img: np.ndarray, device=None) -> dict:
             "features": out["features"][crop][0].float().cpu().numpy()}
 
 
-def _predict_tile(model, img: np.ndarray) -> dict:
+def _predict_tile(model, img: np.ndarray, tta: bool = False) -> dict:
     """:func:`predict_maps`, with an accelerator out-of-memory error turned into a message saying what to do."""
     from .tiling import free_accelerator_memory, is_out_of_memory
 
     try:
-        return predict_maps(model, img)
+        return predict_maps(model, img, tta=tta)
     except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are translated
         if not is_out_of_memory(exc):
             raise
@@ -212,7 +237,7 @@ def detect(image, model, card, mpp: float | None = None, params: DetectParams | 
         if abs(scale - 1) > 0.02:
             mh, mw = max(1, int(round(th * scale))), max(1, int(round(tw * scale)))
             crop = (resize(crop, (mh, mw), order=1, anti_aliasing=scale < 1, preserve_range=True)).astype(np.uint8)
-        pts = decode(_predict_tile(model, normalise(crop, card)), card.classes, params, card.mpp)
+        pts = decode(_predict_tile(model, normalise(crop, card), params.tta), card.classes, params, card.mpp)
         pts.yx = (pts.yx + 0.5) * np.array([th / crop.shape[0], tw / crop.shape[1]], np.float32) - 0.5
         pts.yx += np.array([t.y0, t.x0], np.float32)
         iy, ix = np.searchsorted(ys, t.y0), np.searchsorted(xs, t.x0)
@@ -419,8 +444,10 @@ def tune_params(model, card, samples, radius_um: float,
 
 
 def evaluate_detector(data, split: str | None = "validation", weights=None, radius_um: float = 3.3,
-                      mpp: float | None = None, device=None, progress=None, cancel=None) -> dict:
-    """Detect on every image of a points dataset and score against its annotations (see metrics)."""
+                      mpp: float | None = None, device=None, tta: bool = False, progress=None,
+                      cancel=None) -> dict:
+    """Detect on every image of a points dataset and score against its annotations (see metrics).
+    ``tta``: average the 8 rotations / flips of every tile."""
     from .datasets import load_points_dataset
     from .metrics import PointScores
     from .weights import load_model
@@ -431,7 +458,8 @@ def evaluate_detector(data, split: str | None = "validation", weights=None, radi
     scores = PointScores(card.classes, radius_um / mpp)
     for i, s in enumerate(samples):
         check_cancel(cancel)
-        pts = detect(s.image, model, card, mpp=mpp, name=s.name)
+        pts = detect(s.image, model, card, mpp=mpp, params=DetectParams.from_card(card, tta=tta or None),
+                     name=s.name)
         scores.add(pts.yx, pts.labels, s.yx, s.labels)
         report(progress, i + 1, len(samples), s.name)
     return scores.as_dict(radius_um)

@@ -549,8 +549,10 @@ ABLATION = [
 
 def evaluate_enhancer(data, split: str | None = "validation", weights=None, detector=None,
                       radius_um: float = MATCH_RADIUS_UM, mpp: float | None = None, device=None,
-                      ablation: bool = False, ablation_epochs: int = 15, progress=None, cancel=None) -> dict:
-    """Score base vs enhanced classes of the same detected points on a split.
+                      ablation: bool = False, ablation_epochs: int = 15, tta: bool = False, progress=None,
+                      cancel=None) -> dict:
+    """Score base vs enhanced classes of the same detected points on a split (detected with the 8-fold
+    rotation / flip test-time augmentation when ``tta``).
 
     -> {"base": {...}, "enhanced": {...}, ...}, each with the keys of ``evaluate detector``. With
     ``ablation``, also trains short variants (``ablation_epochs``; position encodings and masks) on the
@@ -562,6 +564,8 @@ def evaluate_enhancer(data, split: str | None = "validation", weights=None, dete
 
     model, card = load_model(weights, "enhancer", device)
     det_model, det_card = load_model(detector or card.params.get("detector"), "detector", device)
+    if tta:  # part of the card's params, so also of the detections' cache key
+        det_card = replace(det_card, params={**(det_card.params or {}), "tta": True})
     mpp = mpp or CRCHISTO_MPP
     cache, classes = cache_detections(data, split, det_model, det_card, mpp, progress=progress, cancel=cancel)
     if list(classes) != list(card.classes):

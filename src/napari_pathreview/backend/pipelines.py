@@ -23,27 +23,30 @@ def get_model(ref: str | None, task: str, device: str | None = None):
 
 
 def detect(image, weights: str | None = None, mpp: float | None = None, device: str | None = None,
-           threshold: float | None = None, min_distance_um: float | None = None,
+           threshold: float | None = None, min_distance_um: float | None = None, tta: bool | None = None,
            progress: ProgressFn | None = None, cancel=None, name: str = "image") -> CellPoints:
-    """Detect cells in an (H, W, 3) array or a Slide -> CellPoints in level-0 pixels of the input."""
+    """Detect cells in an (H, W, 3) array or a Slide -> CellPoints in level-0 pixels of the input.
+
+    ``tta``: average the 8 rotations / flips of every tile (8x slower; None: the card's setting)."""
     from .detection import DetectParams, detect as _detect
 
     model, card = get_model(weights, "detector", device)
-    params = DetectParams.from_card(card, threshold=threshold, min_distance_um=min_distance_um)
+    params = DetectParams.from_card(card, threshold=threshold, min_distance_um=min_distance_um, tta=tta)
     return _detect(image, model, card, mpp=mpp, params=params, progress=progress, cancel=cancel, name=name)
 
 
-def _detect_one(path: str, stem: Path, weights=None, mpp=None, device=None, threshold=None) -> list[Path]:
+def _detect_one(path: str, stem: Path, weights=None, mpp=None, device=None, threshold=None,
+                tta=None) -> list[Path]:
     """One slide of ``detect_files``: ``stem.csv`` + ``stem.geojson`` (each written atomically)."""
     from .exchange import write_geojson, write_points_csv
     from .slides import open_slide
 
     s = open_slide(path, mpp=mpp)
-    pts = detect(s, weights, device=device, threshold=threshold, name=s.path)
+    pts = detect(s, weights, device=device, threshold=threshold, tta=tta, name=s.path)
     return [write_points_csv(pts, stem.with_suffix(".csv")), write_geojson(pts, stem.with_suffix(".geojson"))]
 
 
-def detect_files(inputs, out: str | Path, weights=None, mpp=None, device=None, threshold=None,
+def detect_files(inputs, out: str | Path, weights=None, mpp=None, device=None, threshold=None, tta=None,
                  workers: int = 1, scheduler: str | None = None, progress: ProgressFn | None = None,
                  cancel=None) -> dict:
     """Detect cells in each input file; write ``OUT/<name>.csv`` and ``OUT/<name>.geojson`` per input.
@@ -63,7 +66,9 @@ def detect_files(inputs, out: str | Path, weights=None, mpp=None, device=None, t
         open_slide(p, mpp=mpp)
     name = str(weights) if weights else default_model("detector")
     key = {"job": "detect", "weights": name, "mpp": mpp, "threshold": threshold}
-    run = partial(_detect_one, weights=weights, mpp=mpp, device=device, threshold=threshold)
+    if tta:
+        key["tta"] = True  # keeps the key of earlier non-TTA jobs unchanged
+    run = partial(_detect_one, weights=weights, mpp=mpp, device=device, threshold=threshold, tta=tta)
     return run_batch(inputs, out, run, key, workers=workers, scheduler=scheduler, progress=progress,
                      cancel=cancel)
 
@@ -142,13 +147,14 @@ def segment_files(inputs, out: str | Path, weights=None, mpp=None, device=None, 
 
 def enhance(image=None, points: CellPoints | None = None, weights: str | None = None, detector: str | None = None,
             mpp: float | None = None, device: str | None = None, return_attention: bool = True,
-            progress: ProgressFn | None = None, cancel=None, name: str = "image"):
+            tta: bool | None = None, progress: ProgressFn | None = None, cancel=None, name: str = "image"):
     """Correct cell classes with the enhancer -> ``enhancement.EnhanceResult`` (base, enhanced, changed,
     attention edges).
 
     With ``points`` (CellPoints, e.g. a detector layer's cells) the enhancer runs on them; points without
     feature vectors get them sampled from ``image`` with the enhancer's detector. Without ``points``, the
-    enhancer's detector first detects the cells in ``image`` (an (H, W, 3) array or a Slide).
+    enhancer's detector first detects the cells in ``image`` (an (H, W, 3) array or a Slide), with the
+    8-fold rotation / flip test-time augmentation when ``tta``.
     """
     import numpy as np
     from .enhancement import enhance_points, features_at_points
@@ -158,7 +164,7 @@ def enhance(image=None, points: CellPoints | None = None, weights: str | None = 
     if points is None:
         if image is None:
             raise InputError("enhance: give an image or detected points")
-        points = detect(image, det, mpp=mpp, device=device, progress=progress, cancel=cancel, name=name)
+        points = detect(image, det, mpp=mpp, device=device, tta=tta, progress=progress, cancel=cancel, name=name)
     elif points.features is None:
         if image is None:
             raise InputError("these points carry no detector features: give their image so they can be sampled")
@@ -172,7 +178,7 @@ def enhance(image=None, points: CellPoints | None = None, weights: str | None = 
     return enhance_points(points, model, card, return_attention=return_attention)
 
 
-def enhance_files(inputs, out: str | Path, weights=None, detector=None, mpp=None, device=None,
+def enhance_files(inputs, out: str | Path, weights=None, detector=None, mpp=None, device=None, tta=None,
                   progress: ProgressFn | None = None, cancel=None) -> list[Path]:
     """Detect + enhance each input file; write ``OUT/<name>.csv`` and ``OUT/<name>.geojson`` (enhanced
     classes; the base detector's classes are in ``OUT/<name>.base.csv``)."""
@@ -186,7 +192,8 @@ def enhance_files(inputs, out: str | Path, weights=None, detector=None, mpp=None
     written = []
     for i, s in enumerate(slides):
         check_cancel(cancel)
-        r = enhance(s, weights=weights, detector=detector, device=device, return_attention=False, cancel=cancel,
+        r = enhance(s, weights=weights, detector=detector, device=device, return_attention=False, tta=tta,
+                    cancel=cancel,
                     name=s.path, progress=None if progress is None else
                     (lambda a, b, m, i=i: progress(i, len(slides), f"{s.name}: {m}")))
         stem = out / Path(s.name).stem.replace(".ome", "")

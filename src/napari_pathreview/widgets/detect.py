@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QLabel, QSlider
+from qtpy.QtWidgets import QCheckBox, QLabel, QSlider
 
 from .base import TaskWidget, layer_mpp, layer_slide, set_shown
 from .lod import attach_lod
@@ -23,6 +23,8 @@ class DetectWidget(TaskWidget):
         self.score.setValue(0)
         self.score.valueChanged.connect(self.filter_scores)
         self.form.addRow("min score", self.score)
+        self.tta = QCheckBox("rotations / flips test-time augmentation (8x slower)")
+        self.form.addRow("TTA", self.tta)
         self.legend = QLabel("")
         self.extra.addWidget(self.legend)
         self.points_layer = None
@@ -33,10 +35,10 @@ class DetectWidget(TaskWidget):
         layer = self.selected_image()
         mpp = layer_mpp(layer, self.mpp.value())
         slide = layer_slide(layer, mpp)
-        model, device = self.model.currentText() or None, self.device.currentText()
+        model, device, tta = self.model.currentText() or None, self.device.currentText(), self.tta.isChecked()
 
         def fn(progress, cancel):
-            return pipelines.detect(slide, model, mpp=mpp if mpp else None, device=device,
+            return pipelines.detect(slide, model, mpp=mpp if mpp else None, device=device, tta=tta or None,
                                     progress=progress, cancel=cancel, name=layer.name)
 
         def done(points):
