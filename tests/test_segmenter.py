@@ -47,7 +47,9 @@ def whole(sample, shipped):
 
 def test_shipped_model_segments_held_out_nuclei(sample, whole):
     assert whole.labels.shape == sample.labels.shape and whole.mpp == MONUSEG_MPP
-    assert dice(whole.labels > 0, sample.labels > 0) >= 0.7
+    # measured on TCGA-CH-5767 with the shipped model (2026-12-02): Dice 0.777, AJI 0.522; floors 0.05 under
+    assert dice(whole.labels > 0, sample.labels > 0) >= 0.73
+    assert aji(whole.labels, sample.labels) >= 0.47
     n_gt = len(np.unique(sample.labels)) - 1
     assert 0.5 * n_gt <= len(whole) <= 1.5 * n_gt
     t = whole.table
@@ -60,13 +62,15 @@ def test_shipped_model_segments_held_out_nuclei(sample, whole):
 
 
 def test_tiled_inference_has_no_seams(sample, shipped, whole):
-    """Overlapping 256-px tiles (2 x 2 over the ~510 model-px image, seams through its centre) vs one
-    tile covering the whole image. (Tiles of 192 px give Dice 0.983: too little context per tile.)"""
+    """Overlapping 320-px tiles (2 x 2 over the ~510 model-px image, seams through its centre; the default
+    tile is 512) vs one tile covering the whole image. Measured with the shipped model: Dice 0.992, AJI
+    0.955; 256-px tiles give 0.988 (too little context per tile), and most of the disagreement lies along
+    the image's own right and bottom borders, not on the seams."""
     model, card = shipped
-    tiled = segment(sample.image, model, card, mpp=MONUSEG_MPP, tile=256, overlap=96)
+    tiled = segment(sample.image, model, card, mpp=MONUSEG_MPP, tile=320, overlap=96)
     assert dice(tiled.labels > 0, whole.labels > 0) >= 0.99
-    # instances: marker seeds near the 0.5 distance threshold flip with tiny probability changes (0.89 measured)
-    assert aji(tiled.labels, whole.labels) >= 0.85
+    # instances: marker seeds near the distance threshold flip with tiny probability changes
+    assert aji(tiled.labels, whole.labels) >= 0.9
 
 
 def test_compiled_segmenter_gives_the_eager_result(sample, shipped, whole):
