@@ -55,6 +55,7 @@ def cmd_train(args) -> int:
         _, card = train_detector(args.data, args.out, epochs=args.epochs, seed=args.seed, device=args.device,
                                  init=args.init, progress=_progress, command=command,
                                  checkpoints=args.checkpoints, lr=args.lr, target_sigma_um=args.target_sigma_um,
+                                 ema=args.ema,
                                  on_epoch=lambda r: print(json.dumps(r), file=sys.stderr, flush=True))
         print(json.dumps({"out": str(Path(args.out).with_suffix(".safetensors")), "params": card.params,
                           "best_epoch": card.training["best_epoch"], "seconds": card.training["seconds"]}))
@@ -76,7 +77,7 @@ def cmd_train(args) -> int:
 
         _, card = train_segmenter(args.data, args.out, epochs=args.epochs, seed=args.seed, device=args.device,
                                   init=args.init, decoder=args.decoder, aspp=not args.no_aspp,
-                                  lovasz=args.lovasz, progress=_progress, command=command,
+                                  lovasz=args.lovasz, progress=_progress, command=command, ema=args.ema,
                                   checkpoints=args.checkpoints, **({"lr": args.lr} if args.lr else {}),
                                   on_epoch=lambda r: print(json.dumps(r), file=sys.stderr, flush=True))
         print(json.dumps({"out": str(Path(args.out).with_suffix(".safetensors")), "params": card.params,
@@ -303,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--lr", type=float, default=None,
                     help="detector / segmenter: learning rate (default 2e-3; ~10x less to fine-tune)")
     sp.add_argument("--checkpoints", action="store_true", help="write best-so-far weights to OUT.checkpoint.*")
+    sp.add_argument("--ema", type=float, default=0.0,
+                    help="detector / segmenter: validate and keep a moving average of the weights with this "
+                         "per-step decay (e.g. 0.99; default 0: the raw weights)")
     sp.add_argument("--target-sigma-um", type=float, default=None,
                     help="detector: sigma of the Gaussian cell-centre target in µm (default: --init's, else 2 model pixels)")
     sp.add_argument("--decoder", choices=("unet", "fpn"), default="unet", help="segmenter: decoder type")

@@ -331,7 +331,7 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
                    radius_um: float = 3.3, mpp: float = CRCHISTO_MPP, init: str | Path | None = None,
                    progress: ProgressFn | None = None, cancel=None, command: str = "", on_epoch=None,
                    checkpoints: bool = False, lr: float | None = None, classes: list | None = None,
-                   target_sigma_um: float | None = None):
+                   target_sigma_um: float | None = None, ema: float = 0.0):
     """Train the point detector on a points dataset and save weights + card to ``out``.
 
     ``tune_images`` training images (chosen by ``seed``) are held out to select the checkpoint and
@@ -342,6 +342,7 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
     model's mpp (annotations from the viewer) whose labels index ``classes`` (default: ``init``'s).
     ``lr``: learning rate (default ``TrainConfig.lr``; use ~10x less to fine-tune).
     ``target_sigma_um``: sigma (µm) of the Gaussian centre target (default: ``init``'s, else 2 model pixels).
+    ``ema``: decay of a per-step moving average of the weights that is validated and kept (0: off).
     """
     import torch
     from .datasets import load_points_dataset
@@ -389,7 +390,8 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
         card.normalisation, card.colors, card.licence = base.normalisation, base.colors, base.licence
         card.params.update(base.params or {})
     steps = max(1, (len(fit_set) * crops_per_image) // batch_size)
-    tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=str(dev), **({"lr": lr} if lr else {}))
+    tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=str(dev), ema=ema,
+                       **({"lr": lr} if lr else {}))
 
     def batches(epoch):
         for b in _crop_batches(fit_set, targets, rng, steps * batch_size, crop, batch_size, freq):
@@ -413,7 +415,7 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
     params = tune_params(model, card, tune, radius_um)
     card.params.update({k: params[k] for k in ("threshold", "min_distance_um", "smooth_um")})
     card.training = {"command": command, "data": data_desc, "seed": seed, "epochs": epochs, "lr": tcfg.lr,
-                     "init": str(init) if init is not None else None,
+                     "ema": ema, "init": str(init) if init is not None else None,
                      "target_sigma_um": round(sigma_px * mpp, 3), "best_epoch": res.best_epoch,
                      "seconds": round(time.time() - t0, 1), "device": str(dev),
                      "fit_images": len(fit_set), "tune_images": [s.name for s in tune],

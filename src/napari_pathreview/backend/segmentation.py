@@ -996,7 +996,8 @@ def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, devi
                     model_mpp: float = MODEL_MPP, tune_images: int = 3, report_images: int = 4,
                     decoder: str = "unet", aspp: bool = True, lovasz: bool = False, lr: float = 2e-3,
                     per_grid=(1, 4, 4), init: str | Path | None = None, progress: ProgressFn | None = None,
-                    cancel=None, command: str = "", on_epoch=None, checkpoints: bool = False):
+                    cancel=None, command: str = "", on_epoch=None, checkpoints: bool = False,
+                    ema: float = 0.0):
     """Train a binary (nucleus) segmenter on a masks dataset and save weights + card to ``out``.
 
     All ``train`` images are used; ``tune_images`` of them (chosen by ``seed``, half with instance masks)
@@ -1005,7 +1006,8 @@ def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, devi
     pixel of the dataset; ``tile``: training tile side at the 2x2 grid scale, whose mpp is recorded as
     the model's (``data_mpp * image side / 2 / tile``; MoNuSeg: 0.25 * 500 / 256 ≈ 0.49 → ``model_mpp``).
     ``data``: a masks dataset folder (its ``train`` split) or a list of ``MaskSample`` at ``data_mpp``
-    (annotations from the viewer).
+    (annotations from the viewer). ``ema``: decay of a per-step moving average of the weights that is
+    validated and kept (0: off).
     """
     import torch
     from .models.segmenter import SegmenterConfig, build_segmenter
@@ -1036,7 +1038,7 @@ def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, devi
                      licence="CC BY-NC-SA 4.0 (inherited from the MoNuSeg training data)")
     n_cells = len(dataset.cells(np.random.default_rng(0)))
     steps = max(1, n_cells // batch_size)
-    tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=str(dev))
+    tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=str(dev), ema=ema)
 
     def batches(epoch):
         cells = dataset.cells(rng)
@@ -1075,7 +1077,7 @@ def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, devi
                    "heldout_images": [s.name for s in rep]}
     card.metrics = metrics
     card.training = {"command": command, "data": data_desc, "data_mpp": data_mpp, "seed": seed,
-                     "init": None if init is None else str(init),
+                     "init": None if init is None else str(init), "lr": lr, "ema": ema,
                      "epochs": epochs, "best_epoch": res.best_epoch, "seconds": train_seconds,
                      "device": str(dev), "tile": tile, "grids": list(dataset.grids),
                      "per_grid": list(dataset.per_grid), "lovasz": lovasz,
