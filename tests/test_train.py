@@ -44,3 +44,26 @@ def test_without_ema_the_raw_weights_are_kept():
     model, _, validated, res = _run(0.0)
     torch.testing.assert_close(res.best_state["0.weight"], model[0].weight.detach())
     torch.testing.assert_close(validated[0], model[0].weight.detach())
+
+
+def test_amp_runs_the_forward_in_bfloat16_and_keeps_float32_weights_that_learn():
+    from napari_pathreview.backend.train import TrainConfig, fit
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 1, 1))
+    x = torch.randn(4, 3, 16, 16)
+    y = (x[:, :1] > 0).float()  # learnable: the sign of the first channel
+    dtypes, losses = [], []
+
+    def loss_fn(m, batch):
+        out = m(batch[0])
+        dtypes.append(out.dtype)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(out.float(), batch[1])
+        losses.append(float(loss))
+        return loss
+
+    cfg = TrainConfig(epochs=6, lr=0.03, amp=True, seed=0)
+    res = fit(model, loss_fn, lambda epoch: [(x, y)] * 10, lambda m: {"score": -losses[-1]}, cfg, 10)
+    assert set(dtypes) == {torch.bfloat16}
+    assert all(v.dtype == torch.float32 for v in res.best_state.values())
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])

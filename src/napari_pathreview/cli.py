@@ -47,6 +47,16 @@ def cmd_info(args) -> int:
     return 0
 
 
+def _widths(text: str) -> tuple:
+    try:
+        w = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        w = ()
+    if len(w) < 2 or min(w) < 1:
+        raise argparse.ArgumentTypeError(f"widths must be two or more positive integers like 32,64,128,256, got {text!r}")
+    return w
+
+
 def cmd_train(args) -> int:
     command = "pathreview " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if args.task == "detector":
@@ -55,7 +65,7 @@ def cmd_train(args) -> int:
         _, card = train_detector(args.data, args.out, epochs=args.epochs, seed=args.seed, device=args.device,
                                  init=args.init, progress=_progress, command=command,
                                  checkpoints=args.checkpoints, lr=args.lr, target_sigma_um=args.target_sigma_um,
-                                 ema=args.ema,
+                                 ema=args.ema, amp=args.amp, widths=args.widths,
                                  on_epoch=lambda r: print(json.dumps(r), file=sys.stderr, flush=True))
         print(json.dumps({"out": str(Path(args.out).with_suffix(".safetensors")), "params": card.params,
                           "best_epoch": card.training["best_epoch"], "seconds": card.training["seconds"]}))
@@ -78,6 +88,7 @@ def cmd_train(args) -> int:
         _, card = train_segmenter(args.data, args.out, epochs=args.epochs, seed=args.seed, device=args.device,
                                   init=args.init, decoder=args.decoder, aspp=not args.no_aspp,
                                   lovasz=args.lovasz, progress=_progress, command=command, ema=args.ema,
+                                  amp=args.amp, widths=args.widths,
                                   checkpoints=args.checkpoints, **({"lr": args.lr} if args.lr else {}),
                                   on_epoch=lambda r: print(json.dumps(r), file=sys.stderr, flush=True))
         print(json.dumps({"out": str(Path(args.out).with_suffix(".safetensors")), "params": card.params,
@@ -307,6 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--ema", type=float, default=0.0,
                     help="detector / segmenter: validate and keep a moving average of the weights with this "
                          "per-step decay (e.g. 0.99; default 0: the raw weights)")
+    sp.add_argument("--amp", action="store_true",
+                    help="detector / segmenter: bfloat16 autocast in training (fast on CPUs with AMX and on GPUs)")
+    sp.add_argument("--widths", type=_widths, default=None,
+                    help="detector / segmenter from scratch: encoder channels per level, e.g. 32,64,128,256")
     sp.add_argument("--target-sigma-um", type=float, default=None,
                     help="detector: sigma of the Gaussian cell-centre target in µm (default: --init's, else 2 model pixels)")
     sp.add_argument("--decoder", choices=("unet", "fpn"), default="unet", help="segmenter: decoder type")

@@ -307,7 +307,7 @@ def detector_loss(model, batch, class_weights):
     import torch.nn.functional as F
 
     x, obj, cls = batch
-    out = model(x)
+    out = {k: v.float() for k, v in model(x).items()}  # float32 losses under autocast
     w = 1.0 + 9.0 * obj
     l_obj = F.binary_cross_entropy_with_logits(out["objectness"], obj, weight=w)
     l_cls = F.cross_entropy(out["class_logits"], cls, weight=class_weights, ignore_index=-1)
@@ -331,7 +331,8 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
                    radius_um: float = 3.3, mpp: float = CRCHISTO_MPP, init: str | Path | None = None,
                    progress: ProgressFn | None = None, cancel=None, command: str = "", on_epoch=None,
                    checkpoints: bool = False, lr: float | None = None, classes: list | None = None,
-                   target_sigma_um: float | None = None, ema: float = 0.0):
+                   target_sigma_um: float | None = None, ema: float = 0.0, amp: bool = False,
+                   widths: tuple | None = None):
     """Train the point detector on a points dataset and save weights + card to ``out``.
 
     ``tune_images`` training images (chosen by ``seed``) are held out to select the checkpoint and
@@ -343,6 +344,8 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
     ``lr``: learning rate (default ``TrainConfig.lr``; use ~10x less to fine-tune).
     ``target_sigma_um``: sigma (µm) of the Gaussian centre target (default: ``init``'s, else 2 model pixels).
     ``ema``: decay of a per-step moving average of the weights that is validated and kept (0: off).
+    ``amp``: bfloat16 autocast in the training passes (``TrainConfig.amp``). ``widths``: encoder channels
+    of a model trained from scratch (default ``DetectorConfig``'s).
     """
     import torch
     from .datasets import load_points_dataset
@@ -365,13 +368,15 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
             from .weights import resolve
             classes = list(resolve(init, "detector")[1].classes)
         data_desc = "in-memory: " + ", ".join(s.name for s in train)[:300]
+    if init is not None and widths:
+        raise InputError(f"--widths sets the architecture of a new model; {init} already has one: drop one of them")
     if init is not None:
         model, base = load_model(init, "detector", dev)
         if list(base.classes) != list(classes):
             raise InputError(f"{data}: classes {classes} differ from the model's {base.classes}")
         cfg, mpp = DetectorConfig.from_dict(base.config), base.mpp
     else:
-        cfg = DetectorConfig(classes=tuple(classes))
+        cfg = DetectorConfig(classes=tuple(classes), **({"widths": tuple(widths)} if widths else {}))
         model = build_detector(cfg).to(dev)
     model = model.to(memory_format=torch.channels_last)
     order = rng.permutation(len(train))
@@ -390,7 +395,7 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
         card.normalisation, card.colors, card.licence = base.normalisation, base.colors, base.licence
         card.params.update(base.params or {})
     steps = max(1, (len(fit_set) * crops_per_image) // batch_size)
-    tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=str(dev), ema=ema,
+    tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=str(dev), ema=ema, amp=amp,
                        **({"lr": lr} if lr else {}))
 
     def batches(epoch):
@@ -415,7 +420,7 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
     params = tune_params(model, card, tune, radius_um)
     card.params.update({k: params[k] for k in ("threshold", "min_distance_um", "smooth_um")})
     card.training = {"command": command, "data": data_desc, "seed": seed, "epochs": epochs, "lr": tcfg.lr,
-                     "ema": ema, "init": str(init) if init is not None else None,
+                     "ema": ema, "amp": amp, "init": str(init) if init is not None else None,
                      "target_sigma_um": round(sigma_px * mpp, 3), "best_epoch": res.best_epoch,
                      "seconds": round(time.time() - t0, 1), "device": str(dev),
                      "fit_images": len(fit_set), "tune_images": [s.name for s in tune],

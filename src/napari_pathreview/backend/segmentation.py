@@ -899,7 +899,7 @@ def segmenter_loss(model, batch, lovasz: bool = False):
     import torch.nn.functional as F
 
     x, fg, dist, inst = batch
-    out = model(x)
+    out = {k: v.float() for k, v in model(x).items()}  # float32 losses under autocast
     lg = out["logits"][:, 0]
     loss = F.binary_cross_entropy_with_logits(lg, fg)
     p = torch.sigmoid(lg)
@@ -997,7 +997,7 @@ def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, devi
                     decoder: str = "unet", aspp: bool = True, lovasz: bool = False, lr: float = 2e-3,
                     per_grid=(1, 4, 4), init: str | Path | None = None, progress: ProgressFn | None = None,
                     cancel=None, command: str = "", on_epoch=None, checkpoints: bool = False,
-                    ema: float = 0.0):
+                    ema: float = 0.0, amp: bool = False, widths: tuple | None = None):
     """Train a binary (nucleus) segmenter on a masks dataset and save weights + card to ``out``.
 
     All ``train`` images are used; ``tune_images`` of them (chosen by ``seed``, half with instance masks)
@@ -1007,7 +1007,8 @@ def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, devi
     the model's (``data_mpp * image side / 2 / tile``; MoNuSeg: 0.25 * 500 / 256 ≈ 0.49 → ``model_mpp``).
     ``data``: a masks dataset folder (its ``train`` split) or a list of ``MaskSample`` at ``data_mpp``
     (annotations from the viewer). ``ema``: decay of a per-step moving average of the weights that is
-    validated and kept (0: off).
+    validated and kept (0: off). ``amp``: bfloat16 autocast in the training passes (``TrainConfig.amp``).
+    ``widths``: encoder channels of a model trained from scratch (default ``SegmenterConfig``'s).
     """
     import torch
     from .models.segmenter import SegmenterConfig, build_segmenter
@@ -1020,11 +1021,14 @@ def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, devi
     if not samples:
         raise InputError("no annotated images to train on")
     data_desc = str(data) if isinstance(data, (str, Path)) else "in-memory: " + ", ".join(s.name for s in samples)[:300]
+    if init is not None and widths:
+        raise InputError(f"--widths sets the architecture of a new model; {init} already has one: drop one of them")
     if init is not None:
         model, base = load_model(init, "segmenter", dev)
         cfg = SegmenterConfig.from_dict(base.config)
     else:
-        cfg = SegmenterConfig(classes=("nucleus",), decoder=decoder, aspp=aspp)
+        cfg = SegmenterConfig(classes=("nucleus",), decoder=decoder, aspp=aspp,
+                              **({"widths": tuple(widths)} if widths else {}))
         model = build_segmenter(cfg).to(dev)
     model = model.to(memory_format=torch.channels_last)
     tune_i, rep_i, fit_i = _holdout(samples, rng, tune_images, report_images)
@@ -1038,7 +1042,8 @@ def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, devi
                      licence="CC BY-NC-SA 4.0 (inherited from the MoNuSeg training data)")
     n_cells = len(dataset.cells(np.random.default_rng(0)))
     steps = max(1, n_cells // batch_size)
-    tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=str(dev), ema=ema)
+    tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=str(dev), ema=ema,
+                       amp=amp)
 
     def batches(epoch):
         cells = dataset.cells(rng)
@@ -1077,7 +1082,7 @@ def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, devi
                    "heldout_images": [s.name for s in rep]}
     card.metrics = metrics
     card.training = {"command": command, "data": data_desc, "data_mpp": data_mpp, "seed": seed,
-                     "init": None if init is None else str(init), "lr": lr, "ema": ema,
+                     "init": None if init is None else str(init), "lr": lr, "ema": ema, "amp": amp,
                      "epochs": epochs, "best_epoch": res.best_epoch, "seconds": train_seconds,
                      "device": str(dev), "tile": tile, "grids": list(dataset.grids),
                      "per_grid": list(dataset.per_grid), "lovasz": lovasz,
