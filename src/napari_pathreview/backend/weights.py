@@ -87,12 +87,19 @@ def user_weights_dir() -> Path:
     return Path(os.environ.get("PATHREVIEW_WEIGHTS", Path.home() / ".napari-pathreview" / "weights"))
 
 
+# where a task ships more than one model: the default, the one its model card's selection rule picked
+DEFAULT_NAMES = {"segmenter": "segmenter-monuseg"}
+
+
 def list_models(task: str | None = None) -> list[ModelCard]:
-    """Cards of shipped and user weights, shipped first."""
+    """Cards of shipped and user weights, shipped first (each task's default before its other models)."""
     cards = []
     for folder in (SHIPPED_DIR, user_weights_dir()):
         if folder.is_dir():
-            for p in sorted(folder.glob("*.json")):
+            paths = sorted(folder.glob("*.json"))
+            if folder == SHIPPED_DIR:
+                paths.sort(key=lambda p: p.stem not in DEFAULT_NAMES.values())
+            for p in paths:
                 try:
                     c = ModelCard.from_file(p)
                 except InputError:
