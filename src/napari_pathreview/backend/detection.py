@@ -350,7 +350,7 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
     import torch
     from .datasets import load_points_dataset
     from .models.detector import DetectorConfig, build_detector
-    from .train import TrainConfig, fit, seed_everything
+    from .train import TrainConfig, check_new_architecture, fit, seed_everything
     from .weights import ModelCard, class_colors, choose_device, load_model, save_model
 
     rng = seed_everything(seed)
@@ -368,8 +368,7 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
             from .weights import resolve
             classes = list(resolve(init, "detector")[1].classes)
         data_desc = "in-memory: " + ", ".join(s.name for s in train)[:300]
-    if init is not None and widths:
-        raise InputError(f"--widths sets the architecture of a new model; {init} already has one: drop one of them")
+    check_new_architecture(init, widths)
     if init is not None:
         model, base = load_model(init, "detector", dev)
         if list(base.classes) != list(classes):

@@ -1012,7 +1012,7 @@ def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, devi
     """
     import torch
     from .models.segmenter import SegmenterConfig, build_segmenter
-    from .train import TrainConfig, fit, seed_everything
+    from .train import TrainConfig, check_new_architecture, fit, seed_everything
     from .weights import ModelCard, choose_device, load_model, save_model
 
     rng = seed_everything(seed)
@@ -1021,8 +1021,7 @@ def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, devi
     if not samples:
         raise InputError("no annotated images to train on")
     data_desc = str(data) if isinstance(data, (str, Path)) else "in-memory: " + ", ".join(s.name for s in samples)[:300]
-    if init is not None and widths:
-        raise InputError(f"--widths sets the architecture of a new model; {init} already has one: drop one of them")
+    check_new_architecture(init, widths)
     if init is not None:
         model, base = load_model(init, "segmenter", dev)
         cfg = SegmenterConfig.from_dict(base.config)

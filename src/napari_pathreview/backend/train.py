@@ -46,6 +46,14 @@ class FitResult:
     seconds: float = 0.0
 
 
+def check_new_architecture(init, widths) -> None:
+    """``widths`` builds a new model; a model to fine-tune (``init``) already has its architecture."""
+    from .errors import InputError
+
+    if init is not None and widths:
+        raise InputError(f"--widths sets the architecture of a new model; {init} already has one: drop one of them")
+
+
 def seed_everything(seed: int) -> np.random.Generator:
     import torch
 
@@ -75,7 +83,8 @@ def fit(model, loss_fn: Callable, batches: Callable[[int], Iterable], validate: 
 
     loss_fn(model, batch) -> scalar tensor; batches(epoch) -> iterable of ``steps_per_epoch`` batches;
     validate(model) -> dict with a ``score`` (higher is better); on_best(model, row) runs at each new best
-    (a checkpoint). With ``cfg.ema`` both receive the averaged model, and the best state is the average's. Raises Cancelled when ``cancel`` is set.
+    (a checkpoint). With ``cfg.ema`` both receive the averaged model, and the best state is the average's.
+    Raises Cancelled when ``cancel`` is set.
     """
     import torch
 
