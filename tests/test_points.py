@@ -22,3 +22,16 @@ def test_sample_bilinear_is_linear():
     out = sample_bilinear(fmap, pts)
     assert np.allclose(out[:, 0], pts[:, 0]) and np.allclose(out[:, 1], pts[:, 1])
     assert np.allclose(out[:, 2], 2 * pts[:, 0] + 3 * pts[:, 1], atol=1e-5)
+
+
+def test_crowding_narrows_only_touching_cells():
+    yx = np.array([[20.0, 20.0], [20.0, 30.0], [50.0, 50.0]], np.float32)  # two cells 10 px apart, one alone
+    labels = np.array([0, 0, 1])
+    wide, _ = point_targets((80, 80), yx, labels, sigma=6.0)
+    crowd, _ = point_targets((80, 80), yx, labels, sigma=6.0, crowding=0.4)
+    # sigma of the touching pair drops to 0.4 * 10 = 4 px: the dip between them deepens
+    assert np.isclose(wide[20, 25], np.exp(-25 / 72), atol=1e-6)
+    assert np.isclose(crowd[20, 25], np.exp(-25 / 32), atol=1e-6)
+    # the isolated cell (nearest neighbour ~36 px away) keeps sigma 6
+    assert np.isclose(crowd[50, 56], wide[50, 56]) and np.isclose(wide[50, 56], np.exp(-36 / 72), atol=1e-6)
+    assert crowd[20, 20] == 1.0 and crowd[20, 30] == 1.0

@@ -248,3 +248,17 @@ def test_segment_cli_writes_labels_store_and_rejects_bad_input(tmp_path):
     assert not (tmp_path / "t.zarr").exists()
     rc, out, err = _cli("segment", SAMPLE_TILE, "--out", tmp_path / "s.zarr", "--mpp", "0.25")
     assert rc == 2 and "already exists" in err
+
+
+@pytest.mark.parametrize("per_grid,sides", [((1, 4, 4), {1000: 1, 500: 4, 333: 4}), ((0, 4, 0), {500: 4})])
+def test_multiscale_tiles_draw_the_asked_grids(monuseg, per_grid, sides):
+    from napari_pathreview.backend.segmentation import MultiScaleTiles
+
+    s = load_masks_dataset(monuseg, "train")[0]
+    ds = MultiScaleTiles([s], tile=64, per_grid=per_grid)
+    cells = ds.cells(np.random.default_rng(0))
+    got = {side: sum(c[3] == side for c in cells) for side in {c[3] for c in cells}}
+    assert got == sides
+    img, fg, dist, inst = ds.item(cells[0])
+    assert img.shape == (64, 64, 3) and fg.shape == dist.shape == (64, 64) and inst == s.instances
+    assert all(0 <= c[1] <= 1000 - c[3] and 0 <= c[2] <= 1000 - c[3] for c in cells)

@@ -57,6 +57,16 @@ def _widths(text: str) -> tuple:
     return w
 
 
+def _per_grid(text: str) -> tuple:
+    try:
+        k = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        k = ()
+    if len(k) != 3 or min(k) < 0 or sum(k) == 0:
+        raise argparse.ArgumentTypeError(f"per-grid must be three counts like 1,4,4 (not all 0), got {text!r}")
+    return k
+
+
 def cmd_train(args) -> int:
     command = "pathreview " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if args.task == "detector":
@@ -66,6 +76,7 @@ def cmd_train(args) -> int:
                                  init=args.init, progress=_progress, command=command,
                                  checkpoints=args.checkpoints, lr=args.lr, target_sigma_um=args.target_sigma_um,
                                  ema=args.ema, amp=args.amp, widths=args.widths,
+                                 target_crowding=args.target_crowding,
                                  on_epoch=lambda r: print(json.dumps(r), file=sys.stderr, flush=True))
         print(json.dumps({"out": str(Path(args.out).with_suffix(".safetensors")), "params": card.params,
                           "best_epoch": card.training["best_epoch"], "seconds": card.training["seconds"]}))
@@ -89,6 +100,7 @@ def cmd_train(args) -> int:
                                   init=args.init, decoder=args.decoder, aspp=not args.no_aspp,
                                   lovasz=args.lovasz, progress=_progress, command=command, ema=args.ema,
                                   amp=args.amp, widths=args.widths,
+                                  **({"per_grid": args.per_grid} if args.per_grid else {}),
                                   checkpoints=args.checkpoints, **({"lr": args.lr} if args.lr else {}),
                                   on_epoch=lambda r: print(json.dumps(r), file=sys.stderr, flush=True))
         print(json.dumps({"out": str(Path(args.out).with_suffix(".safetensors")), "params": card.params,
@@ -324,8 +336,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="detector / segmenter from scratch: encoder channels per level, e.g. 32,64,128,256")
     sp.add_argument("--target-sigma-um", type=float, default=None,
                     help="detector: sigma of the Gaussian cell-centre target in µm (default: --init's, else 2 model pixels)")
+    sp.add_argument("--target-crowding", type=float, default=None,
+                    help="detector: cap each cell's target sigma at this fraction of the distance to its nearest "
+                         "annotated neighbour, e.g. 0.4 (default: --init's, else off)")
     sp.add_argument("--decoder", choices=("unet", "fpn"), default="unet", help="segmenter: decoder type")
     sp.add_argument("--no-aspp", action="store_true", help="segmenter: no ASPP bottleneck")
+    sp.add_argument("--per-grid", type=_per_grid, default=None,
+                    help="segmenter: tiles drawn per image and epoch from the whole image, the 2x2 and the 3x3 "
+                         "tiling (default 1,4,4; 0,4,0 trains at the model's scale only)")
     sp.add_argument("--lovasz", action="store_true", help="segmenter: add the Lovász hinge loss")
     sp.add_argument("--detector", default=None, help="enhancer: detector whose cells it corrects (default: shipped)")
     sp.add_argument("--mode", choices=("class", "bipartite"), default="class",

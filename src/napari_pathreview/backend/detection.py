@@ -332,7 +332,7 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
                    progress: ProgressFn | None = None, cancel=None, command: str = "", on_epoch=None,
                    checkpoints: bool = False, lr: float | None = None, classes: list | None = None,
                    target_sigma_um: float | None = None, ema: float = 0.0, amp: bool = False,
-                   widths: tuple | None = None):
+                   widths: tuple | None = None, target_crowding: float | None = None):
     """Train the point detector on a points dataset and save weights + card to ``out``.
 
     ``tune_images`` training images (chosen by ``seed``) are held out to select the checkpoint and
@@ -343,6 +343,8 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
     model's mpp (annotations from the viewer) whose labels index ``classes`` (default: ``init``'s).
     ``lr``: learning rate (default ``TrainConfig.lr``; use ~10x less to fine-tune).
     ``target_sigma_um``: sigma (µm) of the Gaussian centre target (default: ``init``'s, else 2 model pixels).
+    ``target_crowding``: cap each cell's sigma at this fraction of its nearest-neighbour distance
+    (``point_targets``' ``crowding``; default: ``init``'s, else 0 = off).
     ``ema``: decay of a per-step moving average of the weights that is validated and kept (0: off).
     ``amp``: bfloat16 autocast in the training passes (``TrainConfig.amp``). ``widths``: encoder channels
     of a model trained from scratch (default ``DetectorConfig``'s).
@@ -384,8 +386,11 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
     fit_set = [train[i] for i in order[n_tune:]] or train
     if target_sigma_um is None and init is not None:  # fine-tuning keeps the targets its base learnt
         target_sigma_um = (base.training or {}).get("target_sigma_um")
+    if target_crowding is None:
+        target_crowding = ((base.training or {}).get("target_crowding") or 0.0) if init is not None else 0.0
     sigma_px = target_sigma_um / mpp if target_sigma_um else 2.0
-    targets = [point_targets(s.image.shape[:2], s.yx, s.labels, sigma=sigma_px) for s in fit_set]
+    targets = [point_targets(s.image.shape[:2], s.yx, s.labels, sigma=sigma_px, crowding=target_crowding)
+               for s in fit_set]
     freq = np.bincount(np.concatenate([s.labels[s.labels >= 0] for s in fit_set]), minlength=len(classes))
     cw = torch.tensor((freq.sum() / np.maximum(freq, 1) / len(classes)) ** 0.5, dtype=torch.float32, device=dev)
     card = ModelCard(name=Path(out).stem, task="detector", config=cfg.to_dict(), classes=list(classes), mpp=mpp,
@@ -420,7 +425,8 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
     card.params.update({k: params[k] for k in ("threshold", "min_distance_um", "smooth_um")})
     card.training = {"command": command, "data": data_desc, "seed": seed, "epochs": epochs, "lr": tcfg.lr,
                      "ema": ema, "amp": amp, "init": str(init) if init is not None else None,
-                     "target_sigma_um": round(sigma_px * mpp, 3), "best_epoch": res.best_epoch,
+                     "target_sigma_um": round(sigma_px * mpp, 3), "target_crowding": target_crowding,
+                     "best_epoch": res.best_epoch,
                      "seconds": round(time.time() - t0, 1), "device": str(dev),
                      "fit_images": len(fit_set), "tune_images": [s.name for s in tune],
                      "history": res.history}
