@@ -47,21 +47,22 @@ def cmd_info(args) -> int:
     return 0
 
 
-def _widths(text: str) -> tuple:
+def _ints(text: str) -> tuple:
     try:
-        w = tuple(int(v) for v in text.split(","))
+        return tuple(int(v) for v in text.split(","))
     except ValueError:
-        w = ()
+        return ()
+
+
+def _widths(text: str) -> tuple:
+    w = _ints(text)
     if len(w) < 2 or min(w) < 1:
         raise argparse.ArgumentTypeError(f"widths must be two or more positive integers like 32,64,128,256, got {text!r}")
     return w
 
 
 def _per_grid(text: str) -> tuple:
-    try:
-        k = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        k = ()
+    k = _ints(text)
     if len(k) != 3 or min(k) < 0 or sum(k) == 0:
         raise argparse.ArgumentTypeError(f"per-grid must be three counts like 1,4,4 (not all 0), got {text!r}")
     return k

@@ -22,7 +22,8 @@ def point_targets(shape: tuple[int, int], yx: np.ndarray, labels: np.ndarray,
             (0: one sigma for all).
 
     Returns:
-        objectness (H, W) float32 in [0, 1] (max over Gaussians, exactly 1 at each centre's pixel);
+        objectness (H, W) float32 in [0, 1]: the nearest centre's Gaussian (the max over Gaussians
+        when all share one sigma), exactly 1 at each centre's pixel;
         classes (H, W) int64, the nearest labelled point's class, -1 (ignored) elsewhere or where the
         nearest point has no class.
     """
