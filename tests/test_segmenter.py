@@ -63,8 +63,8 @@ def test_shipped_model_segments_held_out_nuclei(sample, whole):
 
 def test_wide_model_is_shipped_beside_the_default_and_segments_held_out_nuclei(sample, shipped):
     """``segmenter-monuseg-wide`` (2x-wide, float16 storage) is listed after the default, which stays the
-    model its card's tune rule picked. Measured on TCGA-CH-5767 (held out, 2026-12-03): Dice 0.787, AJI 0.529;
-    320-px tiles vs one tile: Dice 0.994, AJI 0.955."""
+    model its card's tune rule picked. Measured on TCGA-CH-5767 (held out, 2026-12-03, three-stage weights):
+    Dice 0.789, AJI 0.564; 320-px tiles vs one tile: Dice 0.995, AJI 0.963."""
     from napari_pathreview.backend.weights import default_model, list_models
 
     assert default_model("segmenter") == "segmenter-monuseg" == shipped[1].name
@@ -76,8 +76,8 @@ def test_wide_model_is_shipped_beside_the_default_and_segments_held_out_nuclei(s
     res = segment(sample.image, model, card, mpp=MONUSEG_MPP)
     assert res.labels.shape == sample.labels.shape
     assert dice(res.labels > 0, sample.labels > 0) >= 0.76
-    assert aji(res.labels, sample.labels) >= 0.48
-    tiled = segment(sample.image, model, card, mpp=MONUSEG_MPP, tile=320, overlap=96)  # measured 0.994
+    assert aji(res.labels, sample.labels) >= 0.51
+    tiled = segment(sample.image, model, card, mpp=MONUSEG_MPP, tile=320, overlap=96)  # measured 0.995
     assert dice(tiled.labels > 0, res.labels > 0) >= 0.99
 
 
