@@ -262,3 +262,22 @@ def test_multiscale_tiles_draw_the_asked_grids(monuseg, per_grid, sides):
     img, fg, dist, inst = ds.item(cells[0])
     assert img.shape == (64, 64, 3) and fg.shape == dist.shape == (64, 64) and inst == s.instances
     assert all(0 <= c[1] <= 1000 - c[3] and 0 <= c[2] <= 1000 - c[3] for c in cells)
+
+
+def test_training_tile_sets_the_recorded_working_scale(monuseg, tmp_path):
+    """``tile`` fixes the model's scale: 256-px crops of MoNuSeg (0.25 µm/px) in a 2x2 grid are 128-px cells,
+    so 96-px training tiles are at 0.25 * 128 / 96 = 0.333 µm/px; inference resamples to it and maps back."""
+    from dataclasses import replace
+
+    from napari_pathreview.backend.segmentation import train_segmenter
+
+    crops = [replace(s, image=s.image[:256, :256], labels=s.labels[:256, :256])
+             for s in load_masks_dataset(monuseg, "train")[:4]]
+    model, card = train_segmenter(crops, tmp_path / "w", epochs=1, tile=96, batch_size=4, widths=(8, 16, 32, 64),
+                                  tune_images=1, report_images=0)
+    assert card.mpp == 0.333 and card.training["tile"] == 96
+    assert (tmp_path / "w.safetensors").is_file()
+    _, saved = load_model(tmp_path / "w.safetensors", "segmenter", "cpu")
+    assert saved.mpp == 0.333
+    res = segment(crops[0].image, model, card, mpp=MONUSEG_MPP)
+    assert res.labels.shape == (256, 256) and res.mpp == MONUSEG_MPP

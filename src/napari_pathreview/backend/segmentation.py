@@ -993,7 +993,7 @@ def tune_params(maps_list, samples, mpp: float, base: SegmentParams) -> dict:
 
 def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, device=None,
                     tile: int = 256, batch_size: int = 8, data_mpp: float = MONUSEG_MPP,
-                    model_mpp: float = MODEL_MPP, tune_images: int = 3, report_images: int = 4,
+                    model_mpp: float | None = None, tune_images: int = 3, report_images: int = 4,
                     decoder: str = "unet", aspp: bool = True, lovasz: bool = False, lr: float = 2e-3,
                     per_grid=(1, 4, 4), init: str | Path | None = None, progress: ProgressFn | None = None,
                     cancel=None, command: str = "", on_epoch=None, checkpoints: bool = False,
@@ -1004,7 +1004,8 @@ def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, devi
     select the checkpoint (Dice + AJI) and the post-processing thresholds, and ``report_images`` more
     are held out untouched for the card's metrics (``evaluate --split heldout``). ``data_mpp``: µm per
     pixel of the dataset; ``tile``: training tile side at the 2x2 grid scale, whose mpp is recorded as
-    the model's (``data_mpp * image side / 2 / tile``; MoNuSeg: 0.25 * 500 / 256 ≈ 0.49 → ``model_mpp``).
+    the model's (``data_mpp * image side / 2 / tile``; MoNuSeg: 0.25 * 500 / 256 ≈ 0.49, recorded as
+    ``MODEL_MPP``; 384 gives 0.33). ``model_mpp`` overrides the recorded scale.
     ``data``: a masks dataset folder (its ``train`` split) or a list of ``MaskSample`` at ``data_mpp``
     (annotations from the viewer). ``ema``: decay of a per-step moving average of the weights that is
     validated and kept (0: off). ``amp``: bfloat16 autocast in the training passes (``TrainConfig.amp``).
@@ -1035,6 +1036,9 @@ def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, devi
     fit_set = [samples[i] for i in fit_i] or samples
     tune = tune or fit_set[:1]
     dataset = MultiScaleTiles(fit_set, tile, per_grid=per_grid)
+    if model_mpp is None:
+        side = float(np.median([min(s.image.shape[:2]) for s in fit_set]))
+        model_mpp = MODEL_MPP if tile == 256 else round(data_mpp * side / 2 / tile, 3)
     card = ModelCard(name=Path(out).stem, task="segmenter", config=cfg.to_dict(), classes=list(cfg.classes),
                      mpp=float(model_mpp), params=SegmentParams().__dict__.copy(),
                      colors={"nucleus": "#ffe119"},
