@@ -75,6 +75,16 @@ def _train_tile(text: str) -> int:
     return t[0]
 
 
+def _probability(text: str) -> float:
+    try:
+        p = float(text)
+    except ValueError:
+        p = -1.0
+    if not 0.0 <= p <= 1.0:
+        raise argparse.ArgumentTypeError(f"pale-nuclei must be a probability from 0 to 1, got {text!r}")
+    return p
+
+
 def cmd_train(args) -> int:
     command = "pathreview " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if args.task == "detector":
@@ -107,7 +117,7 @@ def cmd_train(args) -> int:
         _, card = train_segmenter(args.data, args.out, epochs=args.epochs, seed=args.seed, device=args.device,
                                   init=args.init, decoder=args.decoder, aspp=not args.no_aspp,
                                   lovasz=args.lovasz, progress=_progress, command=command, ema=args.ema,
-                                  amp=args.amp, widths=args.widths, tile=args.tile,
+                                  amp=args.amp, widths=args.widths, tile=args.tile, pale=args.pale_nuclei,
                                   **({"per_grid": args.per_grid} if args.per_grid else {}),
                                   checkpoints=args.checkpoints, **({"lr": args.lr} if args.lr else {}),
                                   on_epoch=lambda r: print(json.dumps(r), file=sys.stderr, flush=True))
@@ -355,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tile", type=_train_tile, default=256,
                     help="segmenter: training tile side in pixels; sets the working scale (MoNuSeg: 256 → 0.5 µm/px, "
                          "384 → 0.33 µm/px)")
+    sp.add_argument("--pale-nuclei", type=_probability, default=0.0,
+                    help="segmenter: probability per tile of paling its nuclei' hematoxylin (vesicular nuclei), "
+                         "e.g. 0.3 (default 0)")
     sp.add_argument("--lovasz", action="store_true", help="segmenter: add the Lovász hinge loss")
     sp.add_argument("--detector", default=None, help="enhancer: detector whose cells it corrects (default: shipped)")
     sp.add_argument("--mode", choices=("class", "bipartite"), default="class",

@@ -846,10 +846,11 @@ class MultiScaleTiles:
                 _resize(self.dist[si][sl], t), self.samples[si].instances)
 
 
-def augment_item(item, other, rng: np.random.Generator, p_blend: float = 0.2):
-    """Colour / geometry augmentation of one tile, and Laplacian-pyramid blending with ``other``."""
+def augment_item(item, other, rng: np.random.Generator, p_blend: float = 0.2, p_pale: float = 0.0):
+    """Colour / geometry augmentation of one tile, and Laplacian-pyramid blending with ``other``.
+    ``p_pale``: probability of paling the tile's nuclei (:func:`augment.pale_nuclei`)."""
     from .augment import (brightness_contrast, gaussian_blur, gaussian_noise, grid_distortion, hed_jitter,
-                          hsv_jitter, laplacian_blend, random_blend_mask, random_dihedral)
+                          hsv_jitter, laplacian_blend, pale_nuclei, random_blend_mask, random_dihedral)
 
     img, fg, dist, inst = item
     if other is not None and rng.random() < p_blend:
@@ -857,6 +858,8 @@ def augment_item(item, other, rng: np.random.Generator, p_blend: float = 0.2):
         m = random_blend_mask(img.shape[0], img.shape[1], rng)
         img = laplacian_blend(img, img2, m)
         fg, dist, inst = fg * m + fg2 * (1 - m), dist * m + dist2 * (1 - m), inst and inst2
+    if p_pale and rng.random() < p_pale:
+        img = pale_nuclei(img, fg, rng)
     img, fg, dist = random_dihedral([img, fg, dist], rng)
     if rng.random() < 0.3:
         img, fg, dist = grid_distortion([img, fg, dist], rng)
@@ -997,7 +1000,7 @@ def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, devi
                     decoder: str = "unet", aspp: bool = True, lovasz: bool = False, lr: float = 2e-3,
                     per_grid=(1, 4, 4), init: str | Path | None = None, progress: ProgressFn | None = None,
                     cancel=None, command: str = "", on_epoch=None, checkpoints: bool = False,
-                    ema: float = 0.0, amp: bool = False, widths: tuple | None = None):
+                    ema: float = 0.0, amp: bool = False, widths: tuple | None = None, pale: float = 0.0):
     """Train a binary (nucleus) segmenter on a masks dataset and save weights + card to ``out``.
 
     All ``train`` images are used; ``tune_images`` of them (chosen by ``seed``, half with instance masks)
@@ -1010,6 +1013,7 @@ def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, devi
     (annotations from the viewer). ``ema``: decay of a per-step moving average of the weights that is
     validated and kept (0: off). ``amp``: bfloat16 autocast in the training passes (``TrainConfig.amp``).
     ``widths``: encoder channels of a model trained from scratch (default ``SegmenterConfig``'s).
+    ``pale``: probability per tile of the pale-nucleus augmentation (:func:`augment.pale_nuclei`).
     """
     import torch
     from .models.segmenter import SegmenterConfig, build_segmenter
@@ -1054,7 +1058,7 @@ def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, devi
             items = []
             for c in cells[b * batch_size:(b + 1) * batch_size]:
                 other = dataset.item(cells[int(rng.integers(len(cells)))])
-                items.append(augment_item(dataset.item(c), other, rng))
+                items.append(augment_item(dataset.item(c), other, rng, p_pale=pale))
             yield _batch_tensors(items, card, dev)
 
     base_params = SegmentParams()
@@ -1088,7 +1092,7 @@ def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, devi
                      "init": None if init is None else str(init), "lr": lr, "ema": ema, "amp": amp,
                      "epochs": epochs, "best_epoch": res.best_epoch, "seconds": train_seconds,
                      "device": str(dev), "tile": tile, "grids": list(dataset.grids),
-                     "per_grid": list(dataset.per_grid), "lovasz": lovasz,
+                     "per_grid": list(dataset.per_grid), "lovasz": lovasz, "pale": pale,
                      "fit_images": len(fit_set), "tune_images": [s.name for s in tune],
                      "heldout_images": [s.name for s in rep], "history": res.history}
     save_model(model, card, out)
