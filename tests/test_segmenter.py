@@ -47,9 +47,10 @@ def whole(sample, shipped):
 
 def test_shipped_model_segments_held_out_nuclei(sample, whole):
     assert whole.labels.shape == sample.labels.shape and whole.mpp == MONUSEG_MPP
-    # measured on TCGA-CH-5767 with the shipped model (2026-12-02): Dice 0.777, AJI 0.522; floors 0.05 under
-    assert dice(whole.labels > 0, sample.labels > 0) >= 0.73
-    assert aji(whole.labels, sample.labels) >= 0.47
+    # measured on TCGA-CH-5767 with the shipped default (segmenter-monuseg-wide, 2026-12-03): Dice 0.790,
+    # AJI 0.564; floors 0.05 under
+    assert dice(whole.labels > 0, sample.labels > 0) >= 0.74
+    assert aji(whole.labels, sample.labels) >= 0.51
     n_gt = len(np.unique(sample.labels)) - 1
     assert 0.5 * n_gt <= len(whole) <= 1.5 * n_gt
     t = whole.table
@@ -61,31 +62,33 @@ def test_shipped_model_segments_held_out_nuclei(sample, whole):
     assert np.isclose(t["mean_intensity"][k], grey[whole.labels == k + 1].mean(), atol=0.05)
 
 
-def test_wide_model_is_shipped_beside_the_default_and_segments_held_out_nuclei(sample, shipped):
-    """``segmenter-monuseg-wide`` (2x-wide, float16 storage) is listed after the default, which stays the
-    model its card's tune rule picked. Measured on TCGA-CH-5767 (held out, 2026-12-03, three-stage weights):
-    Dice 0.789, AJI 0.564; 320-px tiles vs one tile: Dice 0.995, AJI 0.963."""
+def test_light_model_is_shipped_beside_the_default_and_segments_held_out_nuclei(sample, shipped):
+    """The default is ``segmenter-monuseg-wide`` (2x-wide, float16 storage loaded as float32), the model its
+    card's tune rule picked; the 1x-wide ``segmenter-monuseg`` is listed after it. Measured on TCGA-CH-5767
+    (held out) with the light model: Dice 0.777, AJI 0.522; 320-px tiles vs one tile: Dice 0.992."""
     from napari_pathreview.backend.weights import default_model, list_models
 
-    assert default_model("segmenter") == "segmenter-monuseg" == shipped[1].name
-    assert [c.name for c in list_models("segmenter")][:2] == ["segmenter-monuseg", "segmenter-monuseg-wide"]
-    model, card = load_model("segmenter-monuseg-wide", "segmenter", "cpu")
+    default, card = shipped
+    assert default_model("segmenter") == "segmenter-monuseg-wide" == card.name
     assert tuple(card.config["widths"]) == (32, 64, 128, 256)
-    assert all(p.dtype == torch.float32 for p in model.parameters())
-    assert sample.name in card.training["heldout_images"]
-    res = segment(sample.image, model, card, mpp=MONUSEG_MPP)
+    assert all(p.dtype == torch.float32 for p in default.parameters())
+    assert [c.name for c in list_models("segmenter")][:2] == ["segmenter-monuseg-wide", "segmenter-monuseg"]
+    model, light = load_model("segmenter-monuseg", "segmenter", "cpu")
+    assert tuple(light.config["widths"]) == (16, 32, 64, 128)
+    assert sample.name in light.training["heldout_images"]
+    res = segment(sample.image, model, light, mpp=MONUSEG_MPP)
     assert res.labels.shape == sample.labels.shape
-    assert dice(res.labels > 0, sample.labels > 0) >= 0.76
-    assert aji(res.labels, sample.labels) >= 0.51
-    tiled = segment(sample.image, model, card, mpp=MONUSEG_MPP, tile=320, overlap=96)  # measured 0.995
+    assert dice(res.labels > 0, sample.labels > 0) >= 0.73
+    assert aji(res.labels, sample.labels) >= 0.47
+    tiled = segment(sample.image, model, light, mpp=MONUSEG_MPP, tile=320, overlap=96)
     assert dice(tiled.labels > 0, res.labels > 0) >= 0.99
 
 
 def test_tiled_inference_has_no_seams(sample, shipped, whole):
     """Overlapping 320-px tiles (2 x 2 over the ~510 model-px image, seams through its centre; the default
-    tile is 512) vs one tile covering the whole image. Measured with the shipped model: Dice 0.992, AJI
-    0.955; 256-px tiles give 0.988 (too little context per tile), and most of the disagreement lies along
-    the image's own right and bottom borders, not on the seams."""
+    tile is 512) vs one tile covering the whole image. Measured with the default model: Dice 0.994, AJI
+    0.938 (the 1x-wide model: 0.992, 0.955; with 256-px tiles 0.988 — too little context per tile — and
+    most of its disagreement lies along the image's own right and bottom borders, not on the seams)."""
     model, card = shipped
     tiled = segment(sample.image, model, card, mpp=MONUSEG_MPP, tile=320, overlap=96)
     assert dice(tiled.labels > 0, whole.labels > 0) >= 0.99

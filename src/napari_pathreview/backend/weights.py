@@ -88,7 +88,7 @@ def user_weights_dir() -> Path:
 
 
 # where a task ships more than one model: the default, the one its model card's selection rule picked
-DEFAULT_NAMES = {"segmenter": "segmenter-monuseg"}
+DEFAULT_NAMES = {"segmenter": "segmenter-monuseg-wide"}
 
 
 def list_models(task: str | None = None) -> list[ModelCard]:
