@@ -366,8 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="segmenter: training tile side in pixels; sets the working scale (MoNuSeg: 256 → 0.5 µm/px, "
                          "384 → 0.33 µm/px)")
     sp.add_argument("--pale-nuclei", type=_probability, default=0.0,
-                    help="segmenter: probability per tile of paling its nuclei' hematoxylin (vesicular nuclei), "
-                         "e.g. 0.3 (default 0)")
+                    help="segmenter: probability per tile of lightening the stain inside its nuclei, rims kept "
+                         "(as vesicular nuclei look), e.g. 0.3 (default 0)")
     sp.add_argument("--lovasz", action="store_true", help="segmenter: add the Lovász hinge loss")
     sp.add_argument("--detector", default=None, help="enhancer: detector whose cells it corrects (default: shipped)")
     sp.add_argument("--mode", choices=("class", "bipartite"), default="class",
