@@ -269,7 +269,8 @@ def test_multiscale_tiles_draw_the_asked_grids(monuseg, per_grid, sides):
 
 def test_training_tile_sets_the_recorded_working_scale(monuseg, tmp_path):
     """``tile`` fixes the model's scale: 256-px crops of MoNuSeg (0.25 µm/px) in a 2x2 grid are 128-px cells,
-    so 96-px training tiles are at 0.25 * 128 / 96 = 0.333 µm/px; inference resamples to it and maps back."""
+    so 96-px training tiles are at 0.25 * 128 / 96 = 0.333 µm/px; inference resamples to it and maps back;
+    fine-tuning keeps it."""
     from dataclasses import replace
 
     from napari_pathreview.backend.segmentation import train_segmenter
@@ -284,6 +285,11 @@ def test_training_tile_sets_the_recorded_working_scale(monuseg, tmp_path):
     assert saved.mpp == 0.333
     res = segment(crops[0].image, model, card, mpp=MONUSEG_MPP)
     assert res.labels.shape == (256, 256) and res.mpp == MONUSEG_MPP
+    # fine-tuned on smaller crops at its own tile, it keeps its scale (the crops alone would give 0.26)
+    small = [replace(s, image=s.image[:200, :200], labels=s.labels[:200, :200]) for s in crops]
+    _, tuned = train_segmenter(small, tmp_path / "w2", epochs=1, tile=96, batch_size=4,
+                               init=tmp_path / "w.safetensors", tune_images=1, report_images=0)
+    assert tuned.mpp == 0.333
 
 
 def test_pale_nuclei_lightens_nucleus_centres_keeps_rims_and_background(monuseg):

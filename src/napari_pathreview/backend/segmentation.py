@@ -1008,7 +1008,8 @@ def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, devi
     are held out untouched for the card's metrics (``evaluate --split heldout``). ``data_mpp``: µm per
     pixel of the dataset; ``tile``: training tile side at the 2x2 grid scale, whose mpp is recorded as
     the model's (``data_mpp * image side / 2 / tile``; MoNuSeg: 0.25 * 500 / 256 ≈ 0.49, recorded as
-    ``MODEL_MPP``; 384 gives 0.33). ``model_mpp`` overrides the recorded scale.
+    ``MODEL_MPP``; 384 gives 0.33); fine-tuning ``init`` at its own training tile keeps its scale.
+    ``model_mpp`` overrides the recorded scale.
     ``data``: a masks dataset folder (its ``train`` split) or a list of ``MaskSample`` at ``data_mpp``
     (annotations from the viewer). ``ema``: decay of a per-step moving average of the weights that is
     validated and kept (0: off). ``amp``: bfloat16 autocast in the training passes (``TrainConfig.amp``).
@@ -1040,6 +1041,8 @@ def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, devi
     fit_set = [samples[i] for i in fit_i] or samples
     tune = tune or fit_set[:1]
     dataset = MultiScaleTiles(fit_set, tile, per_grid=per_grid)
+    if model_mpp is None and init is not None and tile == (base.training or {}).get("tile", 256):
+        model_mpp = base.mpp  # fine-tuning at the tile it was trained with keeps its scale
     if model_mpp is None:
         side = float(np.median([min(s.image.shape[:2]) for s in fit_set]))
         model_mpp = MODEL_MPP if tile == 256 else round(data_mpp * side / 2 / tile, 3)
