@@ -295,6 +295,8 @@ def test_training_tile_sets_the_recorded_working_scale(monuseg, tmp_path):
 def test_pale_nuclei_lightens_nucleus_centres_keeps_rims_and_background(monuseg):
     """On a real MoNuSeg tile: optical density inside nuclei drops by the drawn factor at their centres,
     less at the rim, and the hue (ratio of channel densities) and every background pixel stay."""
+    from scipy import ndimage
+
     from napari_pathreview.backend.augment import pale_nuclei
 
     s = load_masks_dataset(monuseg, "train")[0]
@@ -302,7 +304,6 @@ def test_pale_nuclei_lightens_nucleus_centres_keeps_rims_and_background(monuseg)
     fg = (s.labels[:256, :256] > 0).astype(np.float32)
     out = pale_nuclei(img, fg, np.random.default_rng(0), low=0.5, high=0.5, rim_px=3.0)
     od = lambda x: -np.log(np.clip(x, 1e-6, 1.0))
-    from scipy import ndimage
     depth = ndimage.distance_transform_edt(fg > 0.5)
     centre, rim = depth >= 3, (depth > 0) & (depth < 1.5)
     assert np.array_equal(out[fg == 0], img[fg == 0])

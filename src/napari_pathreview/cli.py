@@ -75,7 +75,7 @@ def _train_tile(text: str) -> int:
     return t[0]
 
 
-def _probability(text: str) -> float:
+def _pale_nuclei(text: str) -> float:
     try:
         p = float(text)
     except ValueError:
@@ -365,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tile", type=_train_tile, default=256,
                     help="segmenter: training tile side in pixels; sets the working scale (MoNuSeg: 256 → 0.5 µm/px, "
                          "384 → 0.33 µm/px)")
-    sp.add_argument("--pale-nuclei", type=_probability, default=0.0,
+    sp.add_argument("--pale-nuclei", type=_pale_nuclei, default=0.0,
                     help="segmenter: probability per tile of lightening the stain inside its nuclei, rims kept "
                          "(as vesicular nuclei look), e.g. 0.3 (default 0)")
     sp.add_argument("--lovasz", action="store_true", help="segmenter: add the Lovász hinge loss")

@@ -11,7 +11,7 @@ def compile_for_inference(model):
     """A module that runs ``model`` (eval mode, under ``torch.inference_mode``) through ``torch.compile``.
 
     Inductor with frozen weights (constant-folded, conv weights pre-packed): 1.38x faster than eager for
-    the shipped segmenter on one 512² tile on 2 CPU cores. The first call for each input shape compiles
+    the light segmenter (``segmenter-monuseg``) on one 512² tile on 2 CPU cores. The first call for each input shape compiles
     (~20-30 s on 2 cores), so it pays on slides of a few hundred tiles and more. Outputs equal eager's to
     float rounding (max abs diff ~2e-6 on logits). Attributes of ``model`` (``stride``, ``config``...)
     are reachable on the result. If compiling fails (no C compiler, an unsupported op), one warning is
