@@ -292,6 +292,36 @@ def test_training_tile_sets_the_recorded_working_scale(monuseg, tmp_path):
     assert tuned.mpp == 0.333
 
 
+def test_stain_normalised_training_records_its_reference_and_inference_applies_it(monuseg, tmp_path):
+    """``stain_norm``: the fitted images' median hematoxylin level is recorded in the card; a fine-tune of
+    such a model keeps normalising; inference scales each image to that level (and not without it)."""
+    from dataclasses import replace
+
+    from napari_pathreview.backend.segmentation import SegmentParams, train_segmenter
+    from napari_pathreview.backend.stain import hematoxylin_factor, hematoxylin_level
+
+    crops = [replace(s, image=s.image[:256, :256], labels=s.labels[:256, :256])
+             for s in load_masks_dataset(monuseg, "train")[:5]]
+    model, card = train_segmenter(crops, tmp_path / "w", epochs=1, batch_size=4, widths=(8, 16, 32, 64),
+                                  tune_images=1, report_images=0, stain_norm=True)
+    fitted = [s for s in crops if s.name not in card.training["tune_images"]]
+    assert card.params["stain_reference"] == pytest.approx(np.median([hematoxylin_level(s.image) for s in fitted]))
+    assert card.training["stain_norm"] is True
+    _, saved = load_model(tmp_path / "w.safetensors", "segmenter", "cpu")
+    assert saved.params["stain_reference"] == card.params["stain_reference"]
+    _, tuned = train_segmenter(crops, tmp_path / "w2", epochs=1, batch_size=4, init=tmp_path / "w.safetensors",
+                               tune_images=1, report_images=0)
+    assert tuned.params["stain_reference"] == pytest.approx(card.params["stain_reference"])
+    ref = card.params["stain_reference"]
+    img = max((s.image for s in crops), key=lambda im: abs(np.log(hematoxylin_factor(im, ref))))
+    assert abs(np.log(hematoxylin_factor(img, ref))) > 0.1
+    normed = segment(img, model, card, mpp=MONUSEG_MPP)
+    plain = segment(img, model, card, mpp=MONUSEG_MPP,
+                    params=replace(SegmentParams.from_card(card), stain_reference=None))
+    assert normed.params["stain_reference"] == ref and plain.params["stain_reference"] is None
+    assert not np.allclose(normed.prob, plain.prob, atol=1e-3)
+
+
 def test_pale_nuclei_lightens_nucleus_centres_keeps_rims_and_background(monuseg):
     """On a real MoNuSeg tile: optical density inside nuclei drops by the drawn factor at their centres,
     less at the rim, and the hue (ratio of channel densities) and every background pixel stay."""

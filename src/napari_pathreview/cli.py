@@ -118,6 +118,7 @@ def cmd_train(args) -> int:
                                   init=args.init, decoder=args.decoder, aspp=not args.no_aspp,
                                   lovasz=args.lovasz, progress=_progress, command=command, ema=args.ema,
                                   amp=args.amp, widths=args.widths, tile=args.tile, pale=args.pale_nuclei,
+                                  stain_norm=args.stain_norm,
                                   **({"per_grid": args.per_grid} if args.per_grid else {}),
                                   checkpoints=args.checkpoints, **({"lr": args.lr} if args.lr else {}),
                                   on_epoch=lambda r: print(json.dumps(r), file=sys.stderr, flush=True))
@@ -368,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--pale-nuclei", type=_pale_nuclei, default=0.0,
                     help="segmenter: probability per tile of lightening the stain inside its nuclei, rims kept "
                          "(as vesicular nuclei look), e.g. 0.3 (default 0)")
+    sp.add_argument("--stain-norm", action=argparse.BooleanOptionalAction, default=None,
+                    help="segmenter: scale every image's hematoxylin to the training images' median level, "
+                         "in training and (recorded in the card) at inference (default: as --init does; off)")
     sp.add_argument("--lovasz", action="store_true", help="segmenter: add the Lovász hinge loss")
     sp.add_argument("--detector", default=None, help="enhancer: detector whose cells it corrects (default: shipped)")
     sp.add_argument("--mode", choices=("class", "bipartite"), default="class",

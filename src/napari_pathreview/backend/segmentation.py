@@ -126,7 +126,9 @@ def distance_target(labels: np.ndarray) -> np.ndarray:
 class SegmentParams:
     """Post-processing and tiling. threshold: foreground probability; marker_threshold: normalised
     distance above which a pixel seeds an instance; min_area_um2: smaller instances are dropped;
-    tile / overlap: model-scale pixels per tile and between tiles; tta: average the 4 flips."""
+    tile / overlap: model-scale pixels per tile and between tiles; tta: average the 4 flips;
+    stain_reference: the hematoxylin level (``stain.hematoxylin_level``) each input is scaled to before
+    the network (one factor per image, ``stain.hematoxylin_factor``); None: inputs as they are."""
 
     threshold: float = 0.5
     marker_threshold: float = 0.5
@@ -135,6 +137,7 @@ class SegmentParams:
     overlap: int = 64
     tta: bool = False
     majority_class: bool = False
+    stain_reference: float | None = None
 
     @classmethod
     def from_card(cls, card, **override) -> "SegmentParams":
@@ -263,7 +266,7 @@ def n_fg_channels(card) -> int:
 
 
 def make_predict_fn(models, cards, scale: float, tta: bool = False, ensemble: str = "mean",
-                    skip_background: bool = True, compile: bool = False):
+                    skip_background: bool = True, compile: bool = False, h_factor: float = 1.0):
     """Wrap model(s) as a ``tiling`` predict function over input-pixel tiles.
 
     (B, t, t, C) float32 (raw 0..255 RGB values) -> (B, K + 2, t, t) float32: foreground
@@ -274,6 +277,8 @@ def make_predict_fn(models, cards, scale: float, tta: bool = False, ensemble: st
     ``"union"`` (max: foreground where any model finds it). With ``skip_background`` tiles of bare glass
     (``tissue.is_background``) skip the network: no foreground, distance 0. ``compile``: run the
     network(s) through ``compiled.compile_for_inference`` (faster per tile after a ~20-30 s first call).
+    ``h_factor``: hematoxylin scaling of every tile before the network (``stain.scale_hematoxylin``; the
+    grey channel passed through stays the input's).
     """
     import torch
     import torch.nn.functional as F
@@ -332,6 +337,10 @@ def make_predict_fn(models, cards, scale: float, tta: bool = False, ensemble: st
         t_h, t_w = b.shape[1:3]
         grey = b.mean(-1)[:, None]
         device = next(models[0].parameters()).device
+        if h_factor != 1.0:
+            from .stain import scale_hematoxylin
+
+            b = scale_hematoxylin(b, h_factor)
         x = (torch.from_numpy(b.transpose(0, 3, 1, 2).copy()) / 255.0 - mean) / std
         mh, mw = max(8, int(round(t_h * scale))), max(8, int(round(t_w * scale)))
         if (mh, mw) != (t_h, t_w):
@@ -399,6 +408,15 @@ def _tiling(params: SegmentParams, scale: float, shape) -> tuple[int, int]:
     return tile_in, overlap_in
 
 
+def _stain_factor(arr, params: SegmentParams) -> float:
+    """One hematoxylin factor for the whole image ``arr`` (1.0 when the card sets no reference)."""
+    if params.stain_reference is None:
+        return 1.0
+    from .stain import hematoxylin_factor
+
+    return hematoxylin_factor(arr, params.stain_reference)
+
+
 def _postprocess_maps(maps: np.ndarray, n_fg: int, params: SegmentParams, level_mpp: float):
     """Blended maps (K + 2, H, W) -> (prob, distance, labels, semantic, grey)."""
     if n_fg == 1:
@@ -442,7 +460,8 @@ def segment(image, model, card, mpp: float | None = None, params: SegmentParams 
     arr, level, down, mpp, level_mpp, name = _resolve_input(image, c0, mpp, level, name)
     scale = level_mpp / c0.mpp
     tile_in, overlap_in = _tiling(params, scale, arr.shape[:2])
-    fn = make_predict_fn(models, cards, scale, params.tta, ensemble, skip_background, compile)
+    fn = make_predict_fn(models, cards, scale, params.tta, ensemble, skip_background, compile,
+                         _stain_factor(arr, params))
     check_fits_in_memory(arr.shape[:2], fn.out_channels, name)
     maps = predict_tiled(arr, fn, tile_in, overlap_in, fn.out_channels, batch_size=fn.batch_size,
                          glass=glass_tiles(image, level, skip_background),
@@ -696,7 +715,8 @@ def segment_to_zarr(image, out, model, card, mpp: float | None = None, params: S
     arr, level, down, mpp, level_mpp, name = _resolve_input(image, c0, mpp, level, name)
     scale = level_mpp / c0.mpp
     tile_in, overlap_in = _tiling(params, scale, arr.shape[:2])
-    fn = make_predict_fn(models, cards, scale, params.tta, ensemble, skip_background, compile)
+    fn = make_predict_fn(models, cards, scale, params.tta, ensemble, skip_background, compile,
+                         _stain_factor(arr, params))
     h, w = (int(s) for s in arr.shape[:2])
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = out.with_name(f".{out.name}.scratch")
@@ -969,12 +989,14 @@ def score_samples(maps_list, samples, params: SegmentParams, mpp: float, n_fg: i
 
 
 def predict_maps(model, card, image: np.ndarray, mpp: float, tta: bool = False, tile: int = 512,
-                 overlap: int = 64) -> np.ndarray:
-    """Blended maps (K + 2, H, W) of one in-memory image at ``mpp`` (one tile when it fits)."""
+                 overlap: int = 64, stain_reference: float | None = None) -> np.ndarray:
+    """Blended maps (K + 2, H, W) of one in-memory image at ``mpp`` (one tile when it fits);
+    ``stain_reference``: see :class:`SegmentParams`."""
     from .tiling import predict_tiled
 
     scale = mpp / card.mpp
-    fn = make_predict_fn([model], [card], scale, tta)
+    fn = make_predict_fn([model], [card], scale, tta,
+                         h_factor=_stain_factor(image, SegmentParams(stain_reference=stain_reference)))
     t_in = max(16, int(round(tile / scale)))
     return predict_tiled(image, fn, t_in, min(t_in // 2, int(round(overlap / scale))), fn.out_channels)
 
@@ -994,13 +1016,30 @@ def tune_params(maps_list, samples, mpp: float, base: SegmentParams) -> dict:
     return best_p
 
 
+def _stain_normalised(fit_set, tune, rep):
+    """Every sample's image scaled to the fitted images' median hematoxylin level -> (fit_set, tune,
+    rep, that reference). The held-out images are scaled as inference will scale them."""
+    from dataclasses import replace
+    from .stain import hematoxylin_factor, hematoxylin_level, scale_hematoxylin
+
+    levels = [hematoxylin_level(s.image) for s in fit_set]
+    reference = float(np.median([v for v in levels if v is not None]))
+
+    def norm(group):
+        return [replace(s, image=scale_hematoxylin(s.image, hematoxylin_factor(s.image, reference))
+                        .round().astype(np.uint8)) for s in group]
+
+    return norm(fit_set), norm(tune), norm(rep), reference
+
+
 def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, device=None,
                     tile: int = 256, batch_size: int = 8, data_mpp: float = MONUSEG_MPP,
                     model_mpp: float | None = None, tune_images: int = 3, report_images: int = 4,
                     decoder: str = "unet", aspp: bool = True, lovasz: bool = False, lr: float = 2e-3,
                     per_grid=(1, 4, 4), init: str | Path | None = None, progress: ProgressFn | None = None,
                     cancel=None, command: str = "", on_epoch=None, checkpoints: bool = False,
-                    ema: float = 0.0, amp: bool = False, widths: tuple | None = None, pale: float = 0.0):
+                    ema: float = 0.0, amp: bool = False, widths: tuple | None = None, pale: float = 0.0,
+                    stain_norm: bool | None = None):
     """Train a binary (nucleus) segmenter on a masks dataset and save weights + card to ``out``.
 
     All ``train`` images are used; ``tune_images`` of them (chosen by ``seed``, half with instance masks)
@@ -1015,6 +1054,9 @@ def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, devi
     validated and kept (0: off). ``amp``: bfloat16 autocast in the training passes (``TrainConfig.amp``).
     ``widths``: encoder channels of a model trained from scratch (default ``SegmenterConfig``'s).
     ``pale``: probability per tile of the pale-nucleus augmentation (:func:`augment.pale_nuclei`).
+    ``stain_norm``: bring every image's hematoxylin level to the fitted images' median before training
+    and record that reference in the card, so inference does the same (``SegmentParams.stain_reference``);
+    None: as ``init`` does (off from scratch).
     """
     import torch
     from .models.segmenter import SegmenterConfig, build_segmenter
@@ -1040,6 +1082,11 @@ def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, devi
     tune, rep = [samples[i] for i in tune_i], [samples[i] for i in rep_i]
     fit_set = [samples[i] for i in fit_i] or samples
     tune = tune or fit_set[:1]
+    if stain_norm is None:
+        stain_norm = init is not None and (base.params or {}).get("stain_reference") is not None
+    reference = None
+    if stain_norm:
+        fit_set, tune, rep, reference = _stain_normalised(fit_set, tune, rep)
     dataset = MultiScaleTiles(fit_set, tile, per_grid=per_grid)
     if model_mpp is None and init is not None and tile == (base.training or {}).get("tile", 256):
         model_mpp = base.mpp  # fine-tuning at the tile it was trained with keeps its scale
@@ -1082,7 +1129,7 @@ def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, devi
     model.load_state_dict(res.best_state)
     model.eval()
     maps = [predict_maps(model, card, s.image, data_mpp) for s in tune]
-    card.params.update(tune_params(maps, tune, data_mpp, base_params))
+    card.params.update(tune_params(maps, tune, data_mpp, base_params), stain_reference=reference)
     train_seconds = round(time.time() - t0, 1)
     metrics = {}
     if rep:
@@ -1096,6 +1143,7 @@ def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, devi
                      "epochs": epochs, "best_epoch": res.best_epoch, "seconds": train_seconds,
                      "device": str(dev), "tile": tile, "grids": list(dataset.grids),
                      "per_grid": list(dataset.per_grid), "lovasz": lovasz, "pale": pale,
+                     "stain_norm": bool(stain_norm),
                      "fit_images": len(fit_set), "tune_images": [s.name for s in tune],
                      "heldout_images": [s.name for s in rep], "history": res.history}
     save_model(model, card, out)
@@ -1128,7 +1176,7 @@ def evaluate_segmenter(data, split: str | None = "validation", weights=None, mpp
     for i, s in enumerate(samples):
         check_cancel(cancel)
         maps.append(predict_maps(model, card, s.image, mpp, tta=params.tta, tile=params.tile,
-                                 overlap=params.overlap))
+                                 overlap=params.overlap, stain_reference=params.stain_reference))
         report(progress, i + 1, len(samples), s.name)
     res = score_samples(maps, samples, params, mpp, n_fg_channels(card))
     res.update(model=card.name, split=split, mpp=mpp)
