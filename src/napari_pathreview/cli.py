@@ -94,7 +94,7 @@ def cmd_train(args) -> int:
                                  init=args.init, progress=_progress, command=command,
                                  checkpoints=args.checkpoints, lr=args.lr, target_sigma_um=args.target_sigma_um,
                                  ema=args.ema, amp=args.amp, widths=args.widths,
-                                 target_crowding=args.target_crowding,
+                                 target_crowding=args.target_crowding, stain_norm=args.stain_norm,
                                  on_epoch=lambda r: print(json.dumps(r), file=sys.stderr, flush=True))
         print(json.dumps({"out": str(Path(args.out).with_suffix(".safetensors")), "params": card.params,
                           "best_epoch": card.training["best_epoch"], "seconds": card.training["seconds"]}))
@@ -370,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="segmenter: probability per tile of lightening the stain inside its nuclei, rims kept "
                          "(as vesicular nuclei look), e.g. 0.3 (default 0)")
     sp.add_argument("--stain-norm", action=argparse.BooleanOptionalAction, default=None,
-                    help="segmenter: scale every image's hematoxylin to the training images' median level, "
+                    help="detector, segmenter: scale every image's hematoxylin to the training images' median level, "
                          "in training and (recorded in the card) at inference (default: as --init does; off)")
     sp.add_argument("--lovasz", action="store_true", help="segmenter: add the Lovász hinge loss")
     sp.add_argument("--detector", default=None, help="enhancer: detector whose cells it corrects (default: shipped)")

@@ -22,7 +22,8 @@ class DetectParams:
     """Decoding parameters. threshold: objectness in [0, 1]; min_distance_um: between peaks (µm);
     smooth_um: sigma (µm) of a Gaussian applied to the objectness map before peak finding (0: none);
     tile / overlap: model-scale pixels per tile and overlap between tiles; tta: average the objectness
-    and class probabilities over the 8 rotations / flips of each tile (8x slower)."""
+    and class probabilities over the 8 rotations / flips of each tile (8x slower); stain_reference: the
+    hematoxylin level each input image is scaled to before the network (``stain``; None: as it is)."""
 
     threshold: float = 0.35
     min_distance_um: float = 2.2
@@ -30,12 +31,24 @@ class DetectParams:
     tile: int = 512
     overlap: int = 64
     tta: bool = False
+    stain_reference: float | None = None
 
     @classmethod
     def from_card(cls, card, **override) -> "DetectParams":
         p = {k: v for k, v in (card.params or {}).items() if k in cls.__dataclass_fields__}
         p.update({k: v for k, v in override.items() if v is not None})
         return cls(**p)
+
+
+def stain_normalised(img: np.ndarray, card) -> np.ndarray:
+    """(H, W, 3) uint8 image scaled to the card's hematoxylin reference (unchanged when it has none):
+    for whole in-memory images read outside :func:`detect`, which applies the same factor tile by tile."""
+    reference = (card.params or {}).get("stain_reference")
+    if reference is None:
+        return img
+    from .stain import hematoxylin_factor, scale_hematoxylin
+
+    return scale_hematoxylin(img, hematoxylin_factor(img, reference)).round().astype(np.uint8)
 
 
 def normalise(img: np.ndarray, card) -> np.ndarray:
@@ -162,6 +175,20 @@ def _check_mpp(mpp, what: str) -> float:
     return validate_mpp(mpp, what)
 
 
+def _stain_factor(arr, params: DetectParams, to_uint8) -> float:
+    """One hematoxylin factor for the whole image (1.0 without a reference). ``to_uint8``: the
+    conversion tiles get, applied here to in-memory non-8-bit arrays; a lazy non-8-bit slide keeps 1.0."""
+    if params.stain_reference is None:
+        return 1.0
+    from .stain import hematoxylin_factor
+
+    if np.dtype(arr.dtype) != np.uint8:
+        if not isinstance(arr, np.ndarray):
+            return 1.0
+        arr = to_uint8(arr)
+    return hematoxylin_factor(arr, params.stain_reference)
+
+
 def detect(image, model, card, mpp: float | None = None, params: DetectParams | None = None,
            level: int | None = None, progress: ProgressFn | None = None, cancel=None, name: str = "image",
            skip_background: bool = True) -> CellPoints:
@@ -181,6 +208,7 @@ def detect(image, model, card, mpp: float | None = None, params: DetectParams | 
     """
     from skimage.transform import resize
     from .slides import Slide, to_rgb_uint8
+    from .stain import scale_hematoxylin
     from .tiling import plan_tiles, read_tile
     from .tissue import glass_tiles, is_background
 
@@ -211,6 +239,7 @@ def detect(image, model, card, mpp: float | None = None, params: DetectParams | 
             lo, hi = np.percentile(small, [0.5, 99.5])
     scale = level_mpp / card.mpp  # model pixels per input pixel
     h, w = arr.shape[:2]
+    h_factor = _stain_factor(arr, params, lambda a: to_rgb_uint8(a, name, lo, hi))
     tile_in = max(16, int(round(params.tile / scale)))
     overlap_in = min(tile_in - 8, max(0, int(round(params.overlap / scale))))
     from .memory import detect_bytes, require_memory
@@ -237,6 +266,8 @@ def detect(image, model, card, mpp: float | None = None, params: DetectParams | 
         if abs(scale - 1) > 0.02:
             mh, mw = max(1, int(round(th * scale))), max(1, int(round(tw * scale)))
             crop = (resize(crop, (mh, mw), order=1, anti_aliasing=scale < 1, preserve_range=True)).astype(np.uint8)
+        if h_factor != 1.0:
+            crop = scale_hematoxylin(crop, h_factor)
         pts = decode(_predict_tile(model, normalise(crop, card), params.tta), card.classes, params, card.mpp)
         pts.yx = (pts.yx + 0.5) * np.array([th / crop.shape[0], tw / crop.shape[1]], np.float32) - 0.5
         pts.yx += np.array([t.y0, t.x0], np.float32)
@@ -332,7 +363,8 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
                    progress: ProgressFn | None = None, cancel=None, command: str = "", on_epoch=None,
                    checkpoints: bool = False, lr: float | None = None, classes: list | None = None,
                    target_sigma_um: float | None = None, ema: float = 0.0, amp: bool = False,
-                   widths: tuple | None = None, target_crowding: float | None = None):
+                   widths: tuple | None = None, target_crowding: float | None = None,
+                   stain_norm: bool | None = None):
     """Train the point detector on a points dataset and save weights + card to ``out``.
 
     ``tune_images`` training images (chosen by ``seed``) are held out to select the checkpoint and
@@ -347,7 +379,9 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
     (``point_targets``' ``crowding``; default: ``init``'s, else 0 = off).
     ``ema``: decay of a per-step moving average of the weights that is validated and kept (0: off).
     ``amp``: bfloat16 autocast in the training passes (``TrainConfig.amp``). ``widths``: encoder channels
-    of a model trained from scratch (default ``DetectorConfig``'s).
+    of a model trained from scratch (default ``DetectorConfig``'s). ``stain_norm``: scale every image's
+    hematoxylin to the fitted images' median level (``stain``) and record it as ``stain_reference`` in the
+    card, so inference does the same; None: as ``init`` does (off from scratch).
     """
     import torch
     from .datasets import load_points_dataset
@@ -384,6 +418,14 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
     n_tune = min(tune_images, max(1, len(train) // 5)) if len(train) > 1 else 0
     tune = [train[i] for i in order[:n_tune]] or train
     fit_set = [train[i] for i in order[n_tune:]] or train
+    if stain_norm is None:
+        stain_norm = init is not None and (base.params or {}).get("stain_reference") is not None
+    reference = None
+    if stain_norm:
+        from .stain import normalised_samples, reference_level
+
+        reference = reference_level([s.image for s in fit_set])
+        fit_set, tune = normalised_samples(fit_set, reference), normalised_samples(tune, reference)
     if target_sigma_um is None and init is not None:  # fine-tuning keeps the targets its base learnt
         target_sigma_um = (base.training or {}).get("target_sigma_um")
     if target_crowding is None:
@@ -398,6 +440,7 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
     if init is not None:  # a fine-tuned model keeps its base's input normalisation, colours and decoding
         card.normalisation, card.colors, card.licence = base.normalisation, base.colors, base.licence
         card.params.update(base.params or {})
+    card.params["stain_reference"] = reference  # tuning and validation below see normalised images
     steps = max(1, (len(fit_set) * crops_per_image) // batch_size)
     tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=str(dev), ema=ema, amp=amp,
                        **({"lr": lr} if lr else {}))
@@ -426,6 +469,7 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
     card.training = {"command": command, "data": data_desc, "seed": seed, "epochs": epochs, "lr": tcfg.lr,
                      "ema": ema, "amp": amp, "init": str(init) if init is not None else None,
                      "target_sigma_um": round(sigma_px * mpp, 3), "target_crowding": target_crowding,
+                     "stain_norm": bool(stain_norm),
                      "best_epoch": res.best_epoch,
                      "seconds": round(time.time() - t0, 1), "device": str(dev),
                      "fit_images": len(fit_set), "tune_images": [s.name for s in tune],

@@ -99,7 +99,7 @@ def features_at_points(image, yx: np.ndarray, model, card, mpp: float | None, pr
     over the (H, W, 3) image in tiles at the model's scale and samples them at ``yx`` (input pixels).
     """
     from skimage.transform import resize
-    from .detection import normalise, predict_maps, _check_mpp
+    from .detection import normalise, predict_maps, stain_normalised, _check_mpp
     from .points import sample_bilinear
     from .slides import Slide, to_rgb_uint8
     from .tiling import predict_tiled
@@ -113,7 +113,7 @@ def features_at_points(image, yx: np.ndarray, model, card, mpp: float | None, pr
     if h * w * scale * scale > max_pixels:
         raise InputError(f"image of {h}x{w} px is too large to sample features at arbitrary points; "
                          "run 'Detect cells' first (its points keep their feature vectors)")
-    img = to_rgb_uint8(np.asarray(image))
+    img = stain_normalised(to_rgb_uint8(np.asarray(image)), card)
     if abs(scale - 1) > 0.02:
         img = resize(img, (max(1, round(h * scale)), max(1, round(w * scale))), order=1,
                      anti_aliasing=scale < 1, preserve_range=True).astype(np.uint8)

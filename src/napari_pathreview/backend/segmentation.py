@@ -1019,17 +1019,11 @@ def tune_params(maps_list, samples, mpp: float, base: SegmentParams) -> dict:
 def _stain_normalised(fit_set, tune, rep):
     """Every sample's image scaled to the fitted images' median hematoxylin level -> (fit_set, tune,
     rep, that reference). The held-out images are scaled as inference will scale them."""
-    from dataclasses import replace
-    from .stain import hematoxylin_factor, hematoxylin_level, scale_hematoxylin
+    from .stain import normalised_samples, reference_level
 
-    levels = [hematoxylin_level(s.image) for s in fit_set]
-    reference = float(np.median([v for v in levels if v is not None]))
-
-    def norm(group):
-        return [replace(s, image=scale_hematoxylin(s.image, hematoxylin_factor(s.image, reference))
-                        .round().astype(np.uint8)) for s in group]
-
-    return norm(fit_set), norm(tune), norm(rep), reference
+    reference = reference_level([s.image for s in fit_set])
+    return (normalised_samples(fit_set, reference), normalised_samples(tune, reference),
+            normalised_samples(rep, reference), reference)
 
 
 def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, device=None,

@@ -60,6 +60,8 @@ def hematoxylin_level(arr, percentile: float = PERCENTILE) -> float | None:
     uint8 image (numpy, or lazy: dask / zarr). None when it holds no tissue (bare glass)."""
     from .tissue import tissue_mask
 
+    if len(arr.shape) != 3 or arr.shape[2] < 3:
+        return None  # grey: no stain to separate
     px = _samples(arr)
     px = px[tissue_mask(px[None])[0]]
     if len(px) < 100:
@@ -77,3 +79,20 @@ def hematoxylin_factor(arr, reference: float | None, percentile: float = PERCENT
     if level is None or level <= 0:
         return 1.0
     return float(np.clip(reference / level, *limits))
+
+
+def reference_level(images) -> float:
+    """Median hematoxylin level of RGB uint8 ``images`` (those holding tissue): a training set's reference."""
+    levels = [v for v in (hematoxylin_level(im) for im in images) if v is not None]
+    if not levels:
+        raise ValueError("no tissue in any image: no hematoxylin reference")
+    return float(np.median(levels))
+
+
+def normalised_samples(samples, reference: float) -> list:
+    """Copies of dataclass ``samples`` (with an ``image`` field, RGB uint8) whose images are scaled to
+    ``reference`` (one factor per image, :func:`hematoxylin_factor`), as uint8."""
+    from dataclasses import replace
+
+    return [replace(s, image=scale_hematoxylin(s.image, hematoxylin_factor(s.image, reference))
+                    .round().astype(np.uint8)) for s in samples]

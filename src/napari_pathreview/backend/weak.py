@@ -659,7 +659,7 @@ def evaluate_weak_cells(data, split: str = "validation", weights=None, device=No
     (no detection/matching, so every row types exactly the same cells).
     """
     from .datasets import load_points_dataset
-    from .detection import normalise as det_normalise, predict_maps
+    from .detection import normalise as det_normalise, predict_maps, stain_normalised
     from .weights import load_model
 
     seg, card, cams = load_weak_cells(weights, device)
@@ -680,7 +680,7 @@ def evaluate_weak_cells(data, split: str = "validation", weights=None, device=No
         ens = np.mean(list(per_model.values()), 0)  # = cam_probs of the list: same TTA count per model
         rows["cam_ensemble"].append(cell_types(ens, s.yx, r)[0])
         rows["two_stage"].append(cell_types(seg_probs(seg, s.image)[1:], s.yx, r)[0])
-        dp = predict_maps(det, det_normalise(s.image, dcard))["probs"][didx]
+        dp = predict_maps(det, det_normalise(stain_normalised(s.image, dcard), dcard))["probs"][didx]
         rows["supervised"].append(cell_types(dp, s.yx, 0)[0])
         report(progress, i + 1, len(samples), s.name)
     gt = np.concatenate(gts)
