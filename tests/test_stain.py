@@ -46,7 +46,21 @@ def test_a_large_lazy_image_is_measured_on_windows_like_its_array(images):
     import dask.array as da
 
     pale, _ = images
-    big = np.tile(pale, (3, 3, 1))  # 3000² px: measured on a 4 x 4 grid of 512² windows
+    big = np.tile(pale, (3, 3, 1))  # 3000² px: measured on an 8 x 8 grid of 256² windows
     lazy = da.from_array(big, chunks=(700, 700, 3))
     assert hematoxylin_level(lazy) == hematoxylin_level(big)
     assert hematoxylin_level(big) == pytest.approx(hematoxylin_level(pale), rel=0.05)
+
+
+def test_a_sparse_slide_is_measured_where_its_coarse_level_shows_tissue(images):
+    """One 1000² tissue block on a 12 000² glass slide: the regular grid of windows misses it, the
+    coarse tissue mask puts every window on it."""
+    from napari_pathreview.backend.tissue import CoarseTissue, tissue_mask
+
+    pale, _ = images
+    slide = np.full((12000, 12000, 3), 238, np.uint8)
+    slide[4000:5000, 9900:10900] = pale  # between the grid windows (centres 750 + 1500 k, 256 px)
+    coarse = tissue_mask(slide[::32, ::32])
+    assert hematoxylin_level(slide) is None  # no grid window holds tissue
+    level = hematoxylin_level(slide, tissue=CoarseTissue(coarse, 32.0))
+    assert level == pytest.approx(hematoxylin_level(pale), rel=0.05)

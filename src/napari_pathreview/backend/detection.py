@@ -175,18 +175,22 @@ def _check_mpp(mpp, what: str) -> float:
     return validate_mpp(mpp, what)
 
 
-def _stain_factor(arr, params: DetectParams, to_uint8) -> float:
+def _stain_factor(arr, params: DetectParams, to_uint8, image=None, level: int = 0) -> float:
     """One hematoxylin factor for the whole image (1.0 without a reference). ``to_uint8``: the
-    conversion tiles get, applied here to in-memory non-8-bit arrays; a lazy non-8-bit slide keeps 1.0."""
+    conversion tiles get, applied here to in-memory non-8-bit arrays; a lazy non-8-bit slide keeps 1.0.
+    A Slide ``image``'s coarse level places the measured windows on tissue."""
     if params.stain_reference is None:
         return 1.0
+    from .slides import Slide
     from .stain import hematoxylin_factor
+    from .tissue import coarse_tissue
 
     if np.dtype(arr.dtype) != np.uint8:
         if not isinstance(arr, np.ndarray):
             return 1.0
         arr = to_uint8(arr)
-    return hematoxylin_factor(arr, params.stain_reference)
+    tissue = coarse_tissue(image, level) if isinstance(image, Slide) else None
+    return hematoxylin_factor(arr, params.stain_reference, tissue=tissue)
 
 
 def detect(image, model, card, mpp: float | None = None, params: DetectParams | None = None,
@@ -239,7 +243,7 @@ def detect(image, model, card, mpp: float | None = None, params: DetectParams | 
             lo, hi = np.percentile(small, [0.5, 99.5])
     scale = level_mpp / card.mpp  # model pixels per input pixel
     h, w = arr.shape[:2]
-    h_factor = _stain_factor(arr, params, lambda a: to_rgb_uint8(a, name, lo, hi))
+    h_factor = _stain_factor(arr, params, lambda a: to_rgb_uint8(a, name, lo, hi), image, level)
     tile_in = max(16, int(round(params.tile / scale)))
     overlap_in = min(tile_in - 8, max(0, int(round(params.overlap / scale))))
     from .memory import detect_bytes, require_memory

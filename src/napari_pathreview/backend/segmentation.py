@@ -408,13 +408,17 @@ def _tiling(params: SegmentParams, scale: float, shape) -> tuple[int, int]:
     return tile_in, overlap_in
 
 
-def _stain_factor(arr, params: SegmentParams) -> float:
-    """One hematoxylin factor for the whole image ``arr`` (1.0 when the card sets no reference)."""
+def _stain_factor(arr, params: SegmentParams, image=None, level: int = 0) -> float:
+    """One hematoxylin factor for the whole image ``arr`` (1.0 when the card sets no reference); a
+    Slide ``image``'s coarse level places the measured windows on tissue."""
     if params.stain_reference is None:
         return 1.0
+    from .slides import Slide
     from .stain import hematoxylin_factor
+    from .tissue import coarse_tissue
 
-    return hematoxylin_factor(arr, params.stain_reference)
+    tissue = coarse_tissue(image, level) if isinstance(image, Slide) else None
+    return hematoxylin_factor(arr, params.stain_reference, tissue=tissue)
 
 
 def _postprocess_maps(maps: np.ndarray, n_fg: int, params: SegmentParams, level_mpp: float):
@@ -461,7 +465,7 @@ def segment(image, model, card, mpp: float | None = None, params: SegmentParams 
     scale = level_mpp / c0.mpp
     tile_in, overlap_in = _tiling(params, scale, arr.shape[:2])
     fn = make_predict_fn(models, cards, scale, params.tta, ensemble, skip_background, compile,
-                         _stain_factor(arr, params))
+                         _stain_factor(arr, params, image, level))
     check_fits_in_memory(arr.shape[:2], fn.out_channels, name)
     maps = predict_tiled(arr, fn, tile_in, overlap_in, fn.out_channels, batch_size=fn.batch_size,
                          glass=glass_tiles(image, level, skip_background),
@@ -716,7 +720,7 @@ def segment_to_zarr(image, out, model, card, mpp: float | None = None, params: S
     scale = level_mpp / c0.mpp
     tile_in, overlap_in = _tiling(params, scale, arr.shape[:2])
     fn = make_predict_fn(models, cards, scale, params.tta, ensemble, skip_background, compile,
-                         _stain_factor(arr, params))
+                         _stain_factor(arr, params, image, level))
     h, w = (int(s) for s in arr.shape[:2])
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = out.with_name(f".{out.name}.scratch")

@@ -18,8 +18,8 @@ HED_FROM_RGB = np.linalg.inv(RGB_FROM_HED)
 
 PERCENTILE = 97.0
 FACTOR_RANGE = (0.5, 3.0)
-_WHOLE_MAX = 2048  # images up to this side are measured whole; larger ones on a grid of windows
-_WINDOW, _GRID = 512, 4
+_WHOLE_MAX = 2048  # images up to this side are measured whole; larger ones on windows of it
+_WINDOW, _N_WINDOWS = 256, 64
 
 
 def stain_density(rgb: np.ndarray) -> np.ndarray:
@@ -40,29 +40,41 @@ def scale_hematoxylin(rgb: np.ndarray, factor: float) -> np.ndarray:
     return np.clip(np.exp(-(hed @ RGB_FROM_HED.astype(np.float32))) * 255.0, 0.0, 255.0)
 
 
-def _samples(arr) -> np.ndarray:
-    """Pixels ``(N, 3)`` to measure: the whole image up to ``_WHOLE_MAX`` px a side, else a regular
-    ``_GRID`` x ``_GRID`` grid of ``_WINDOW``² windows (a lazy slide is read only there)."""
+def _window_origins(h: int, w: int, tissue=None) -> list[tuple[int, int]]:
+    """Top-left corners of up to ``_N_WINDOWS`` windows of ``_WINDOW``² px: centred on tissue when a
+    ``tissue.CoarseTissue`` is given (evenly through its tissue pixels, raster order), else on a grid."""
+    if tissue is not None and tissue.mask.any():
+        cy, cx = np.nonzero(tissue.mask)
+        pick = np.unique(np.linspace(0, len(cy) - 1, min(_N_WINDOWS, len(cy))).round().astype(int))
+        centres = [((cy[i] + 0.5) * tissue.factor, (cx[i] + 0.5) * tissue.factor) for i in pick]
+    else:
+        g = int(np.sqrt(_N_WINDOWS))
+        centres = [(fy * h, fx * w) for fy in (np.arange(g) + 0.5) / g for fx in (np.arange(g) + 0.5) / g]
+    half = _WINDOW / 2
+    return [(int(np.clip(y - half, 0, max(0, h - _WINDOW))), int(np.clip(x - half, 0, max(0, w - _WINDOW))))
+            for y, x in centres]
+
+
+def _samples(arr, tissue=None) -> np.ndarray:
+    """Pixels ``(N, 3)`` to measure: the whole image up to ``_WHOLE_MAX`` px a side, else windows of it
+    (:func:`_window_origins`; a lazy slide is read only there)."""
     h, w = (int(s) for s in arr.shape[:2])
     if max(h, w) <= _WHOLE_MAX:
         return np.asarray(arr)[..., :3].reshape(-1, 3)
-    parts = []
-    for fy in (np.arange(_GRID) + 0.5) / _GRID:
-        for fx in (np.arange(_GRID) + 0.5) / _GRID:
-            y0 = int(np.clip(fy * h - _WINDOW / 2, 0, max(0, h - _WINDOW)))
-            x0 = int(np.clip(fx * w - _WINDOW / 2, 0, max(0, w - _WINDOW)))
-            parts.append(np.asarray(arr[y0:y0 + _WINDOW, x0:x0 + _WINDOW])[..., :3].reshape(-1, 3))
-    return np.concatenate(parts)
+    return np.concatenate([np.asarray(arr[y0:y0 + _WINDOW, x0:x0 + _WINDOW])[..., :3].reshape(-1, 3)
+                           for y0, x0 in _window_origins(h, w, tissue)])
 
 
-def hematoxylin_level(arr, percentile: float = PERCENTILE) -> float | None:
+def hematoxylin_level(arr, percentile: float = PERCENTILE, tissue=None) -> float | None:
     """The ``percentile`` of the hematoxylin density over the tissue pixels of an ``(H, W, 3)`` RGB
-    uint8 image (numpy, or lazy: dask / zarr). None when it holds no tissue (bare glass)."""
+    uint8 image (numpy, or lazy: dask / zarr). None when it holds no tissue (bare glass) or is grey.
+    ``tissue``: a ``tissue.CoarseTissue`` for ``arr`` (a slide's coarse level), which places the
+    measured windows of a large image on tissue."""
     from .tissue import tissue_mask
 
     if len(arr.shape) != 3 or arr.shape[2] < 3:
         return None  # grey: no stain to separate
-    px = _samples(arr)
+    px = _samples(arr, tissue)
     px = px[tissue_mask(px[None])[0]]
     if len(px) < 100:
         return None
@@ -70,12 +82,12 @@ def hematoxylin_level(arr, percentile: float = PERCENTILE) -> float | None:
 
 
 def hematoxylin_factor(arr, reference: float | None, percentile: float = PERCENTILE,
-                       limits: tuple[float, float] = FACTOR_RANGE) -> float:
+                       limits: tuple[float, float] = FACTOR_RANGE, tissue=None) -> float:
     """Factor for :func:`scale_hematoxylin` that brings ``arr``'s hematoxylin level to ``reference``,
     clipped to ``limits``; 1.0 when ``reference`` is None or the image holds no tissue."""
     if reference is None:
         return 1.0
-    level = hematoxylin_level(arr, percentile)
+    level = hematoxylin_level(arr, percentile, tissue)
     if level is None or level <= 0:
         return 1.0
     return float(np.clip(reference / level, *limits))
