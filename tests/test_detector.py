@@ -153,28 +153,31 @@ def test_tta_detection_on_a_validation_image(val_sample):
 
 def test_stain_normalised_training_records_its_reference_and_detect_applies_it(val_sample, tmp_path):
     """``stain_norm``: the fitted images' median hematoxylin level goes into the card; ``detect`` scales
-    each image to it by one factor, so a paler copy of an image gives the original's cells."""
+    each image to it by one factor, so a copy with half the hematoxylin gives the original's cells (measured on
+    img4: 132 of 132; without normalisation 106)."""
     from dataclasses import replace
 
     from napari_pathreview.backend.detection import train_detector
     from napari_pathreview.backend.matching import match_points
-    from napari_pathreview.backend.stain import hematoxylin_level, scale_hematoxylin
+    from napari_pathreview.backend.stain import hematoxylin_factor, hematoxylin_level, scale_hematoxylin
 
     sample, _ = val_sample
     keep = (sample.yx < 192).all(1)
-    crops = [type(sample)(f"{sample.name}-{i}", sample.split, img, sample.yx[keep], sample.labels[keep])
-             for i, img in enumerate((sample.image[:192, :192],
-                                      scale_hematoxylin(sample.image[:192, :192], 0.6).round().astype(np.uint8)))]
+    crops = [type(sample)(f"{sample.name}-{i}", sample.split, sample.image[:192, :192], sample.yx[keep],
+                          sample.labels[keep]) for i in range(2)]
     model, card = train_detector(crops, tmp_path / "sn", epochs=1, seed=0, device="cpu", init="detector-crchisto",
                                  crops_per_image=1, crop=64, batch_size=1, lr=1e-6, stain_norm=True)
     fitted = [c for c in crops if c.name not in card.training["tune_images"]]
     assert card.params["stain_reference"] == pytest.approx(hematoxylin_level(fitted[0].image))
     assert card.training["stain_norm"] is True
-    pale = scale_hematoxylin(sample.image, 0.6).round().astype(np.uint8)
-    assert hematoxylin_level(pale) < 0.7 * hematoxylin_level(sample.image)
+    pale = scale_hematoxylin(sample.image, 0.5).round().astype(np.uint8)
+    assert hematoxylin_level(pale) < 0.6 * hematoxylin_level(sample.image)
+    ref = card.params["stain_reference"]
+    assert all(0.5 < hematoxylin_factor(im, ref) < 3.0 for im in (sample.image, pale))  # neither clipped
     a, b = detect(sample.image, model, card, mpp=card.mpp), detect(pale, model, card, mpp=card.mpp)
     plain = detect(pale, model, card, mpp=card.mpp, params=replace(DetectParams.from_card(card), stain_reference=None))
 
+    same, same_plain = len(match_points(b.yx, a.yx, 2.0).pred_idx), len(match_points(plain.yx, a.yx, 2.0).pred_idx)
     assert len(a) > 100
-    assert len(match_points(b.yx, a.yx, 2.0).pred_idx) >= 0.95 * len(a)  # normalised: the same cells
-    assert len(match_points(plain.yx, a.yx, 2.0).pred_idx) < 0.95 * len(a)  # not normalised: fewer found
+    assert same >= 0.97 * len(a) and abs(len(b) - len(a)) <= 0.03 * len(a)  # normalised: the same cells
+    assert same_plain < same - 0.02 * len(a)  # as it is: fewer of them
