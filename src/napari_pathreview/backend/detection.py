@@ -384,8 +384,8 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
     ``ema``: decay of a per-step moving average of the weights that is validated and kept (0: off).
     ``amp``: bfloat16 autocast in the training passes (``TrainConfig.amp``). ``widths``: encoder channels
     of a model trained from scratch (default ``DetectorConfig``'s). ``stain_norm``: scale every image's
-    hematoxylin to the fitted images' median level (``stain``) and record it as ``stain_reference`` in the
-    card, so inference does the same; None: as ``init`` does (off from scratch).
+    hematoxylin to the fitted images' median level (``stain``; a fine-tune: to its ``init``'s reference)
+    and record it as ``stain_reference`` in the card, so inference does the same; None: as ``init`` does.
     """
     import torch
     from .datasets import load_points_dataset
@@ -428,7 +428,8 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
     if stain_norm:
         from .stain import normalised_samples, reference_level
 
-        reference = reference_level([s.image for s in fit_set])
+        reference = (base.params or {}).get("stain_reference") if init is not None else None
+        reference = reference if reference is not None else reference_level([s.image for s in fit_set])
         fit_set, tune = normalised_samples(fit_set, reference), normalised_samples(tune, reference)
     if target_sigma_um is None and init is not None:  # fine-tuning keeps the targets its base learnt
         target_sigma_um = (base.training or {}).get("target_sigma_um")

@@ -1020,12 +1020,12 @@ def tune_params(maps_list, samples, mpp: float, base: SegmentParams) -> dict:
     return best_p
 
 
-def _stain_normalised(fit_set, tune, rep):
-    """Every sample's image scaled to the fitted images' median hematoxylin level -> (fit_set, tune,
-    rep, that reference). The held-out images are scaled as inference will scale them."""
+def _stain_normalised(fit_set, tune, rep, reference: float | None = None):
+    """Every sample's image scaled to ``reference`` (default: the fitted images' median hematoxylin
+    level) -> (fit_set, tune, rep, reference). The held-out images are scaled as inference will scale them."""
     from .stain import normalised_samples, reference_level
 
-    reference = reference_level([s.image for s in fit_set])
+    reference = reference if reference is not None else reference_level([s.image for s in fit_set])
     return (normalised_samples(fit_set, reference), normalised_samples(tune, reference),
             normalised_samples(rep, reference), reference)
 
@@ -1052,9 +1052,9 @@ def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, devi
     validated and kept (0: off). ``amp``: bfloat16 autocast in the training passes (``TrainConfig.amp``).
     ``widths``: encoder channels of a model trained from scratch (default ``SegmenterConfig``'s).
     ``pale``: probability per tile of the pale-nucleus augmentation (:func:`augment.pale_nuclei`).
-    ``stain_norm``: bring every image's hematoxylin level to the fitted images' median before training
-    and record that reference in the card, so inference does the same (``SegmentParams.stain_reference``);
-    None: as ``init`` does (off from scratch).
+    ``stain_norm``: bring every image's hematoxylin level to the fitted images' median (a fine-tune: to
+    its ``init``'s reference, the level that model learnt) before training and record that reference in
+    the card, so inference does the same (``SegmentParams.stain_reference``); None: as ``init`` does.
     """
     import torch
     from .models.segmenter import SegmenterConfig, build_segmenter
@@ -1084,7 +1084,8 @@ def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, devi
         stain_norm = init is not None and (base.params or {}).get("stain_reference") is not None
     reference = None
     if stain_norm:
-        fit_set, tune, rep, reference = _stain_normalised(fit_set, tune, rep)
+        fit_set, tune, rep, reference = _stain_normalised(
+            fit_set, tune, rep, (base.params or {}).get("stain_reference") if init is not None else None)
     dataset = MultiScaleTiles(fit_set, tile, per_grid=per_grid)
     if model_mpp is None and init is not None and tile == (base.training or {}).get("tile", 256):
         model_mpp = base.mpp  # fine-tuning at the tile it was trained with keeps its scale
