@@ -57,10 +57,15 @@ def _window_origins(h: int, w: int, tissue=None) -> list[tuple[int, int]]:
 
 def _samples(arr, tissue=None) -> np.ndarray:
     """Pixels ``(N, 3)`` to measure: the whole image up to ``_WHOLE_MAX`` px a side, else windows of it
-    (:func:`_window_origins`; a lazy slide is read only there)."""
+    (:func:`_window_origins`; a lazy slide is read only there). An in-memory array without ``tissue``
+    finds its own from every 32nd pixel."""
+    from .tissue import CoarseTissue, tissue_mask
+
     h, w = (int(s) for s in arr.shape[:2])
     if max(h, w) <= _WHOLE_MAX:
-        return np.asarray(arr)[..., :3].reshape(-1, 3)
+        return np.asarray(arr[0:h, 0:w])[..., :3].reshape(-1, 3)
+    if tissue is None and isinstance(arr, np.ndarray):
+        tissue = CoarseTissue(tissue_mask(arr[::32, ::32]), 32.0)
     return np.concatenate([np.asarray(arr[y0:y0 + _WINDOW, x0:x0 + _WINDOW])[..., :3].reshape(-1, 3)
                            for y0, x0 in _window_origins(h, w, tissue)])
 
