@@ -37,6 +37,13 @@ def test_segment_widget_adds_aligned_labels_layer_with_features(make_napari_view
     assert np.isclose(f["mean_intensity"].iloc[0], grey[layer.data == k].mean(), atol=0.05)
     assert np.isclose(f["area_px"].iloc[0], (layer.data == k).sum())
     assert w.status.text() == f"{len(ids)} nuclei"
+    # the default model was trained on stain-normalised images: normalising is on; off gives other masks
+    assert w.stain_norm.isChecked()
+    w.stain_norm.setChecked(False)
+    _run(w, qtbot)
+    plain = viewer.layers[-1]
+    assert plain is not layer and plain.data.shape == layer.data.shape
+    assert not np.array_equal(plain.data > 0, layer.data > 0)
 
 
 def test_segment_widget_asks_for_the_pixel_size_when_unknown(make_napari_viewer, qtbot):

@@ -247,6 +247,13 @@ def test_segment_cli_writes_labels_store_and_rejects_bad_input(tmp_path):
     assert rc == 0, err
     store = open_slide(tmp_path / "s.zarr")
     assert store.is_labels and store.shape == (512, 512) and int(np.asarray(store.levels[0]).max()) > 20
+    _, card = load_model(None, "segmenter", "cpu")
+    meta = json.loads((tmp_path / "s.zarr" / "pathreview.json").read_text())
+    assert meta["params"]["stain_reference"] == card.params["stain_reference"] is not None
+    rc, out, err = _cli("segment", SAMPLE_TILE, "--out", tmp_path / "u.zarr", "--mpp", "0.25", "--tile", "256",
+                        "--overlap", "0.25", "--device", "cpu", "--no-stain-norm")
+    assert rc == 0, err
+    assert json.loads((tmp_path / "u.zarr" / "pathreview.json").read_text())["params"]["stain_reference"] is None
     rc, out, err = _cli("segment", tmp_path / "nope.png", "--out", tmp_path / "t.zarr")
     assert rc == 2 and "nope.png" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "t.zarr").exists()

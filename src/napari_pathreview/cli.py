@@ -248,7 +248,7 @@ def cmd_segment(args) -> int:
         res = segment_files(args.input, args.out, weights=weights, mpp=args.mpp, device=args.device,
                             tile=args.tile, overlap=args.overlap, tta=args.tta or None, ensemble=args.ensemble,
                             overwrite=args.overwrite, workers=args.workers, scheduler=args.scheduler,
-                            progress=_progress, compile=args.compile)
+                            progress=_progress, compile=args.compile, stain_norm=args.stain_norm)
         for s in res["skipped"]:
             print(f"skipped (already done by the same job): {s}", file=sys.stderr)
         for w in res["written"]:
@@ -256,7 +256,8 @@ def cmd_segment(args) -> int:
         return 0
     out = segment_file(args.input[0], args.out, weights=weights, mpp=args.mpp, device=args.device, tile=args.tile,
                        overlap=args.overlap, tta=args.tta or None, ensemble=args.ensemble,
-                       overwrite=args.overwrite, progress=_progress, compile=args.compile)
+                       overwrite=args.overwrite, progress=_progress, compile=args.compile,
+                       stain_norm=args.stain_norm)
     print(out)
     return 0
 
@@ -470,6 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--compile", action="store_true",
                     help="torch.compile the network: ~1.4x faster per tile after a ~20-30 s first call "
                          "(pays on slides of a few hundred tiles)")
+    sp.add_argument("--no-stain-norm", dest="stain_norm", action="store_false", default=None,
+                    help="do not scale the input's hematoxylin to the model's training level (the card's "
+                         "stain_reference); for images that are not bright-field H&E")
     sp.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     sp.add_argument("--workers", type=int, default=1,
                     help="several inputs: a local Dask cluster of N single-threaded workers")

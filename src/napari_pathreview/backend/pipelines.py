@@ -82,24 +82,26 @@ def _models(weights, task: str, device):
 
 def segment(image, weights=None, mpp: float | None = None, device: str | None = None, tile: int | None = None,
             overlap: float | None = None, tta: bool | None = None, ensemble: str = "mean",
-            progress: ProgressFn | None = None, cancel=None, name: str = "image"):
+            progress: ProgressFn | None = None, cancel=None, name: str = "image", stain_norm: bool | None = None):
     """Segment an (H, W, 3) array or a Slide in memory -> SegmentationResult (instances + probabilities).
 
     ``weights``: a model name/path, a list of them (ensemble: ``"mean"`` or ``"union"``), or None (shipped).
+    ``stain_norm``: False ignores the card's hematoxylin reference (non-H&E images).
     """
     from .segmentation import segment as _segment
 
     models, cards = _models(weights, "segmenter", device)
     return _segment(image, models, cards, mpp=mpp, tile=tile, overlap=overlap, tta=tta, ensemble=ensemble,
-                    progress=progress, cancel=cancel, name=name)
+                    progress=progress, cancel=cancel, name=name, stain_norm=stain_norm)
 
 
 def segment_file(input, out: str | Path, weights=None, mpp: float | None = None, device: str | None = None,
                  tile: int | None = None, overlap: float | None = None, tta: bool | None = None,
                  ensemble: str = "mean", overwrite: bool = False, progress: ProgressFn | None = None,
-                 cancel=None, compile: bool = False) -> Path:
+                 cancel=None, compile: bool = False, stain_norm: bool | None = None) -> Path:
     """Segment one slide/image file tile by tile into an OME-Zarr labels store at ``out`` (bounded memory).
-    ``compile``: ``torch.compile`` the network (faster per tile after a ~20-30 s first call)."""
+    ``compile``: ``torch.compile`` the network (faster per tile after a ~20-30 s first call);
+    ``stain_norm``: False ignores the card's hematoxylin reference."""
     from .segmentation import segment_to_zarr
     from .slides import open_slide
 
@@ -110,7 +112,7 @@ def segment_file(input, out: str | Path, weights=None, mpp: float | None = None,
     models, cards = _models(weights, "segmenter", device)
     return segment_to_zarr(slide, out, models, cards, tile=tile, overlap=overlap, tta=tta, ensemble=ensemble,
                            overwrite=overwrite, progress=progress, cancel=cancel, name=slide.path,
-                           compile=compile)
+                           compile=compile, stain_norm=stain_norm)
 
 
 def _segment_one(path: str, stem: Path, overwrite: bool = False, **kw) -> list[Path]:
@@ -123,7 +125,7 @@ def _segment_one(path: str, stem: Path, overwrite: bool = False, **kw) -> list[P
 def segment_files(inputs, out: str | Path, weights=None, mpp=None, device=None, tile=None, overlap=None,
                   tta=None, ensemble: str = "mean", overwrite: bool = False, workers: int = 1,
                   scheduler: str | None = None, progress: ProgressFn | None = None, cancel=None,
-                  compile: bool = False) -> dict:
+                  compile: bool = False, stain_norm: bool | None = None) -> dict:
     """Segment many slides into ``OUT/<name>.zarr`` each (tile by tile, bounded memory), one idempotent
     task per slide on this process or a Dask cluster; reruns skip slides already done by the same job
     (see ``backend.batch``). An existing store not made by this job is refused unless ``overwrite``."""
@@ -138,9 +140,9 @@ def segment_files(inputs, out: str | Path, weights=None, mpp=None, device=None, 
     refs = list(weights) if isinstance(weights, (list, tuple)) else [weights]
     names = [str(r) if r else default_model("segmenter") for r in refs]
     key = {"job": "segment", "weights": names, "mpp": mpp, "tile": tile, "overlap": overlap, "tta": tta,
-           "ensemble": ensemble}
+           "ensemble": ensemble, **({"stain_norm": False} if stain_norm is False else {})}
     run = partial(_segment_one, overwrite=overwrite, weights=weights, mpp=mpp, device=device, tile=tile,
-                  overlap=overlap, tta=tta, ensemble=ensemble, compile=compile)
+                  overlap=overlap, tta=tta, ensemble=ensemble, compile=compile, stain_norm=stain_norm)
     return run_batch(inputs, out, run, key, workers=workers, scheduler=scheduler, progress=progress,
                      cancel=cancel)
 

@@ -440,7 +440,7 @@ def segment(image, model, card, mpp: float | None = None, params: SegmentParams 
             tile: int | None = None, overlap: int | None = None, tta: bool | None = None,
             level: int | None = None, ensemble: str = "mean", progress: ProgressFn | None = None,
             cancel=None, name: str = "image", skip_background: bool = True,
-            compile: bool = False) -> SegmentationResult:
+            compile: bool = False, stain_norm: bool | None = None) -> SegmentationResult:
     """Segment an image (or one level of a slide) in memory: overlapping tiles, blended, watershed.
 
     Args:
@@ -451,6 +451,7 @@ def segment(image, model, card, mpp: float | None = None, params: SegmentParams 
             pixels), ``overlap`` (model pixels, or a fraction of the tile when < 1) and ``tta`` override.
         level: pyramid level of a Slide (default: the coarsest level at least as fine as the model's).
         compile: ``torch.compile`` the network(s) (see :func:`make_predict_fn`); pays on large slides.
+        stain_norm: False ignores the card's hematoxylin reference (``SegmentParams.stain_reference``).
 
     Returns a :class:`SegmentationResult` at the pixels of the level read.
     """
@@ -460,7 +461,7 @@ def segment(image, model, card, mpp: float | None = None, params: SegmentParams 
     models, cards = _check_ensemble(model, card)
     c0 = cards[0]
     params = params or SegmentParams.from_card(c0)
-    params = _override(params, tile, overlap, tta)
+    params = _override(params, tile, overlap, tta, stain_norm)
     arr, level, down, mpp, level_mpp, name = _resolve_input(image, c0, mpp, level, name)
     scale = level_mpp / c0.mpp
     tile_in, overlap_in = _tiling(params, scale, arr.shape[:2])
@@ -495,10 +496,10 @@ def check_fits_in_memory(shape_yx, channels: int, name: str, fraction: float = 0
                    "or pick a coarser level", fraction)
 
 
-def _override(params: SegmentParams, tile, overlap, tta) -> SegmentParams:
+def _override(params: SegmentParams, tile, overlap, tta, stain_norm=None) -> SegmentParams:
     from dataclasses import replace
 
-    kw = {}
+    kw = {} if stain_norm is None or stain_norm else {"stain_reference": None}
     if tile is not None:
         kw["tile"] = int(tile)
     if overlap is not None:
@@ -688,7 +689,8 @@ def segment_to_zarr(image, out, model, card, mpp: float | None = None, params: S
                     tile: int | None = None, overlap: int | None = None, tta: bool | None = None,
                     level: int | None = None, ensemble: str = "mean", band: int = 1024, halo_um: float = 40.0,
                     strip: int = 8192, overwrite: bool = False, progress: ProgressFn | None = None, cancel=None,
-                    name: str = "image", skip_background: bool = True, compile: bool = False) -> Path:
+                    name: str = "image", skip_background: bool = True, compile: bool = False,
+                    stain_norm: bool | None = None) -> Path:
     """Segment a slide (or array) tile by tile into an OME-Zarr labels pyramid at ``out``.
 
     Bounded memory, whatever the slide's size: the level is cut into vertical strips of ``strip``
@@ -701,7 +703,8 @@ def segment_to_zarr(image, out, model, card, mpp: float | None = None, params: S
     that is killed or fails keeps it (``.OUT.scratch``, marked ``INCOMPLETE``) with a checkpoint after
     every band, and the same call resumes from the last finished band, giving the same labels as an
     uninterrupted run. The store also holds ``instances.csv`` (the instance table). ``compile``:
-    ``torch.compile`` the network(s), see :func:`make_predict_fn`. Returns ``Path(out)``.
+    ``torch.compile`` the network(s), see :func:`make_predict_fn`. ``stain_norm``: False ignores the card's
+    hematoxylin reference. Returns ``Path(out)``.
     """
     import shutil
     import zarr
@@ -715,7 +718,7 @@ def segment_to_zarr(image, out, model, card, mpp: float | None = None, params: S
         raise InputError(f"{out}: already exists; choose another output or pass --overwrite")
     models, cards = _check_ensemble(model, card)
     c0 = cards[0]
-    params = _override(params or SegmentParams.from_card(c0), tile, overlap, tta)
+    params = _override(params or SegmentParams.from_card(c0), tile, overlap, tta, stain_norm)
     arr, level, down, mpp, level_mpp, name = _resolve_input(image, c0, mpp, level, name)
     scale = level_mpp / c0.mpp
     tile_in, overlap_in = _tiling(params, scale, arr.shape[:2])

@@ -35,6 +35,11 @@ class SegmentWidget(TaskWidget):
         self.form.addRow("overlap (model px)", self.overlap)
         self.tta = QCheckBox("flip test-time augmentation (4x slower)")
         self.form.addRow("TTA", self.tta)
+        self.stain_norm = QCheckBox("scale hematoxylin to the model's training level")
+        self.stain_norm.setChecked(params.get("stain_reference") is not None)
+        self.stain_norm.setToolTip("one factor per image, as the model was trained (bright-field H&E); "
+                                   "off for other stains")
+        self.form.addRow("stain", self.stain_norm)
         self.ensemble_with = QComboBox()
         self.ensemble_with.addItems(["(none)"] + [self.model.itemText(i) for i in range(self.model.count())])
         self.ensemble_with.setToolTip("a second model to average with (mean of probabilities)")
@@ -56,6 +61,7 @@ class SegmentWidget(TaskWidget):
         if other not in ("(none)", "") and other != weights:
             weights = [weights, other]
         device, tile, overlap, tta = self.device.currentText(), self.tile.value(), self.overlap.value(), self.tta.isChecked()
+        stain_norm = self.stain_norm.isChecked()
         if overlap * 2 >= tile:
             raise InputError(f"overlap {overlap} must be under half the tile ({tile})")
         name = f"{layer.name} nuclei"
@@ -71,14 +77,15 @@ class SegmentWidget(TaskWidget):
 
                 models, cards = pipelines._models(weights, "segmenter", device)
                 segment_to_zarr(slide, store, models, cards, tile=tile, overlap=overlap, tta=tta,
-                                progress=progress, cancel=cancel, name=layer.name)
+                                progress=progress, cancel=cancel, name=layer.name, stain_norm=stain_norm)
                 meta = json.loads((store / "pathreview.json").read_text())
                 labels = open_slide(store)
                 return (list(labels.levels), read_table_csv(store / "instances.csv"), meta)
         else:
             def fn(progress, cancel):
                 return pipelines.segment(slide, weights, mpp=mpp, device=device, tile=tile, overlap=overlap,
-                                         tta=tta, progress=progress, cancel=cancel, name=layer.name)
+                                         tta=tta, progress=progress, cancel=cancel, name=layer.name,
+                                         stain_norm=stain_norm)
 
         def done(result):
             from ..layers import labels_layer_data
