@@ -43,12 +43,9 @@ class DetectParams:
 def stain_normalised(img: np.ndarray, card) -> np.ndarray:
     """(H, W, 3) uint8 image scaled to the card's hematoxylin reference (unchanged when it has none):
     for whole in-memory images read outside :func:`detect`, which applies the same factor tile by tile."""
-    reference = (card.params or {}).get("stain_reference")
-    if reference is None:
-        return img
-    from .stain import hematoxylin_factor, scale_hematoxylin
+    from .stain import normalised_image
 
-    return scale_hematoxylin(img, hematoxylin_factor(img, reference)).round().astype(np.uint8)
+    return normalised_image(img, (card.params or {}).get("stain_reference"))
 
 
 def normalise(img: np.ndarray, card) -> np.ndarray:
@@ -181,16 +178,13 @@ def _stain_factor(arr, params: DetectParams, to_uint8, image=None, level: int = 
     A Slide ``image``'s coarse level places the measured windows on tissue."""
     if params.stain_reference is None:
         return 1.0
-    from .slides import Slide
-    from .stain import hematoxylin_factor
-    from .tissue import coarse_tissue
+    from .stain import image_factor
 
     if np.dtype(arr.dtype) != np.uint8:
         if not isinstance(arr, np.ndarray):
             return 1.0
         arr = to_uint8(arr)
-    tissue = coarse_tissue(image, level) if isinstance(image, Slide) else None
-    return hematoxylin_factor(arr, params.stain_reference, tissue=tissue)
+    return image_factor(arr, params.stain_reference, image, level)
 
 
 def detect(image, model, card, mpp: float | None = None, params: DetectParams | None = None,

@@ -411,14 +411,9 @@ def _tiling(params: SegmentParams, scale: float, shape) -> tuple[int, int]:
 def _stain_factor(arr, params: SegmentParams, image=None, level: int = 0) -> float:
     """One hematoxylin factor for the whole image ``arr`` (1.0 when the card sets no reference); a
     Slide ``image``'s coarse level places the measured windows on tissue."""
-    if params.stain_reference is None:
-        return 1.0
-    from .slides import Slide
-    from .stain import hematoxylin_factor
-    from .tissue import coarse_tissue
+    from .stain import image_factor
 
-    tissue = coarse_tissue(image, level) if isinstance(image, Slide) else None
-    return hematoxylin_factor(arr, params.stain_reference, tissue=tissue)
+    return image_factor(arr, params.stain_reference, image, level)
 
 
 def _postprocess_maps(maps: np.ndarray, n_fg: int, params: SegmentParams, level_mpp: float):

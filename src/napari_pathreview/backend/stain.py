@@ -98,18 +98,40 @@ def hematoxylin_factor(arr, reference: float | None, percentile: float = PERCENT
     return float(np.clip(reference / level, *limits))
 
 
+def image_factor(arr, reference: float | None, image=None, level: int = 0) -> float:
+    """:func:`hematoxylin_factor` of the array a pipeline reads (``arr``: level ``level`` of ``image``);
+    when ``image`` is a Slide its coarse level places the measured windows on tissue."""
+    if reference is None:
+        return 1.0
+    from .slides import Slide
+    from .tissue import coarse_tissue
+
+    tissue = coarse_tissue(image, level) if isinstance(image, Slide) else None
+    return hematoxylin_factor(arr, reference, tissue=tissue)
+
+
+def normalised_image(img: np.ndarray, reference: float | None) -> np.ndarray:
+    """An in-memory ``(H, W, 3)`` uint8 image scaled to ``reference`` (one factor), as uint8; unchanged
+    when ``reference`` is None."""
+    if reference is None:
+        return img
+    return scale_hematoxylin(img, hematoxylin_factor(img, reference)).round().astype(np.uint8)
+
+
 def reference_level(images) -> float:
     """Median hematoxylin level of RGB uint8 ``images`` (those holding tissue): a training set's reference."""
+    from .errors import InputError
+
     levels = [v for v in (hematoxylin_level(im) for im in images) if v is not None]
     if not levels:
-        raise ValueError("no tissue in any image: no hematoxylin reference")
+        raise InputError("no tissue in any training image: no hematoxylin level to normalise to; "
+                         "train without --stain-norm")
     return float(np.median(levels))
 
 
 def normalised_samples(samples, reference: float) -> list:
     """Copies of dataclass ``samples`` (with an ``image`` field, RGB uint8) whose images are scaled to
-    ``reference`` (one factor per image, :func:`hematoxylin_factor`), as uint8."""
+    ``reference`` (:func:`normalised_image`)."""
     from dataclasses import replace
 
-    return [replace(s, image=scale_hematoxylin(s.image, hematoxylin_factor(s.image, reference))
-                    .round().astype(np.uint8)) for s in samples]
+    return [replace(s, image=normalised_image(s.image, reference)) for s in samples]
