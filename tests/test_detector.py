@@ -181,3 +181,39 @@ def test_stain_normalised_training_records_its_reference_and_detect_applies_it(v
     assert len(a) > 100
     assert same >= 0.97 * len(a) and abs(len(b) - len(a)) <= 0.03 * len(a)  # normalised: the same cells
     assert same_plain < same - 0.02 * len(a)  # as it is: fewer of them
+
+
+def test_focal_objectness_loss_prefers_peaks_on_the_centres():
+    """CenterNet's focal loss: logits peaking on the annotated centres score lower than the same peaks
+    shifted 3 px, and pixels next to a centre cost less than far ones (the Gaussian's penalty reduction)."""
+    import torch
+
+    from napari_pathreview.backend.detection import detector_loss
+    from napari_pathreview.backend.points import point_targets
+
+    yx = np.array([[16.0, 16.0], [40.0, 30.0]], np.float32)
+    obj, cls = point_targets((64, 64), yx, np.array([0, 1]), sigma=6.0)
+
+    def model_with(peaks):
+        logit = np.full((64, 64), -6.0, np.float32)
+        for y, x in peaks:
+            logit[y, x] = 6.0
+        out = {"objectness": torch.from_numpy(logit)[None, None],
+               "class_logits": torch.zeros(1, 4, 64, 64)}
+        return lambda x: out
+
+    batch = (torch.zeros(1, 3, 64, 64), torch.from_numpy(obj)[None, None], torch.from_numpy(cls)[None])
+    w = torch.ones(4)
+    on = detector_loss(model_with([(16, 16), (40, 30)]), batch, w, "focal").item()
+    off = detector_loss(model_with([(19, 16), (40, 33)]), batch, w, "focal").item()
+    far = detector_loss(model_with([(16, 40), (60, 5)]), batch, w, "focal").item()
+    assert on < off < far
+    assert on < 0.05 + np.log(4) / 2  # centres found: only the uninformed class term remains
+
+
+def test_unknown_objectness_loss_is_refused(val_sample, tmp_path):
+    from napari_pathreview.backend.detection import train_detector
+
+    sample, _ = val_sample
+    with pytest.raises(InputError, match="objectness loss"):
+        train_detector([sample], tmp_path / "x", epochs=1, init="detector-crchisto", obj_loss="dice")

@@ -95,6 +95,7 @@ def cmd_train(args) -> int:
                                  checkpoints=args.checkpoints, lr=args.lr, target_sigma_um=args.target_sigma_um,
                                  ema=args.ema, amp=args.amp, widths=args.widths,
                                  target_crowding=args.target_crowding, stain_norm=args.stain_norm,
+                                 obj_loss=args.obj_loss,
                                  on_epoch=lambda r: print(json.dumps(r), file=sys.stderr, flush=True))
         print(json.dumps({"out": str(Path(args.out).with_suffix(".safetensors")), "params": card.params,
                           "best_epoch": card.training["best_epoch"], "seconds": card.training["seconds"]}))
@@ -359,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--target-crowding", type=float, default=None,
                     help="detector: cap each cell's target sigma at this fraction of the distance to its nearest "
                          "annotated neighbour, e.g. 0.4 (default: --init's, else off)")
+    sp.add_argument("--obj-loss", choices=("bce", "focal"), default=None,
+                    help="detector: objectness loss, BCE against the Gaussian targets or CenterNet's focal loss "
+                         "(default: --init's, else bce)")
     sp.add_argument("--decoder", choices=("unet", "fpn"), default="unet", help="segmenter: decoder type")
     sp.add_argument("--no-aspp", action="store_true", help="segmenter: no ASPP bottleneck")
     sp.add_argument("--per-grid", type=_per_grid, default=None,

@@ -330,15 +330,26 @@ def _to_tensors(batch, card, device):
     return (x.to(device).contiguous(memory_format=torch.channels_last), obj.to(device), cls.to(device))
 
 
-def detector_loss(model, batch, class_weights):
-    """Objectness: BCE against Gaussian targets, weighted towards centres; classes: weighted CE near
+def detector_loss(model, batch, class_weights, obj_loss: str = "bce"):
+    """Objectness: ``"bce"``, BCE against the Gaussian targets weighted towards centres, or ``"focal"``,
+    CenterNet's penalty-reduced focal loss (each centre pixel a positive, the Gaussian lowering the penalty
+    of the pixels around it; summed and divided by the number of centres); classes: weighted CE near
     labelled centres (pixels without a labelled nearest cell are ignored)."""
+    import torch
     import torch.nn.functional as F
 
     x, obj, cls = batch
     out = {k: v.float() for k, v in model(x).items()}  # float32 losses under autocast
-    w = 1.0 + 9.0 * obj
-    l_obj = F.binary_cross_entropy_with_logits(out["objectness"], obj, weight=w)
+    if obj_loss == "focal":
+        logit = out["objectness"]
+        p = torch.sigmoid(logit)
+        pos = obj >= 0.999
+        l_pos = -(F.logsigmoid(logit) * (1 - p) ** 2)[pos].sum()
+        l_neg = -(F.logsigmoid(-logit) * p ** 2 * (1 - obj) ** 4)[~pos].sum()
+        l_obj = (l_pos + l_neg) / pos.sum().clamp(min=1)
+    else:
+        w = 1.0 + 9.0 * obj
+        l_obj = F.binary_cross_entropy_with_logits(out["objectness"], obj, weight=w)
     l_cls = F.cross_entropy(out["class_logits"], cls, weight=class_weights, ignore_index=-1)
     return l_obj + 0.5 * l_cls
 
@@ -362,7 +373,7 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
                    checkpoints: bool = False, lr: float | None = None, classes: list | None = None,
                    target_sigma_um: float | None = None, ema: float = 0.0, amp: bool = False,
                    widths: tuple | None = None, target_crowding: float | None = None,
-                   stain_norm: bool | None = None):
+                   stain_norm: bool | None = None, obj_loss: str | None = None):
     """Train the point detector on a points dataset and save weights + card to ``out``.
 
     ``tune_images`` training images (chosen by ``seed``) are held out to select the checkpoint and
@@ -380,6 +391,8 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
     of a model trained from scratch (default ``DetectorConfig``'s). ``stain_norm``: scale every image's
     hematoxylin to the fitted images' median level (``stain``; a fine-tune: to its ``init``'s reference)
     and record it as ``stain_reference`` in the card, so inference does the same; None: as ``init`` does.
+    ``obj_loss``: the objectness loss, ``"bce"`` or ``"focal"`` (see ``detector_loss``; default: ``init``'s,
+    else ``"bce"``).
     """
     import torch
     from .datasets import load_points_dataset
@@ -429,6 +442,10 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
         target_sigma_um = (base.training or {}).get("target_sigma_um")
     if target_crowding is None:
         target_crowding = ((base.training or {}).get("target_crowding") or 0.0) if init is not None else 0.0
+    if obj_loss is None:
+        obj_loss = ((base.training or {}).get("obj_loss") or "bce") if init is not None else "bce"
+    if obj_loss not in ("bce", "focal"):
+        raise InputError(f"objectness loss must be 'bce' or 'focal', got {obj_loss!r}")
     sigma_px = target_sigma_um / mpp if target_sigma_um else 2.0
     targets = [point_targets(s.image.shape[:2], s.yx, s.labels, sigma=sigma_px, crowding=target_crowding)
                for s in fit_set]
@@ -459,7 +476,7 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
             save_model(m, card, Path(str(out) + ".checkpoint"))
 
     t0 = time.time()
-    res = fit(model, lambda m, b: detector_loss(m, b, cw), batches, validate, tcfg, steps, progress, cancel,
+    res = fit(model, lambda m, b: detector_loss(m, b, cw, obj_loss), batches, validate, tcfg, steps, progress, cancel,
               on_epoch, checkpoint)
     model.load_state_dict(res.best_state)
     model.eval()
@@ -468,7 +485,7 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
     card.training = {"command": command, "data": data_desc, "seed": seed, "epochs": epochs, "lr": tcfg.lr,
                      "ema": ema, "amp": amp, "init": str(init) if init is not None else None,
                      "target_sigma_um": round(sigma_px * mpp, 3), "target_crowding": target_crowding,
-                     "stain_norm": bool(stain_norm),
+                     "stain_norm": bool(stain_norm), "obj_loss": obj_loss,
                      "best_epoch": res.best_epoch,
                      "seconds": round(time.time() - t0, 1), "device": str(dev),
                      "fit_images": len(fit_set), "tune_images": [s.name for s in tune],
