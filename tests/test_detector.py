@@ -28,12 +28,14 @@ def test_shipped_detector_finds_most_cells_on_a_validation_image(val_sample):
 
 
 def test_tiled_equals_whole_image_away_from_tile_borders(val_sample):
-    """Tiles with >= 64 px of context on each side give the whole-image cells and classes (image interior)."""
+    """Tiles with the default overlap (64 px of context on each side) give the whole-image cells and classes
+    (image interior); models trained with `pathreview train detector` get this default in their card."""
     sample, _ = val_sample
+    assert DetectParams().overlap == 128
     model, card = pipelines.get_model(None, "detector", "cpu")
     whole = detect(sample.image, model, card, mpp=card.mpp, params=DetectParams.from_card(card, tile=512))
     tiled = detect(sample.image, model, card, mpp=card.mpp,
-                   params=DetectParams.from_card(card, tile=320, overlap=128))
+                   params=DetectParams.from_card(card, tile=320, overlap=DetectParams().overlap))
     from napari_pathreview.backend.matching import match_points
 
     def inner(p, margin=32):

@@ -21,7 +21,8 @@ CRCHISTO_MPP = 0.55
 class DetectParams:
     """Decoding parameters. threshold: objectness in [0, 1]; min_distance_um: between peaks (µm);
     smooth_um: sigma (µm) of a Gaussian applied to the objectness map before peak finding (0: none);
-    tile / overlap: model-scale pixels per tile and overlap between tiles; tta: average the objectness
+    tile / overlap: model-scale pixels per tile and shared by neighbouring tiles (128: 64 px of context each
+    side, what reproduces the whole-image cells; tests/test_detector.py); tta: average the objectness
     and class probabilities over the 8 rotations / flips of each tile (8x slower); stain_reference: the
     hematoxylin level each input image is scaled to before the network (``stain``; None: as it is)."""
 
@@ -29,7 +30,7 @@ class DetectParams:
     min_distance_um: float = 2.2
     smooth_um: float = 0.0
     tile: int = 512
-    overlap: int = 64
+    overlap: int = 128
     tta: bool = False
     stain_reference: float | None = None
 
