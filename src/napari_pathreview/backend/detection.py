@@ -206,7 +206,7 @@ def detect(image, model, card, mpp: float | None = None, params: DetectParams | 
     Returns CellPoints in level-0 pixels of the input, with ``mpp`` = the input's level-0 mpp.
     """
     from skimage.transform import resize
-    from .slides import Slide, to_rgb_uint8
+    from .slides import Slide, check_model_scale, to_rgb_uint8
     from .stain import scale_hematoxylin
     from .tiling import plan_tiles, read_tile
     from .tissue import glass_tiles, is_background
@@ -225,6 +225,7 @@ def detect(image, model, card, mpp: float | None = None, params: DetectParams | 
     else:
         arr, down = image, 1.0
         mpp = _check_mpp(mpp if mpp is not None else card.mpp, name)
+    check_model_scale(mpp, card.mpp, name)
     if arr.ndim not in (2, 3) or min(arr.shape[:2]) < 1:
         raise InputError(f"{name}: expected a 2-D RGB image, got shape {tuple(arr.shape)}")
     level_mpp = mpp * down

@@ -101,14 +101,14 @@ def features_at_points(image, yx: np.ndarray, model, card, mpp: float | None, pr
     from skimage.transform import resize
     from .detection import normalise, predict_maps, stain_normalised, _check_mpp
     from .points import sample_bilinear
-    from .slides import Slide, to_rgb_uint8
+    from .slides import Slide, check_model_scale, to_rgb_uint8
     from .tiling import predict_tiled
 
     if isinstance(image, Slide):
         mpp = image.mpp if mpp is None else mpp
         image = image.levels[0]
     mpp = _check_mpp(mpp if mpp is not None else card.mpp, "image")
-    scale = mpp / card.mpp
+    scale = check_model_scale(mpp, card.mpp, "image")
     h, w = image.shape[:2]
     if h * w * scale * scale > max_pixels:
         raise InputError(f"image of {h}x{w} px is too large to sample features at arbitrary points; "

@@ -371,7 +371,7 @@ def _check_mpp(mpp, what: str) -> float:
 
 def _resolve_input(image, card, mpp, level, name):
     """-> (array (H, W[, C]) numpy/dask, level, downsample, level-0 mpp, level mpp, name)."""
-    from .slides import Slide, lazy_rgb_uint8, to_rgb_uint8
+    from .slides import Slide, check_model_scale, lazy_rgb_uint8, to_rgb_uint8
 
     if isinstance(image, Slide):
         mpp = image.mpp if mpp is None else mpp
@@ -390,6 +390,7 @@ def _resolve_input(image, card, mpp, level, name):
     else:
         arr, down, level = to_rgb_uint8(np.asarray(image), name), 1.0, 0
         mpp = _check_mpp(mpp if mpp is not None else card.mpp, name)
+    check_model_scale(mpp, card.mpp, name)
     if arr.ndim not in (2, 3) or min(arr.shape[:2]) < 1:
         raise InputError(f"{name}: expected a 2-D RGB image, got shape {tuple(arr.shape)}")
     if arr.ndim == 3 and arr.shape[2] not in (1, 3, 4):

@@ -151,15 +151,33 @@ def validate_mpp(mpp: Any, source: Optional[str] = None) -> float:
         value = float(mpp)
     except (TypeError, ValueError):
         raise InputError(
-            f"{where}mpp {mpp!r} is not a number; give --mpp as microns per pixel between 0.05 and 20 "
-            "(e.g. 0.25 for 40x, 0.5 for 20x)"
+            f"{where}mpp {mpp!r} is not a number; give --mpp as microns per pixel between {MPP_MIN:g} and "
+            f"{MPP_MAX:g} (e.g. 0.25 for 40x, 0.5 for 20x)"
         ) from None
     if not math.isfinite(value) or not (MPP_MIN < value <= MPP_MAX):
         raise InputError(
-            f"{where}mpp {mpp!r} is not a plausible microns-per-pixel value; give --mpp between 0.05 "
-            "and 20 (e.g. 0.25 for 40x, 0.5 for 20x)"
+            f"{where}mpp {mpp!r} is not a plausible microns-per-pixel value; give --mpp between {MPP_MIN:g} "
+            f"and {MPP_MAX:g} (e.g. 0.25 for 40x, 0.5 for 20x)"
         )
     return value
+
+
+MAX_MODEL_SCALE = 16.0
+
+
+def check_model_scale(mpp: float, model_mpp: float | None, source: str = "image") -> float:
+    """``mpp / model_mpp`` (model pixels per input pixel) when it lies within 1/16…16, else an InputError:
+    a pixel size that far from the model's would leave a nucleus (~8 µm) a pixel or two across, or
+    hundreds, and is almost always a wrong ``--mpp``. A model without an mpp gives 1.0."""
+    if not model_mpp:
+        return 1.0
+    scale = float(mpp) / float(model_mpp)
+    if not 1.0 / MAX_MODEL_SCALE <= scale <= MAX_MODEL_SCALE:
+        raise InputError(
+            f"{source}: {mpp:g} µm/px is {max(scale, 1 / scale):.0f}x {'coarser' if scale > 1 else 'finer'} than "
+            f"the model's {model_mpp:g} µm/px (a nucleus would be ~{8.0 / mpp:.1f} px across); check --mpp "
+            "(e.g. 0.25 for 40x, 0.5 for 20x)")
+    return scale
 
 
 def _plausible(value: Optional[float]) -> Optional[float]:
