@@ -87,13 +87,14 @@ def test_absurd_pixel_sizes_are_refused(mpp, tmp_path, capsys):
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
-@pytest.mark.parametrize("cmd,mpp", [("detect", "50"), ("detect", "0.02"), ("segment", "50")])
+@pytest.mark.parametrize("cmd,mpp", [("detect", "50"), ("detect", "0.02"), ("segment", "50"), ("explain", "50")])
 def test_a_pixel_size_far_from_the_models_is_refused(cmd, mpp, tmp_path, capsys):
     """Within the readable range but 16x or more from the model's scale: almost always a wrong --mpp
     (50 µm/px would upsample a 300 px image ~90x per side before the network)."""
     img = _write("rgba", tmp_path / "x.png")
-    out = tmp_path / ("o" if cmd == "detect" else "o.zarr")
-    rc, _, err = run(capsys, cmd, img, "--out", out, "--mpp", mpp, "--device", "cpu")
+    out = tmp_path / ("o.zarr" if cmd == "segment" else "o")
+    extra = ["--model", "classifier-glas", "--method", "cam"] if cmd == "explain" else []
+    rc, _, err = run(capsys, cmd, img, "--out", out, "--mpp", mpp, "--device", "cpu", *extra)
     assert rc == 2 and len(err.strip().splitlines()) == 1
     assert f"{float(mpp):g} µm/px is" in err and "the model's" in err and "check --mpp" in err
     assert not out.exists() or not any(out.iterdir())

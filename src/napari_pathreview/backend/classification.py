@@ -101,8 +101,9 @@ def to_model_scale(image, card, mpp: float | None = None) -> np.ndarray:
     ``mpp``: µm per level-0 pixel of ``image`` (default: the slide's, else ``card.params["input_mpp"]``).
     A pyramid is read at its coarsest level that is still at least as fine as the model's scale.
     """
-    from .slides import Slide, to_rgb_uint8
+    from .slides import Slide, check_model_scale, to_rgb_uint8
 
+    name = (image.path or image.name or "image") if isinstance(image, Slide) else "image"
     if isinstance(image, Slide):
         mpp = mpp or image.mpp
         level = 0
@@ -116,7 +117,7 @@ def to_model_scale(image, card, mpp: float | None = None) -> np.ndarray:
     elif a.ndim != 3 or a.shape[2] != card.in_channels:
         raise InputError(f"image has shape {a.shape}; this model needs {card.in_channels} channels")
     a = a.astype(np.float32) / (255.0 if a.dtype == np.uint8 else max(1.0, float(a.max())))
-    factor = input_mpp(card, mpp) / card.mpp
+    factor = check_model_scale(input_mpp(card, mpp), card.mpp, name)
     if abs(factor - 1) > 1e-3:
         from skimage.transform import resize
 

@@ -619,8 +619,10 @@ def infer(img: np.ndarray, yx: np.ndarray, seg, card, cams: dict, mpp: float | N
 
     from .points import CellPoints
 
+    from .slides import check_model_scale
+
     h, w = img.shape[:2]
-    f = (mpp / card.mpp) if mpp and card.mpp else 1.0
+    f = check_model_scale(mpp, card.mpp, name) if mpp else 1.0
     small = img if abs(f - 1) < 1e-3 else (resize(img, (max(8, round(h * f)), max(8, round(w * f))), order=1,
                                                    preserve_range=True, anti_aliasing=f < 1).astype(np.uint8))
     p = card.params
