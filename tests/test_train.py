@@ -59,7 +59,7 @@ def test_amp_runs_the_forward_in_bfloat16_and_keeps_float32_weights_that_learn()
         out = m(batch[0])
         dtypes.append(out.dtype)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(out.float(), batch[1])
-        losses.append(float(loss))
+        losses.append(loss.item())
         return loss
 
     cfg = TrainConfig(epochs=6, lr=0.03, amp=True, seed=0)
