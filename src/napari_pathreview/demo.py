@@ -31,7 +31,7 @@ def render_points(image: np.ndarray, points, radius_px: int = 5) -> np.ndarray:
 
 def write_demo(out: str | Path, device: str | None = None) -> dict:
     """Run the detector on the sample and write cells.csv, cells.geojson and cells.png to ``out``."""
-    from skimage.io import imsave
+    import imageio.v3 as iio
     from .backend import pipelines
     from .backend.atomic import atomic_path
     from .backend.exchange import write_geojson, write_points_csv
@@ -47,8 +47,7 @@ def write_demo(out: str | Path, device: str | None = None) -> dict:
     write_points_csv(pts, out / "cells.csv")
     write_geojson(pts, out / "cells.geojson")
     with atomic_path(out / "cells.png") as tmp:
-        imsave(tmp, render_points(image, pts, max(3, int(round(3.0 / (pts.mpp or 0.5))))),
-               check_contrast=False, extension=".png")
+        iio.imwrite(tmp, render_points(image, pts, max(3, int(round(3.0 / (pts.mpp or 0.5))))), extension=".png")
     counts = {c: int((pts.labels == k).sum()) for k, c in enumerate(pts.classes)}
     return {"cells": len(pts), "per_class": counts, "out": str(out)}
 
