@@ -435,11 +435,10 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
         stain_norm = init is not None and (base.params or {}).get("stain_reference") is not None
     reference = None
     if stain_norm:
-        from .stain import normalised_samples, reference_level
+        from .stain import normalised_training_sets
 
-        reference = (base.params or {}).get("stain_reference") if init is not None else None
-        reference = reference if reference is not None else reference_level([s.image for s in fit_set])
-        fit_set, tune = normalised_samples(fit_set, reference), normalised_samples(tune, reference)
+        reference, fit_set, tune = normalised_training_sets(
+            fit_set, tune, reference=(base.params or {}).get("stain_reference") if init is not None else None)
     if target_sigma_um is None and init is not None:  # fine-tuning keeps the targets its base learnt
         target_sigma_um = (base.training or {}).get("target_sigma_um")
     if target_crowding is None:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import Cancelled, InputError, ProgressFn, check_cancel, report
+from .stain import image_factor
 
 MONUSEG_MPP = 0.25  # MoNuSeg: TCGA 40x scans, about 0.25 µm per pixel
 MODEL_MPP = 0.5  # the shipped segmenter works at 20x-equivalent pixels (4x fewer pixels on a CPU)
@@ -409,14 +410,6 @@ def _tiling(params: SegmentParams, scale: float, shape) -> tuple[int, int]:
     return tile_in, overlap_in
 
 
-def _stain_factor(arr, params: SegmentParams, image=None, level: int = 0) -> float:
-    """One hematoxylin factor for the whole image ``arr`` (1.0 when the card sets no reference); a
-    Slide ``image``'s coarse level places the measured windows on tissue."""
-    from .stain import image_factor
-
-    return image_factor(arr, params.stain_reference, image, level)
-
-
 def _postprocess_maps(maps: np.ndarray, n_fg: int, params: SegmentParams, level_mpp: float):
     """Blended maps (K + 2, H, W) -> (prob, distance, labels, semantic, grey)."""
     if n_fg == 1:
@@ -462,7 +455,7 @@ def segment(image, model, card, mpp: float | None = None, params: SegmentParams 
     scale = level_mpp / c0.mpp
     tile_in, overlap_in = _tiling(params, scale, arr.shape[:2])
     fn = make_predict_fn(models, cards, scale, params.tta, ensemble, skip_background, compile,
-                         _stain_factor(arr, params, image, level))
+                         image_factor(arr, params.stain_reference, image, level))
     check_fits_in_memory(arr.shape[:2], fn.out_channels, name)
     maps = predict_tiled(arr, fn, tile_in, overlap_in, fn.out_channels, batch_size=fn.batch_size,
                          glass=glass_tiles(image, level, skip_background),
@@ -719,7 +712,7 @@ def segment_to_zarr(image, out, model, card, mpp: float | None = None, params: S
     scale = level_mpp / c0.mpp
     tile_in, overlap_in = _tiling(params, scale, arr.shape[:2])
     fn = make_predict_fn(models, cards, scale, params.tta, ensemble, skip_background, compile,
-                         _stain_factor(arr, params, image, level))
+                         image_factor(arr, params.stain_reference, image, level))
     h, w = (int(s) for s in arr.shape[:2])
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = out.with_name(f".{out.name}.scratch")
@@ -999,7 +992,7 @@ def predict_maps(model, card, image: np.ndarray, mpp: float, tta: bool = False, 
 
     scale = mpp / card.mpp
     fn = make_predict_fn([model], [card], scale, tta,
-                         h_factor=_stain_factor(image, SegmentParams(stain_reference=stain_reference)))
+                         h_factor=image_factor(image, stain_reference))
     t_in = max(16, int(round(tile / scale)))
     return predict_tiled(image, fn, t_in, min(t_in // 2, int(round(overlap / scale))), fn.out_channels)
 
@@ -1017,16 +1010,6 @@ def tune_params(maps_list, samples, mpp: float, base: SegmentParams) -> dict:
             if s > best:
                 best, best_p = s, {"threshold": th, "marker_threshold": mt}
     return best_p
-
-
-def _stain_normalised(fit_set, tune, rep, reference: float | None = None):
-    """Every sample's image scaled to ``reference`` (default: the fitted images' median hematoxylin
-    level) -> (fit_set, tune, rep, reference). The held-out images are scaled as inference will scale them."""
-    from .stain import normalised_samples, reference_level
-
-    reference = reference if reference is not None else reference_level([s.image for s in fit_set])
-    return (normalised_samples(fit_set, reference), normalised_samples(tune, reference),
-            normalised_samples(rep, reference), reference)
 
 
 def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, device=None,
@@ -1083,8 +1066,10 @@ def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, devi
         stain_norm = init is not None and (base.params or {}).get("stain_reference") is not None
     reference = None
     if stain_norm:
-        fit_set, tune, rep, reference = _stain_normalised(
-            fit_set, tune, rep, (base.params or {}).get("stain_reference") if init is not None else None)
+        from .stain import normalised_training_sets
+
+        reference, fit_set, tune, rep = normalised_training_sets(
+            fit_set, tune, rep, reference=(base.params or {}).get("stain_reference") if init is not None else None)
     dataset = MultiScaleTiles(fit_set, tile, per_grid=per_grid)
     if model_mpp is None and init is not None and tile == (base.training or {}).get("tile", 256):
         model_mpp = base.mpp  # fine-tuning at the tile it was trained with keeps its scale

@@ -135,3 +135,11 @@ def normalised_samples(samples, reference: float) -> list:
     from dataclasses import replace
 
     return [replace(s, image=normalised_image(s.image, reference)) for s in samples]
+
+
+def normalised_training_sets(fit_set, *held_out, reference: float | None = None):
+    """A training run's sample lists scaled to ``reference`` (default: the fitted images' median level,
+    :func:`reference_level`) -> ``(reference, fit_set, *held_out)``; held-out images are scaled as
+    inference will scale them."""
+    reference = reference if reference is not None else reference_level([s.image for s in fit_set])
+    return (reference, normalised_samples(fit_set, reference), *(normalised_samples(h, reference) for h in held_out))

@@ -618,7 +618,6 @@ def infer(img: np.ndarray, yx: np.ndarray, seg, card, cams: dict, mpp: float | N
     from skimage.transform import resize
 
     from .points import CellPoints
-
     from .slides import check_model_scale
 
     h, w = img.shape[:2]
