@@ -15,6 +15,13 @@ def _f1(pts, sample, radius_px=6.0):
     return s.as_dict()
 
 
+def _two_corner_crops(sample, side=192):
+    """Two copies of the image's top-left ``side`` px with their cells: a tiny training set (one fitted, one tune)."""
+    keep = (sample.yx < side).all(1)
+    return [type(sample)(f"{sample.name}-{i}", sample.split, sample.image[:side, :side], sample.yx[keep],
+                         sample.labels[keep]) for i in range(2)]
+
+
 def test_shipped_detector_finds_most_cells_on_a_validation_image(val_sample):
     sample, classes = val_sample
     pts = pipelines.detect(sample.image, mpp=0.55, device="cpu")
@@ -164,9 +171,7 @@ def test_stain_normalised_training_records_its_reference_and_detect_applies_it(v
     from napari_pathreview.backend.stain import hematoxylin_factor, hematoxylin_level, scale_hematoxylin
 
     sample, _ = val_sample
-    keep = (sample.yx < 192).all(1)
-    crops = [type(sample)(f"{sample.name}-{i}", sample.split, sample.image[:192, :192], sample.yx[keep],
-                          sample.labels[keep]) for i in range(2)]
+    crops = _two_corner_crops(sample)
     model, card = train_detector(crops, tmp_path / "sn", epochs=1, seed=0, device="cpu", init="detector-crchisto",
                                  crops_per_image=1, crop=64, batch_size=1, lr=1e-6, stain_norm=True)
     fitted = [c for c in crops if c.name not in card.training["tune_images"]]
@@ -219,3 +224,31 @@ def test_unknown_objectness_loss_is_refused(val_sample, tmp_path):
     sample, _ = val_sample
     with pytest.raises(InputError, match="objectness loss"):
         train_detector([sample], tmp_path / "x", epochs=1, init="detector-crchisto", obj_loss="dice")
+
+
+def test_deepened_detector_gives_the_same_cells_until_trained(val_sample, tmp_path):
+    """``deepen``: one more, coarser level (stride 8 -> 16) whose new decoder block passes the old one's
+    input through, so before any training the deepened model finds the same cells with the same classes;
+    a fine-tune with ``deepen`` writes the new architecture into its card and loads back from it."""
+    from napari_pathreview.backend.detection import _deepened, train_detector
+    from napari_pathreview.backend.matching import match_points
+    from napari_pathreview.backend.weights import load_model
+
+    sample, _ = val_sample
+    model, card = pipelines.get_model(None, "detector", "cpu")
+    deep = _deepened(model, card, [sample], 128).eval()
+    assert deep.stride == 2 * model.stride and list(deep.cfg.widths) == list(card.config["widths"]) + [128]
+    a = detect(sample.image, model, card, mpp=card.mpp)
+    b = detect(sample.image, deep, card, mpp=card.mpp)
+    m = match_points(b.yx, a.yx, 1.0)
+    assert len(a) > 100 and abs(len(b) - len(a)) <= 0.01 * len(a) and len(m.pred_idx) >= 0.99 * len(a)
+    assert (b.labels[m.pred_idx] == a.labels[m.gt_idx]).mean() > 0.98  # measured 0.989: padding to 16 px, not 8
+
+    crops = _two_corner_crops(sample)
+    _, tuned = train_detector(crops, tmp_path / "deep", epochs=1, seed=0, device="cpu", init="detector-crchisto",
+                              crops_per_image=1, crop=64, batch_size=1, lr=1e-6, deepen=64)
+    assert tuned.config["widths"][-1] == 64 and tuned.training["deepen"] == 64
+    reloaded, _ = load_model(tmp_path / "deep.safetensors", "detector", "cpu")
+    assert reloaded.stride == 16
+    with pytest.raises(InputError, match="deepen"):
+        train_detector(crops, tmp_path / "x", epochs=1, deepen=64, classes=list(card.classes))

@@ -75,6 +75,13 @@ def _train_tile(text: str) -> int:
     return t[0]
 
 
+def _count(text: str) -> int:
+    k = _ints(text)
+    if len(k) != 1 or k[0] < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 up, got {text!r}")
+    return k[0]
+
+
 def _pale_nuclei(text: str) -> float:
     try:
         p = float(text)
@@ -95,7 +102,8 @@ def cmd_train(args) -> int:
                                  checkpoints=args.checkpoints, lr=args.lr, target_sigma_um=args.target_sigma_um,
                                  ema=args.ema, amp=args.amp, widths=args.widths,
                                  target_crowding=args.target_crowding, stain_norm=args.stain_norm,
-                                 obj_loss=args.obj_loss,
+                                 obj_loss=args.obj_loss, deepen=args.deepen, crop=args.tile,
+                                 crops_per_image=args.crops_per_image,
                                  on_epoch=lambda r: print(json.dumps(r), file=sys.stderr, flush=True))
         print(json.dumps({"out": str(Path(args.out).with_suffix(".safetensors")), "params": card.params,
                           "best_epoch": card.training["best_epoch"], "seconds": card.training["seconds"]}))
@@ -370,7 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "tiling (default 1,4,4; 0,4,0 trains at the model's scale only)")
     sp.add_argument("--tile", type=_train_tile, default=256,
                     help="segmenter: training tile side in pixels; sets the working scale (MoNuSeg: 256 → 0.5 µm/px, "
-                         "384 → 0.33 µm/px)")
+                         "384 → 0.33 µm/px); detector: side of the training crops, at the model's scale")
+    sp.add_argument("--crops-per-image", type=_count, default=4,
+                    help="detector: training crops drawn per image and epoch (default 4)")
+    sp.add_argument("--deepen", type=_count, default=None, metavar="CHANNELS",
+                    help="detector: add a coarser level of CHANNELS to --init before fine-tuning (twice the "
+                         "context; the same outputs until trained)")
     sp.add_argument("--pale-nuclei", type=_pale_nuclei, default=0.0,
                     help="segmenter: probability per tile of lightening the stain inside its nuclei, rims kept "
                          "(as vesicular nuclei look), e.g. 0.3 (default 0)")

@@ -356,6 +356,25 @@ def detector_loss(model, batch, class_weights, obj_loss: str = "bce"):
     return l_obj + 0.5 * l_cls
 
 
+def _deepened(model, card, samples, channels: int):
+    """``deepen_detector`` with the coarsest skip's per-channel mean / std over (up to) 20 training images."""
+    import torch
+    from .models.detector import deepen_detector, encode
+
+    model = model.float().eval()
+    s = model.stride
+    feats = []
+    with torch.no_grad():
+        for smp in samples[:20]:
+            h, w = (smp.image.shape[0] // s) * s, (smp.image.shape[1] // s) * s
+            x = torch.from_numpy(normalise(smp.image[:h, :w], card)).permute(2, 0, 1)[None].to(
+                next(model.parameters()).device)
+            f = encode(model.down, x)[-1]
+            feats.append(f.permute(1, 0, 2, 3).reshape(f.shape[1], -1))
+    f = torch.cat(feats, 1)
+    return deepen_detector(model, channels, f.mean(1).cpu(), f.std(1).cpu()).to(f.device)
+
+
 def score_points(model, card, samples, params: DetectParams, radius_um: float, maps_cache=None) -> dict:
     """Evaluation dict (see metrics.PointScores.as_dict) of a model on annotated samples."""
     from .metrics import PointScores
@@ -375,7 +394,7 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
                    checkpoints: bool = False, lr: float | None = None, classes: list | None = None,
                    target_sigma_um: float | None = None, ema: float = 0.0, amp: bool = False,
                    widths: tuple | None = None, target_crowding: float | None = None,
-                   stain_norm: bool | None = None, obj_loss: str | None = None):
+                   stain_norm: bool | None = None, obj_loss: str | None = None, deepen: int | None = None):
     """Train the point detector on a points dataset and save weights + card to ``out``.
 
     ``tune_images`` training images (chosen by ``seed``) are held out to select the checkpoint and
@@ -395,6 +414,9 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
     and record it as ``stain_reference`` in the card, so inference does the same; None: as ``init`` does.
     ``obj_loss``: the objectness loss, ``"bce"`` or ``"focal"`` (see ``detector_loss``; default: ``init``'s,
     else ``"bce"``).
+    ``deepen``: give ``init`` one more, coarser level of this many channels before training
+    (``models.detector.deepen_detector``: the same outputs at first, twice the context to learn from).
+    ``crop``: side in pixels of the training crops; ``crops_per_image``: crops per fitted image and epoch.
     """
     import torch
     from .datasets import load_points_dataset
@@ -418,6 +440,8 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
             classes = list(resolve(init, "detector")[1].classes)
         data_desc = "in-memory: " + ", ".join(s.name for s in train)[:300]
     check_new_architecture(init, widths)
+    if deepen is not None and (init is None or deepen < 1):
+        raise InputError("--deepen adds a level to the model given by --init: give both, with a channel count >= 1")
     if init is not None:
         model, base = load_model(init, "detector", dev)
         if list(base.classes) != list(classes):
@@ -426,7 +450,6 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
     else:
         cfg = DetectorConfig(classes=tuple(classes), **({"widths": tuple(widths)} if widths else {}))
         model = build_detector(cfg).to(dev)
-    model = model.to(memory_format=torch.channels_last)
     order = rng.permutation(len(train))
     n_tune = min(tune_images, max(1, len(train) // 5)) if len(train) > 1 else 0
     tune = [train[i] for i in order[:n_tune]] or train
@@ -439,6 +462,10 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
 
         reference, fit_set, tune = normalised_training_sets(
             fit_set, tune, reference=(base.params or {}).get("stain_reference") if init is not None else None)
+    if deepen:
+        model = _deepened(model, base, fit_set, deepen)
+        cfg = model.cfg
+    model = model.to(memory_format=torch.channels_last)
     if target_sigma_um is None and init is not None:  # fine-tuning keeps the targets its base learnt
         target_sigma_um = (base.training or {}).get("target_sigma_um")
     if target_crowding is None:
@@ -486,7 +513,8 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
     card.training = {"command": command, "data": data_desc, "seed": seed, "epochs": epochs, "lr": tcfg.lr,
                      "ema": ema, "amp": amp, "init": str(init) if init is not None else None,
                      "target_sigma_um": round(sigma_px * mpp, 3), "target_crowding": target_crowding,
-                     "stain_norm": bool(stain_norm), "obj_loss": obj_loss,
+                     "stain_norm": bool(stain_norm), "obj_loss": obj_loss, "deepen": deepen,
+                     "crop": crop, "crops_per_image": crops_per_image,
                      "best_epoch": res.best_epoch,
                      "seconds": round(time.time() - t0, 1), "device": str(dev),
                      "fit_images": len(fit_set), "tune_images": [s.name for s in tune],

@@ -103,3 +103,40 @@ def build_detector(cfg: DetectorConfig | dict | None = None) -> PointDetector:
     if isinstance(cfg, dict):
         cfg = DetectorConfig.from_dict(cfg)
     return PointDetector(cfg or DetectorConfig())
+
+
+def deepen_detector(model: PointDetector, channels: int, skip_mean: torch.Tensor,
+                    skip_std: torch.Tensor) -> PointDetector:
+    """The detector with one more, coarser encoder level of ``channels`` (twice the receptive field's
+    reach), computing what ``model`` computes until it is trained.
+
+    The new decoder block passes the old coarsest skip through: 3×3 convs that are the identity on it,
+    batch norms that carry the skip's own per-channel statistics ``skip_mean`` / ``skip_std`` ((C,) each,
+    C = ``widths[-1]``; measured on training images, so batch statistics in training leave it nearly
+    unchanged), and the new level's contribution starts at ~1e-3 of a unit weight. The old decoder blocks
+    move down one index.
+    """
+    cfg = model.cfg
+    new = build_detector(DetectorConfig(in_channels=cfg.in_channels, classes=tuple(cfg.classes),
+                                        widths=tuple(cfg.widths) + (channels,), feature_dim=cfg.feature_dim))
+    sd = new.state_dict()
+    for k, v in model.state_dict().items():
+        if k.startswith("up."):
+            i, rest = k.split(".", 2)[1:]
+            k = f"up.{int(i) + 1}.{rest}"
+        sd[k] = v.detach().clone()
+    c, idx = cfg.widths[-1], torch.arange(cfg.widths[-1])
+    w_in = torch.randn(c, channels + c, 3, 3) * 1e-3
+    w_in[:, channels:] = 0.0
+    w_in[idx, channels + idx, 1, 1] = 1.0
+    w_out = torch.zeros(c, c, 3, 3)
+    w_out[idx, idx, 1, 1] = 1.0
+    sd["up.0.0.weight"], sd["up.0.3.weight"] = w_in, w_out
+    std = skip_std.float().clamp(min=1e-2)
+    for j in (1, 4):  # conv, BN, ReLU, conv, BN, ReLU
+        sd[f"up.0.{j}.weight"], sd[f"up.0.{j}.bias"] = std.clone(), skip_mean.float().clone()
+        sd[f"up.0.{j}.running_mean"] = skip_mean.float().clone()
+        sd[f"up.0.{j}.running_var"] = std ** 2 - new.up[0][j].eps
+    new.load_state_dict(sd)
+    return new
+
