@@ -139,4 +139,3 @@ def deepen_detector(model: PointDetector, channels: int, skip_mean: torch.Tensor
         sd[f"up.0.{j}.running_var"] = std ** 2 - new.up[0][j].eps
     new.load_state_dict(sd)
     return new
-
