@@ -133,6 +133,10 @@ def test_fine_tuning_keeps_the_centre_targets_its_base_learnt(val_sample, tmp_pa
     assert sigma > 1.5  # wider than the 2 px (1.1 µm) default, so inheriting it is visible
     assert card.training["target_sigma_um"] == sigma and card.training["fit_images"] == 1
     assert (tmp_path / "ft.safetensors").exists()
+    assert card.licence == base.licence and "CRCHisto" in card.licence  # weights inherit the data's terms
+    _, fresh = train_detector([crop], tmp_path / "new", epochs=1, seed=0, device="cpu", widths=(8, 16),
+                              classes=list(base.classes), crops_per_image=1, crop=64, batch_size=1)
+    assert fresh.licence.startswith("research use only") and fresh.config["widths"] == [8, 16]
 
 
 def test_tta_maps_are_rotation_equivariant_and_keep_the_features(val_sample):

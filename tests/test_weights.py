@@ -79,3 +79,15 @@ def test_device_choice():
             choose_device("cuda")
     with pytest.raises(InputError):
         choose_device("tpu9")
+
+
+def test_every_shipped_model_states_its_training_data_licence():
+    """Weights inherit their training data's terms; a shipped card with no licence would hide them."""
+    from napari_pathreview.backend.weights import SHIPPED_DIR, list_models
+
+    shipped = [c for c in list_models() if os.path.dirname(c.path) == str(SHIPPED_DIR)]
+    assert len(shipped) >= 10
+    for card in shipped:
+        assert card.licence.startswith(("research use only", "CC BY-NC-SA 4.0")), card.name
+    det = next(c for c in shipped if c.name == "detector-crchisto")
+    assert "CRCHisto" in det.licence

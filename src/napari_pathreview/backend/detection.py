@@ -480,9 +480,11 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
     freq = np.bincount(np.concatenate([s.labels[s.labels >= 0] for s in fit_set]), minlength=len(classes))
     cw = torch.tensor((freq.sum() / np.maximum(freq, 1) / len(classes)) ** 0.5, dtype=torch.float32, device=dev)
     card = ModelCard(name=Path(out).stem, task="detector", config=cfg.to_dict(), classes=list(classes), mpp=mpp,
-                     colors=class_colors(classes), params=DetectParams().__dict__.copy())
+                     colors=class_colors(classes), params=DetectParams().__dict__.copy(),
+                     licence="research use only (inherited from the training data's licence)")
     if init is not None:  # a fine-tuned model keeps its base's input normalisation, colours and decoding
-        card.normalisation, card.colors, card.licence = base.normalisation, base.colors, base.licence
+        card.normalisation, card.colors = base.normalisation, base.colors
+        card.licence = base.licence or card.licence
         card.params.update(base.params or {})
     card.params["stain_reference"] = reference  # tuning and validation below see normalised images
     steps = max(1, (len(fit_set) * crops_per_image) // batch_size)
