@@ -238,3 +238,33 @@ def test_training_modes_run_and_select_on_held_out_images(one_val_image, monkeyp
     model, res, tune = E.fit_enhancer(cache, cache, classes, cfg, opt, 0.55)
     assert len(res.history) == 2 and np.isfinite([h["loss"] for h in res.history]).all()
     assert set(tune) == {"base", "enhanced"} and 0 <= tune["enhanced"]["mF1"] <= 1
+
+
+def test_an_enhancer_trained_on_a_detector_file_finds_it_from_another_folder(val_sample, tmp_path, monkeypatch):
+    """`train enhancer --detector runs/mine.safetensors`: the card records the file's absolute path (a
+    registered detector keeps its name), so evaluate / enhance load the right detector from any folder."""
+    import shutil
+
+    from napari_pathreview.backend import pipelines
+    from napari_pathreview.backend.enhancement import EnhancerTrainOptions, train_enhancer
+    from napari_pathreview.backend.weights import resolve
+
+    weights, _ = resolve("detector-crchisto", "detector")
+    (tmp_path / "runs").mkdir()
+    for ext in (".safetensors", ".json"):
+        shutil.copy(weights.with_suffix(ext), tmp_path / "runs" / f"mine{ext}")
+    sample, _ = val_sample
+    crop = type(sample)(sample.name, sample.split, sample.image[:256, :256], sample.yx[(sample.yx < 256).all(1)],
+                        sample.labels[(sample.yx < 256).all(1)])
+    monkeypatch.chdir(tmp_path)
+    _, card = train_enhancer([crop], "runs/enh", detector="runs/mine.safetensors", mpp=0.55, device="cpu",
+                             options=EnhancerTrainOptions(epochs=1))
+    assert card.params["detector"] == str(tmp_path / "runs" / "mine.safetensors")
+    _, named = train_enhancer([crop], "runs/enh2", detector="detector-crchisto", mpp=0.55, device="cpu",
+                              options=EnhancerTrainOptions(epochs=1))
+    assert named.params["detector"] == "detector-crchisto"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    res = pipelines.enhance(crop.image, weights=str(tmp_path / "runs" / "enh.safetensors"), mpp=0.55, device="cpu")
+    assert len(res.enhanced) > 20 and res.enhanced.classes == card.classes

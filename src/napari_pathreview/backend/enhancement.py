@@ -473,6 +473,16 @@ def _split_cache(data, det_model, det_card, mpp, progress, cancel, matching, rad
     return train_cache, tune_cache, classes
 
 
+def detector_ref(ref, card) -> str:
+    """How an enhancer's card names its detector: a registered detector (shipped or in the user's weights
+    folder) by its name; one given as a file by that file's absolute path, found from any working folder."""
+    from .weights import resolve
+
+    if ref is None or card.name == str(ref):
+        return card.name
+    return str(resolve(ref, "detector")[0].resolve())
+
+
 def train_enhancer(data, out: str | Path, detector: str | None = None, seed: int = 0, device=None,
                    options: EnhancerTrainOptions | None = None, config: dict | None = None,
                    mpp: float | None = None, radius_um: float = MATCH_RADIUS_UM,
@@ -520,11 +530,11 @@ def train_enhancer(data, out: str | Path, detector: str | None = None, seed: int
                                              radius_um / mpp, radius_um)
     card = ModelCard(name=Path(out).stem, task="enhancer", config=cfg.to_dict(), classes=list(classes),
                      mpp=det_card.mpp, colors=dict(det_card.colors),
-                     params={"detector": det_card.name, "match_radius_um": radius_um,
+                     params={"detector": detector_ref(detector, det_card), "match_radius_um": radius_um,
                              "class_bias": None if bias is None else [float(b) for b in bias]},
                      licence="research use only (trained on CRCHisto)")
     data_desc = str(data) if isinstance(data, (str, Path)) else "in-memory: " + ", ".join(s.name for s in data)[:300]
-    card.training = {"command": command, "data": data_desc, "seed": seed, "detector": det_card.name,
+    card.training = {"command": command, "data": data_desc, "seed": seed, "detector": card.params["detector"],
                      "init": None if init is None else str(init),
                      "options": opt.__dict__.copy(), "fit_images": len(train_cache),
                      "tune_images": [c.name for c in tune_cache], "best_epoch": res.best_epoch,
