@@ -263,6 +263,9 @@ def test_an_enhancer_trained_on_a_detector_file_finds_it_from_another_folder(val
     _, named = train_enhancer([crop], "runs/enh2", detector="detector-crchisto", mpp=0.55, device="cpu",
                               options=EnhancerTrainOptions(epochs=1))
     assert named.params["detector"] == "detector-crchisto"
+    _, by_file = train_enhancer([crop], "runs/enh3", detector=weights, mpp=0.55, device="cpu",
+                                options=EnhancerTrainOptions(epochs=1))
+    assert by_file.params["detector"] == "detector-crchisto"  # the shipped file is the registered model
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)

@@ -476,11 +476,15 @@ def _split_cache(data, det_model, det_card, mpp, progress, cancel, matching, rad
 def detector_ref(ref, card) -> str:
     """How an enhancer's card names its detector: a registered detector (shipped or in the user's weights
     folder) by its name; one given as a file by that file's absolute path, found from any working folder."""
-    from .weights import resolve
+    from .weights import list_models, resolve
 
     if ref is None or card.name == str(ref):
         return card.name
-    return str(resolve(ref, "detector")[0].resolve())
+    weights = resolve(ref, "detector")[0].resolve()
+    if any(c.name == card.name and Path(c.path).with_suffix(".safetensors").resolve() == weights
+           for c in list_models("detector")):
+        return card.name
+    return str(weights)
 
 
 def train_enhancer(data, out: str | Path, detector: str | None = None, seed: int = 0, device=None,
