@@ -473,20 +473,6 @@ def _split_cache(data, det_model, det_card, mpp, progress, cancel, matching, rad
     return train_cache, tune_cache, classes
 
 
-def detector_ref(ref, card) -> str:
-    """How an enhancer's card names its detector: a registered detector (shipped or in the user's weights
-    folder) by its name; one given as a file by that file's absolute path, found from any working folder."""
-    from .weights import list_models, resolve
-
-    if ref is None or card.name == str(ref):
-        return card.name
-    weights = resolve(ref, "detector")[0].resolve()
-    if any(c.name == card.name and Path(c.path).with_suffix(".safetensors").resolve() == weights
-           for c in list_models("detector")):
-        return card.name
-    return str(weights)
-
-
 def train_enhancer(data, out: str | Path, detector: str | None = None, seed: int = 0, device=None,
                    options: EnhancerTrainOptions | None = None, config: dict | None = None,
                    mpp: float | None = None, radius_um: float = MATCH_RADIUS_UM,
@@ -503,7 +489,7 @@ def train_enhancer(data, out: str | Path, detector: str | None = None, seed: int
     """
     from .detection import CRCHISTO_MPP
     from .models.enhancer import EnhancerConfig
-    from .weights import ModelCard, load_model, save_model
+    from .weights import ModelCard, load_model, reference, save_model
 
     opt = options or EnhancerTrainOptions()
     base = None
@@ -534,7 +520,7 @@ def train_enhancer(data, out: str | Path, detector: str | None = None, seed: int
                                              radius_um / mpp, radius_um)
     card = ModelCard(name=Path(out).stem, task="enhancer", config=cfg.to_dict(), classes=list(classes),
                      mpp=det_card.mpp, colors=dict(det_card.colors),
-                     params={"detector": detector_ref(detector, det_card), "match_radius_um": radius_um,
+                     params={"detector": reference(detector or det_card.name, "detector"), "match_radius_um": radius_um,
                              "class_bias": None if bias is None else [float(b) for b in bias]},
                      licence="research use only (trained on CRCHisto)")
     data_desc = str(data) if isinstance(data, (str, Path)) else "in-memory: " + ", ".join(s.name for s in data)[:300]

@@ -195,6 +195,19 @@ def build_model(card: ModelCard):
         raise InputError(f"{card.path or card.name}: card config does not fit the {card.task} ({e})") from None
 
 
+def reference(ref: str | Path, task: str | None = None) -> str:
+    """What a card should record to find a model again (the inverse of :func:`resolve`): its registered
+    name when that name resolves to the same file, else the weights file's absolute path."""
+    weights, card = resolve(ref, task)
+    weights = weights.resolve()
+    try:
+        if resolve(card.name, task)[0].resolve() == weights:
+            return card.name
+    except InputError:
+        pass
+    return str(weights)
+
+
 def load_model(ref: str | Path | None = None, task: str | None = None, device=None):
     """Load a model by registered name or path -> (model in eval mode on device, card)."""
     if ref is None:
