@@ -36,18 +36,30 @@ def val_sample(crchisto):
 
 
 @pytest.fixture
-def small_points_dataset(crchisto, tmp_path) -> Path:
-    """A copy of 2 CRCHisto validation images in the points-CSV layout (fast CLI evaluation)."""
+def points_subset(crchisto, tmp_path):
+    """``make(split, n) -> folder``: a copy of the first ``n`` CRCHisto images of ``split`` (sorted by name)
+    in the points-CSV layout."""
     import csv
     import shutil
 
     rows = list(csv.DictReader(open(crchisto / "points.csv")))
-    names = sorted({r["image"] for r in rows if r["split"] == "validation"})[:2]
-    (tmp_path / "ds" / "images").mkdir(parents=True)
-    for n in names:
-        shutil.copy(crchisto / "images" / f"{n}.png", tmp_path / "ds" / "images")
-    with open(tmp_path / "ds" / "points.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(r for r in rows if r["image"] in names)
-    return tmp_path / "ds"
+
+    def make(split: str, n: int) -> Path:
+        names = sorted({r["image"] for r in rows if r["split"] == split})[:n]
+        out = tmp_path / f"{split}-{n}"
+        (out / "images").mkdir(parents=True)
+        for name in names:
+            shutil.copy(crchisto / "images" / f"{name}.png", out / "images")
+        with open(out / "points.csv", "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(r for r in rows if r["image"] in names)
+        return out
+
+    return make
+
+
+@pytest.fixture
+def small_points_dataset(points_subset) -> Path:
+    """A copy of 2 CRCHisto validation images in the points-CSV layout (fast CLI evaluation)."""
+    return points_subset("validation", 2)

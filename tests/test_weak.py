@@ -1,4 +1,5 @@
-"""Weakly supervised cell types (issue 6): tile labels, Puzzle-CAM loss, threshold sweep, evaluation JSON."""
+"""Weakly supervised cell types (issue 6): tile labels, Puzzle-CAM loss, threshold sweep, stage-2 checkpoint
+rule, evaluation JSON."""
 import json
 from pathlib import Path
 
@@ -98,3 +99,37 @@ def test_pipeline_types_the_given_points_at_the_input_grid():
     assert res.cams.shape == (4,) + s.image.shape[:2] and res.pseudo.shape == s.image.shape[:2]
     assert len(res.points) == n and set(np.unique(res.points.labels)) <= {0, 1, 2, 3}
     assert np.allclose(res.points.yx, s.yx) and np.allclose(res.points.probs.sum(1), 1.0, atol=1e-4)
+
+
+def test_pseudo_agreement_scores_types_on_the_pseudo_foreground_only():
+    pseudo = np.zeros((8, 8), np.int64)
+    pseudo[:4, :4], pseudo[:4, 4:], pseudo[4:, :4], pseudo[4:, 4:6] = 1, 2, 3, 4  # 0 = background
+    pred = np.clip(pseudo - 1, 0, None)
+    assert weak.pseudo_agreement([pred], [pseudo], 4) == 1.0
+    other_bg = pred.copy()
+    other_bg[pseudo == 0] = 2  # what the U-Net says on background is not scored
+    assert weak.pseudo_agreement([other_bg], [pseudo], 4) == 1.0
+    swapped = pred.copy()
+    swapped[:4, :4] = 1  # class 1's 16 pixels called class 2: F1 0 for class 1, 2*16/(32+16) for class 2
+    assert np.isclose(weak.pseudo_agreement([swapped], [pseudo], 4), (0 + 2 / 3 + 1 + 1) / 4)
+
+
+def test_stage2_retrained_on_the_shipped_cams_keeps_them_and_picks_by_agreement(points_subset, tmp_path):
+    from napari_pathreview.backend.weights import resolve
+
+    data = points_subset("train", 8)
+    cfg = weak.WeakConfig(seg_epochs=3, seg_steps=2, seg_batch=2, seg_crop=96, tta_scales=(1.0,), tta_flips=False,
+                          thresholds=(0.5, 0.7))
+    res = weak.train_weak_cells(data, tmp_path / "w" / "weak", cfg, device="cpu", cams="weak-cells")
+    assert [Path(f).name for f in res["files"]] == ["weak.safetensors"]  # no CAM models written
+    seg, card, cams = weak.load_weak_cells(tmp_path / "w" / "weak.safetensors", device="cpu")
+    shipped = resolve("weak-cells", "weak-cells")[1]
+    assert card.params["cams"] == shipped.params["cams"] and card.training["stage1_from"] == "weak-cells"
+    hist = card.training["history"]
+    assert len(hist) == 3 and all({"agreement", "tile_f1"} <= set(r) for r in hist)
+    best = max(range(3), key=lambda i: hist[i]["agreement"])
+    assert card.training["best_epoch"] == best + 1 and card.metrics["tune_agreement"] == round(hist[best]["agreement"], 4)
+    ref = weak.load_weak_cells(device="cpu")[2]
+    for v in weak.VARIANTS:
+        a, b = cams[v].state_dict(), ref[v].state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)

@@ -150,8 +150,10 @@ def cmd_train(args) -> int:
     if args.task == "weak-cells":
         from .backend.weak import WeakConfig, train_weak_cells
 
-        cfg = WeakConfig(seed=args.seed, cam_epochs=args.epochs, seg_epochs=args.epochs)
-        res = train_weak_cells(args.data, args.out, cfg, device=args.device, command=command, progress=_progress,
+        cfg = WeakConfig(seed=args.seed, cam_epochs=args.epochs, seg_epochs=args.epochs,
+                         seg_select=args.seg_select)
+        res = train_weak_cells(args.data, args.out, cfg, device=args.device, command=command, cams=args.cams,
+                               progress=_progress,
                                on_epoch=lambda r: print(json.dumps(r), file=sys.stderr, flush=True))
         print(json.dumps(res))
         return 0
@@ -392,6 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "in training and (recorded in the card) at inference (default: as --init does; off)")
     sp.add_argument("--lovasz", action="store_true", help="segmenter: add the Lovász hinge loss")
     sp.add_argument("--detector", default=None, help="enhancer: detector whose cells it corrects (default: shipped)")
+    sp.add_argument("--cams", default=None, metavar="WEAK_CELLS",
+                    help="weak-cells: reuse this weak-cells model's stage-1 CAM models and retrain only the "
+                         "pseudo-labels and the stage-2 U-Net")
+    sp.add_argument("--seg-select", choices=("agreement", "tile_f1"), default="agreement",
+                    help="weak-cells: stage-2 checkpoint rule, agreement with the held-out images' pseudo-labels "
+                         "(default) or the tile-level F1 of its label maps")
     sp.add_argument("--mode", choices=("class", "bipartite"), default="class",
                     help="enhancer: class-only CE on pre-matched cells, or bipartite loss matched in the loop")
     sp.add_argument("--matching", choices=("hungarian", "greedy"), default="hungarian", help="enhancer matching")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ProgressFn, check_cancel, report
+from .errors import InputError, ProgressFn, check_cancel, report
 
 VARIANTS = ("cam", "puzzle", "sc")
 ROW_KEYS = {"cam": "cam", "puzzle": "puzzle_cam", "sc": "sc_cam"}
@@ -59,6 +59,7 @@ class WeakConfig:
     tune_every: int = 7
     seed: int = 0
     lr: float = 2e-3
+    seg_select: str = "agreement"  # stage-2 checkpoint rule: "agreement" or "tile_f1" (see train_stage2)
 
 
 # ---------------------------------------------------------------- tile labels and crops
@@ -394,6 +395,21 @@ def _crop_tensor(samples, crops):
     return x, np.stack([c[-1] for c in crops])
 
 
+def pseudo_agreement(pred_maps: list[np.ndarray], pseudo_maps: list[np.ndarray], n_classes: int) -> float:
+    """Macro F1 over the K classes of predicted types against pseudo-labels, on the pixels the
+    pseudo-labels call foreground.
+
+    pred_maps: ``(H, W)`` class index 0..K-1 (the U-Net's argmax over classes, background excluded);
+    pseudo_maps: ``(H, W)`` 0 = background, 1..K (, -1 = ignored). Uses no point labels.
+    """
+    fg = [m > 0 for m in pseudo_maps]
+    pred = np.concatenate([p[f] for p, f in zip(pred_maps, fg)]) if fg else np.zeros(0, np.int64)
+    true = np.concatenate([m[f] - 1 for m, f in zip(pseudo_maps, fg)]) if fg else np.zeros(0, np.int64)
+    f1 = [2 * np.sum((pred == c) & (true == c)) / max(np.sum(pred == c) + np.sum(true == c), 1)
+          for c in range(n_classes)]
+    return float(np.mean(f1))
+
+
 def _tile_f1(pred: np.ndarray, y: np.ndarray) -> float:
     tp = (pred & (y > 0)).sum(0)
     fp = (pred & (y == 0)).sum(0)
@@ -439,11 +455,14 @@ def train_stage1(variant: str, train_s, tune_s, classes, cfg: WeakConfig, device
     return model.eval(), res
 
 
-def train_stage2(train_s, tune_s, train_maps, classes, cfg: WeakConfig, device,
+def train_stage2(train_s, tune_s, train_maps, classes, cfg: WeakConfig, device, tune_maps=None,
                  progress: ProgressFn | None = None, cancel=None, on_epoch=None):
     """U-Net on the pseudo-label maps (``(H, W)`` int, 0 = background, -1 = ignored) -> (segmenter, FitResult).
 
-    Validation (model choice): tile-level F1 of the U-Net's label maps on the held-out train images.
+    Validation on the held-out train images, both recorded each epoch: ``tile_f1`` (crop-level presence F1
+    of the U-Net's label maps against the tile labels) and, given ``tune_maps`` (their pseudo-labels),
+    ``agreement`` (:func:`pseudo_agreement`). ``cfg.seg_select`` names the one that picks the checkpoint;
+    "agreement" tracks per-cell types, tile F1 does not (docs/model-cards/weak-cells.md).
     """
     import torch
     import torch.nn.functional as F
@@ -482,9 +501,17 @@ def train_stage2(train_s, tune_s, train_maps, classes, cfg: WeakConfig, device,
     def loss_fn(m, b):
         return F.cross_entropy(m(b[0])["logits"], b[1], weight=weight, ignore_index=-1)
 
+    if cfg.seg_select not in ("agreement", "tile_f1"):
+        raise InputError(f"seg_select '{cfg.seg_select}': use 'agreement' or 'tile_f1'")
+    if cfg.seg_select == "agreement" and tune_maps is None:
+        raise InputError("seg_select 'agreement' needs the held-out images' pseudo-labels (tune_maps)")
+
     def validate(m):
-        maps = [seg_probs(m, s.image, flips=False).argmax(0) for s in tune_s]
-        return {"score": crop_presence_f1(maps, crops, k, cfg.min_px)}
+        probs = [seg_probs(m, s.image, flips=False) for s in tune_s]
+        row = {"tile_f1": crop_presence_f1([p.argmax(0) for p in probs], crops, k, cfg.min_px)}
+        if tune_maps is not None:
+            row["agreement"] = pseudo_agreement([p[1:].argmax(0) for p in probs], tune_maps, k)
+        return {"score": row[cfg.seg_select], **row}
 
     tc = TrainConfig(epochs=cfg.seg_epochs, batch_size=cfg.seg_batch, lr=cfg.lr, seed=cfg.seed)
     res = fit(seg, loss_fn, batches, validate, tc, cfg.seg_steps, progress=progress, cancel=cancel,
@@ -500,17 +527,19 @@ def _stage(progress, name: str, i: int, n: int):
 
 
 def train_weak_cells(data, out, cfg: WeakConfig | None = None, device=None, command: str = "",
-                     progress: ProgressFn | None = None, cancel=None, on_epoch=None) -> dict:
+                     cams=None, progress: ProgressFn | None = None, cancel=None, on_epoch=None) -> dict:
     """The whole recipe on a points dataset's ``train`` split; writes ``OUT-{cam,puzzle,sc}`` (stage 1,
     task ``weak-cam``) and ``OUT`` (stage-2 U-Net, task ``weak-cells``) as safetensors + cards.
 
-    Returns ``{"files", "threshold", "curve", "seconds"}``. Point labels are used only through
-    :func:`tile_labels`.
+    ``cams``: a weak-cells model (name or path) whose stage-1 CAM models are reused as they are; only the
+    threshold sweep, the pseudo-labels and the stage-2 U-Net are redone, and ``OUT``'s card points at
+    those CAM models. Returns ``{"files", "threshold", "curve", "seconds"}``. Point labels are used only
+    through :func:`tile_labels`.
     """
     import torch
 
     from .datasets import load_points_dataset
-    from .weights import ModelCard, choose_device, class_colors, save_model
+    from .weights import ModelCard, choose_device, class_colors, load_model, save_model
 
     cfg = cfg or WeakConfig()
     dev = choose_device(device)
@@ -519,8 +548,12 @@ def train_weak_cells(data, out, cfg: WeakConfig | None = None, device=None, comm
     train_s, tune_s = _split(samples, cfg.tune_every)
     out = Path(out).with_suffix("") if Path(out).suffix in (".safetensors", ".json") else Path(out)
     n_steps = 5
-    models, fits = {}, {}
-    for i, v in enumerate(VARIANTS):
+    models, fits, cam_refs = {}, {}, None
+    if cams is not None:
+        cam_refs = cam_references(cams)
+        models = {v: load_model(r, "weak-cam", dev)[0] for v, r in cam_refs.items()}
+        report(progress, 3, n_steps, f"stage 1 reused from {cams}")
+    for i, v in enumerate(VARIANTS if cams is None else ()):
         check_cancel(cancel)
         kw = {}
         if v == "sc":
@@ -540,7 +573,8 @@ def train_weak_cells(data, out, cfg: WeakConfig | None = None, device=None, comm
         check_cancel(cancel)
         train_maps.append(pseudo_labels(cam_probs(ens, s.image, cfg.tta_scales, cfg.tta_flips), threshold))
     report(progress, 4, n_steps, f"pseudo-labels at threshold {threshold}")
-    seg, seg_fit = train_stage2(train_s, tune_s, train_maps, classes, cfg, dev,
+    tune_maps = [pseudo_labels(p, threshold) for p in probs_tune]
+    seg, seg_fit = train_stage2(train_s, tune_s, train_maps, classes, cfg, dev, tune_maps=tune_maps,
                                 progress=_stage(progress, "u-net", 4, n_steps), cancel=cancel, on_epoch=on_epoch)
     seconds = round(time.time() - t0, 1)
     licence = "research use only (trained on CRCHisto; the weights inherit its licence)"
@@ -551,7 +585,7 @@ def train_weak_cells(data, out, cfg: WeakConfig | None = None, device=None, comm
                 "train_images": len(train_s), "tune_images": [s.name for s in tune_s],
                 "labels": "tile level only: the set of types present in each crop"}
     files = []
-    for v in VARIANTS:
+    for v in VARIANTS if cams is None else ():
         card = ModelCard(name=f"{out.name}-{v}", task="weak-cam", in_channels=3,
                          config={"classes": list(classes), "widths": list(cfg.widths),
                                  "n_sub": cfg.n_sub if v == "sc" else 0},
@@ -561,13 +595,16 @@ def train_weak_cells(data, out, cfg: WeakConfig | None = None, device=None, comm
                          metrics={"tune_tile_f1": round(fits[v].best_val["score"], 4)}, **common)
         files.append(str(save_model(models[v], card, out.with_name(f"{out.name}-{v}"))))
     card = ModelCard(name=out.name, task="weak-cells", config=seg.cfg.to_dict(), in_channels=3,
-                     params={"cams": {v: f"{out.name}-{v}" for v in VARIANTS}, "threshold": threshold,
+                     params={"cams": cam_refs or {v: f"{out.name}-{v}" for v in VARIANTS}, "threshold": threshold,
                              "tta_scales": list(cfg.tta_scales), "tta_flips": cfg.tta_flips,
                              "cell_radius_px": cfg.cell_radius, "crop": cfg.crop},
                      training={**training, "threshold_curve": curve, "best_epoch": seg_fit.best_epoch,
                                "seconds": seconds, "seg_seconds": round(seg_fit.seconds, 1),
                                "history": seg_fit.history},
-                     metrics={"tune_tile_f1": round(seg_fit.best_val["score"], 4)}, **common)
+                     metrics={"tune_" + k: round(v, 4) for k, v in seg_fit.best_val.items() if k != "score"},
+                     **common)
+    if cams is not None:
+        card.training["stage1_from"] = str(cams)
     files.append(str(save_model(seg, card, out)))
     report(progress, n_steps, n_steps, f"done in {seconds} s")
     return {"files": files, "threshold": threshold, "curve": curve, "seconds": seconds}
@@ -584,11 +621,21 @@ def load_weak_cells(weights=None, device=None):
 
     path, card = resolve(weights or "weak-cells", "weak-cells")
     seg, card = load_model(path, "weak-cells", device)
-    cams = {}
-    for v, name in card.params["cams"].items():
-        beside = path.with_name(f"{name}.safetensors")
-        cams[v] = load_model(beside if beside.exists() else name, "weak-cam", device)[0]
+    cams = {v: load_model(r, "weak-cam", device)[0] for v, r in cam_references(path).items()}
     return seg, card, cams
+
+
+def cam_references(weights) -> dict:
+    """``{variant: name or absolute path}`` of the stage-1 CAM models a weak-cells model uses: a card's
+    name is looked up beside the segmenter's file first, then among the registered models."""
+    from .weights import reference, resolve
+
+    path, card = resolve(weights, "weak-cells")
+    refs = {}
+    for v, name in card.params["cams"].items():
+        beside = path.with_name(f"{Path(name).name}.safetensors") if not Path(name).is_absolute() else Path(name)
+        refs[v] = reference(beside if beside.exists() else name, "weak-cam")
+    return refs
 
 
 @dataclass
