@@ -127,7 +127,8 @@ def test_demo_out_writes_cells_and_a_rendered_png(tmp_path):
 @pytest.mark.parametrize("args,word", [(["--widths", "32,x"], "widths"),
                                        (["--widths", "16,32", "--init", "segmenter-monuseg"], "widths"),
                                        (["--per-grid", "0,0,0"], "per-grid"), (["--per-grid", "1,4"], "per-grid"),
-                                       (["--tile", "100"], "tile"), (["--pale-nuclei", "1.5"], "pale-nuclei")])
+                                       (["--tile", "100"], "tile"), (["--pale-nuclei", "1.5"], "pale-nuclei"),
+                                       (["--scale-jitter", "0.7"], "scale-jitter")])
 def test_train_refuses_bad_options_with_exit_2(args, word, tmp_path, shared_data):
     rc, _, err = run("train", "segmenter", "--data", shared_data / "monuseg", "--out", tmp_path / "w", *args)
     assert rc == 2 and word in err.strip().splitlines()[-1]

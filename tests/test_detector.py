@@ -256,3 +256,35 @@ def test_deepened_detector_gives_the_same_cells_until_trained(val_sample, tmp_pa
     assert reloaded.stride == 2 * model.stride
     with pytest.raises(InputError, match="deepen"):
         train_detector(crops, tmp_path / "x", epochs=1, deepen=64, classes=list(card.classes))
+
+
+def test_scale_jitter_zooms_each_crop_and_keeps_the_targets_on_the_nucleus():
+    """``--scale-jitter``: crops are read at a random zoom, image and targets resampled together, so the
+    target's peak stays on the (drawn) nucleus while its size changes from crop to crop."""
+    from types import SimpleNamespace
+
+    from napari_pathreview.backend.detection import _crop_batches, point_targets
+
+    yy, xx = np.mgrid[:200, :200]
+    disc = (yy - 100) ** 2 + (xx - 90) ** 2 <= 5 ** 2
+    img = np.full((200, 200, 3), 230, np.uint8)
+    img[disc] = 60
+    s = SimpleNamespace(image=img, yx=np.array([[100.0, 90.0]]), labels=np.array([1]))
+    targets = [point_targets(img.shape[:2], s.yx, s.labels, sigma=3.0)]
+    freq = np.array([0, 1, 0, 0])
+
+    def crops(jitter):
+        rng = np.random.default_rng(0)
+        return [c for b in _crop_batches([s], targets, rng, 24, 64, 8, freq, jitter) for c in b]
+
+    areas = []
+    for im, ob, cl in crops(0.3):
+        assert im.shape == (64, 64, 3) and ob.shape == (64, 64) and cl.shape == (64, 64)
+        peak = np.array(np.unravel_index(np.argmax(ob), ob.shape))
+        dark = np.argwhere(im.mean(2) < 0.5).mean(0)  # centre of the resampled nucleus
+        assert np.linalg.norm(peak - dark) <= 1.5
+        assert cl[tuple(peak)] == 1
+        areas.append(int((im.mean(2) < 0.5).sum()))
+    assert max(areas) > 1.3 * min(areas)  # zoomed in and out (0.77-1.3x: area 0.59-1.69x)
+    plain = [int((im.mean(2) < 0.5).sum()) for im, _, _ in crops(0.0)]
+    assert max(plain) == min(plain)

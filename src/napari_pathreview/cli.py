@@ -82,6 +82,16 @@ def _count(text: str) -> int:
     return k[0]
 
 
+def _scale_jitter(text: str) -> float:
+    try:
+        j = float(text)
+    except ValueError:
+        j = -1.0
+    if not 0.0 <= j < 0.5:
+        raise argparse.ArgumentTypeError(f"scale-jitter must be a fraction from 0 up to 0.5, got {text!r}")
+    return j
+
+
 def _pale_nuclei(text: str) -> float:
     try:
         p = float(text)
@@ -103,7 +113,7 @@ def cmd_train(args) -> int:
                                  ema=args.ema, amp=args.amp, widths=args.widths,
                                  target_crowding=args.target_crowding, stain_norm=args.stain_norm,
                                  obj_loss=args.obj_loss, deepen=args.deepen, crop=args.tile,
-                                 crops_per_image=args.crops_per_image,
+                                 crops_per_image=args.crops_per_image, scale_jitter=args.scale_jitter,
                                  on_epoch=lambda r: print(json.dumps(r), file=sys.stderr, flush=True))
         print(json.dumps({"out": str(Path(args.out).with_suffix(".safetensors")), "params": card.params,
                           "best_epoch": card.training["best_epoch"], "seconds": card.training["seconds"]}))
@@ -383,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "384 → 0.33 µm/px); detector: side of the training crops, at the model's scale")
     sp.add_argument("--crops-per-image", type=_count, default=4,
                     help="detector: training crops drawn per image and epoch (default 4)")
+    sp.add_argument("--scale-jitter", type=_scale_jitter, default=0.0, metavar="J",
+                    help="detector: read each training crop at a random zoom, up to J either way (e.g. 0.15: nuclei "
+                         "0.85-1.15x their size at the model's mpp; default 0)")
     sp.add_argument("--deepen", type=_count, default=None, metavar="CHANNELS",
                     help="detector: add a coarser level of CHANNELS to --init before fine-tuning (twice the "
                          "context; the same outputs until trained)")

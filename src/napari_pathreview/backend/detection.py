@@ -288,8 +288,16 @@ def detect(image, model, card, mpp: float | None = None, params: DetectParams | 
 
 # ---------------------------------------------------------------- training
 
-def _crop_batches(samples, targets, rng, n_crops: int, crop: int, batch_size: int, class_freq: np.ndarray):
-    """Random crops centred on annotated cells, rarer classes drawn more often; dihedral + stain jitter."""
+def _crop_batches(samples, targets, rng, n_crops: int, crop: int, batch_size: int, class_freq: np.ndarray,
+                  scale_jitter: float = 0.0):
+    """Random crops centred on annotated cells, rarer classes drawn more often; dihedral + stain jitter.
+
+    ``scale_jitter`` j > 0: each crop is read at a random zoom s, log-uniform in [1 - j, 1 + j] (a
+    ``crop / s`` px window resampled to ``crop`` px: image and Gaussian targets bilinear, class map nearest),
+    so nuclei appear up to j larger or smaller than at the model's mpp.
+    """
+    from skimage.transform import resize
+
     from .augment import brightness_contrast, hed_jitter, random_dihedral
 
     centres = []
@@ -306,11 +314,18 @@ def _crop_batches(samples, targets, rng, n_crops: int, crop: int, batch_size: in
         si, cy, cx = centres[k]
         img, (obj, cls) = samples[si].image, targets[si]
         h, w = img.shape[:2]
-        cs = min(crop, h, w)
+        out_cs = min(crop, h, w)
+        zoom = float(np.exp(rng.uniform(np.log(1 - scale_jitter), np.log(1 + scale_jitter)))) if scale_jitter else 1.0
+        cs = min(max(8, int(round(out_cs / zoom))), h, w)
         y0 = int(np.clip(cy - cs / 2 + rng.integers(-cs // 4, cs // 4 + 1), 0, h - cs))
         x0 = int(np.clip(cx - cs / 2 + rng.integers(-cs // 4, cs // 4 + 1), 0, w - cs))
         sl = (slice(y0, y0 + cs), slice(x0, x0 + cs))
-        im, ob, cl = random_dihedral([img[sl].astype(np.float32) / 255.0, obj[sl], cls[sl]], rng)
+        im, ob, cl = img[sl].astype(np.float32) / 255.0, obj[sl], cls[sl]
+        if cs != out_cs:
+            im = resize(im, (out_cs, out_cs), order=1, anti_aliasing=cs > out_cs).astype(np.float32)
+            ob = resize(ob, (out_cs, out_cs), order=1, anti_aliasing=False).astype(ob.dtype)
+            cl = resize(cl, (out_cs, out_cs), order=0, anti_aliasing=False, preserve_range=True).astype(cl.dtype)
+        im, ob, cl = random_dihedral([im, ob, cl], rng)
         if rng.random() < 0.8:
             im = hed_jitter(im, rng)
         if rng.random() < 0.8:
@@ -394,7 +409,8 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
                    checkpoints: bool = False, lr: float | None = None, classes: list | None = None,
                    target_sigma_um: float | None = None, ema: float = 0.0, amp: bool = False,
                    widths: tuple | None = None, target_crowding: float | None = None,
-                   stain_norm: bool | None = None, obj_loss: str | None = None, deepen: int | None = None):
+                   stain_norm: bool | None = None, obj_loss: str | None = None, deepen: int | None = None,
+                   scale_jitter: float = 0.0):
     """Train the point detector on a points dataset and save weights + card to ``out``.
 
     ``tune_images`` training images (chosen by ``seed``) are held out to select the checkpoint and
@@ -416,7 +432,8 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
     else ``"bce"``).
     ``deepen``: give ``init`` one more, coarser level of this many channels before training
     (``models.detector.deepen_detector``: the same outputs at first, twice the context to learn from).
-    ``crop``: side in pixels of the training crops; ``crops_per_image``: crops per fitted image and epoch.
+    ``crop``: side in pixels of the training crops; ``crops_per_image``: crops per fitted image and epoch;
+    ``scale_jitter``: random zoom of each crop, up to this fraction either way (0: none; see ``_crop_batches``).
     """
     import torch
     from .datasets import load_points_dataset
@@ -474,6 +491,8 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
         obj_loss = ((base.training or {}).get("obj_loss") or "bce") if init is not None else "bce"
     if obj_loss not in ("bce", "focal"):
         raise InputError(f"objectness loss must be 'bce' or 'focal', got {obj_loss!r}")
+    if not 0.0 <= scale_jitter < 0.5:
+        raise InputError(f"scale jitter must be a fraction from 0 up to 0.5, got {scale_jitter!r}")
     sigma_px = target_sigma_um / mpp if target_sigma_um else 2.0
     targets = [point_targets(s.image.shape[:2], s.yx, s.labels, sigma=sigma_px, crowding=target_crowding)
                for s in fit_set]
@@ -492,7 +511,7 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
                        **({"lr": lr} if lr else {}))
 
     def batches(epoch):
-        for b in _crop_batches(fit_set, targets, rng, steps * batch_size, crop, batch_size, freq):
+        for b in _crop_batches(fit_set, targets, rng, steps * batch_size, crop, batch_size, freq, scale_jitter):
             yield _to_tensors(b, card, dev)
 
     def validate(m):  # each epoch at its best threshold: the objectness scale drifts while training
@@ -516,7 +535,7 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
                      "ema": ema, "amp": amp, "init": str(init) if init is not None else None,
                      "target_sigma_um": round(sigma_px * mpp, 3), "target_crowding": target_crowding,
                      "stain_norm": bool(stain_norm), "obj_loss": obj_loss, "deepen": deepen,
-                     "crop": crop, "crops_per_image": crops_per_image,
+                     "crop": crop, "crops_per_image": crops_per_image, "scale_jitter": scale_jitter,
                      "best_epoch": res.best_epoch,
                      "seconds": round(time.time() - t0, 1), "device": str(dev),
                      "fit_images": len(fit_set), "tune_images": [s.name for s in tune],
