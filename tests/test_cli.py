@@ -133,3 +133,13 @@ def test_train_refuses_bad_options_with_exit_2(args, word, tmp_path, shared_data
     rc, _, err = run("train", "segmenter", "--data", shared_data / "monuseg", "--out", tmp_path / "w", *args)
     assert rc == 2 and word in err.strip().splitlines()[-1]
     assert not list(tmp_path.iterdir())
+
+
+def test_train_enhancer_uses_the_given_learning_rate(points_subset, tmp_path):
+    data = points_subset("train", 9)  # 8 tune images + 1 fitted
+    rc, out, err = run("train", "enhancer", "--data", data, "--out", tmp_path / "enh", "--epochs", "1",
+                       "--lr", "3e-4", "--device", "cpu")
+    assert rc == 0, err
+    card = json.loads((tmp_path / "enh.json").read_text())
+    assert card["training"]["options"]["lr"] == 3e-4 and card["training"]["options"]["epochs"] == 1
+    assert json.loads(out.strip().splitlines()[-1])["out"] == str(tmp_path / "enh.safetensors")

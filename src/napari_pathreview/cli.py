@@ -122,7 +122,8 @@ def cmd_train(args) -> int:
         from .backend.enhancement import EnhancerTrainOptions, train_enhancer
 
         opt = EnhancerTrainOptions(epochs=args.epochs, mode=args.mode, matching=args.matching,
-                                   aux_loss=args.aux_loss, schedule=args.schedule, tune_bias=args.tune_bias)
+                                   aux_loss=args.aux_loss, schedule=args.schedule, tune_bias=args.tune_bias,
+                                   **({"lr": args.lr} if args.lr else {}))
         config = {"position": args.position, "radius_um": None if args.mask_um <= 0 else args.mask_um}
         _, card = train_enhancer(args.data, args.out, detector=args.detector, seed=args.seed, device=args.device,
                                  options=opt, config=config, progress=_progress, command=command, init=args.init,
@@ -366,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--init", default=None, help="weights to fine-tune from (name or path)")
     sp.add_argument("--lr", type=float, default=None,
-                    help="detector / segmenter: learning rate (default 2e-3; ~10x less to fine-tune)")
+                    help="detector / segmenter: learning rate (default 2e-3; ~10x less to fine-tune); "
+                         "enhancer: (default 1e-3)")
     sp.add_argument("--checkpoints", action="store_true", help="write best-so-far weights to OUT.checkpoint.*")
     sp.add_argument("--ema", type=float, default=0.0,
                     help="detector / segmenter: validate and keep a moving average of the weights with this "
