@@ -143,3 +143,13 @@ def test_train_enhancer_uses_the_given_learning_rate(points_subset, tmp_path):
     card = json.loads((tmp_path / "enh.json").read_text())
     assert card["training"]["options"]["lr"] == 3e-4 and card["training"]["options"]["epochs"] == 1
     assert json.loads(out.strip().splitlines()[-1])["out"] == str(tmp_path / "enh.safetensors")
+
+
+@pytest.mark.parametrize("task,args,word", [("weak-cells", ["--amp"], "--amp"), ("enhancer", ["--deepen", "64"], "--deepen"),
+                                            ("classifier", ["--lr", "1e-4"], "--lr"),
+                                            ("detector", ["--cams", "weak-cells"], "--cams")])
+def test_train_refuses_an_option_its_task_does_not_use(task, args, word, tmp_path, shared_data):
+    rc, _, err = run("train", task, "--data", shared_data / "crchisto", "--out", tmp_path / "w", *args)
+    last = err.strip().splitlines()[-1]
+    assert rc == 2 and word in last and f"train {task}" in last
+    assert not list(tmp_path.iterdir())

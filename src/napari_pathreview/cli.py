@@ -102,7 +102,30 @@ def _pale_nuclei(text: str) -> float:
     return p
 
 
+_DET, _SEG, _ENH, _CLS = ("detector",), ("segmenter",), ("enhancer",), ("classifier", "vit")
+TRAIN_OPTIONS = {  # option dest -> the train tasks that use it; others refuse it instead of ignoring it
+    "init": _DET + _SEG + _ENH + _CLS, "lr": _DET + _SEG + _ENH, "checkpoints": _DET + _SEG + _CLS,
+    "ema": _DET + _SEG, "amp": _DET + _SEG, "widths": _DET + _SEG, "tile": _DET + _SEG, "stain_norm": _DET + _SEG,
+    **dict.fromkeys(("target_sigma_um", "target_crowding", "obj_loss", "crops_per_image", "scale_jitter",
+                     "deepen"), _DET),
+    **dict.fromkeys(("decoder", "no_aspp", "per_grid", "pale_nuclei", "lovasz"), _SEG),
+    **dict.fromkeys(("detector", "mode", "matching", "aux_loss", "schedule", "position", "mask_um", "tune_bias"),
+                    _ENH),
+    **dict.fromkeys(("loss", "se", "arcface", "dual"), _CLS),
+    **dict.fromkeys(("cams", "seg_select"), ("weak-cells",)),
+}
+
+
+def check_train_options(args) -> None:
+    """Refuse a training option given for a task that does not use it (InputError naming both)."""
+    for dest, tasks in TRAIN_OPTIONS.items():
+        if args.task in TASKS and args.task not in tasks and getattr(args, dest) != args.train_defaults[dest]:
+            raise InputError(f"--{dest.replace('_', '-')} does not apply to 'train {args.task}' "
+                             f"(only to {', '.join(tasks)}); leave it out")
+
+
 def cmd_train(args) -> int:
+    check_train_options(args)
     command = "pathreview " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if args.task == "detector":
         from .backend.detection import train_detector
@@ -431,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--arcface", action="store_true", help="classifier: ArcFace (angular margin) head")
     sp.add_argument("--dual", action="store_true", help="classifier: auto-encoder decoder, reconstruction MSE x10")
     common(sp, mpp=False)
-    sp.set_defaults(func=cmd_train)
+    sp.set_defaults(func=cmd_train, train_defaults={d: sp.get_default(d) for d in TRAIN_OPTIONS})
 
     sp = sub.add_parser("evaluate", help="score a model against a dataset's annotations")
     sp.add_argument("task", help="detector")
