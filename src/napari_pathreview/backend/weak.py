@@ -366,16 +366,18 @@ def seg_probs(model, img: np.ndarray, device=None, flips: bool = True) -> np.nda
     return (acc / n)[0, :, :h, :w].float().cpu().numpy()
 
 
+def class_f1(pred: np.ndarray, true: np.ndarray, n_classes: int) -> np.ndarray:
+    """``(K,)`` F1 of each class index 0..K-1 between two equally long label arrays (0 where a class is
+    absent from both)."""
+    return np.array([2 * np.sum((pred == k) & (true == k)) / max(np.sum(pred == k) + np.sum(true == k), 1)
+                     for k in range(n_classes)], np.float64)
+
+
 def type_scores(pred: np.ndarray, gt: np.ndarray, classes) -> dict:
     """Per-class F1, ``mF1`` and ``accuracy`` of predicted vs annotated types (labelled cells only)."""
     keep = gt >= 0
     pred, gt = pred[keep], gt[keep]
-    out = {}
-    for k, c in enumerate(classes):
-        tp = int(np.sum((pred == k) & (gt == k)))
-        fp = int(np.sum((pred == k) & (gt != k)))
-        fn = int(np.sum((pred != k) & (gt == k)))
-        out[c] = round(2 * tp / max(2 * tp + fp + fn, 1), 4)
+    out = {c: round(float(f), 4) for c, f in zip(classes, class_f1(pred, gt, len(classes)))}
     out["mF1"] = round(float(np.mean([out[c] for c in classes])), 4)
     out["accuracy"] = round(float(np.mean(pred == gt)) if len(gt) else 0.0, 4)
     out["n_cells"] = int(len(gt))
@@ -405,9 +407,7 @@ def pseudo_agreement(pred_maps: list[np.ndarray], pseudo_maps: list[np.ndarray],
     fg = [m > 0 for m in pseudo_maps]
     pred = np.concatenate([p[f] for p, f in zip(pred_maps, fg)]) if fg else np.zeros(0, np.int64)
     true = np.concatenate([m[f] - 1 for m, f in zip(pseudo_maps, fg)]) if fg else np.zeros(0, np.int64)
-    f1 = [2 * np.sum((pred == c) & (true == c)) / max(np.sum(pred == c) + np.sum(true == c), 1)
-          for c in range(n_classes)]
-    return float(np.mean(f1))
+    return float(class_f1(pred, true, n_classes).mean())
 
 
 def _tile_f1(pred: np.ndarray, y: np.ndarray) -> float:
@@ -633,7 +633,7 @@ def cam_references(weights) -> dict:
     path, card = resolve(weights, "weak-cells")
     refs = {}
     for v, name in card.params["cams"].items():
-        beside = path.with_name(f"{Path(name).name}.safetensors") if not Path(name).is_absolute() else Path(name)
+        beside = Path(name) if Path(name).is_absolute() else path.with_name(f"{name}.safetensors")
         refs[v] = reference(beside if beside.exists() else name, "weak-cam")
     return refs
 
