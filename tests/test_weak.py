@@ -8,7 +8,6 @@ import torch
 
 from napari_pathreview.backend import weak
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "crchisto"
 
 
 def test_tile_labels_are_the_types_present_in_the_crop():
@@ -21,10 +20,10 @@ def test_tile_labels_are_the_types_present_in_the_crop():
     assert weak.tile_labels(yx[:0], labels[:0], 0, 0, 64, 4).tolist() == [0.0] * 4
 
 
-def test_tile_labels_of_real_crops_match_the_annotations():
+def test_tile_labels_of_real_crops_match_the_annotations(crchisto):
     from napari_pathreview.backend.datasets import load_points_dataset
 
-    samples, classes = load_points_dataset(DATA, "validation")
+    samples, classes = load_points_dataset(crchisto, "validation")
     s = samples[0]
     crops = weak.grid_crops([s], 64, len(classes))
     assert len(crops) == (s.image.shape[0] // 64) * (s.image.shape[1] // 64)
@@ -72,10 +71,10 @@ def test_shipped_card_records_the_recipe():
     assert card.metrics["validation"]["two_stage"]["mF1"] >= 0.8 * card.metrics["validation"]["supervised"]["mF1"]
 
 
-def test_evaluate_json_on_one_real_validation_image(capsys):
+def test_evaluate_json_on_one_real_validation_image(capsys, crchisto):
     from napari_pathreview.cli import main
 
-    rc = main(["evaluate", "weak-cells", "--data", str(DATA), "--split", "validation", "--limit", "1",
+    rc = main(["evaluate", "weak-cells", "--data", str(crchisto), "--split", "validation", "--limit", "1",
                "--device", "cpu", "--json"])
     assert rc == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -86,12 +85,12 @@ def test_evaluate_json_on_one_real_validation_image(capsys):
     assert res["n_images"] == 1 and res["two_stage"]["n_cells"] == res["supervised"]["n_cells"] > 0
 
 
-def test_pipeline_types_the_given_points_at_the_input_grid():
+def test_pipeline_types_the_given_points_at_the_input_grid(crchisto):
     from napari_pathreview.backend.datasets import load_points_dataset
     from napari_pathreview.backend.pipelines import weak_cells
     from napari_pathreview.backend.points import CellPoints
 
-    samples, _ = load_points_dataset(DATA, "validation")
+    samples, _ = load_points_dataset(crchisto, "validation")
     s = samples[0]
     n = len(s.yx)
     pts = CellPoints(s.yx, np.zeros(n, np.int64), np.ones(n, np.float32), np.zeros((n, 1), np.float32), ["cell"])
