@@ -208,48 +208,92 @@ def test_small_layers_are_untouched(make_napari_viewer):
     assert viewer.window._qt_viewer.canvas.layer_to_visual[vec].node.visible
 
 
-def test_detect_widget_puts_a_large_detection_under_level_of_detail(make_napari_viewer, qtbot, monkeypatch):
-    """The Detect widget's result path with 60 000 cells (the detector replaced by a stub): the layer gets
-    a controller, and the live score filter reaches what is drawn."""
+def _mosaic(tile: np.ndarray, reps: int):
+    """``reps`` x ``reps`` copies of ``tile`` as a lazy multiscale pyramid (dask: nothing is held in
+    memory; napari reads only the tiles it draws)."""
+    import dask.array as da
+
+    levels = []
+    for k in range(6):
+        small = tile[::2 ** k, ::2 ** k]
+        levels.append(da.tile(da.from_array(small, chunks=small.shape), (reps, reps, 1)))
+    return levels
+
+
+MOSAIC_REPS = 27  # 27 x 27 copies of the 512 px sample: 13 824 px a side at 0.25 µm/px, ~65 000 cells
+
+
+def _mosaic_detect(monkeypatch, reps=MOSAIC_REPS):
+    """Detection on the mosaic without running the detector 729 times: the widget's call reaches the real
+    ``pipelines.detect`` on one 512 px copy (same model, mpp, device, progress, cancel), whose cells are
+    repeated at every copy's offset. Returns the calls' record."""
     from napari_pathreview.backend import pipelines
-    from napari_pathreview.backend.points import CellPoints
-    from napari_pathreview.widgets.detect import DetectWidget
+
+    real, calls = pipelines.detect, []
+
+    def detect(slide, model=None, **kw):
+        one = real(np.asarray(slide.levels[0][:512, :512]), model, **kw)
+        offsets = np.stack(np.meshgrid(np.arange(reps), np.arange(reps), indexing="ij"), -1).reshape(-1, 2) * 512
+        cells = one.select(np.tile(np.arange(len(one)), len(offsets)))
+        cells.yx = (one.yx[None] + offsets[:, None]).reshape(-1, 2).astype(np.float32)
+        calls.append((slide, kw, len(one)))
+        return cells
+
+    monkeypatch.setattr(pipelines, "detect", detect)
+    return calls
+
+
+def test_detect_from_the_plugin_menu_puts_over_50k_cells_under_level_of_detail(sample_viewer, open_dock, qtbot,
+                                                                               monkeypatch):
+    """Issue 26 item 5: Detect opened from Plugins > PathReview (proxied viewer and layers) on a 13 824² mosaic
+    of the bundled sample: > 50 000 cells get level of detail, a density image zoomed out and only the
+    in-view cells zoomed in; the score filter reaches what is drawn; the proxies follow the layer."""
     from napari_pathreview.widgets.lod import controller_for
 
-    rng = np.random.default_rng(3)
-    n = 60_000
-
-    def fake_detect(slide, model=None, **kw):
-        yx = rng.uniform(0, 4_000, (n, 2)).astype(np.float32)
-        labels = rng.integers(0, 2, n)
-        return CellPoints(yx, labels, rng.random(n).astype(np.float32), np.eye(2, dtype=np.float32)[labels],
-                          ["epithelial", "inflammatory"], mpp=0.5)
-
-    monkeypatch.setattr(pipelines, "detect", fake_detect)
-    viewer = make_napari_viewer()
-    viewer.add_image(np.zeros((4_000, 4_000), np.uint8), name="slide", metadata={"mpp": 0.5})
-    w = DetectWidget(viewer)
+    viewer = sample_viewer
+    sample = viewer.layers[0]
+    viewer.add_image(_mosaic(np.asarray(sample.data), MOSAIC_REPS), name="mosaic", rgb=True, multiscale=True,
+                     scale=(0.25, 0.25), metadata={"mpp": 0.25})
+    calls = _mosaic_detect(monkeypatch)
+    w = open_dock(viewer, "detect")
+    assert type(w.viewer).__name__ == "PublicOnlyProxy"  # what napari hands a plugin dock
     w.device.setCurrentText("cpu")
+    w.image.setCurrentText("mosaic")
     w.run()
-    qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
-    layer = viewer.layers["slide cells"]
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    layer = viewer.layers["mosaic cells"]
+    n = len(layer.data)
+    assert len(calls) == 1 and calls[0][1]["mpp"] == 0.25 and n == calls[0][2] * MOSAIC_REPS ** 2 > 50_000
     ctl = controller_for(layer)
-    assert ctl is not None and len(layer.data) == n
-    names = ["slide cells", "slide cells (in view)", "slide cells (overview)"]
-    assert [ly.name for ly in viewer.layers] == ["slide"] + names
-    viewer.layers.move(1, 0)  # the proxies follow the full layer
-    assert [ly.name for ly in viewer.layers] == names + ["slide"]
-    viewer.camera.center, viewer.camera.zoom = (2_000.0, 2_000.0), 2.0
+    assert ctl is not None, "level of detail did not engage for a Detect result opened from the menu"
+    assert w.status.text() == f"{n} cells"
+    names = ["mosaic cells", "mosaic cells (in view)", "mosaic cells (overview)"]
+    assert [ly.name for ly in viewer.layers][-3:] == names
+    # zoomed out on the whole mosaic: the density image, not 65 000 markers
+    viewer.reset_view()
     _wait_update(qtbot, ctl)
-    assert ctl.decision.mode == "points" and ctl.shown_count > 0
+    assert ctl.decision.mode == "density" and ctl.overview.visible and not ctl.in_view.visible
+    assert int(ctl.lod.pyramid.counts.sum()) == n
+    # zoomed in (world coordinates are µm): only the cells around the view, as points
+    viewer.camera.center, viewer.camera.zoom = (1_728.0, 1_728.0), 3.0
+    _wait_update(qtbot, ctl)
+    assert ctl.decision.mode == "points" and ctl.in_view.visible and not ctl.overview.visible
+    cov, yx = ctl.decision.covered, layer.data
+    near = in_view(yx, cov)
+    assert 0 < ctl.shown_count == int(near.sum()) < 2_000
+    np.testing.assert_array_equal(ctl.in_view.data, yx[near])
     drawn = ctl.shown_count
+    # the live score filter reaches the drawn cells; the layer keeps them all
     w.score.setValue(80)
     _wait_update(qtbot, ctl)
     high = np.asarray(layer.features["score"]) >= 0.8
     assert int(layer.shown.sum()) == int(high.sum()) and len(layer.data) == n
     assert 0 < ctl.shown_count < drawn
-    assert (np.isin(ctl.in_view.data.view([("", np.float32)] * 2),
-                    layer.data[high].view([("", np.float32)] * 2))).all()
+    np.testing.assert_array_equal(ctl.in_view.data, yx[near & high])
+    # the proxies follow the full layer in the layer list
+    i = [ly.name for ly in viewer.layers].index("mosaic cells")
+    viewer.layers.move(i, 0)
+    assert [ly.name for ly in viewer.layers][:3] == names
 
 
 def test_view_of_an_empty_layer_is_harmless():

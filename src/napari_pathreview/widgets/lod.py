@@ -55,14 +55,34 @@ def is_proxy(layer) -> bool:
 
 
 def controller_for(layer) -> "LODController | None":
-    return _CONTROLLERS.get(layer)
+    return _CONTROLLERS.get(unwrap(layer))
+
+
+def unwrap(obj):
+    """The napari object behind a plugin proxy. A dock opened from *Plugins* gets a ``PublicOnlyProxy``
+    viewer whose layers are proxies too: ``isinstance`` sees through them but identity (``is``), weak
+    references and the private drawing hooks the controller needs do not."""
+    return getattr(obj, "__wrapped__", obj)
+
+
+def layer_kind(layer) -> str | None:
+    """"points" or "vectors" for a Points / Vectors layer (proxied or not), else None."""
+    from napari.layers import Points, Vectors
+
+    if isinstance(layer, Points):
+        return "points"
+    if isinstance(layer, Vectors):
+        return "vectors"
+    return None
 
 
 def attach_lod(viewer, layer, *, min_items: int | None = None, **kwargs) -> "LODController | None":
     """Level of detail for ``layer`` (Points or Vectors) when it holds more than ``min_items``
-    (default ``LOD_MIN_POINTS`` / ``LOD_MIN_LINES``); None, and the layer untouched, otherwise."""
-    kind = type(layer).__name__.lower()
-    if kind not in ("points", "vectors") or is_proxy(layer):
+    (default ``LOD_MIN_POINTS`` / ``LOD_MIN_LINES``); None, and the layer untouched, otherwise.
+    ``viewer`` and ``layer`` may be the proxies napari hands a plugin dock."""
+    viewer, layer = unwrap(viewer), unwrap(layer)
+    kind = layer_kind(layer)
+    if kind is None or is_proxy(layer):
         return None
     if min_items is None:
         min_items = LOD_MIN_POINTS if kind == "points" else LOD_MIN_LINES
@@ -72,6 +92,12 @@ def attach_lod(viewer, layer, *, min_items: int | None = None, **kwargs) -> "LOD
     if existing is not None:
         return existing
     return LODController(viewer, layer, **kwargs)
+
+
+def _camera(viewer):
+    """The viewer's camera (``viewer.scene.camera`` from napari 0.9; ``viewer.camera`` before)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
 
 
 def _canvas_hw(viewer) -> tuple[int, int]:
@@ -105,8 +131,8 @@ class LODController:
 
     def __init__(self, viewer, layer, *, budget: int | None = None, delay_ms: int = 50, margin: float = 0.25,
                  screen_px_per_cell: float = 64.0, max_raster: int = 2048):
-        self.viewer, self.layer = viewer, layer
-        self.kind = type(layer).__name__.lower()
+        self.viewer, self.layer = unwrap(viewer), unwrap(layer)
+        self.kind = layer_kind(self.layer)
         self.budget = budget or (DEFAULT_POINT_BUDGET if self.kind == "points" else DEFAULT_LINE_BUDGET)
         self.margin, self.screen_px_per_cell, self.max_raster = margin, screen_px_per_cell, max_raster
         self.lod = None          # PointsLOD / LinesLOD of the layer's current state
@@ -125,7 +151,7 @@ class LODController:
         self.timer.setSingleShot(True)
         self.timer.setInterval(delay_ms)
         self.timer.timeout.connect(self.update)
-        _CONTROLLERS[layer] = self
+        _CONTROLLERS[self.layer] = self
         self._connect()
         self._hide_layer_drawing(True)
         # both display layers now (and the density pyramid): switching between them is then cheap
@@ -137,7 +163,7 @@ class LODController:
 
     # ------------------------------------------------------------------ events
     def _connect(self):
-        cam = self.viewer.camera.events
+        cam = _camera(self.viewer).events
         self._links = [(cam.zoom, self.schedule), (cam.center, self.schedule)]
         with contextlib.suppress(Exception):
             self._links.append((self.viewer.canvas.events.size, self.schedule))
@@ -252,8 +278,9 @@ class LODController:
     def view(self) -> View:
         """The canvas's visible rectangle in the layer's data pixels (last two axes; no rotation)."""
         h, w = _canvas_hw(self.viewer)
-        zoom = float(self.viewer.camera.zoom)
-        cy, cx = (float(v) for v in tuple(self.viewer.camera.center)[-2:])
+        cam = _camera(self.viewer)
+        zoom = float(cam.zoom)
+        cy, cx = (float(v) for v in tuple(cam.center)[-2:])
         hy, hx = h / (2 * zoom), w / (2 * zoom)
         scale = np.asarray(self.layer.scale, float)[-2:]
         trans = np.asarray(self.layer.translate, float)[-2:]
