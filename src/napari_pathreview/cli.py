@@ -275,7 +275,12 @@ def cmd_detect(args) -> int:
 
     res = detect_files(args.inputs, args.out, weights=args.weights, mpp=args.mpp, device=args.device,
                        threshold=args.threshold, tta=args.tta or None, workers=args.workers,
-                       scheduler=args.scheduler, progress=_progress)
+                       scheduler=args.scheduler, progress=_progress, overwrite=args.overwrite)
+    return _print_batch(res)
+
+
+def _print_batch(res: dict) -> int:
+    """Written paths on stdout, one a line; slides skipped as already done on stderr."""
     for s in res["skipped"]:
         print(f"skipped (already done by the same job): {s}", file=sys.stderr)
     for w in res["written"]:
@@ -310,30 +315,29 @@ def cmd_segment(args) -> int:
 def cmd_enhance(args) -> int:
     from .backend.pipelines import enhance_files
 
-    written = enhance_files(args.inputs, args.out, weights=args.weights, detector=args.detector, mpp=args.mpp,
-                            device=args.device, tta=args.tta or None, progress=_progress)
-    for w in written:
-        print(w)
-    return 0
+    res = enhance_files(args.inputs, args.out, weights=args.weights, detector=args.detector, mpp=args.mpp,
+                        device=args.device, tta=args.tta or None, progress=_progress, overwrite=args.overwrite)
+    return _print_batch(res)
 
 
 def cmd_explain(args) -> int:
     from .backend.pipelines import explain_files
 
     classes = [c for c in args.classes.split(",") if c] if args.classes else None
-    written = explain_files(args.inputs, args.out, weights=args.model, method=args.method, classes=classes,
-                            mpp=args.mpp, device=args.device, progress=_progress)
-    for w in written:
-        print(w)
-    return 0
+    res = explain_files(args.inputs, args.out, weights=args.model, method=args.method, classes=classes,
+                        mpp=args.mpp, device=args.device, progress=_progress, overwrite=args.overwrite)
+    return _print_batch(res)
 
 
 def cmd_convert(args) -> int:
+    from .backend.atomic import refuse_foreign, refuse_input_as_output
     from .backend.exchange import read_points_file, write_geojson, write_points_csv
 
     out = Path(args.output)
     if out.suffix.lower() not in (".geojson", ".csv"):
         raise InputError(f"{out}: output must end in .geojson or .csv")
+    refuse_input_as_output(out, [args.input])
+    refuse_foreign(out, overwrite=args.overwrite)
     parts = read_points_file(args.input)
     if len(parts) != 1:
         raise InputError(f"{args.input}: holds points of {len(parts)} images; convert needs one "
@@ -482,6 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--detector", default=None, help="detector (default: the one the enhancer's card names)")
     sp.add_argument("--tta", action="store_true",
                     help="detect with the 8 rotations / flips of every tile averaged (8x slower detection)")
+    sp.add_argument("--overwrite", action="store_true",
+                    help="replace existing outputs that pathreview did not write (its own are replaced anyway)")
     common(sp)
     sp.set_defaults(func=cmd_enhance)
 
@@ -492,6 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--method", default="gradcam",
                     choices=("cam", "gradcam", "lrp-epsilon", "lrp-gamma", "lrp-a1b0", "lrp-a2b1", "rollout"))
     sp.add_argument("--classes", default=None, help="comma-separated classes to explain (default: all)")
+    sp.add_argument("--overwrite", action="store_true",
+                    help="replace existing outputs that pathreview did not write (its own are replaced anyway)")
     common(sp)
     sp.set_defaults(func=cmd_explain)
 
@@ -499,6 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("input", help=".geojson (QuPath / pathreview) or .csv/.tsv (pathreview, points dataset, QuPath)")
     sp.add_argument("output", help="OUT.geojson or OUT.csv")
     sp.add_argument("--mpp", type=float, default=None, help="microns per pixel to record (CSV x_um / y_um)")
+    sp.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
     sp.set_defaults(func=cmd_convert)
 
     sp = sub.add_parser("detect", help="detect cells; writes CSV + QuPath GeoJSON per input")
@@ -511,6 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--workers", type=int, default=1,
                     help="run the inputs on a local Dask cluster of N single-threaded workers")
     sp.add_argument("--scheduler", default=None, help="address of an existing dask.distributed scheduler")
+    sp.add_argument("--overwrite", action="store_true",
+                    help="replace existing outputs that pathreview did not write (its own are replaced anyway)")
     common(sp)
     sp.set_defaults(func=cmd_detect)
     sp = sub.add_parser("bench", help="benchmarks against a reference measured in the same run")
@@ -537,7 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-stain-norm", dest="stain_norm", action="store_false", default=None,
                     help="do not scale the input's hematoxylin to the model's training level (the card's "
                          "stain_reference); for images that are not bright-field H&E")
-    sp.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    sp.add_argument("--overwrite", action="store_true",
+                    help="replace an existing OUT (or, with a folder, stores pathreview did not write); never an input")
     sp.add_argument("--workers", type=int, default=1,
                     help="several inputs: a local Dask cluster of N single-threaded workers")
     sp.add_argument("--scheduler", default=None, help="address of an existing dask.distributed scheduler")

@@ -47,3 +47,19 @@ def enhance_bytes(n_cells: int, width: int, heads: int, layers: int, neighbours:
     if attention:
         per += layers * heads * neighbours * 4 * 2 + neighbours * 24
     return int(n_cells) * per
+
+
+def explain_bytes(read_yx, channels: int, factor: float, n_maps: int, out_yx, full_yx=None) -> int:
+    """Upper estimate for explaining an image: the level read ``read_yx`` (``channels`` uint8, an RGB
+    copy, float32 and the float64 resize input), the model-scale float image (``factor`` model pixels
+    per read pixel; float64 resize output + float32), ``n_maps`` float64 maps and blending weights at the
+    model grid, the maps at the output grid ``out_yx`` (float64 resize + float32 result); with
+    ``full_yx`` (writing overlays) the full-resolution RGB read again plus float64 overlay arrays of one
+    map at the output grid."""
+    read = int(read_yx[0]) * int(read_yx[1])
+    model = read * float(factor) ** 2
+    out = int(out_yx[0]) * int(out_yx[1])
+    need = read * (channels + 3 + 12 + 24) + model * (24 + 12) + model * 8 * (n_maps + 1) + out * 12 * n_maps
+    if full_yx is not None:
+        need += int(full_yx[0]) * int(full_yx[1]) * (channels + 3) + out * 3 * 8 * 4
+    return int(need)

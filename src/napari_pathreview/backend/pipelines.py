@@ -4,7 +4,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import InputError, ProgressFn, check_cancel, report
+from .errors import InputError, ProgressFn, check_cancel
 from .points import CellPoints
 
 
@@ -35,6 +35,15 @@ def detect(image, weights: str | None = None, mpp: float | None = None, device: 
     return _detect(image, model, card, mpp=mpp, params=params, progress=progress, cancel=cancel, name=name)
 
 
+def _sibling(stem: Path, suffix: str) -> Path:
+    """``OUT/<stem><suffix>`` (``with_suffix`` would cut a dotted stem such as ``img.v2``)."""
+    return stem.with_name(stem.name + suffix)
+
+
+def _detect_outputs(stem: Path) -> list[Path]:
+    return [_sibling(stem, ".csv"), _sibling(stem, ".geojson")]
+
+
 def _detect_one(path: str, stem: Path, weights=None, mpp=None, device=None, threshold=None,
                 tta=None) -> list[Path]:
     """One slide of ``detect_files``: ``stem.csv`` + ``stem.geojson`` (each written atomically)."""
@@ -43,18 +52,20 @@ def _detect_one(path: str, stem: Path, weights=None, mpp=None, device=None, thre
 
     s = open_slide(path, mpp=mpp)
     pts = detect(s, weights, device=device, threshold=threshold, tta=tta, name=s.path)
-    return [write_points_csv(pts, stem.with_suffix(".csv")), write_geojson(pts, stem.with_suffix(".geojson"))]
+    csv_path, geojson = _detect_outputs(stem)
+    return [write_points_csv(pts, csv_path), write_geojson(pts, geojson)]
 
 
 def detect_files(inputs, out: str | Path, weights=None, mpp=None, device=None, threshold=None, tta=None,
                  workers: int = 1, scheduler: str | None = None, progress: ProgressFn | None = None,
-                 cancel=None) -> dict:
+                 cancel=None, overwrite: bool = False) -> dict:
     """Detect cells in each input file; write ``OUT/<name>.csv`` and ``OUT/<name>.geojson`` per input.
 
     Every input is opened (validated) before any work. Slides already done by the same job (model,
     threshold, mpp, unchanged input) are skipped, so a rerun after a crash only does what is left;
-    ``workers``/``scheduler`` run the slides on a Dask cluster (see ``backend.batch``). Returns
-    ``{"written", "skipped", "ran"}``.
+    ``workers``/``scheduler`` run the slides on a Dask cluster (see ``backend.batch``). An existing
+    output pathreview did not write (e.g. the user's QuPath ``NAME.geojson`` beside the slide) is refused
+    before any work unless ``overwrite``. Returns ``{"written", "skipped", "ran"}``.
     """
     from functools import partial
 
@@ -70,7 +81,7 @@ def detect_files(inputs, out: str | Path, weights=None, mpp=None, device=None, t
         key["tta"] = True  # keeps the key of earlier non-TTA jobs unchanged
     run = partial(_detect_one, weights=weights, mpp=mpp, device=device, threshold=threshold, tta=tta)
     return run_batch(inputs, out, run, key, workers=workers, scheduler=scheduler, progress=progress,
-                     cancel=cancel)
+                     cancel=cancel, planned=_detect_outputs, overwrite=overwrite)
 
 
 def _models(weights, task: str, device):
@@ -102,10 +113,12 @@ def segment_file(input, out: str | Path, weights=None, mpp: float | None = None,
     """Segment one slide/image file tile by tile into an OME-Zarr labels store at ``out`` (bounded memory).
     ``compile``: ``torch.compile`` the network (faster per tile after a ~20-30 s first call);
     ``stain_norm``: False ignores the card's hematoxylin reference."""
+    from .atomic import refuse_input_as_output
     from .segmentation import segment_to_zarr
     from .slides import open_slide
 
     out = Path(out)
+    refuse_input_as_output(out, [input])
     if out.exists() and not overwrite:
         raise InputError(f"{out}: already exists; choose another output or pass --overwrite")
     slide = open_slide(input, mpp=mpp)
@@ -115,11 +128,14 @@ def segment_file(input, out: str | Path, weights=None, mpp: float | None = None,
                            compile=compile, stain_norm=stain_norm)
 
 
-def _segment_one(path: str, stem: Path, overwrite: bool = False, **kw) -> list[Path]:
-    """One slide of ``segment_files``: ``stem.zarr``. A store this job's record names is ours to replace."""
-    out = stem.with_name(stem.name + ".zarr")
-    ours = stem.with_name(stem.name + ".done.json").exists()
-    return [segment_file(path, out, overwrite=overwrite or ours, **kw)]
+def _segment_outputs(stem: Path) -> list[Path]:
+    return [_sibling(stem, ".zarr")]
+
+
+def _segment_one(path: str, stem: Path, **kw) -> list[Path]:
+    """One slide of ``segment_files``: ``stem.zarr``, replaced when it exists: ``run_batch`` has checked
+    it is ours (listed in the slide's record) or that ``--overwrite`` was given, and not the input."""
+    return [segment_file(path, _sibling(stem, ".zarr"), overwrite=True, **kw)]
 
 
 def segment_files(inputs, out: str | Path, weights=None, mpp=None, device=None, tile=None, overlap=None,
@@ -128,7 +144,8 @@ def segment_files(inputs, out: str | Path, weights=None, mpp=None, device=None, 
                   compile: bool = False, stain_norm: bool | None = None) -> dict:
     """Segment many slides into ``OUT/<name>.zarr`` each (tile by tile, bounded memory), one idempotent
     task per slide on this process or a Dask cluster; reruns skip slides already done by the same job
-    (see ``backend.batch``). An existing store not made by this job is refused unless ``overwrite``."""
+    (see ``backend.batch``). An existing store pathreview did not write (its record does not list it) is
+    refused unless ``overwrite``; a store that is one of the inputs is refused always."""
     from functools import partial
 
     from .batch import run_batch
@@ -141,10 +158,10 @@ def segment_files(inputs, out: str | Path, weights=None, mpp=None, device=None, 
     names = [str(r) if r else default_model("segmenter") for r in refs]
     key = {"job": "segment", "weights": names, "mpp": mpp, "tile": tile, "overlap": overlap, "tta": tta,
            "ensemble": ensemble, **({"stain_norm": False} if stain_norm is False else {})}
-    run = partial(_segment_one, overwrite=overwrite, weights=weights, mpp=mpp, device=device, tile=tile,
+    run = partial(_segment_one, weights=weights, mpp=mpp, device=device, tile=tile,
                   overlap=overlap, tta=tta, ensemble=ensemble, compile=compile, stain_norm=stain_norm)
     return run_batch(inputs, out, run, key, workers=workers, scheduler=scheduler, progress=progress,
-                     cancel=cancel)
+                     cancel=cancel, planned=_segment_outputs, overwrite=overwrite)
 
 
 def enhance(image=None, points: CellPoints | None = None, weights: str | None = None, detector: str | None = None,
@@ -180,30 +197,52 @@ def enhance(image=None, points: CellPoints | None = None, weights: str | None = 
     return enhance_points(points, model, card, return_attention=return_attention)
 
 
-def enhance_files(inputs, out: str | Path, weights=None, detector=None, mpp=None, device=None, tta=None,
-                  progress: ProgressFn | None = None, cancel=None) -> list[Path]:
-    """Detect + enhance each input file; write ``OUT/<name>.csv`` and ``OUT/<name>.geojson`` (enhanced
-    classes; the base detector's classes are in ``OUT/<name>.base.csv``)."""
+def _enhance_outputs(stem: Path) -> list[Path]:
+    return [_sibling(stem, ".csv"), _sibling(stem, ".geojson"), _sibling(stem, ".base.csv")]
+
+
+def _enhance_one(path: str, stem: Path, weights=None, detector=None, mpp=None, device=None, tta=None,
+                 progress=None, cancel=None) -> list[Path]:
+    """One slide of ``enhance_files``: ``stem.csv``, ``stem.geojson`` (enhanced) and ``stem.base.csv``."""
     from .exchange import write_geojson, write_points_csv
     from .slides import open_slide
+
+    s = open_slide(path, mpp=mpp)
+    r = enhance(s, weights=weights, detector=detector, device=device, return_attention=False, tta=tta,
+                cancel=cancel, name=s.path,
+                progress=None if progress is None else (lambda a, b, m: progress(a, b, f"{s.name}: {m}")))
+    csv_path, geojson, base = _enhance_outputs(stem)
+    written = [write_points_csv(r.enhanced, csv_path), write_geojson(r.enhanced, geojson),
+               write_points_csv(r.base, base)]
+    if progress is not None:
+        progress(1, 1, f"{s.name}: {len(r.enhanced)} cells, {int(r.changed.sum())} changed")
+    return written
+
+
+def enhance_files(inputs, out: str | Path, weights=None, detector=None, mpp=None, device=None, tta=None,
+                  progress: ProgressFn | None = None, cancel=None, overwrite: bool = False) -> dict:
+    """Detect + enhance each input file; write ``OUT/<name>.csv`` and ``OUT/<name>.geojson`` (enhanced
+    classes; the base detector's classes are in ``OUT/<name>.base.csv``). One idempotent task per slide
+    (``backend.batch``): reruns skip slides already done by the same job; an existing output pathreview
+    did not write is refused before any work unless ``overwrite``. Returns ``{"written", "skipped", "ran"}``.
+    """
+    from functools import partial
+
+    from .batch import run_batch
+    from .slides import open_slide
+    from .weights import default_model
 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder; give --out a folder")
-    slides = [open_slide(p, mpp=mpp) for p in inputs]
-    written = []
-    for i, s in enumerate(slides):
-        check_cancel(cancel)
-        r = enhance(s, weights=weights, detector=detector, device=device, return_attention=False, tta=tta,
-                    cancel=cancel,
-                    name=s.path, progress=None if progress is None else
-                    (lambda a, b, m, i=i: progress(i, len(slides), f"{s.name}: {m}")))
-        stem = out / Path(s.name).stem.replace(".ome", "")
-        written += [write_points_csv(r.enhanced, stem.with_suffix(".csv")),
-                    write_geojson(r.enhanced, stem.with_suffix(".geojson")),
-                    write_points_csv(r.base, stem.with_name(stem.name + ".base.csv"))]
-        report(progress, i + 1, len(slides), f"{s.name}: {len(r.enhanced)} cells, {int(r.changed.sum())} changed")
-    return written
+    for p in inputs:
+        open_slide(p, mpp=mpp)
+    key = {"job": "enhance", "weights": str(weights) if weights else default_model("enhancer"),
+           "detector": detector, "mpp": mpp, **({"tta": True} if tta else {})}
+    run = partial(_enhance_one, weights=weights, detector=detector, mpp=mpp, device=device, tta=tta,
+                  progress=progress, cancel=cancel)
+    return run_batch(inputs, out, run, key, progress=progress, cancel=cancel, planned=_enhance_outputs,
+                     overwrite=overwrite)
 
 
 # ---------------------------------------------------------------- classifiers and their heat maps
@@ -223,6 +262,38 @@ def get_classifier(ref: str | None = None, device: str | None = None):
     return get_model(ref, card.task, device)
 
 
+def explain_memory_check(image, card, mpp: float | None = None, classes=None, write: bool = False,
+                         name: str = "image") -> None:
+    """Refuse (InputError) an explanation that cannot fit in memory, before any pixel is read: estimated
+    (``memory.explain_bytes``) from the level ``classification.to_model_scale`` would read, the model's
+    scale, the number of maps and their output grid; ``write``: also the overlays ``explain_files`` writes
+    at the full resolution."""
+    import numpy as np
+    from .classification import input_mpp
+    from .explain import MAX_PIXELS, _targets
+    from .memory import explain_bytes, require_memory
+    from .slides import Slide
+
+    if isinstance(image, Slide):
+        full, m, level = image.shape, mpp or image.mpp, 0
+        if m and card.mpp:
+            level = max(i for i, d in enumerate(image.downsamples) if i == 0 or m * d <= card.mpp * 1.05)
+            m = m * image.downsamples[level]
+        read, channels = tuple(image.levels[level].shape[:2]), image.channels
+    else:
+        shape = np.shape(image)
+        full = read = tuple(shape[:2])
+        channels, m = (shape[2] if len(shape) > 2 else 1), mpp
+    factor = input_mpp(card, m) / float(card.mpp) if card.mpp else 1.0
+    model_yx = (read[0] * factor, read[1] * factor)
+    out = full if full[0] * full[1] <= MAX_PIXELS else model_yx
+    n = len(_targets(classes, card))
+    need = explain_bytes(read, channels, factor, n, out, full if write else None)
+    require_memory(need, f"{name}: explaining {full[0]} x {full[1]} px ({n} maps)",
+                   "explain a region or a downsampled copy of the slide (export one from QuPath or napari), "
+                   "or fewer --classes")
+
+
 def explain(image, weights: str | None = None, method: str = "gradcam", classes=None, mpp: float | None = None,
             device: str | None = None, layer: str | None = None, progress: ProgressFn | None = None,
             cancel=None, name: str = "image"):
@@ -230,36 +301,69 @@ def explain(image, weights: str | None = None, method: str = "gradcam", classes=
 
     ``method``: cam, gradcam, lrp-epsilon, lrp-gamma, lrp-a1b0, lrp-a2b1 or rollout (ViT); ``classes``:
     class names or indices to explain (None: all); ``layer``: Grad-CAM layer name (default: last conv).
-    Maps come back at the input's pixel grid (see ``ExplainResult.downsample`` for huge slides).
+    Maps come back at the input's pixel grid (see ``ExplainResult.downsample`` for huge slides). A run
+    that cannot fit in memory is refused before any pixel is read (``explain_memory_check``).
     """
     from .explain import explain_image
 
     model, card = get_classifier(weights, device)
+    explain_memory_check(image, card, mpp, classes, name=name)
     return explain_image(image, model, card, method, classes=classes, mpp=mpp, layer=layer,
                          progress=progress, cancel=cancel, name=name)
 
 
-def explain_files(inputs, out: str | Path, weights=None, method: str = "gradcam", classes=None, mpp=None,
-                  device=None, progress: ProgressFn | None = None, cancel=None) -> list[Path]:
-    """Explain each input; write ``OUT/<name>.<method>.<class>.tif`` (float32 map at the input grid),
-    a ``.png`` overlay per class and ``OUT/<name>.<method>.json`` (probabilities, classes, files)."""
+def _explain_names(stem: Path, method: str, targets) -> list[Path]:
+    """The files ``explain.write_explanation`` writes for ``stem`` (its name without ``.ome``)."""
+    base = stem.with_name(stem.name.replace(".ome", ""))
+    return ([_sibling(base, f".{method}.{c}{ext}") for c in targets for ext in (".tif", ".png")]
+            + [_sibling(base, f".{method}.json")])
+
+
+def _explain_one(path: str, stem: Path, weights=None, method="gradcam", classes=None, mpp=None, device=None,
+                 progress=None, cancel=None) -> list[Path]:
+    """One slide of ``explain_files``: its maps, overlays and JSON (see ``_explain_names``)."""
+    from dataclasses import replace
+
     from .explain import write_explanation
+    from .slides import open_slide
+
+    s = open_slide(path, mpp=mpp)
+    r = explain(s, weights, method, classes=classes, device=device, cancel=cancel, name=s.name,
+                progress=None if progress is None else (lambda a, b, m: progress(a, b, f"{s.name}: {m}")))
+    written = write_explanation(r, replace(s, name=stem.name + ".x"), stem.parent)
+    if progress is not None:
+        progress(1, 1, f"{s.name}: " + ", ".join(f"{c} {p:.2f}" for c, p in zip(r.classes, r.probs)))
+    return written
+
+
+def explain_files(inputs, out: str | Path, weights=None, method: str = "gradcam", classes=None, mpp=None,
+                  device=None, progress: ProgressFn | None = None, cancel=None, overwrite: bool = False) -> dict:
+    """Explain each input; write ``OUT/<name>.<method>.<class>.tif`` (float32 map at the input grid),
+    a ``.png`` overlay per class and ``OUT/<name>.<method>.json`` (probabilities, classes, files).
+
+    Every input is opened and its memory need checked before any work; one idempotent task per slide
+    (``backend.batch``): reruns skip slides already done by the same job, and an existing output
+    pathreview did not write is refused unless ``overwrite``. Returns ``{"written", "skipped", "ran"}``.
+    """
+    from functools import partial
+
+    from .batch import run_batch
+    from .explain import _targets, method_fn
     from .slides import open_slide
 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder; give --out a folder")
-    slides = [open_slide(p, mpp=mpp) for p in inputs]  # validate every input before writing anything
-    written = []
-    for i, s in enumerate(slides):
-        check_cancel(cancel)
-        r = explain(s, weights, method, classes=classes, device=device, cancel=cancel, name=s.name,
-                    progress=None if progress is None else
-                    (lambda a, b, m, i=i: progress(i, len(slides), f"{s.name}: {m}")))
-        written += write_explanation(r, s, out)
-        report(progress, i + 1, len(slides), f"{s.name}: " + ", ".join(
-            f"{c} {p:.2f}" for c, p in zip(r.classes, r.probs)))
-    return written
+    _, card = get_classifier(weights, device)
+    method_fn(method, card)
+    targets = [card.classes[t] for t in _targets(classes, card)]
+    for p in inputs:  # validate every input before writing anything
+        explain_memory_check(open_slide(p, mpp=mpp), card, mpp, classes, write=True, name=str(p))
+    key = {"job": f"explain-{method}", "model": card.name, "classes": targets, "mpp": mpp}
+    run = partial(_explain_one, weights=weights, method=method, classes=classes, mpp=mpp, device=device,
+                  progress=progress, cancel=cancel)
+    return run_batch(inputs, out, run, key, progress=progress, cancel=cancel, overwrite=overwrite,
+                     planned=lambda stem: _explain_names(stem, method, targets))
 
 
 # ---------------------------------------------------------------- weakly supervised cell types
