@@ -54,6 +54,43 @@ def shared_data() -> Path:
 # ---- end shared_data -----------------------------------------------------------------------------
 
 
+# ---- fixtures that ship with the repository (tests/data, see its ATTRIBUTION.md) ----------------
+@pytest.fixture(scope="session")
+def mini_masks() -> Path:
+    """Masks layout: 3 MoNuSeg crops at 0.25 µm/px with instance masks (2 train, 1 test)."""
+    return TEST_DATA / "monuseg"
+
+
+@pytest.fixture(scope="session")
+def mini_points() -> Path:
+    """Points layout at the detector's 0.55 µm/px: 2 MoNuSeg images (train, validation), made-up classes."""
+    return TEST_DATA / "points"
+
+
+@pytest.fixture(scope="session")
+def mini_labels() -> Path:
+    """Image-labels layout: 4 small MoNuSeg images with made-up grades (2 train, 2 testA)."""
+    return TEST_DATA / "glas-like"
+
+
+@pytest.fixture(scope="session")
+def mini_he_and_mask():
+    """A real 320² H&E crop (uint8 RGB, 0.25 µm/px) and its uint16 instance mask (~40 nuclei)."""
+    import imageio.v3 as iio
+
+    name = "TCGA-21-5784-crop.png"
+    return (iio.imread(TEST_DATA / "monuseg" / "images" / name)[..., :3],
+            iio.imread(TEST_DATA / "monuseg" / "masks" / name))
+
+
+@pytest.fixture(scope="session")
+def sample_he():
+    """The bundled sample: a real 512² MoNuSeg H&E crop, uint8 RGB, 0.25 µm/px."""
+    import imageio.v3 as iio
+
+    return iio.imread(ROOT / "src" / "napari_pathreview" / "sample_data" / "monuseg_tile.png")[..., :3]
+
+
 # ---- the plugin as users open it ----------------------------------------------------------------
 WIDGETS = {
     "detect": "Detect cells", "enhance": "Enhance cells", "segment": "Segment",

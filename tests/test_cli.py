@@ -28,9 +28,9 @@ def test_help_exits_zero():
 
 
 @pytest.mark.parametrize("case", ["missing", "text-as-png", "bad-mpp", "unknown-model"])
-def test_bad_input_exit_2_one_line_nothing_written(case, tmp_path, crchisto):
+def test_bad_input_exit_2_one_line_nothing_written(case, tmp_path, mini_points):
     out = tmp_path / "out"
-    img = crchisto / "images" / "img1.png"
+    img = mini_points / "images" / "TCGA-50-5931.png"
     args = {"missing": [tmp_path / "nope.png"],
             "text-as-png": [tmp_path / "fake.png"],
             "bad-mpp": [img, "--mpp", "-1"],
@@ -45,11 +45,11 @@ def test_bad_input_exit_2_one_line_nothing_written(case, tmp_path, crchisto):
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_detect_writes_csv_and_qupath_geojson(tmp_path, crchisto):
-    img = crchisto / "images" / "img4.png"
+def test_detect_writes_csv_and_qupath_geojson(tmp_path, mini_points):
+    img = mini_points / "images" / "TCGA-50-5931.png"
     rc, out, err = run("detect", img, "--out", tmp_path / "o", "--mpp", "0.55")
     assert rc == 0, err
-    csv_path, gj = tmp_path / "o" / "img4.csv", tmp_path / "o" / "img4.geojson"
+    csv_path, gj = tmp_path / "o" / "TCGA-50-5931.csv", tmp_path / "o" / "TCGA-50-5931.geojson"
     assert csv_path.exists() and gj.exists()
     rows = csv_path.read_text().strip().splitlines()
     assert rows[0].startswith("x,y,x_um,y_um,class,score,p_")
@@ -74,6 +74,17 @@ def test_evaluate_detector_json_keys(small_points_dataset):
     for c in res["classes"].values():
         assert set(c) == {"precision", "recall", "f1", "support"}
     assert res["n_images"] == 2 and res["radius_um"] == 3.3 and res["detection"]["f1"] > 0.6
+
+
+def test_evaluate_detector_json_keys_on_the_fixture_set(mini_points):
+    """The same contract on the repository's fixture set (fresh clone); no accuracy is read from it."""
+    rc, out, err = run("evaluate", "detector", "--data", mini_points, "--split", "validation", "--json")
+    assert rc == 0, err
+    res = json.loads(out.strip().splitlines()[-1])
+    assert set(res["classes"]) == {"epithelial", "fibroblast", "inflammatory", "others"}
+    assert res["n_images"] == 1 and res["radius_um"] == 3.3 and 0 < res["detection"]["f1"] <= 1
+    for c in res["classes"].values():
+        assert set(c) == {"precision", "recall", "f1", "support"} and c["support"] > 0
 
 
 def test_evaluate_detector_tta_scores_the_tta_detections(small_points_dataset):
@@ -129,8 +140,8 @@ def test_demo_out_writes_cells_and_a_rendered_png(tmp_path):
                                        (["--per-grid", "0,0,0"], "per-grid"), (["--per-grid", "1,4"], "per-grid"),
                                        (["--tile", "100"], "tile"), (["--pale-nuclei", "1.5"], "pale-nuclei"),
                                        (["--scale-jitter", "0.7"], "scale-jitter")])
-def test_train_refuses_bad_options_with_exit_2(args, word, tmp_path, shared_data):
-    rc, _, err = run("train", "segmenter", "--data", shared_data / "monuseg", "--out", tmp_path / "w", *args)
+def test_train_refuses_bad_options_with_exit_2(args, word, tmp_path, mini_masks):
+    rc, _, err = run("train", "segmenter", "--data", mini_masks, "--out", tmp_path / "w", *args)
     assert rc == 2 and word in err.strip().splitlines()[-1]
     assert not list(tmp_path.iterdir())
 
@@ -148,8 +159,8 @@ def test_train_enhancer_uses_the_given_learning_rate(points_subset, tmp_path):
 @pytest.mark.parametrize("task,args,word", [("weak-cells", ["--amp"], "--amp"), ("enhancer", ["--deepen", "64"], "--deepen"),
                                             ("classifier", ["--lr", "1e-4"], "--lr"),
                                             ("detector", ["--cams", "weak-cells"], "--cams")])
-def test_train_refuses_an_option_its_task_does_not_use(task, args, word, tmp_path, shared_data):
-    rc, _, err = run("train", task, "--data", shared_data / "crchisto", "--out", tmp_path / "w", *args)
+def test_train_refuses_an_option_its_task_does_not_use(task, args, word, tmp_path, mini_points):
+    rc, _, err = run("train", task, "--data", mini_points, "--out", tmp_path / "w", *args)
     last = err.strip().splitlines()[-1]
     assert rc == 2 and word in last and f"train {task}" in last
     assert not list(tmp_path.iterdir())

@@ -10,18 +10,16 @@ from napari_pathreview._writer import write_image_layer, write_labels_layer
 from napari_pathreview.backend.errors import InputError
 from napari_pathreview.backend.slides import open_slide, write_ome_zarr, write_tiff_pyramid
 
-IMAGE = "TCGA-21-5784-01Z-00-DX1"
 
 
 @pytest.fixture(scope="module")
-def he(shared_data):
-    img = iio.imread(shared_data / "monuseg" / "images" / f"{IMAGE}.png")[..., :3]
-    return np.ascontiguousarray(img[:256, :320])
+def he(mini_he_and_mask):
+    return np.ascontiguousarray(mini_he_and_mask[0][:256, :320])
 
 
 @pytest.fixture(scope="module")
-def mask(shared_data):
-    return np.ascontiguousarray(iio.imread(shared_data / "monuseg" / "masks" / f"{IMAGE}.png")[:256, :320])
+def mask(mini_he_and_mask):
+    return np.ascontiguousarray(mini_he_and_mask[1][:256, :320])
 
 
 @pytest.fixture

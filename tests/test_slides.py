@@ -1,6 +1,6 @@
 """backend.slides: opening slides of every supported kind, mpp, writers, input errors, display conversion.
 
-Every input is built from real MoNuSeg H&E tiles and masks in ../shared/data.
+Every input is built from a real MoNuSeg H&E crop and its mask in tests/data.
 """
 from __future__ import annotations
 
@@ -26,24 +26,21 @@ from napari_pathreview.backend.slides import (
     write_tiff_pyramid,
 )
 
-IMAGE = "TCGA-21-5784-01Z-00-DX1"  # an instance-mask image
 
 
 # ---- fixtures built from real data ---------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def he(shared_data):
+def he(mini_he_and_mask):
     """An odd-sized (301 x 259) RGB crop of a real MoNuSeg H&E image."""
-    img = iio.imread(shared_data / "monuseg" / "images" / f"{IMAGE}.png")[..., :3]
-    return np.ascontiguousarray(img[100:401, 200:459])
+    return np.ascontiguousarray(mini_he_and_mask[0][:301, :259])
 
 
 @pytest.fixture(scope="module")
-def mask(shared_data):
+def mask(mini_he_and_mask):
     """The matching crop of its instance mask (uint16 labels)."""
-    m = iio.imread(shared_data / "monuseg" / "masks" / f"{IMAGE}.png")
-    return np.ascontiguousarray(m[100:401, 200:459])
+    return np.ascontiguousarray(mini_he_and_mask[1][:301, :259])
 
 
 @pytest.fixture
@@ -342,7 +339,7 @@ def test_to_rgb_rejects_nan_inf_and_channel_counts(he):
     assert math.isfinite(float(to_rgb_uint8(he.astype(np.float32)).mean()))
 
 
-def test_lazy_rgb_uint8_stretches_a_16_bit_level_tile_by_tile(shared_data):
+def test_lazy_rgb_uint8_stretches_a_16_bit_level_tile_by_tile(sample_he):
     """A 16-bit level becomes uint8 RGB lazily (a dask graph, nothing read), with one slide-wide stretch
     taken from the coarse level: the same pixels as converting the whole level at once with those limits."""
     import dask.array as da
@@ -351,7 +348,7 @@ def test_lazy_rgb_uint8_stretches_a_16_bit_level_tile_by_tile(shared_data):
     from napari_pathreview.backend.errors import InputError
     from napari_pathreview.backend.slides import lazy_rgb_uint8, to_rgb_uint8
 
-    img = imread(sorted((shared_data / "monuseg" / "images").glob("*.png"))[0])[..., :3].astype(np.uint16) * 257
+    img = sample_he.astype(np.uint16) * 257
     level = da.from_array(img, chunks=(256, 256, 3))
     small = img[::8, ::8]
     out = lazy_rgb_uint8(level, small, "x.zarr")

@@ -17,9 +17,9 @@ from napari_pathreview.backend.tiling import (
 
 
 @pytest.fixture(scope="module")
-def real_image(shared_data) -> np.ndarray:
-    """A real H&E MoNuSeg image, (1000, 1000, 3) uint8."""
-    return imread(sorted((shared_data / "monuseg" / "images").glob("*.png"))[0])[..., :3]
+def real_image(sample_he) -> np.ndarray:
+    """The bundled real H&E MoNuSeg crop, mirrored out to (1000, 1000, 3) uint8."""
+    return np.pad(sample_he, ((0, 488), (0, 488), (0, 0)), mode="reflect")
 
 
 def identity(batch: np.ndarray) -> np.ndarray:
@@ -106,14 +106,15 @@ def test_dask_input_and_2d_image(real_image):
 
 def test_box_blur_matches_whole_image(real_image):
     # Measured (300x300 crop, tile 64, overlap 16): hann max |error| 0.055 grey levels (of 255) over
-    # the whole image, gaussian 0.11, constant window (plain averaging) 7.9 at the seams. Pixels
+    # the whole image on a MoNuSeg image, 0.18 on the bundled sample's sharper 40x crop; constant window
+    # (plain averaging) 7.9 at the seams. Pixels
     # >= 3 px from every interior tile edge are exact (< 1e-3) with any window.
     img = real_image[:300, :300].astype(np.float32)
     whole = box_blur(img[None])[0]
     hann = predict_tiled(img, box_blur, 64, 16, 3, window="hann")
     const = predict_tiled(img, box_blur, 64, 16, 3, window="constant")
     err_hann, err_const = np.abs(hann - whole), np.abs(const - whole)
-    assert err_hann.max() < 0.1
+    assert err_hann.max() < 0.25
     assert err_hann.max() < err_const.max() / 10
     near_edge = np.zeros((300, 300), bool)
     for t in plan_tiles((300, 300), 64, 16):
@@ -200,7 +201,7 @@ def test_start_row_gives_bit_identical_rows_below_it(real_image):
     assert (strip[:, :, :101] == -1).all() and (strip[:, :, 187:] == -1).all()
 
 
-def test_out_of_memory_halves_the_batch_and_keeps_the_output(shared_data):
+def test_out_of_memory_halves_the_batch_and_keeps_the_output(real_image):
     """A GPU that holds 2 tiles: batches of 8 raise OutOfMemoryError, are halved, and the output equals
     batch-1 inference with the shipped segmenter on a real image; one tile that cannot fit is a message."""
     import torch
@@ -219,7 +220,7 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_output(shared_data):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return fn(batch)
 
-    img = imread(sorted((shared_data / "monuseg" / "images").glob("*.png"))[1])[:600, :600, :3]
+    img = real_image[200:800, 200:800]
     ref = predict_tiled(img, fn, 256, 32, fn.out_channels, batch_size=1)
     split = OomSplitter(small_gpu)
     out = predict_tiled(img, split, 256, 32, fn.out_channels, batch_size=8)
