@@ -26,7 +26,8 @@ UNLABELED_NAMES = frozenset({"", "unlabeled", "unlabelled", "unclassified", "non
 class ErrorItem:
     """One error to review. kind: "fp" (false positive), "fn" (missed cell) or "class" (matched, wrong
     class); yx: (row, col) prediction pixels; pred / gt: indices into the inputs (-1 when not applicable);
-    pred_class / gt_class: class names (or "")."""
+    pred_class / gt_class: class names (or ""); diameter: equivalent diameter of the instance in pixels
+    (labels only, else 0)."""
 
     kind: str
     yx: tuple
@@ -34,8 +35,13 @@ class ErrorItem:
     gt: int = -1
     pred_class: str = ""
     gt_class: str = ""
+    diameter: float = 0.0
 
     def describe(self) -> str:
+        if self.diameter:  # labels: an unmatched instance
+            if self.kind == "fp":
+                return f"false positive: predicted nucleus (label {self.pred}) matches no annotated one"
+            return f"missed: annotated nucleus (label {self.gt}) matches no predicted one"
         if self.kind == "fp":
             return "false positive" + (f" ({self.pred_class})" if self.pred_class else "")
         if self.kind == "fn":
@@ -68,14 +74,27 @@ class PointComparison:
     segments: np.ndarray
     errors: list = field(default_factory=list)
 
+    #: column names of :meth:`table_rows`
+    TABLE_HEADER = ("class", "precision", "recall", "F1", "annotated", "predicted", "matched")
+
     def table_rows(self) -> list[tuple]:
-        """(name, precision, recall, f1, support) per class, then "detection" and "mF1" / "weighted F1"."""
+        """(name, precision, recall, F1, annotated, predicted, matched) per class, then "detection" (all
+        cells, class ignored) and "mF1 (classes)" / "weighted F1" (F1 only).
+
+        annotated: annotated cells of the class (the support of ``evaluate detector``); predicted: cells
+        the prediction gave the class; matched: annotated cells of the class matched by a prediction of
+        the same class (the diagonal of the confusion matrix)."""
         m = self.metrics
-        rows = [(name, c["precision"], c["recall"], c["f1"], c["support"]) for name, c in m["classes"].items()]
+        conf = np.asarray(m["confusion"], np.int64).reshape(len(self.classes), len(self.classes))
+        rows = []
+        for k, (name, c) in enumerate(m["classes"].items()):
+            rows.append((name, c["precision"], c["recall"], c["f1"], c["support"],
+                         int(np.count_nonzero(self.pred_labels == k)), int(conf[k, k])))
         d = m["detection"]
-        rows.append(("detection", d["precision"], d["recall"], d["f1"], len(self.gt_yx)))
-        rows.append(("mF1 (classes)", None, None, m["mF1"], None))
-        rows.append(("weighted F1", None, None, m["weighted_f1"], None))
+        rows.append(("detection", d["precision"], d["recall"], d["f1"], len(self.gt_yx), len(self.pred_yx),
+                     len(self.tp_pred)))
+        rows.append(("mF1 (classes)", None, None, m["mF1"], None, None, None))
+        rows.append(("weighted F1", None, None, m["weighted_f1"], None, None, None))
         return rows
 
 
@@ -186,19 +205,25 @@ def _add(scores: PointScores, pyx, plab, gyx, glab, method: str = "hungarian"):
 # ------------------------------------------------------------------------------------------ labels
 
 def compare_labels(pred: np.ndarray, gt: np.ndarray, iou_thresh: float = 0.5) -> dict:
-    """Dice (foreground), AJI and panoptic quality of two instance label images of the same shape.
+    """Dice (foreground), AJI and panoptic quality of two label images of the same shape, computed by
+    :func:`seg_metrics.score_pair`, the scoring of ``pathreview evaluate segmenter``: on a segmenter's
+    labels and an image's instance mask it gives exactly that command's per-image numbers.
 
-    Returns ``{"dice", "aji", "pq", "dq", "sq", "tp", "fp", "fn", "n_pred", "n_gt"}``.
+    An annotation that is a binary mask (one label value over many regions, e.g. a 0/255 PNG) has no
+    instances: Dice only, the instance entries None, and ``"binary": True``.
+    Returns ``{"dice", "aji", "pq", "dq", "sq", "tp", "fp", "fn", "n_pred", "n_gt", "binary",
+    "iou_thresh"}``.
     """
-    from .seg_metrics import aji, dice, panoptic_quality
+    from .seg_metrics import is_binary_mask, score_pair
 
     pred, gt = np.asarray(pred), np.asarray(gt)
     if pred.shape != gt.shape:
         raise InputError(f"labels: prediction shape {pred.shape} differs from annotation {gt.shape}; "
                          "compare layers of the same image and level")
-    pq = panoptic_quality(pred, gt, iou_thresh)
-    return {"dice": dice(pred, gt), "aji": aji(pred, gt), **pq,
-            "n_pred": int(len(np.unique(pred[pred != 0]))), "n_gt": int(len(np.unique(gt[gt != 0])))}
+    binary = is_binary_mask(gt)
+    res = score_pair(pred, gt, instances=not binary, iou_thresh=iou_thresh)
+    res.update(binary=binary, iou_thresh=float(iou_thresh))
+    return res
 
 
 def label_errors(pred: np.ndarray, gt: np.ndarray, iou_thresh: float = 0.5, band: float = 100.0) -> list:
@@ -217,13 +242,15 @@ def label_errors(pred: np.ndarray, gt: np.ndarray, iou_thresh: float = 0.5, band
         g_ok[inter.row[good]] = True
         p_ok[inter.col[good]] = True
     items = []
-    for ids, ok, img, kind in ((p_ids, p_ok, pred, "fp"), (g_ids, g_ok, gt, "fn")):
+    for ids, ok, area, img, kind in ((p_ids, p_ok, pred_area, pred, "fp"), (g_ids, g_ok, gt_area, gt, "fn")):
         miss = ids[~ok]
         if len(miss):
             cents = ndimage.center_of_mass(np.ones(img.shape, np.uint8), img, miss)
-            for lab, c in zip(miss, cents):
+            diam = 2.0 * np.sqrt(area[~ok] / np.pi)
+            for lab, c, d in zip(miss, cents, diam):
                 items.append(ErrorItem(kind, tuple(float(v) for v in c[-2:]),
-                                       pred=int(lab) if kind == "fp" else -1, gt=int(lab) if kind == "fn" else -1))
+                                       pred=int(lab) if kind == "fp" else -1, gt=int(lab) if kind == "fn" else -1,
+                                       diameter=float(max(d, 1.0))))
     if items:
         order = reading_order(np.array([e.yx for e in items]), band)
         items = [items[i] for i in order]

@@ -133,3 +133,35 @@ def panoptic_quality(pred_instances: np.ndarray, gt_instances: np.ndarray,
     dq = tp / (tp + 0.5 * fp + 0.5 * fn)
     sq = float(ious.sum() / tp) if tp else 0.0
     return {"pq": dq * sq, "dq": dq, "sq": sq, "tp": tp, "fp": fp, "fn": fn}
+
+
+def is_binary_mask(mask: np.ndarray) -> bool:
+    """True for a semantic (binary) mask drawn as one label: a single nonzero value over more than one
+    connected region (a 0/255 PNG, a painted foreground). Such a mask has no instances to score with
+    AJI or PQ; a one-nucleus instance mask (one value, one region) is not binary."""
+    from scipy import ndimage
+
+    m = np.asarray(mask)
+    values = np.unique(m[m != 0])
+    if values.size != 1:
+        return False
+    return ndimage.label(m != 0)[1] > 1
+
+
+def score_pair(pred: np.ndarray, gt: np.ndarray, instances: bool = True, iou_thresh: float = 0.5) -> dict:
+    """The scores ``pathreview evaluate segmenter`` reports for one image (``segmentation.score_samples``):
+    Dice of the foregrounds (``dice(pred > 0, gt > 0)``) and, for an instance ``gt``, AJI and PQ / DQ / SQ
+    of the instances (:func:`aji`, :func:`panoptic_quality` at ``iou_thresh``, 0.5 there).
+
+    Returns ``{"dice", "aji", "pq", "dq", "sq", "tp", "fp", "fn", "n_pred", "n_gt"}``; with
+    ``instances=False`` (a binary ``gt``) the instance entries are None and ``n_gt`` is None.
+    """
+    pred, gt = np.asarray(pred), np.asarray(gt)
+    _same_shape(pred, gt, "segmentation scores")
+    out = {"dice": dice(pred > 0, gt > 0), "aji": None, "pq": None, "dq": None, "sq": None,
+           "tp": None, "fp": None, "fn": None, "n_pred": int(np.unique(pred[pred != 0]).size), "n_gt": None}
+    if instances:
+        out.update(panoptic_quality(pred, gt, iou_thresh))
+        out["aji"] = aji(pred, gt)
+        out["n_gt"] = int(np.unique(gt[gt != 0]).size)
+    return out

@@ -4,8 +4,10 @@
   the model's class list and colours; new points get the current class.
 - *Copy for correction*: a new, editable layer copied from a prediction layer (copy-on-write: the model's
   own output layer is never changed; it is hidden so the copy is what you see and edit).
-- Keys ``1`` … ``K`` (bound on the annotation layer) set the class of the selected points and the class
-  of the next points added. napari's mode keys P (add), S (select), Z (pan/zoom) keep working.
+- Keys ``1`` … ``K`` (bound on the annotation layer) set the class of the next points added and, in select
+  mode, of the selected points. In add mode the point just placed is selected by napari, but a key does
+  not re-class it: there the key only chooses the class of the next clicks. napari's mode keys P (add),
+  S (select), Z (pan/zoom) keep working.
 """
 from __future__ import annotations
 
@@ -150,7 +152,9 @@ class AnnotateWidget(QWidget):
             self.set_class(layer, classes[0], selected=False)
 
     def set_class(self, layer, name: str, selected: bool = True):
-        """Give the selected points of ``layer`` the class ``name`` (and its colour); new points too."""
+        """Give new points of ``layer`` the class ``name`` (and its colour); in select mode the selected
+        points too. In add mode napari keeps the point just placed selected: a key pressed to choose the
+        class of the next cells must not re-class it, so the selection is left alone there."""
         from ..layers import hex_to_rgba
 
         if layer is None:
@@ -160,7 +164,8 @@ class AnnotateWidget(QWidget):
         if name not in md.get("classes", []):
             md.setdefault("classes", []).append(name)
         color = hex_to_rgba(md.get("colors", {}).get(name, "#ffffff"))
-        sel = sorted(layer.selected_data) if selected else []
+        adding = str(layer.mode) == "add"
+        sel = sorted(layer.selected_data) if selected and not adding else []
         if sel:
             feats = layer.features.copy()
             if "class" not in feats:
@@ -184,4 +189,9 @@ class AnnotateWidget(QWidget):
             fc = np.array(layer.face_color, copy=True)
             fc[sel] = color
             layer.face_color = fc
-        self.status.setText(f"class: {name}" + (f" ({len(sel)} points set)" if sel else ""))
+        if sel:
+            self.status.setText(f"class: {name} ({len(sel)} points set)")
+        elif adding and selected:
+            self.status.setText(f"class: {name} for the next points (select mode, key S, to re-class points)")
+        else:
+            self.status.setText(f"class: {name}")

@@ -1,21 +1,37 @@
 """'Compare with annotations' dock widget: a prediction layer vs an annotation layer.
 
-Points vs Points: per-class precision / recall / F1 / support, detection and mean F1, the confusion
+Points vs Points: per-class precision / recall / F1 and counts, detection and mean F1, the confusion
 matrix of matched cells (the numbers ``pathreview evaluate detector`` gives on the same image), and the
 errors as layers: true positives, false positives (x), missed cells (ring), match lines (Vectors) and
-wrong-class matches (squares). Labels vs Labels: Dice, AJI, PQ and unmatched instances as errors.
-"Next error" / "Previous error" centre the camera on each error in reading order.
+wrong-class matches (squares). Labels vs Labels: Dice, AJI and PQ as ``pathreview evaluate segmenter``
+scores one image (``seg_metrics.score_pair``), unmatched instances as errors.
+"Next error" / "Previous error" centre the camera on each error in reading order; "Export table (CSV)"
+writes the metrics table.
 """
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (QDoubleSpinBox, QHBoxLayout, QLabel, QPushButton, QTableWidget,
+from qtpy.QtWidgets import (QDoubleSpinBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QTableWidget,
                             QTableWidgetItem)
 
-from .base import LayerPicker, TaskWidget, layer_mpp
+from .base import LayerPicker, TaskWidget, layer_kind, layer_mpp
 
-COLORS = {"tp": "#3cb44b", "fp": "#e6194b", "fn": "#ffe119", "class": "#f032e6", "match": "#46f0f0"}
+#: error-layer colours, chosen away from every class colour (``backend.weights.DEFAULT_COLORS``,
+#: ``PALETTE`` and the shipped cards: red, green, blue, orange, purple, cyan, magenta, lime, yellow, grey),
+#: so an error marker never reads as a class: true positives white, false positives black, missed cells
+#: spring green, wrong-class squares and match lines pale yellow / white.
+COLORS = {"tp": "#ffffff", "fp": "#000000", "fn": "#00fa9a", "class": "#fffac8", "match": "#ffffff"}
+#: border of the markers (contrast on pale and dark tissue alike)
+BORDERS = {"tp": "#000000", "fp": "#ffffff", "fn": "#000000"}
+
+LABEL_ROWS = (  # key, what the table shows
+    ("dice", "Dice (foreground)"), ("aji", "AJI"), ("pq", "PQ (panoptic quality)"),
+    ("dq", "DQ (detection quality)"), ("sq", "SQ (mean IoU of matches)"), ("tp", "matched nuclei"),
+    ("fp", "false positives (predicted, unmatched)"), ("fn", "missed (annotated, unmatched)"),
+    ("n_pred", "predicted nuclei"), ("n_gt", "annotated nuclei"))
 
 
 def to_pixels_of(layer, ref):
@@ -27,9 +43,11 @@ def to_pixels_of(layer, ref):
     return (world - np.asarray(ref.translate[-2:])) / np.asarray(ref.scale[-2:])
 
 
-def _item(value, fmt="{:.3f}"):
+def _item(value, fmt="{:.3f}", key=None):
+    """A read-only table cell showing ``value`` (floats to 3 decimals) and holding it exactly (UserRole);
+    ``key``: what :meth:`CompareWidget.table_values` files the row under (first column)."""
     it = QTableWidgetItem("" if value is None else (fmt.format(value) if isinstance(value, float) else str(value)))
-    it.setData(Qt.ItemDataRole.UserRole, value)
+    it.setData(Qt.ItemDataRole.UserRole, value if key is None else key)
     it.setFlags(it.flags() & ~Qt.ItemFlag.ItemIsEditable)
     return it
 
@@ -58,12 +76,19 @@ class CompareWidget(TaskWidget):
         self.iou.setRange(0.05, 0.95)
         self.iou.setSingleStep(0.05)
         self.iou.setValue(0.5)
-        self.form.addRow("IoU (labels)", self.iou)
+        self.iou.setToolTip("two nuclei match when their IoU is above this (panoptic quality; "
+                            "pathreview evaluate segmenter uses 0.5)")
+        self.form.addRow("match IoU above", self.iou)
+        self.image.currentTextChanged.connect(self._show_rows)
         self.run_btn.setText("Compare")
-        self.table = QTableWidget(0, 5)
-        self.table.setHorizontalHeaderLabels(["class", "precision", "recall", "F1", "support"])
+        self.table = QTableWidget(0, 0)
         self.table.verticalHeader().hide()
         self.extra.addWidget(self.table)
+        self.export_btn = QPushButton("Export table (CSV)…")
+        self.export_btn.setToolTip("write the metrics table (exact values) to a CSV file")
+        self.export_btn.setEnabled(False)
+        self.export_btn.clicked.connect(lambda: self.export_csv())
+        self.extra.addWidget(self.export_btn)
         self.confusion_label = QLabel("confusion of matched cells (rows: annotated, columns: predicted)")
         self.confusion_label.setWordWrap(True)
         self.extra.addWidget(self.confusion_label)
@@ -73,17 +98,36 @@ class CompareWidget(TaskWidget):
         self.prev_btn, self.next_btn = QPushButton("◀ Previous error"), QPushButton("Next error ▶")
         self.prev_btn.clicked.connect(lambda: self.step_error(-1))
         self.next_btn.clicked.connect(lambda: self.step_error(+1))
+        self.prev_btn.setEnabled(False)
+        self.next_btn.setEnabled(False)
         nav.addWidget(self.prev_btn)
         nav.addWidget(self.next_btn)
         self.extra.addLayout(nav)
         self.error_label = QLabel("")
         self.error_label.setWordWrap(True)
         self.extra.addWidget(self.error_label)
+        self.confusion.setVisible(False)
+        self.confusion_label.setVisible(False)
         self.errors: list = []
         self.error_index = -1
         self.error_layers: list = []
         self.result = None
         self._ref = None
+        self._compared = ("", "", "")  # prediction, annotation, match criterion of the table shown
+        self._show_rows()
+
+    def _set_row_visible(self, field, visible: bool):
+        label = self.form.labelForField(field)
+        if label is not None:
+            label.setVisible(visible)
+        field.setVisible(visible)
+
+    def _show_rows(self, *_):
+        """Show the settings of the prediction's kind: radius and mpp for Points, IoU for Labels."""
+        kind = layer_kind(self.image.layer())
+        for w in (self.radius, self.mpp):
+            self._set_row_visible(w, kind != "labels")
+        self._set_row_visible(self.iou, kind != "points")
 
     # ----------------------------------------------------------------- job
     def job(self):
@@ -93,26 +137,17 @@ class CompareWidget(TaskWidget):
         pred, gt = self.image.layer(), self.annotation.layer()
         if pred is None or gt is None:
             raise InputError("pick a prediction layer and an annotation layer (both Points or both Labels)")
-        if pred is gt:
+        if pred.name == gt.name:
             raise InputError("prediction and annotation are the same layer; pick two different layers")
-        kinds = {type(pred).__name__, type(gt).__name__}
-        if len(kinds) != 1:
-            raise InputError(f"'{pred.name}' is {type(pred).__name__} and '{gt.name}' is {type(gt).__name__}: "
+        pk, gk = layer_kind(pred), layer_kind(gt)
+        if pk != gk:
+            raise InputError(f"'{pred.name}' is {pk.capitalize()} and '{gt.name}' is {gk.capitalize()}: "
                              "compare Points with Points or Labels with Labels")
         self._ref = pred
-        if type(pred).__name__ == "Labels":
-            from ..backend.compare import compare_labels, label_errors
-
-            p = np.asarray(pred.data[0] if pred.multiscale else pred.data)
-            g = np.asarray(gt.data[0] if gt.multiscale else gt.data)
-            iou = self.iou.value()
-
-            def fn_labels(progress, cancel):
-                res = compare_labels(p, g, iou)
-                res["errors"] = label_errors(p, g, iou)
-                return res
-
-            return fn_labels, self._show_labels
+        if pk == "labels":
+            return self._labels_job(pred, gt)
+        if len(gt.data) == 0:
+            raise InputError(f"'{gt.name}' has no points: nothing to compare with; pick the annotation layer")
         mpp = layer_mpp(pred, self.mpp.value())
         if mpp is None:
             raise InputError(f"'{pred.name}': microns per pixel unknown; set mpp to compare with a radius in µm")
@@ -124,6 +159,7 @@ class CompareWidget(TaskWidget):
         g_names = [g_pts.classes[k] for k in g_pts.labels]
         classes = [str(c) for c in (pred.metadata or {}).get("classes") or p_pts.classes]
         radius = self.radius.value()
+        self._compared = (pred.name, gt.name, f"match radius {radius:g} µm")
 
         def fn_points(progress, cancel):
             from ..backend.compare import compare_points
@@ -131,6 +167,35 @@ class CompareWidget(TaskWidget):
             return compare_points(p_pts, (g_yx, g_names), radius, mpp, classes=classes)
 
         return fn_points, self._show_points
+
+    def _labels_job(self, pred, gt):
+        from ..backend.errors import InputError
+
+        p = np.asarray(pred.data[0] if pred.multiscale else pred.data)
+        g = np.asarray(gt.data[0] if gt.multiscale else gt.data)
+        if p.shape != g.shape:
+            raise InputError(f"'{pred.name}' is {'×'.join(map(str, p.shape))} pixels and '{gt.name}' "
+                             f"{'×'.join(map(str, g.shape))}: compare masks of the same image at the same "
+                             "resolution")
+        if p.ndim != 2:
+            raise InputError(f"'{pred.name}' has {p.ndim} dimensions: compare 2-D masks")
+        if not np.any(g):
+            raise InputError(f"'{gt.name}' has no labelled pixels: nothing to compare with; pick the "
+                             "annotation mask")
+        iou = self.iou.value()
+        self._compared = (pred.name, gt.name, f"IoU above {iou:g}")
+
+        def fn_labels(progress, cancel):
+            from scipy import ndimage
+            from ..backend.compare import compare_labels, label_errors
+
+            res = compare_labels(p, g, iou)
+            # a binary annotation has no instances: its connected regions stand in for them
+            g_inst = ndimage.label(g != 0)[0] if res["binary"] else g
+            res["errors"] = label_errors(p, g_inst, iou)
+            return res
+
+        return fn_labels, self._show_labels
 
     # ----------------------------------------------------------------- results
     def _clear_error_layers(self):
@@ -149,6 +214,9 @@ class CompareWidget(TaskWidget):
         return ly
 
     def _marker_size(self) -> float:
+        if self._ref is not None and layer_kind(self._ref) == "labels":
+            d = [e.diameter for e in self.errors if e.diameter]
+            return 1.4 * float(np.median(d)) if d else 12.0
         mpp = layer_mpp(self._ref, self.mpp.value()) if self._ref is not None else None
         return max(3.0, 2.2 * self.radius.value() / mpp) if mpp else 8.0
 
@@ -157,9 +225,11 @@ class CompareWidget(TaskWidget):
         base = self._ref.name
         self._clear_error_layers()
         size = self._marker_size()
-        self._add_points(res.pred_yx[res.tp_pred], f"{base}: true positives", "disc", COLORS["tp"], size * 0.5)
-        self._add_points(res.pred_yx[res.fp], f"{base}: false positives", "x", COLORS["fp"], size)
-        self._add_points(res.gt_yx[res.fn], f"{base}: missed", "ring", COLORS["fn"], size)
+        self._add_points(res.pred_yx[res.tp_pred], f"{base}: true positives", "disc", COLORS["tp"], size * 0.5,
+                         border=BORDERS["tp"])
+        self._add_points(res.pred_yx[res.fp], f"{base}: false positives", "x", COLORS["fp"], size,
+                         border=BORDERS["fp"])
+        self._add_points(res.gt_yx[res.fn], f"{base}: missed", "ring", COLORS["fn"], size, border=BORDERS["fn"])
         if len(res.segments):
             vec = np.stack([res.segments[:, 0], res.segments[:, 1] - res.segments[:, 0]], 1)
             vly = self.viewer.add_vectors(vec, name=f"{base}: matches", edge_color=COLORS["match"],
@@ -173,7 +243,7 @@ class CompareWidget(TaskWidget):
         self._add_points(res.gt_yx[res.tp_gt[k]], f"{base}: wrong class", "square", [0, 0, 0, 0], size * 1.3,
                          features=feats, border=COLORS["class"])
         self.viewer.layers.selection.active = self._ref
-        self._fill_table(res.table_rows())
+        self._fill_table(res.table_rows(), header=res.TABLE_HEADER)
         c = np.asarray(res.metrics["confusion"])
         self.confusion.setRowCount(len(res.classes))
         self.confusion.setColumnCount(len(res.classes))
@@ -194,44 +264,96 @@ class CompareWidget(TaskWidget):
         self.result = res
         base = self._ref.name
         self._clear_error_layers()
-        rows = [(k, None, None, float(res[k]), None) for k in ("dice", "aji", "pq", "dq", "sq")]
-        rows += [(k, None, None, None, int(res[k])) for k in ("tp", "fp", "fn", "n_pred", "n_gt")]
-        self._fill_table(rows, header=["metric", "", "", "value", "count"])
+        rows = [(key, label, res[key]) for key, label in LABEL_ROWS if res[key] is not None]
+        self._fill_table(rows, header=("metric", "value"), keyed=True)
         self.confusion.setVisible(False)
         self.confusion_label.setVisible(False)
         errs = res["errors"]
-        size = 12.0
-        self._add_points([e.yx for e in errs if e.kind == "fp"], f"{base}: unmatched predicted", "x",
-                         COLORS["fp"], size)
-        self._add_points([e.yx for e in errs if e.kind == "fn"], f"{base}: missed", "ring", COLORS["fn"], size)
-        self.viewer.layers.selection.active = self._ref
         self._set_errors(errs)
-        self.status.setText(f"Dice {res['dice']:.3f}, AJI {res['aji']:.3f}, PQ {res['pq']:.3f}")
+        size = self._marker_size()
+        self._add_points([e.yx for e in errs if e.kind == "fp"], f"{base}: false positives", "x",
+                         COLORS["fp"], size, border=BORDERS["fp"])
+        self._add_points([e.yx for e in errs if e.kind == "fn"], f"{base}: missed", "ring", COLORS["fn"], size,
+                         border=BORDERS["fn"])
+        self.viewer.layers.selection.active = self._ref
+        if res["binary"]:
+            self.status.setText(f"Dice {res['dice']:.3f} (the annotation is a binary mask: no instances, "
+                                "so no AJI or PQ)")
+        else:
+            self.status.setText(f"Dice {res['dice']:.3f}, AJI {res['aji']:.3f}, PQ {res['pq']:.3f}: "
+                                f"{res['tp']} of {res['n_gt']} annotated nuclei matched, {res['fp']} false "
+                                f"positives, {res['fn']} missed")
 
-    def _fill_table(self, rows, header=("class", "precision", "recall", "F1", "support")):
+    def _fill_table(self, rows, header=("class", "precision", "recall", "F1", "support"), keyed=False):
+        """Rows of values under ``header``; ``keyed``: each row starts with the key :meth:`table_values`
+        files it under, then the name shown."""
+        self.table.clear()
+        self.table.setColumnCount(len(header))
         self.table.setHorizontalHeaderLabels(list(header))
         self.table.setRowCount(len(rows))
         for i, row in enumerate(rows):
-            for j, v in enumerate(row):
+            key, row = (row[0], row[1:]) if keyed else (row[0], row)
+            self.table.setItem(i, 0, _item(row[0], key=key))
+            for j, v in enumerate(row[1:], 1):
                 self.table.setItem(i, j, _item(v))
         self.table.resizeColumnsToContents()
+        self.table.setMinimumHeight(min(self.table.verticalHeader().length() + 30, 320))
+        self.export_btn.setEnabled(bool(rows))
 
     def table_values(self) -> dict:
-        """{row name: {column header: value}} of the metrics table (exact values, not the rounded text)."""
+        """{row key: {column header: value}} of the metrics table (exact values, not the rounded text).
+        Points: keyed by class name ("detection", "mF1 (classes)", "weighted F1"); Labels: by metric key
+        ("dice", "aji", "pq", "dq", "sq", "tp", "fp", "fn", "n_pred", "n_gt")."""
         heads = [self.table.horizontalHeaderItem(j).text() for j in range(self.table.columnCount())]
         out = {}
         for i in range(self.table.rowCount()):
-            name = self.table.item(i, 0).text()
-            out[name] = {heads[j]: self.table.item(i, j).data(Qt.ItemDataRole.UserRole)
-                         for j in range(1, self.table.columnCount())}
+            key = self.table.item(i, 0).data(Qt.ItemDataRole.UserRole)
+            out[key] = {heads[j]: self.table.item(i, j).data(Qt.ItemDataRole.UserRole)
+                        for j in range(1, self.table.columnCount())}
         return out
+
+    # ----------------------------------------------------------------- export
+    def export_csv(self, path=None):
+        """Write the metrics table to ``path`` (asks for a file when None): the table's columns with exact
+        values, then ``prediction``, ``annotation`` and ``criterion`` (match radius or IoU). Written under
+        a temporary name and moved into place. Returns the path, or None when nothing was written."""
+        from napari.utils.notifications import show_error, show_info
+        from ..backend.atomic import atomic_path
+
+        if self.table.rowCount() == 0:
+            show_error("nothing to export: press Compare first")
+            return None
+        pred, gt, criterion = self._compared
+        if path is None:
+            default = f"{pred}-vs-{gt}-metrics.csv".replace("/", "_").replace(" ", "_")
+            path, _ = QFileDialog.getSaveFileName(self, "Export metrics table", default, "CSV (*.csv)")
+            if not path:
+                return None
+        heads = [self.table.horizontalHeaderItem(j).text() for j in range(self.table.columnCount())]
+        try:
+            with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+                w = csv.writer(fh)
+                w.writerow(heads + ["prediction", "annotation", "criterion"])
+                for i in range(self.table.rowCount()):
+                    cells = [self.table.item(i, 0).text()]
+                    for j in range(1, self.table.columnCount()):
+                        v = self.table.item(i, j).data(Qt.ItemDataRole.UserRole)
+                        cells.append("" if v is None else repr(float(v)) if isinstance(v, float) else str(v))
+                    w.writerow(cells + [pred, gt, criterion])
+        except OSError as e:
+            show_error(f"could not write {path}: {e.strerror or e}")
+            return None
+        show_info(f"metrics table written to {path}")
+        self.status.setText(f"table exported to {path}")
+        return str(path)
 
     # ----------------------------------------------------------------- errors
     def _set_errors(self, errors):
         self.errors, self.error_index = list(errors), -1
         self.next_btn.setEnabled(bool(self.errors))
         self.prev_btn.setEnabled(bool(self.errors))
-        self.error_label.setText(f"{len(self.errors)} errors to review" if self.errors else "no errors")
+        self.error_label.setText(f"{len(self.errors)} errors to review: press Next error" if self.errors
+                                 else "no errors")
 
     def step_error(self, step: int = 1):
         """Centre the camera on the next (step=+1) or previous (-1) error; returns the error or None."""
@@ -241,10 +363,11 @@ class CompareWidget(TaskWidget):
         e = self.errors[self.error_index]
         scale, tr = np.asarray(self._ref.scale[-2:]), np.asarray(self._ref.translate[-2:])
         world = np.asarray(e.yx) * scale + tr
-        cam = self.viewer.camera
+        scene = getattr(self.viewer, "scene", None)  # napari >= 0.9: viewer.camera is deprecated
+        cam = scene.camera if scene is not None else self.viewer.camera
         cam.center = tuple(float(v) for v in world)
         field = 30.0 * self._marker_size() * float(scale.mean())  # ~ 30 markers across
-        canvas = getattr(self.viewer, "_canvas_size", (600, 600))
+        canvas = tuple(self.viewer.canvas.size)  # public (height, width); no private access through the proxy
         want = min(canvas) / max(field, 1e-9)
         if cam.zoom < want:
             cam.zoom = want

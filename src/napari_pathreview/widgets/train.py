@@ -29,7 +29,7 @@ from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout, QLineEdit, QPushButton,
                             QSpinBox, QTableWidget, QWidget)
 
-from .base import LayerPicker, TaskWidget, layer_mpp, layer_slide, set_items
+from .base import LayerPicker, TaskWidget, layer_kind, layer_mpp, layer_slide, set_items
 
 TASKS = ("detector", "segmenter", "enhancer", "classifier")
 MODEL_TASKS = {"classifier": ("classifier", "vit")}  # registry tasks a "start from" list shows
@@ -163,7 +163,7 @@ class ImageClassTable(QTableWidget):
         self.refresh()
 
     def layer_names(self) -> list[str]:
-        return [ly.name for ly in self.viewer.layers if type(ly).__name__ == "Image"]
+        return [ly.name for ly in self.viewer.layers if layer_kind(ly) == "image"]
 
     def refresh(self, *_):
         from qtpy.QtWidgets import QTableWidgetItem
