@@ -411,8 +411,9 @@ def test_annotate_class_key_after_a_click_sets_the_next_class_only(make_napari_v
     assert set(ann.selected_data) == {0}  # napari selects the new point
     handler.press_key("2")
     handler.release_key("2")
-    assert list(ann.features["class"]) == [classes[0]]  # the point just placed keeps its class
+    assert list(ann.features["class"]) == [classes[0]]  # the point just placed keeps its class and colour
     assert np.allclose(ann.face_color[0], hex_to_rgba(colors[classes[0]]))
+    assert not ann.selected_data  # and is no longer shown as selected
     ann.add(np.array([[20.0, 20.0]]))
     assert list(ann.features["class"]) == [classes[0], classes[1]]  # the next one gets the chosen class
     assert np.allclose(ann.face_color[1], hex_to_rgba(colors[classes[1]]))

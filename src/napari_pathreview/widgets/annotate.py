@@ -182,6 +182,12 @@ class AnnotateWidget(QWidget):
         for c in md.get("classes", []):
             if f"p_{c}" in layer.features:
                 defaults[f"p_{c}"] = 1.0 if c == name else 0.0
+        keep = None  # napari recolours the selected points with the current colour: not wanted unless re-classing
+        if not sel and len(layer.selected_data):
+            if adding:  # napari's selection of the point just placed, not the user's: let it go
+                layer.selected_data = set()
+            else:
+                keep = np.array(layer.face_color, copy=True)
         layer.feature_defaults = defaults
         layer.current_face_color = color
         if sel:
@@ -189,6 +195,8 @@ class AnnotateWidget(QWidget):
             fc = np.array(layer.face_color, copy=True)
             fc[sel] = color
             layer.face_color = fc
+        elif keep is not None:
+            layer.face_color = keep
         if sel:
             self.status.setText(f"class: {name} ({len(sel)} points set)")
         elif adding and selected:
