@@ -101,3 +101,24 @@ def test_event_loop_never_stalls_while_the_detector_runs(make_napari_viewer, qtb
     print(f"\nlongest event-loop stall {gaps.max() * 1000:.0f} ms, 99th percentile "
           f"{np.percentile(gaps, 99) * 1000:.0f} ms over a {run_s:.1f} s detection")
     assert run_s > 1.0 and gaps.max() < 0.25 * run_s, f"longest event-loop stall {gaps.max() * 1000:.0f} ms"
+
+
+def test_detect_status_ends_on_the_cell_count_not_the_last_tile(sample_viewer, open_dock, qtbot, monkeypatch):
+    """Issue 26 item 6: the last progress update ('tile 1/1') arrives just before the result; the progress bar
+    processes Qt events while it updates, so the result handler ran inside it and was then overwritten."""
+    from napari_pathreview.backend import pipelines
+
+    real = pipelines.detect
+    cells = real(np.asarray(sample_viewer.layers[0].data), mpp=0.25, device="cpu")
+
+    def detect(slide, model=None, progress=None, **kw):
+        progress(0, 1, "tile 0/1")
+        progress(1, 1, "tile 1/1")
+        return cells
+
+    monkeypatch.setattr(pipelines, "detect", detect)
+    w = open_dock(sample_viewer, "detect")
+    for _ in range(3):
+        w.run()
+        qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
+        assert w.status.text() == f"{len(cells)} cells"

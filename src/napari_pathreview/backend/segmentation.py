@@ -267,7 +267,7 @@ def n_fg_channels(card) -> int:
 
 
 def make_predict_fn(models, cards, scale: float, tta: bool = False, ensemble: str = "mean",
-                    skip_background: bool = True, compile: bool = False, h_factor: float = 1.0):
+                    skip_background: bool = True, compile: bool = False, h_factor: float = 1.0, cancel=None):
     """Wrap model(s) as a ``tiling`` predict function over input-pixel tiles.
 
     (B, t, t, C) float32 (raw 0..255 RGB values) -> (B, K + 2, t, t) float32: foreground
@@ -279,7 +279,8 @@ def make_predict_fn(models, cards, scale: float, tta: bool = False, ensemble: st
     (``tissue.is_background``) skip the network: no foreground, distance 0. ``compile``: run the
     network(s) through ``compiled.compile_for_inference`` (faster per tile after a ~20-30 s first call).
     ``h_factor``: hematoxylin scaling of every tile before the network (``stain.scale_hematoxylin``; the
-    grey channel passed through stays the input's).
+    grey channel passed through stays the input's). ``cancel`` (an Event) is checked before every network
+    pass, so a cancel inside a tile of TTA x ensemble passes waits for one pass, not the whole tile.
     """
     import torch
     import torch.nn.functional as F
@@ -305,6 +306,7 @@ def make_predict_fn(models, cards, scale: float, tta: bool = False, ensemble: st
             x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
         acc = None
         for f in flips:
+            check_cancel(cancel)
             xi = torch.flip(x, f) if f else x
             out = model(xi.contiguous(memory_format=torch.channels_last))
             p = torch.softmax(out["logits"], 1) if multi else torch.sigmoid(out["logits"])
@@ -455,7 +457,7 @@ def segment(image, model, card, mpp: float | None = None, params: SegmentParams 
     scale = level_mpp / c0.mpp
     tile_in, overlap_in = _tiling(params, scale, arr.shape[:2])
     fn = make_predict_fn(models, cards, scale, params.tta, ensemble, skip_background, compile,
-                         image_factor(arr, params.stain_reference, image, level))
+                         image_factor(arr, params.stain_reference, image, level), cancel=cancel)
     check_fits_in_memory(arr.shape[:2], fn.out_channels, name)
     maps = predict_tiled(arr, fn, tile_in, overlap_in, fn.out_channels, batch_size=fn.batch_size,
                          glass=glass_tiles(image, level, skip_background),
@@ -712,7 +714,7 @@ def segment_to_zarr(image, out, model, card, mpp: float | None = None, params: S
     scale = level_mpp / c0.mpp
     tile_in, overlap_in = _tiling(params, scale, arr.shape[:2])
     fn = make_predict_fn(models, cards, scale, params.tta, ensemble, skip_background, compile,
-                         image_factor(arr, params.stain_reference, image, level))
+                         image_factor(arr, params.stain_reference, image, level), cancel=cancel)
     h, w = (int(s) for s in arr.shape[:2])
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = out.with_name(f".{out.name}.scratch")

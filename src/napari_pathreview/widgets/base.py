@@ -2,7 +2,9 @@
 selectors, Run and Cancel, a napari progress bar, and errors shown as notifications."""
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 from typing import Callable
 
 import numpy as np
@@ -105,12 +107,59 @@ def layer_mpp(layer, override: float = 0.0) -> float | None:
     return float(mpp) if mpp else None
 
 
+MPP_FIELD = "'mpp (µm/px)'"
+MPP_EXAMPLES = "0.25 for 40x, 0.5 for 20x"
+
+
+def mpp_unknown_message(name: str) -> str:
+    """What every widget says when an image's pixel size is unknown (GUI words, not the CLI's)."""
+    return f"'{name}': microns per pixel unknown; set {MPP_FIELD} ({MPP_EXAMPLES})"
+
+
+def gui_words(message: str) -> str:
+    """A backend message in the words of the dock: the command line's ``--mpp`` is the 'mpp (µm/px)' field."""
+    import re
+
+    message = re.sub(r"\bgive --mpp / set the layer's mpp\b", f"set {MPP_FIELD}", message)
+    message = re.sub(r"\bgive --mpp( as)?", f"set {MPP_FIELD}" + r"\1", message)
+    return re.sub(r"(?<![\w-])--mpp\b", MPP_FIELD, message)
+
+
+def apply_mpp(layer, mpp: float) -> bool:
+    """Make ``layer``'s world units microns at ``mpp`` µm/px: its last two scale axes become ``mpp`` (the
+    translate is kept on the same pixel) and ``metadata["mpp"]`` records it, as the reader does for a slide
+    whose file gives its pixel size. Every result layer then carries the image's scale, and files saved from
+    them (GeoJSON / CSV / OME-Zarr, which keep pixels + mpp) re-open where they were. True when it changed."""
+    scale = np.asarray(layer.scale, float)
+    meta = dict(layer.metadata or {})
+    same = np.allclose(scale[-2:], mpp, rtol=1e-9) and meta.get("mpp") is not None and float(meta["mpp"]) == mpp
+    if same:
+        return False
+    translate = np.asarray(layer.translate, float)
+    translate[-2:] = translate[-2:] / scale[-2:] * mpp
+    scale[-2:] = mpp
+    layer.scale, layer.translate = scale, translate
+    meta["mpp"] = float(mpp)
+    layer.metadata = meta
+    return True
+
+
 def layer_slide(layer, mpp: float | None):
     """An image layer (single or multiscale) as a backend Slide (no copy of the pixels)."""
     from ..backend.slides import Slide
 
     levels = list(layer.data) if layer.multiscale else [layer.data]
     return Slide(levels=levels, mpp=mpp, path=(layer.metadata or {}).get("path", "") or "", name=layer.name)
+
+
+def with_time_left(msg: str, i: int, n: int, elapsed_s: float) -> str:
+    """``msg`` and, once a step of several is done and a few seconds have passed, the time left at the pace
+    so far ("tile 3/12, about 40 s left")."""
+    if not msg or n <= 1 or i <= 0 or i >= n or elapsed_s < 3.0:
+        return msg
+    left = elapsed_s / i * (n - i)
+    text = f"{left:.0f} s" if left < 90 else f"{left / 60:.0f} min"
+    return f"{msg}, about {text} left"
 
 
 class TaskWidget(QWidget):
@@ -170,8 +219,8 @@ class TaskWidget(QWidget):
         try:
             fn, on_result = self.job()
         except InputError as e:
-            show_error(str(e))
-            self.status.setText(str(e))
+            show_error(gui_words(str(e)))
+            self.status.setText(gui_words(str(e)))
             return
         self.start(fn, on_result)
 
@@ -185,18 +234,23 @@ class TaskWidget(QWidget):
         worker = create_worker(relay, fn, self.cancel_event, _start_thread=False, _ignore_errors=True)
 
         cancel_event = self.cancel_event
+        state = {"done": False, "t0": time.perf_counter()}
 
         def on_yield(item):
-            if item is None or cancel_event.is_set():
+            if item is None or cancel_event.is_set() or state["done"]:
                 return
             i, n, msg = item
+            # the status first: napari's progress bar processes Qt events while it updates, and the
+            # result (whose handler writes the final status) may be delivered inside that update
+            self.status.setText(with_time_left(msg, i, n, time.perf_counter() - state["t0"]))
             if pbar.total != n:
                 pbar.total = n
             pbar.update(i - pbar.n)
-            pbar.set_description(msg or self.task)
-            self.status.setText(msg)
+            if not state["done"]:
+                pbar.set_description(msg or self.task)
 
         def on_done(value):
+            state["done"] = True
             self.last_result = value
             on_result(value)
 
@@ -225,8 +279,8 @@ class TaskWidget(QWidget):
             show_info(f"{self.task}: cancelled; nothing was added")
             self.status.setText("cancelled")
         elif isinstance(err, InputError):
-            show_error(str(err))
-            self.status.setText(str(err))
+            show_error(gui_words(str(err)))
+            self.status.setText(gui_words(str(err)))
         else:
             show_error(f"{self.task} failed: {type(err).__name__}: {err}")
             self.status.setText(f"failed: {err}")
@@ -246,6 +300,29 @@ class TaskWidget(QWidget):
     def model_classes(self) -> list:
         card = self.model_card()
         return list(card.classes) if card else []
+
+    def image_mpp(self, layer, required: bool = True) -> float | None:
+        """Microns per pixel of the image ``layer``, the same way in every widget: the value typed in
+        'mpp (µm/px)' (applied to the layer, see :func:`apply_mpp`, so results line up in µm), else the
+        file's. Unknown: an InputError in GUI words when ``required``, else None."""
+        from napari.utils.notifications import show_info
+        from ..backend.errors import InputError
+        from ..backend.slides import MPP_MAX, MPP_MIN
+
+        typed = float(self.mpp.value())
+        if typed > 0:
+            if not MPP_MIN < typed <= MPP_MAX:
+                raise InputError(f"mpp {typed:g} µm/px is not plausible; set {MPP_FIELD} between {MPP_MIN:g} and "
+                                 f"{MPP_MAX:g} ({MPP_EXAMPLES})")
+            if apply_mpp(layer, typed):
+                show_info(f"'{layer.name}' is now shown at {typed:g} µm/px (scale in µm), as its results will be")
+                with contextlib.suppress(Exception):
+                    self.viewer.reset_view()
+            return typed
+        mpp = layer_mpp(layer)
+        if mpp is None and required:
+            raise InputError(mpp_unknown_message(layer.name))
+        return mpp
 
     def selected_image(self):
         from ..backend.errors import InputError

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QCheckBox, QLabel, QSlider
+from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSlider, QWidget
 
-from .base import TaskWidget, layer_mpp, layer_slide, set_shown
+from .base import TaskWidget, layer_slide, set_shown
 from .lod import attach_lod
 
 
@@ -21,8 +21,16 @@ class DetectWidget(TaskWidget):
         self.score = QSlider(Qt.Orientation.Horizontal)
         self.score.setRange(0, 100)
         self.score.setValue(0)
+        self.score.setToolTip("hide cells whose detection score is below this value (the layer keeps them all)")
+        self.score_value = QLabel("0.00")
+        self.score_value.setMinimumWidth(self.score_value.fontMetrics().horizontalAdvance("0.00") + 4)
         self.score.valueChanged.connect(self.filter_scores)
-        self.form.addRow("min score", self.score)
+        row = QWidget()
+        box = QHBoxLayout(row)
+        box.setContentsMargins(0, 0, 0, 0)
+        box.addWidget(self.score, 1)
+        box.addWidget(self.score_value)
+        self.form.addRow("min score", row)
         self.tta = QCheckBox("rotations / flips test-time augmentation (8x slower)")
         self.form.addRow("TTA", self.tta)
         self.legend = QLabel("")
@@ -33,19 +41,17 @@ class DetectWidget(TaskWidget):
         from ..backend import pipelines
 
         layer = self.selected_image()
-        mpp = layer_mpp(layer, self.mpp.value())
+        mpp = self.image_mpp(layer)  # a typed value becomes the image's scale: results line up in µm
         slide = layer_slide(layer, mpp)
         model, device, tta = self.model.currentText() or None, self.device.currentText(), self.tta.isChecked()
 
         def fn(progress, cancel):
-            return pipelines.detect(slide, model, mpp=mpp if mpp else None, device=device, tta=tta or None,
+            return pipelines.detect(slide, model, mpp=mpp, device=device, tta=tta or None,
                                     progress=progress, cancel=cancel, name=layer.name)
 
         def done(points):
             from ..layers import legend_html, points_layer_data
 
-            if mpp is None:
-                points.mpp = None
             data, kwargs, _ = points_layer_data(points, f"{layer.name} cells", scale=layer.scale[-2:],
                                                 translate=layer.translate[-2:])
             self.points_layer = self.viewer.add_points(data, **kwargs)
@@ -58,6 +64,7 @@ class DetectWidget(TaskWidget):
         return fn, done
 
     def filter_scores(self, *_):
+        self.score_value.setText(f"{self.score.value() / 100:.2f}")
         layer = self.points_layer
         if layer is None or layer not in self.viewer.layers or len(layer.data) == 0:
             return

@@ -2,16 +2,19 @@
 with a per-instance table (area, centroid, mean intensity) in the layer's features.
 
 Single-scale images are segmented in memory; multiscale (pyramid) layers are segmented tile by tile
-into an OME-Zarr labels store in a temporary folder and shown lazily as a multiscale Labels layer.
+into an OME-Zarr labels store in a temporary folder and shown lazily as a multiscale Labels layer. Labels
+are always at the image's full resolution (level 0): tiles are resampled to the model's scale and back.
+
+The probability threshold and the minimum nucleus area (µm²) start at the model's tuned values.
 """
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
 
-from qtpy.QtWidgets import QCheckBox, QComboBox, QSpinBox
+from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QSpinBox
 
-from .base import TaskWidget, layer_mpp, layer_slide
+from .base import TaskWidget, layer_slide
 
 
 class SegmentWidget(TaskWidget):
@@ -44,18 +47,41 @@ class SegmentWidget(TaskWidget):
         self.ensemble_with.addItems(["(none)"] + [self.model.itemText(i) for i in range(self.model.count())])
         self.ensemble_with.setToolTip("a second model to average with (mean of probabilities)")
         self.form.addRow("ensemble with", self.ensemble_with)
+        self.threshold = QDoubleSpinBox()
+        self.threshold.setRange(0.05, 0.95)
+        self.threshold.setSingleStep(0.05)
+        self.threshold.setDecimals(3)
+        self.threshold.setValue(float(params.get("threshold", 0.5)))
+        self.threshold.setToolTip("foreground probability above which a pixel belongs to a nucleus "
+                                  "(lower: more and larger nuclei); starts at the model's tuned value")
+        self.form.addRow("probability threshold", self.threshold)
+        self.min_area = QDoubleSpinBox()
+        self.min_area.setRange(0.0, 500.0)
+        self.min_area.setSingleStep(1.0)
+        self.min_area.setDecimals(1)
+        self.min_area.setValue(float(params.get("min_area_um2", 4.0)))
+        self.min_area.setSuffix(" µm²")
+        self.min_area.setToolTip("nuclei smaller than this area are dropped; starts at the model's tuned value")
+        self.form.addRow("minimum size", self.min_area)
+        self.model.currentTextChanged.connect(self._model_defaults)
         self.labels_layer = None
         self._store_dir = None
+
+    def _model_defaults(self, *_):
+        """The thresholds the selected model was tuned with."""
+        card = self.model_card()
+        params = (card.params if card else {}) or {}
+        self.threshold.setValue(float(params.get("threshold", 0.5)))
+        self.min_area.setValue(float(params.get("min_area_um2", 4.0)))
 
     def job(self):
         from ..backend import pipelines
         from ..backend.errors import InputError
+        from ..backend.segmentation import SegmentParams
 
         layer = self.selected_image()
-        mpp = layer_mpp(layer, self.mpp.value())
+        mpp = self.image_mpp(layer)  # a typed value becomes the image's scale: results line up in µm
         slide = layer_slide(layer, mpp)
-        if mpp is None:
-            raise InputError(f"{layer.name}: microns per pixel unknown; set 'mpp (µm/px)' (0.25 for 40x, 0.5 for 20x)")
         weights = self.model.currentText() or None
         other = self.ensemble_with.currentText()
         if other not in ("(none)", "") and other != weights:
@@ -64,7 +90,12 @@ class SegmentWidget(TaskWidget):
         stain_norm = self.stain_norm.isChecked()
         if overlap * 2 >= tile:
             raise InputError(f"overlap {overlap} must be under half the tile ({tile})")
+        thresholds = {"threshold": float(self.threshold.value()), "min_area_um2": float(self.min_area.value())}
         name = f"{layer.name} nuclei"
+
+        def models_and_params():
+            models, cards = pipelines._models(weights, "segmenter", device)
+            return models, cards, SegmentParams.from_card(cards[0], **thresholds)
 
         if layer.multiscale:
             self._store_dir = self._store_dir or Path(tempfile.mkdtemp(prefix="pathreview-seg-"))
@@ -75,17 +106,20 @@ class SegmentWidget(TaskWidget):
                 from ..backend.segmentation import read_table_csv, segment_to_zarr
                 from ..backend.slides import open_slide
 
-                models, cards = pipelines._models(weights, "segmenter", device)
-                segment_to_zarr(slide, store, models, cards, tile=tile, overlap=overlap, tta=tta,
-                                progress=progress, cancel=cancel, name=layer.name, stain_norm=stain_norm)
+                models, cards, params = models_and_params()
+                # level 0: labels at the image's full resolution, whatever the model's scale
+                segment_to_zarr(slide, store, models, cards, params=params, tile=tile, overlap=overlap, tta=tta,
+                                level=0, progress=progress, cancel=cancel, name=layer.name, stain_norm=stain_norm)
                 meta = json.loads((store / "pathreview.json").read_text())
                 labels = open_slide(store)
                 return (list(labels.levels), read_table_csv(store / "instances.csv"), meta)
         else:
             def fn(progress, cancel):
-                return pipelines.segment(slide, weights, mpp=mpp, device=device, tile=tile, overlap=overlap,
-                                         tta=tta, progress=progress, cancel=cancel, name=layer.name,
-                                         stain_norm=stain_norm)
+                from ..backend.segmentation import segment
+
+                models, cards, params = models_and_params()
+                return segment(slide, models, cards, mpp=mpp, params=params, tile=tile, overlap=overlap, tta=tta,
+                               level=0, progress=progress, cancel=cancel, name=layer.name, stain_norm=stain_norm)
 
         def done(result):
             from ..layers import labels_layer_data

@@ -3,21 +3,30 @@
 The backend knows nothing of Qt: it takes ``progress(i, n, msg)`` and a ``cancel`` Event. Here it runs
 in a plain thread; a napari ``thread_worker`` generator relays its progress through a queue, so the
 progress bar moves and Cancel (which sets the Event) stops it at its next step.
+
+Cancel acts at once for the user even when the job's next check is seconds away (one network pass of a
+large tile on a CPU): once the Event is set, the relay waits ``grace_s`` for the job to stop, then raises
+``Cancelled`` without it. The job, whose result is discarded, ends by itself at its next check.
 """
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from typing import Callable
 
 
-def relay(fn: Callable, cancel: threading.Event, poll_s: float = 0.05):
+def relay(fn: Callable, cancel: threading.Event, poll_s: float = 0.05, grace_s: float = 0.5):
     """Generator: run ``fn(progress=..., cancel=cancel)`` in a thread, yield (i, n, msg), return its result.
 
-    Re-raises the function's exception (``Cancelled`` after a cancel) in the caller.
+    Re-raises the function's exception (``Cancelled`` after a cancel) in the caller; ``grace_s`` after a
+    cancel it raises ``Cancelled`` whether or not the thread has stopped (see the module docstring).
     """
+    from ..backend.errors import Cancelled
+
     events: queue.Queue = queue.Queue()
     box: dict = {}
+    cancelled_at = None
 
     def target():
         try:
@@ -31,6 +40,10 @@ def relay(fn: Callable, cancel: threading.Event, poll_s: float = 0.05):
     thread.start()
     try:
         while True:
+            if cancel.is_set():
+                cancelled_at = cancelled_at if cancelled_at is not None else time.monotonic()
+                if time.monotonic() - cancelled_at >= grace_s and thread.is_alive():
+                    raise Cancelled("cancelled by the user")  # the thread stops at its own next check
             try:
                 item = events.get(timeout=poll_s)
             except queue.Empty:
@@ -40,7 +53,7 @@ def relay(fn: Callable, cancel: threading.Event, poll_s: float = 0.05):
                 break
             yield item
     finally:
-        if thread.is_alive():
+        if thread.is_alive() and not cancel.is_set():  # closed early (the viewer quits): stop and wait
             cancel.set()
             thread.join()
     if "error" in box:
