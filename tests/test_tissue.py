@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 import torch
-from skimage.io import imread
 
 from napari_pathreview.backend.detection import detect
 from napari_pathreview.backend.segmentation import segment
@@ -16,11 +15,11 @@ GLASS = 236
 
 
 @pytest.fixture(scope="module")
-def glass_slide(shared_data, tmp_path_factory):
-    """A 4096² slide at 0.25 µm/px: bare glass holding one real 1000² MoNuSeg image at (1500, 2200)."""
-    path = sorted((shared_data / "monuseg" / "images").glob("*.png"))[0]
+def glass_slide(sample_he, tmp_path_factory):
+    """A 4096² slide at 0.25 µm/px: bare glass holding one real 1000² H&E block (the bundled MoNuSeg crop,
+    mirrored out) at (1500, 2200)."""
     img = np.full((4096, 4096, 3), GLASS, np.uint8)
-    img[1500:2500, 2200:3200] = imread(path)[:1000, :1000, :3]
+    img[1500:2500, 2200:3200] = np.pad(sample_he, ((0, 488), (0, 488), (0, 0)), mode="reflect")
     out = tmp_path_factory.mktemp("tissue") / "slide.zarr"
     write_ome_zarr(out, img, 0.25, chunks=512)
     return open_slide(out)
