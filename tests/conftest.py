@@ -49,6 +49,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 def shared_data() -> Path:
     """The real, human-annotated data folder; tests build their inputs from it (skipped without it)."""
     if not (SHARED_DATA / "crchisto").is_dir():
+        if os.environ.get("PATHREVIEW_REQUIRE_DATA"):  # CI: every data test must run
+            pytest.fail(DATA_HINT.format(path=SHARED_DATA), pytrace=False)
         pytest.skip(DATA_HINT.format(path=SHARED_DATA))
     return SHARED_DATA
 # ---- end shared_data -----------------------------------------------------------------------------
