@@ -1,28 +1,26 @@
-"""Dock widgets in a real napari viewer (pytest-qt + Xvfb)."""
+"""The Detect dock in a real napari viewer (pytest-qt + Xvfb), opened from Plugins > PathReview as a user
+opens it (``open_dock``: napari hands the dock a proxied viewer)."""
 import numpy as np
 
-from napari_pathreview.widgets.detect import DetectWidget
 
-
-def _open_sample(viewer):
-    return viewer.open_sample("napari-pathreview", "monuseg_tile")[0]
-
-
-def test_detect_widget_adds_aligned_points_layer(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer()
-    image = _open_sample(viewer)
-    w = DetectWidget(viewer)
+def test_detect_widget_adds_aligned_points_layer(sample_viewer, open_dock, qtbot):
+    viewer = sample_viewer
+    image = viewer.layers[0]
+    w = open_dock(viewer, "detect")
     w.device.setCurrentText("cpu")
     assert w.image.currentText() == image.name and w.model.count() >= 1
     w.run()
     qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
     layer = viewer.layers[f"{image.name} cells"]
-    assert type(layer).__name__ == "Points" and len(layer.data) > 50
+    assert layer.__class__.__name__ == "Points" and len(layer.data) > 50
+    assert w.status.text() == f"{len(layer.data)} cells"
     assert np.allclose(layer.scale, image.scale) and np.allclose(image.scale, 0.25)
     assert {"class", "score"} <= set(layer.features.columns)
     assert set(layer.features["class"]) <= set(w.model_classes())
     assert (layer.data[:, 0] >= 0).all() and (layer.data[:, 0] < image.data.shape[0]).all()
+    assert w.score_value.text() == "0.00"
     w.score.setValue(90)
+    assert w.score_value.text() == "0.90"  # the slider shows its value
     n_high = int((layer.features["score"] >= 0.9).sum())
     assert int(layer.shown.sum()) == n_high < len(layer.data)
     # napari 0.9 draws every point of a 2-D layer whatever `shown` says: filtered points are transparent
@@ -32,12 +30,12 @@ def test_detect_widget_adds_aligned_points_layer(make_napari_viewer, qtbot):
     assert layer.shown.all() and (layer.face_color[:, 3] == 1).all()
 
 
-def test_detect_widget_tta_checkbox_gives_the_pipelines_tta_cells(make_napari_viewer, qtbot):
+def test_detect_widget_tta_checkbox_gives_the_pipelines_tta_cells(sample_viewer, open_dock, qtbot):
     from napari_pathreview.backend import pipelines
 
-    viewer = make_napari_viewer()
-    image = _open_sample(viewer)
-    w = DetectWidget(viewer)
+    viewer = sample_viewer
+    image = viewer.layers[0]
+    w = open_dock(viewer, "detect")
     w.device.setCurrentText("cpu")
     w.tta.setChecked(True)
     w.run()
@@ -49,12 +47,12 @@ def test_detect_widget_tta_checkbox_gives_the_pipelines_tta_cells(make_napari_vi
     assert np.allclose(np.sort(layer.features["score"]), np.sort(ref.scores), atol=1e-5)
 
 
-def test_cancel_stops_a_running_detection(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer()
-    image = _open_sample(viewer)
+def test_cancel_stops_a_running_detection(sample_viewer, open_dock, qtbot):
+    viewer = sample_viewer
+    image = viewer.layers[0]
     big = np.tile(np.asarray(image.data), (6, 6, 1))  # 3072 x 3072: many tiles
-    viewer.add_image(big, name="big", rgb=True, metadata={"mpp": 0.25})
-    w = DetectWidget(viewer)
+    viewer.add_image(big, name="big", rgb=True, scale=(0.25, 0.25), metadata={"mpp": 0.25})
+    w = open_dock(viewer, "detect")
     w.device.setCurrentText("cpu")
     w.image.setCurrentText("big")
     n_layers = len(viewer.layers)
@@ -66,23 +64,24 @@ def test_cancel_stops_a_running_detection(make_napari_viewer, qtbot):
     assert len(viewer.layers) == n_layers and w.run_btn.isEnabled()
 
 
-def test_run_without_image_is_a_notification_not_a_crash(make_napari_viewer):
+def test_run_without_image_is_a_notification_not_a_crash(make_napari_viewer, open_dock):
     viewer = make_napari_viewer()
-    w = DetectWidget(viewer)
+    w = open_dock(viewer, "detect")
     w.run()
     assert w.worker is None and "no image layer" in w.status.text()
 
 
-def test_event_loop_never_stalls_while_the_detector_runs(make_napari_viewer, qtbot):
+def test_event_loop_never_stalls_while_the_detector_runs(sample_viewer, open_dock, qtbot):
     """A 10 ms QTimer probe records the longest gap of the Qt event loop during a 2048² detection."""
     import time
 
     from qtpy.QtCore import QTimer
 
-    viewer = make_napari_viewer()
-    image = _open_sample(viewer)
-    viewer.add_image(np.tile(np.asarray(image.data), (4, 4, 1)), name="big", rgb=True, metadata={"mpp": 0.25})
-    w = DetectWidget(viewer)
+    viewer = sample_viewer
+    image = viewer.layers[0]
+    viewer.add_image(np.tile(np.asarray(image.data), (4, 4, 1)), name="big", rgb=True, scale=(0.25, 0.25),
+                     metadata={"mpp": 0.25})
+    w = open_dock(viewer, "detect")
     w.device.setCurrentText("cpu")
     w.image.setCurrentText("big")
     ticks = []
@@ -122,3 +121,38 @@ def test_detect_status_ends_on_the_cell_count_not_the_last_tile(sample_viewer, o
         w.run()
         qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
         assert w.status.text() == f"{len(cells)} cells"
+
+
+def test_typed_mpp_lines_up_detected_saved_and_reopened_points(make_napari_viewer, open_dock, qtbot, tmp_path):
+    """Issue 26 item 4: a PNG (no pixel size) with 0.55 typed in Detect: the image takes that scale, and the
+    points saved as GeoJSON by napari's writer re-open exactly on the detected points in world coordinates
+    (before, the image kept scale 1 and the re-opened points landed in its top-left 55 %)."""
+    from napari_pathreview._sample_data import sample_path
+
+    viewer = make_napari_viewer()
+    image = viewer.open(str(sample_path("tile")), plugin="napari-pathreview")[0]
+    assert np.allclose(image.scale, 1.0) and image.metadata.get("mpp") is None
+    w = open_dock(viewer, "detect")
+    w.device.setCurrentText("cpu")
+    w.run()
+    assert w.worker is None and "set 'mpp (µm/px)'" in w.status.text() and "--mpp" not in w.status.text()
+    w.mpp.setValue(0.55)
+    w.run()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    layer = viewer.layers[f"{image.name} cells"]
+    assert len(layer.data) > 20 and w.status.text() == f"{len(layer.data)} cells"
+    assert np.allclose(image.scale, 0.55) and image.metadata["mpp"] == 0.55
+    assert np.allclose(layer.scale, image.scale) and np.allclose(layer.translate, image.translate)
+    world = layer.data * layer.scale + layer.translate
+    path = str(tmp_path / "cells.geojson")
+    viewer.layers.selection = {layer}
+    saved = viewer.layers.save(path, selected=True, plugin="napari-pathreview")  # File > Save Selected Layers
+    assert saved == [path]
+    reopened = viewer.open(path, plugin="napari-pathreview")
+    pts = [ly for ly in reopened if ly.__class__.__name__ == "Points"][0]
+    back = np.asarray(pts.data) * pts.scale + pts.translate
+    assert len(back) == len(world)
+    np.testing.assert_allclose(back, world, atol=0.55 * 0.01)  # GeoJSON keeps 2 decimals of a pixel
+    # and the re-opened points lie on the image: inside its world extent
+    lo, hi = image.extent.world
+    assert (back >= lo[-2:] - 1).all() and (back <= hi[-2:] + 1).all()
