@@ -1,10 +1,13 @@
-"""'Weak cell types' widget in a real napari viewer: CAM Image layers, a Labels layer and a Points layer,
-all aligned (same scale) with the image."""
+"""'Weak cell types' dock as users open it (Plugins > PathReview): CAM Image layers drawn like every heat
+map (translucent, clear at low values, colour bar), a Labels layer and a Points layer, all aligned (same
+scale) with the image. On the bundled sample, and on a GlaS image when the data are there."""
 import sys
 
 import numpy as np
 
-from napari_pathreview.widgets.weak import DETECT, WeakWidget
+from napari_pathreview.widgets.weak import DETECT
+
+CLASSES = ["epithelial", "fibroblast", "inflammatory", "others"]
 
 
 def test_widget_module_does_not_import_torch_at_import():
@@ -15,39 +18,62 @@ def test_widget_module_does_not_import_torch_at_import():
     assert out.strip() == "False"
 
 
-def test_weak_widget_adds_cam_labels_and_points_layers(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer()
-    image = viewer.open_sample("napari-pathreview", "monuseg_tile")[0]
-    w = WeakWidget(viewer)
+def assert_readable_cam(layer):
+    """Translucent (additive washes pale H&E out), transparent at 0, opaque-ish at 1, a colour bar."""
+    assert layer.blending != "additive"
+    lo, hi = layer.colormap.map(np.array([0.0, 1.0], np.float32))
+    assert lo[3] == 0.0 and hi[3] > 0.5
+    assert layer.colorbar.visible and tuple(layer.contrast_limits) == (0.0, 1.0)
+
+
+def run_weak(viewer, image, qtbot, open_dock):
+    w = open_dock(viewer, "weak")
     w.device.setCurrentText("cpu")
     assert w.image.currentText() == image.name and w.model.currentText() == "weak-cells"
     assert w.cells.currentText() == DETECT
-    w.run()
-    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    w.run_btn.click()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=180_000)
     cams = [ly for ly in viewer.layers if ly.name.startswith(f"{image.name} CAM ")]
-    assert [ly.name.split()[-1] for ly in cams] == ["epithelial", "fibroblast", "inflammatory", "others"]
+    assert [ly.name.split()[-1] for ly in cams] == CLASSES
+    for ly in cams:
+        assert_readable_cam(ly)
     labels = viewer.layers[f"{image.name} pseudo-labels"]
     points = viewer.layers[f"{image.name} weak cells"]
-    assert type(labels).__name__ == "Labels" and type(points).__name__ == "Points"
     for ly in cams + [labels, points]:
         assert np.allclose(ly.scale[-2:], image.scale[-2:]) and np.allclose(ly.translate[-2:], image.translate[-2:])
     assert cams[0].data.shape == labels.data.shape == image.data.shape[:2]
     assert 0.0 <= float(cams[0].data.min()) and float(cams[0].data.max()) <= 1.0
     assert set(np.unique(labels.data)) <= {0, 1, 2, 3, 4}
+    return w, points
+
+
+def test_weak_widget_adds_readable_cams_labels_and_points(sample_viewer, open_dock, qtbot):
+    image = sample_viewer.layers[0]
+    w, points = run_weak(sample_viewer, image, qtbot, open_dock)
     assert len(points.data) > 50 and set(points.features["class"]) <= set(w.model_classes())
 
 
-def test_weak_widget_types_the_cells_of_a_chosen_points_layer(make_napari_viewer, qtbot):
+def test_weak_widget_adds_readable_cams_on_a_glas_image(make_napari_viewer, open_dock, qtbot, shared_data):
+    import imageio.v3 as iio
+
     viewer = make_napari_viewer()
-    image = viewer.open_sample("napari-pathreview", "monuseg_tile")[0]
+    rgb = iio.imread(shared_data / "glas" / "images" / "testA_2.jpg")[..., :3]
+    image = viewer.add_image(rgb, name="glas", rgb=True, scale=(0.62, 0.62), translate=(20.0, 40.0),
+                             metadata={"mpp": 0.62})
+    w, points = run_weak(viewer, image, qtbot, open_dock)
+    assert len(points.data) > 20
+
+
+def test_weak_widget_types_the_cells_of_a_chosen_points_layer(sample_viewer, open_dock, qtbot):
+    image = sample_viewer.layers[0]
     yx = np.array([[100.0, 100.0], [200.0, 300.0], [400.0, 50.0]])
-    viewer.add_points(yx, name="my cells", scale=image.scale, translate=image.translate)
-    w = WeakWidget(viewer)
+    sample_viewer.add_points(yx, name="my cells", scale=image.scale, translate=image.translate)
+    w = open_dock(sample_viewer, "weak")
     w.device.setCurrentText("cpu")
     w.image.setCurrentText(image.name)
     w.cells.setCurrentText("my cells")
-    w.run()
+    w.run_btn.click()
     qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
-    points = viewer.layers[f"{image.name} weak cells"]
+    points = sample_viewer.layers[f"{image.name} weak cells"]
     assert np.allclose(points.data, yx) and np.allclose(points.scale, image.scale)
     assert len(points.features["class"]) == 3

@@ -133,3 +133,54 @@ def labels_layer_data(result, name: str, scale=(1.0, 1.0), translate=(0.0, 0.0))
         kwargs["multiscale"] = len(data) > 1
         data = list(data) if len(data) > 1 else data[0]
     return (data, kwargs, "labels")
+
+
+# ---------------------------------------------------------------- heat maps (CAM, Grad-CAM, LRP, rollout)
+
+def heat_colormap(colors, name: str, knee: float = 1.0, start: float = 0.0, display_name: str = "") -> dict:
+    """Colours from low to high (``(N, 3|4)`` floats in [0, 1]) -> a napari colormap (dict form) that is
+    transparent at the lowest value, its opacity rising linearly to full at ``knee`` of the range, so the
+    H&E under a heat map stays visible where the evidence is weak. ``start`` drops that fraction of the low
+    end of ``colors`` (the near-black start of inferno / magma would darken the tissue)."""
+    colors = np.asarray(colors, np.float64).reshape(-1, np.shape(colors)[-1])[:, :3]
+    src = np.linspace(0.0, 1.0, len(colors))
+    v = np.linspace(0.0, 1.0, 64)
+    pos = start + (1.0 - start) * v
+    rgb = np.stack([np.interp(pos, src, colors[:, i]) for i in range(3)], 1)
+    alpha = np.clip(v / max(knee, 1e-6), 0.0, 1.0)
+    return {"colors": np.column_stack([rgb, alpha]).astype(np.float32), "controls": v.astype(np.float32),
+            "name": name, "display_name": display_name or name}
+
+
+def named_heat_colormap(name: str) -> dict:
+    """A napari colormap by name (inferno, turbo, magma, viridis, red, ...) made transparent at low values
+    (:func:`heat_colormap`); the dark low end of the perceptual maps is dropped."""
+    from napari.utils.colormaps import ensure_colormap  # napari's colour tables; no Qt
+
+    colors = ensure_colormap(name).map(np.linspace(0.0, 1.0, 64, dtype=np.float32))
+    start = 0.25 if name in ("inferno", "magma") else 0.0
+    return heat_colormap(colors, f"pathreview-heat-{name}", start=start, display_name=f"{name} (clear when low)")
+
+
+def has_evidence(heat) -> bool:
+    """Whether a map has anything to show (a positive value); an LRP alpha-beta map of a class with only
+    negative relevance, for instance, has none."""
+    heat = np.asarray(heat)
+    return bool(heat.size and np.nanmax(heat) > 0)
+
+
+def heat_layer_data(heat, name: str, colormap: dict, scale=(1.0, 1.0), translate=(0.0, 0.0),
+                    contrast_limits=(0.0, 1.0), opacity: float = 0.7, gamma: float = 1.0, metadata=None,
+                    units=None):
+    """A heat map ``(H, W)`` -> ("image") LayerData drawn over the slide: translucent blending (additive
+    washes pale H&E out to white), ``colormap`` transparent at low values (:func:`heat_colormap`), values
+    from ``contrast_limits``; ``units``: the slide layer's (so a scale bar reads the same). The widget turns
+    on the layer's colour bar once it is added."""
+    lo, hi = (float(c) for c in contrast_limits)
+    kwargs = {"name": name, "colormap": colormap, "blending": "translucent", "opacity": float(opacity),
+              "contrast_limits": (lo, hi if hi > lo else lo + 1e-6), "gamma": float(gamma),
+              "scale": tuple(scale), "translate": tuple(translate), "interpolation2d": "linear",
+              "metadata": {**dict(metadata or {}), "pathreview": (metadata or {}).get("pathreview", "heat")}}
+    if units is not None:
+        kwargs["units"] = tuple(str(u) for u in units)[-2:]
+    return (np.asarray(heat, np.float32), kwargs, "image")

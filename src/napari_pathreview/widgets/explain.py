@@ -1,19 +1,32 @@
-"""'Explain' dock widget: image layer + classifier + method + class -> heat-map Image layer(s).
+"""'Explain' dock widget: image layer + classifier + method + class -> one heat-map Image layer per map.
 
-Each explained class becomes an Image layer with a colormap, additive blending and the chosen
-opacity, with the slide's scale and translate (aligned pixel for pixel); the class probabilities are
-shown in the dock. The computation runs in the TaskWidget thread worker (progress bar, Cancel).
+A form of labelled rows (image, model, device, mpp, method, class, colormap, opacity). Each map becomes
+an Image layer drawn translucent over the slide with a colormap transparent at low values (the H&E
+stays visible) and a colour bar with the value range, at the slide's scale and translate (aligned pixel
+for pixel). Attention rollout is class-agnostic: one layer. A map with nothing to show (no positive
+value, e.g. LRP alpha-beta for a class the model rejects) is not added; a notification says why. The
+class probabilities are shown in the dock. The computation runs in the TaskWidget thread worker
+(progress bar, Cancel).
 """
 from __future__ import annotations
 
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QComboBox, QLabel, QSlider
+from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSlider, QWidget
 
-from .base import ModelPicker, TaskWidget, layer_mpp, layer_slide
+from .base import TaskWidget, layer_mpp, layer_slide
 
 METHODS = ("gradcam", "cam", "lrp-epsilon", "lrp-gamma", "lrp-a1b0", "lrp-a2b1", "rollout")
 COLORMAPS = ("inferno", "turbo", "magma", "viridis", "red")
+CLASS_AGNOSTIC = ("rollout",)
+
+
+def empty_map_message(image: str, method: str, cls: str, prob: float | None) -> str:
+    """Why a map is empty, in words a user can act on."""
+    p = "" if prob is None else f" (p = {prob:.3f})"
+    return (f"{image}: the {method} map for '{cls}' is empty: no pixel carries positive evidence for "
+            f"'{cls}'{p}; the relevance for it is all negative (evidence against it). Nothing was added; "
+            f"try lrp-epsilon or gradcam to see the evidence against it.")
 
 
 class ExplainWidget(TaskWidget):
@@ -21,34 +34,43 @@ class ExplainWidget(TaskWidget):
 
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
-        picker = ModelPicker("classifier", tasks=("classifier", "vit"))
-        self.form.replaceWidget(self.model, picker)
-        self.model.deleteLater()
-        self.model = picker
+        self.model.tasks = ("classifier", "vit")  # CNN classifiers and ViTs (rollout)
+        self.model.refresh()
         self.method = QComboBox()
         self.method.addItems(METHODS)
+        self.method.setToolTip("CAM / Grad-CAM / LRP for a CNN classifier; attention rollout for a ViT")
         self.form.addRow("method", self.method)
         self.target = QComboBox()
+        self.target.setToolTip("the class to explain ('all': one map per class)")
         self.form.addRow("class", self.target)
         self.colormap = QComboBox()
         self.colormap.addItems(COLORMAPS)
         self.form.addRow("colormap", self.colormap)
         self.opacity = QSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
-        self.opacity.setValue(60)
+        self.opacity.setValue(70)
+        self.opacity_value = QLabel()
+        self.opacity_value.setMinimumWidth(self.opacity_value.fontMetrics().horizontalAdvance("100 %"))
+        row = QWidget()
+        box = QHBoxLayout(row)
+        box.setContentsMargins(0, 0, 0, 0)
+        box.addWidget(self.opacity, 1)
+        box.addWidget(self.opacity_value)
         self.opacity.valueChanged.connect(self._set_opacity)
-        self.form.addRow("opacity", self.opacity)
+        self.form.addRow("opacity", row)
         self.probs = QLabel("")
         self.probs.setWordWrap(True)
         self.extra.addWidget(self.probs)
         self.heat_layers: list = []
         self.model.currentTextChanged.connect(self._model_changed)
+        self.method.currentTextChanged.connect(self._method_changed)
         self._model_changed()
+        self._set_opacity()
 
     def model_card(self):
         from ..backend.weights import list_models
 
-        cards = [c for t in ("classifier", "vit") for c in list_models(t) if c.name == self.model.currentText()]
+        cards = [c for t in self.model.tasks for c in list_models(t) if c.name == self.model.currentText()]
         return cards[0] if cards else None
 
     def _model_changed(self, *_):
@@ -59,8 +81,16 @@ class ExplainWidget(TaskWidget):
             self.method.setCurrentText("rollout")
         elif self.method.currentText() == "rollout":
             self.method.setCurrentText("gradcam")
+        self._method_changed()
+
+    def _method_changed(self, *_):
+        agnostic = self.method.currentText() in CLASS_AGNOSTIC
+        self.target.setEnabled(not agnostic)
+        self.target.setToolTip("attention rollout is the same for every class: one map" if agnostic
+                               else "the class to explain ('all': one map per class)")
 
     def _set_opacity(self, *_):
+        self.opacity_value.setText(f"{self.opacity.value()} %")
         for ly in self.heat_layers:
             if ly in self.viewer.layers:
                 ly.opacity = self.opacity.value() / 100.0
@@ -73,31 +103,51 @@ class ExplainWidget(TaskWidget):
         slide = layer_slide(layer, mpp)
         model, device = self.model.currentText() or None, self.device.currentText()
         method, target = self.method.currentText(), self.target.currentText()
-        classes = None if target in ("", "all") else [target]
+        agnostic = method in CLASS_AGNOSTIC
+        classes = None if agnostic or target in ("", "all") else [target]
         cmap, opacity = self.colormap.currentText(), self.opacity.value() / 100.0
+        scale0, translate0 = np.asarray(layer.scale[-2:], float), np.asarray(layer.translate[-2:], float)
+        name, units = layer.name, getattr(layer, "units", None)
 
         def fn(progress, cancel):
-            return pipelines.explain(slide, model, method, classes=classes, mpp=mpp, device=device,
-                                     progress=progress, cancel=cancel, name=layer.name)
+            return pipelines.explain(slide, model, method, classes=(classes or [0]) if agnostic else classes,
+                                     mpp=mpp, device=device, progress=progress, cancel=cancel, name=name)
 
         def done(res):
-            from ..backend.explain import display_range
-
-            scale = np.asarray(layer.scale[-2:], float)
-            translate = np.asarray(layer.translate[-2:], float)
-            if res.downsample != 1:  # model-grid maps of a huge slide: pixel centres line up
-                translate = translate + (res.downsample - 1) / 2 * scale
-                scale = scale * res.downsample
-            self.heat_layers = []
-            for k, cls in enumerate(res.targets):
-                heat = res.maps[k]
-                self.heat_layers.append(self.viewer.add_image(
-                    heat, name=f"{layer.name} {res.method} {cls}", colormap=cmap, blending="additive",
-                    opacity=opacity, contrast_limits=(0.0, display_range(heat)), gamma=0.5, scale=scale,
-                    translate=translate,
-                    metadata={"method": res.method, "class": cls, "model": res.model, "mpp": res.mpp}))
-            self.probs.setText("<br>".join(f"{c}: <b>{p:.3f}</b>" for c, p in zip(res.classes, res.probs)))
-            best = res.classes[int(np.argmax(res.probs))]
-            self.status.setText(f"{res.method}: {len(res.targets)} map(s); most likely {best}")
+            self.add_heat_layers(res, name, scale0, translate0, cmap, opacity, agnostic, units)
 
         return fn, done
+
+    def add_heat_layers(self, res, name, scale, translate, cmap, opacity, agnostic=False, units=None):
+        """One translucent Image layer per map with something to show, each with its colour bar; a
+        notification for each empty map."""
+        from napari.utils.notifications import show_warning
+
+        from ..backend.explain import display_range
+        from ..layers import has_evidence, heat_layer_data, named_heat_colormap
+
+        if res.downsample != 1:  # model-grid maps of a huge slide: pixel centres line up
+            translate = translate + (res.downsample - 1) / 2 * scale
+            scale = scale * res.downsample
+        probs = dict(zip(res.classes, (float(p) for p in res.probs)))
+        maps = [(res.maps[0], "attention")] if agnostic else list(zip(res.maps, res.targets))
+        colormap = named_heat_colormap(cmap)
+        self.heat_layers, empty = [], []
+        for heat, cls in maps:
+            if not has_evidence(heat):
+                empty.append(cls)
+                show_warning(empty_map_message(name, res.method, cls, probs.get(cls)))
+                continue
+            data, kwargs, _ = heat_layer_data(
+                heat, f"{name} {res.method} {cls}", colormap, scale=scale, translate=translate,
+                contrast_limits=(0.0, display_range(heat)), opacity=opacity, gamma=0.5,
+                metadata={"method": res.method, "class": cls, "model": res.model, "mpp": res.mpp}, units=units)
+            ly = self.viewer.add_image(data, **kwargs)
+            ly.colorbar.visible = True
+            self.heat_layers.append(ly)
+        self.probs.setText("<br>".join(f"{c}: <b>{p:.3f}</b>" for c, p in probs.items()))
+        best = res.classes[int(np.argmax(res.probs))]
+        msg = f"{res.method}: {len(self.heat_layers)} map(s); most likely {best}"
+        if empty:
+            msg += "; empty (no positive evidence), not added: " + ", ".join(empty)
+        self.status.setText(msg)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from qtpy.QtWidgets import QCheckBox, QLabel
 
-from .base import LayerPicker, TaskWidget, layer_mpp
+from .base import LayerPicker, TaskWidget
 
 DETECT = "(detect with the shipped detector)"
 
@@ -48,7 +48,7 @@ class WeakWidget(TaskWidget):
         from ..backend.points import CellPoints
 
         layer = self.selected_image()
-        mpp = layer_mpp(layer, self.mpp.value())
+        mpp = self.image_mpp(layer)  # as every widget: typed (becomes the scale), else the file's, else refused
         arr = layer.data[0] if layer.multiscale else layer.data
         model, device = self.model.currentText() or None, self.device.currentText()
         pl = self.cells.layer()
@@ -69,20 +69,23 @@ class WeakWidget(TaskWidget):
         return fn, done
 
     def _add_layers(self, res, layer, mpp):
-        from napari.utils.colormaps import Colormap
-
-        from ..layers import hex_to_rgba, legend_html, points_layer_data
         from ..backend.weights import class_colors
+        from ..layers import heat_colormap, heat_layer_data, hex_to_rgba, legend_html, points_layer_data
 
         scale, translate = tuple(layer.scale[-2:]), tuple(layer.translate[-2:])
+        units = getattr(layer, "units", None)
         colors = res.points.colors or class_colors(res.classes)
         self.cam_layers = []
         for k, c in enumerate(res.classes):
-            cmap = Colormap([[0, 0, 0, 1], list(hex_to_rgba(colors.get(c, "#ffffff")))], name=f"weak-{c}")
-            self.cam_layers.append(self.viewer.add_image(
-                res.cams[k], name=f"{layer.name} CAM {c}", colormap=cmap, blending="additive", opacity=0.6,
-                contrast_limits=(0.0, 1.0), scale=scale, translate=translate,
-                metadata={"pathreview": "cam", "class": c, "mpp": mpp}))
+            # CAMs as the Explain dock draws heat maps: translucent, clear where low, a colour bar (0-1)
+            rgb = hex_to_rgba(colors.get(c, "#ffffff"))[:3]
+            cmap = heat_colormap([rgb * 0.6, rgb], f"pathreview-cam-{rgba_hex(rgb)}", display_name=f"CAM {c}")
+            data, kwargs, _ = heat_layer_data(res.cams[k], f"{layer.name} CAM {c}", cmap, scale=scale,
+                                              translate=translate, contrast_limits=(0.0, 1.0), opacity=0.7,
+                                              metadata={"pathreview": "cam", "class": c, "mpp": mpp}, units=units)
+            ly = self.viewer.add_image(data, **kwargs)
+            ly.colorbar.visible = True
+            self.cam_layers.append(ly)
         meta = {"pathreview": "pseudo-labels", "classes": ["background"] + list(res.classes),
                 "threshold": res.threshold, "mpp": mpp}
         self.labels_layer = self.viewer.add_labels(res.pseudo, name=f"{layer.name} pseudo-labels", opacity=0.4,
@@ -100,6 +103,10 @@ class WeakWidget(TaskWidget):
         counts = np.bincount(pts.labels, minlength=len(res.classes)) if len(pts) else None
         self.legend.setText(legend_html(res.classes, colors, counts))
         self.status.setText(f"{len(pts)} cells typed; pseudo-label threshold {res.threshold:.2f}")
+
+
+def rgba_hex(rgb) -> str:
+    return "".join(f"{int(round(float(v) * 255)):02x}" for v in list(rgb)[:3])
 
 
 def _colour_labels(labels_layer, classes, colors) -> None:
