@@ -226,3 +226,173 @@ def test_segment_killed_with_sigkill_resumes_to_the_uninterrupted_result(shared_
     la, lb = np.asarray(a["0"]), np.asarray(b["0"])
     assert la.max() > 500 and np.array_equal(la, lb)
     assert (tmp_path / "ref.zarr" / "instances.csv").read_text() == (out / "instances.csv").read_text()
+
+
+# ---- issue 31: failures 3-6 (bundled sample and tiny synthetic files only) -----------------------------
+
+def test_explain_that_cannot_fit_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    """Failure 3: a lazily created 200 000² zarr (no chunk written) is refused by `explain` at once, from
+    the level it would read, instead of reading it whole; the backend `explain` refuses a lazy slide too."""
+    import dask.array as da
+    import zarr
+
+    from napari_pathreview.backend import memory
+    from napari_pathreview.backend.errors import InputError
+    from napari_pathreview.backend.pipelines import explain
+    from napari_pathreview.backend.slides import Slide
+
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 8 * 2**30)
+    big = tmp_path / "big.zarr"
+    zarr.open_array(str(big), mode="w", shape=(200_000, 200_000, 3), chunks=(4096, 4096, 3), dtype="uint8",
+                    zarr_format=2)
+    rc, _, err = run(capsys, "explain", big, "--out", tmp_path / "o", "--mpp", "0.5", "--model",
+                     "classifier-glas", "--method", "cam", "--device", "cpu")
+    errors = [ln for ln in err.strip().splitlines() if not ln.startswith("pathreview: warning:")]
+    assert rc == 2 and len(errors) == 1, err
+    assert "big.zarr: explaining 200000 x 200000 px" in errors[0] and "GB available" in errors[0]
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+    lazy = Slide(levels=[da.zeros((200_000, 200_000, 3), "uint8", chunks=(8192, 8192, 3))], mpp=0.5,
+                 path="lazy.zarr", name="lazy")
+    with pytest.raises(InputError, match="lazy: explaining 200000 x 200000 px"):
+        explain(lazy, "classifier-glas", "cam", device="cpu", name="lazy")
+
+
+def test_cmyk_jpeg_is_read_as_rgb(tmp_path):
+    """Failure 4: a CMYK JPEG's four ink channels are converted to RGB, not taken for RGBA."""
+    from PIL import Image
+
+    from napari_pathreview._sample_data import SAMPLE_TILE
+    from napari_pathreview.backend.slides import open_slide
+
+    rgb = Image.open(SAMPLE_TILE).convert("RGB")
+    rgb.convert("CMYK").save(tmp_path / "c.jpg", quality=95)
+    s = open_slide(tmp_path / "c.jpg")
+    assert s.channels == 3
+    diff = np.abs(np.asarray(s.levels[0], float) - np.asarray(rgb, float)).mean()
+    assert diff < 3, diff  # JPEG loss only; read as RGBA the channels would be the inks (mean diff ~100)
+
+
+def _geojson(tmp_path, geometries, **props):
+    feats = [{"type": "Feature", "id": f"f{i}", "geometry": g,
+              "properties": {"classification": {"name": "tumor", "color": [255, 0, 0]}}}
+             for i, g in enumerate(geometries)]
+    path = tmp_path / "cells.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": feats, "properties": props}))
+    return path
+
+
+@pytest.mark.parametrize("geometry,cells", [
+    ({"type": "MultiPoint", "coordinates": [[1, 2], [3, 4], [5, 6]]}, 3),
+    ({"type": "GeometryCollection", "geometries": [{"type": "Point", "coordinates": [1, 2]},
+                                                   {"type": "MultiPoint", "coordinates": [[3, 4], [5, 6]]}]}, 3),
+    ({"type": "MultiPolygon", "coordinates": [[[[0, 0], [2, 0], [2, 2], [0, 0]]],
+                                              [[[10, 10], [12, 10], [12, 12], [10, 10]]]]}, 2),
+])
+def test_geojson_multipoint_and_collections_are_expanded(geometry, cells, tmp_path, capsys):
+    """Failure 5: every point of a MultiPoint / GeometryCollection is a cell (convert and the reader)."""
+    from napari_pathreview._reader import read_points
+
+    src = _geojson(tmp_path, [geometry])
+    rc, out, err = run(capsys, "convert", src, tmp_path / "cells.csv")
+    assert rc == 0, err
+    assert json.loads(out)["cells"] == cells
+    assert len((tmp_path / "cells.csv").read_text().strip().splitlines()) == cells + 1
+    assert len(read_points(str(src))[0][0]) == cells
+
+
+def test_geojson_classes_given_as_one_string_is_one_class(tmp_path, capsys):
+    src = _geojson(tmp_path, [{"type": "Point", "coordinates": [1, 2]}], classes="tumor")
+    rc, out, err = run(capsys, "convert", src, tmp_path / "cells.csv")
+    assert rc == 0, err and json.loads(out)["classes"] == ["tumor"]
+    assert json.loads(out)["classes"] == ["tumor"]
+
+
+@pytest.mark.parametrize("geometry,needle", [
+    ({"type": "LineString", "coordinates": [[1, 2], [3, 4]]}, "is a LineString"),
+    ({"type": "Point", "coordinates": ["1", "2"]}, "malformed coordinates"),
+    ({"type": "Point", "coordinates": [float("nan"), 2]}, "NaN or infinite"),
+    ({"type": "GeometryCollection", "geometries": 5}, "malformed GeometryCollection"),
+])
+def test_geojson_geometries_that_are_not_cells_are_refused_by_name(geometry, needle, tmp_path, capsys):
+    src = _geojson(tmp_path, [geometry])
+    rc, _, err = run(capsys, "convert", src, tmp_path / "cells.csv")
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and needle in err and "feature f0" in err, err
+    assert not (tmp_path / "cells.csv").exists()
+
+
+def test_deeply_nested_json_is_refused_in_one_line(tmp_path, capsys):
+    src = tmp_path / "deep.geojson"
+    src.write_text("[" * 200_000 + "]" * 200_000)
+    rc, _, err = run(capsys, "convert", src, tmp_path / "cells.csv")
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "nested too deeply" in err
+
+
+def test_geojson_written_is_valid_json(tmp_path):
+    """NaN / infinite values are refused by name instead of written as `NaN` (not JSON)."""
+    from napari_pathreview.backend.errors import InputError
+    from napari_pathreview.backend.exchange import write_geojson
+    from napari_pathreview.backend.points import CellPoints
+
+    pts = CellPoints(np.array([[1.0, np.nan]], np.float32), np.array([0]), np.array([1.0], np.float32),
+                     np.array([[1.0]], np.float32), ["tumor"], 0.5, None, "t")
+    with pytest.raises(InputError, match="NaN or infinite"):
+        write_geojson(pts, tmp_path / "x.geojson")
+    assert not (tmp_path / "x.geojson").exists()
+
+
+def _sample_pyramid_zarr(tmp_path, reverse: bool):
+    """The sample written as an OME-Zarr pyramid; ``reverse``: its ``.zattrs`` list the levels smallest
+    first (coordinate scales moved with them)."""
+    from skimage.io import imread
+
+    from napari_pathreview._sample_data import SAMPLE_TILE
+    from napari_pathreview.backend.slides import write_ome_zarr
+
+    path = tmp_path / ("rev.zarr" if reverse else "fwd.zarr")
+    write_ome_zarr(path, imread(SAMPLE_TILE)[..., :3], 0.25, chunks=128)
+    if reverse:
+        attrs = json.loads((path / ".zattrs").read_text())
+        attrs["multiscales"][0]["datasets"].reverse()
+        (path / ".zattrs").write_text(json.dumps(attrs))
+    return path
+
+
+def test_ome_zarr_levels_listed_out_of_order_are_sorted_by_size(tmp_path):
+    """Failure 6a: the largest level is level 0 and the pixel size is that level's."""
+    from napari_pathreview.backend.slides import open_slide
+
+    fwd, rev = (open_slide(_sample_pyramid_zarr(tmp_path, r)) for r in (False, True))
+    assert len(rev.levels) > 1 and [a.shape for a in rev.levels] == [a.shape for a in fwd.levels]
+    assert rev.shape == (512, 512) and rev.mpp == pytest.approx(0.25)
+    assert np.array_equal(np.asarray(rev.levels[0]), np.asarray(fwd.levels[0]))
+
+
+def test_missing_zarr_chunks_are_reported(tmp_path, capsys):
+    """Failure 6b: chunks deleted from a store read as black; open_slide says so, and the CLI prints it
+    as one warning line."""
+    import warnings
+
+    from napari_pathreview.backend.slides import open_slide
+
+    path = _sample_pyramid_zarr(tmp_path, False)
+    chunks = sorted(p for p in (path / "0").rglob("*") if p.is_file() and not p.name.startswith("."))
+    for p in chunks[: len(chunks) // 2]:
+        p.unlink()
+    with pytest.warns(UserWarning, match=r"fwd\.zarr: \d+ of \d+ chunks .* not stored"):
+        open_slide(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        open_slide(_sample_pyramid_zarr(tmp_path, True))  # a complete store: no warning
+    rc, _, err = run(capsys, "detect", path, "--out", tmp_path / "o", "--device", "cpu")
+    assert rc == 0 and err.count("pathreview: warning:") >= 1
+    assert all(ln.startswith(("pathreview: warning:", "[")) for ln in err.strip().splitlines()), err
+
+
+def test_a_fifo_named_like_an_image_is_refused_without_hanging(tmp_path, capsys):
+    """Failure 6c: opening a FIFO would block until someone writes to it; it is refused by its kind."""
+    import os
+
+    fifo = tmp_path / "f.png"
+    os.mkfifo(fifo)
+    rc, _, err = run(capsys, "detect", fifo, "--out", tmp_path / "o", "--mpp", "0.5")
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "f.png: is not a regular file" in err

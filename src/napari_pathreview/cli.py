@@ -8,11 +8,17 @@ import argparse
 import json
 import shlex
 import sys
+import warnings
 from pathlib import Path
 
 from .backend.errors import InputError
 
 TASKS = ("detector", "segmenter", "enhancer", "classifier", "vit", "weak-cells")
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (ours and the libraries') as one line on stderr: ``pathreview: warning: ...``."""
+    print("pathreview: warning: " + " ".join(str(message).split()), file=sys.stderr, flush=True)
 
 
 def _progress(i: int, n: int, msg: str) -> None:
@@ -562,7 +568,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            return int(args.func(args) or 0)
     except InputError as e:
         print("pathreview: error: " + " ".join(str(e).split()), file=sys.stderr)
         return 2

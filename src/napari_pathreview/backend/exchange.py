@@ -47,49 +47,128 @@ def points_to_geojson(points: CellPoints) -> dict:
             "properties": {"mpp": points.mpp, "source": points.source, "classes": list(points.classes)}}
 
 
+def _dumps(doc: dict, path) -> str:
+    """JSON text of ``doc``; NaN or infinite numbers (not JSON) are refused by name."""
+    try:
+        return json.dumps(doc, allow_nan=False)
+    except ValueError:
+        raise InputError(f"{path}: the points hold NaN or infinite values (not valid JSON); "
+                         "check the positions and scores, or write a CSV") from None
+
+
 def write_geojson(points: CellPoints, path: str | Path) -> Path:
     """Write points as QuPath GeoJSON atomically."""
+    text = _dumps(points_to_geojson(points), path)
     with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(points_to_geojson(points)))
+        Path(tmp).write_text(text)
     return Path(path)
 
 
-def read_geojson(path: str | Path, classes: list[str] | None = None) -> CellPoints:
-    """Read Point features (and Polygon centroids) of a QuPath / pathreview GeoJSON as CellPoints."""
-    path = Path(path)
+POINT_GEOMETRIES = ("Point", "MultiPoint", "Polygon", "MultiPolygon", "GeometryCollection")
+
+
+def _load_json(path: Path):
     try:
-        doc = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
+    except RecursionError:
+        raise InputError(f"{path}: nested too deeply to be GeoJSON; export it again") from None
     except (OSError, ValueError) as e:
-        raise InputError(f"{path}: not valid JSON ({e})") from None
+        raise InputError(f"{path}: not valid JSON ({' '.join(str(e).split())})") from None
+
+
+def _xy(value, path, fid) -> tuple[float, float]:
+    """One GeoJSON position ``[x, y, ...]`` -> finite (x, y) floats, else InputError."""
+    try:
+        if isinstance(value[0], (bool, str)) or isinstance(value[1], (bool, str)):
+            raise TypeError
+        x, y = float(value[0]), float(value[1])
+    except (IndexError, KeyError, TypeError, ValueError):
+        raise InputError(f"{path}: feature {fid} has malformed coordinates {str(value)[:40]}; "
+                         "expected numbers [x, y]") from None
+    if not (np.isfinite(x) and np.isfinite(y)):
+        raise InputError(f"{path}: feature {fid} has a NaN or infinite coordinate; fix or remove it")
+    return x, y
+
+
+def _centres(g, path, fid, depth: int = 0) -> list[tuple[float, float]]:
+    """(x, y) cell positions of one geometry: a Point, each point of a MultiPoint, the mean vertex of a
+    Polygon's outer ring (each polygon of a MultiPolygon), every member of a GeometryCollection; no
+    geometry: none. Other types are refused by name."""
+    if g is None:
+        return []
+    kind = g.get("type") if isinstance(g, dict) else None
+    coords = g.get("coordinates") if isinstance(g, dict) else None
+    try:
+        if kind == "Point":
+            return [_xy(coords, path, fid)]
+        if kind == "MultiPoint":
+            return [_xy(c, path, fid) for c in coords]
+        if kind == "Polygon":
+            ring = [_xy(c, path, fid) for c in coords[0]]
+            return [tuple(np.mean(ring, axis=0))] if ring else []
+        if kind == "MultiPolygon":
+            return [pt for poly in coords for pt in _centres({"type": "Polygon", "coordinates": poly}, path, fid)]
+        if kind == "GeometryCollection" and depth < 8:
+            return [pt for m in g.get("geometries") for pt in _centres(m, path, fid, depth + 1)]
+    except (IndexError, KeyError, TypeError):
+        raise InputError(f"{path}: feature {fid} has a malformed {kind}; export it again") from None
+    raise InputError(f"{path}: feature {fid} is a {str(kind)[:40]}; pathreview reads cells as "
+                     f"{', '.join(POINT_GEOMETRIES)} - remove it or export detections only")
+
+
+def _class_name(props: dict, path, fid) -> tuple[str, list | None]:
+    """``(name, colour)`` of a feature's ``classification``: QuPath's ``{"name", "color"}`` or a string."""
+    cl = props.get("classification")
+    if cl is None:
+        return "unclassified", None
+    if isinstance(cl, str):
+        return cl or "unclassified", None
+    if isinstance(cl, dict) and isinstance(cl.get("name", ""), str):
+        color = cl.get("color")
+        ok = isinstance(color, list) and len(color) >= 3 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 255 for v in color[:3])
+        return cl.get("name") or "unclassified", color if ok else None
+    raise InputError(f"{path}: feature {fid} has a classification that is neither a name nor "
+                     "{\"name\": ..., \"color\": [r, g, b]}; fix or remove it")
+
+
+def read_geojson(path: str | Path, classes: list[str] | None = None) -> CellPoints:
+    """Read the cells of a QuPath / pathreview GeoJSON as CellPoints: Point and MultiPoint features (one
+    cell per point), Polygon / MultiPolygon centroids, GeometryCollections of these; features without a
+    geometry are skipped, other geometry types, malformed or non-finite coordinates are refused
+    (InputError naming the feature)."""
+    path = Path(path)
+    doc = _load_json(path)
     feats = doc.get("features") if isinstance(doc, dict) else doc
     if not isinstance(feats, list):
         raise InputError(f"{path}: not a GeoJSON FeatureCollection")
     yx, names, colors, meas = [], [], {}, []
-    for f in feats:
-        g = (f or {}).get("geometry") or {}
-        try:
-            if g.get("type") == "Point":
-                x, y = g["coordinates"][:2]
-            elif g.get("type") == "Polygon":
-                ring = np.asarray(g["coordinates"][0], float)
-                x, y = ring[:, 0].mean(), ring[:, 1].mean()
-            else:
-                continue
-        except (KeyError, IndexError, TypeError, ValueError):
-            raise InputError(f"{path}: feature {f.get('id', '?')} has malformed coordinates") from None
-        props = f.get("properties") or {}
-        cl = props.get("classification") or {}
-        name = cl.get("name", "unclassified")
-        if isinstance(cl.get("color"), list):
-            colors[name] = _hex(cl["color"])
-        yx.append((float(y), float(x)))
-        names.append(name)
-        meas.append(props.get("measurements") or {})
-    doc_props = doc.get("properties", {}) if isinstance(doc, dict) else {}
+    for i, f in enumerate(feats):
+        if not isinstance(f, dict):
+            raise InputError(f"{path}: feature {i} is not a JSON object; export it again")
+        fid = f.get("id", i) if isinstance(f.get("id", i), (str, int)) else i
+        props = f.get("properties") if isinstance(f.get("properties"), dict) else {}
+        centres = _centres(f.get("geometry"), path, fid)
+        if not centres:
+            continue
+        name, color = _class_name(props, path, fid)
+        if color is not None:
+            colors[name] = _hex(color)
+        m = props.get("measurements") if isinstance(props.get("measurements"), dict) else {}
+        for x, y in centres:
+            yx.append((float(y), float(x)))
+            names.append(name)
+            meas.append(m)
+    doc_props = doc.get("properties") if isinstance(doc, dict) and isinstance(doc.get("properties"), dict) else {}
     if classes is None:
-        classes = list(doc_props.get("classes") or dict.fromkeys(names))
+        listed = doc_props.get("classes")
+        if isinstance(listed, str):
+            listed = [listed]  # one class name, not its letters
+        elif listed is not None and not (isinstance(listed, list) and all(isinstance(c, str) for c in listed)):
+            raise InputError(f"{path}: properties.classes must be a list of class names; fix or remove it")
+        classes = list(dict.fromkeys(listed or dict.fromkeys(names)))
     for n in names:
         if n not in classes:
             classes.append(n)
@@ -99,16 +178,26 @@ def read_geojson(path: str | Path, classes: list[str] | None = None) -> CellPoin
     probs = np.zeros((len(names), k), np.float32)
     scores = np.ones(len(names), np.float32)
     for i, m in enumerate(meas):
-        scores[i] = float(m.get("score", 1.0))
+        scores[i] = _finite(m.get("score"), 1.0)
         row = [m.get(f"p_{c}") for c in classes]
-        if all(v is not None for v in row):
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in row):
             probs[i] = row
         else:
             probs[i, labels[i]] = 1.0
-    pts = CellPoints(np.asarray(yx, np.float32).reshape(-1, 2), labels, scores, probs, classes,
-                     doc_props.get("mpp"), None, doc_props.get("source", str(path)))
+    mpp = doc_props.get("mpp")
+    mpp = float(mpp) if isinstance(mpp, (int, float)) and not isinstance(mpp, bool) and 0 < mpp < 1e3 else None
+    source = doc_props.get("source") if isinstance(doc_props.get("source"), str) else str(path)
+    pts = CellPoints(np.asarray(yx, np.float32).reshape(-1, 2), labels, scores, probs, classes, mpp, None, source)
     pts.colors = {**class_colors(classes), **colors}
     return pts
+
+
+def _finite(v, default: float) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return default
+    return f if np.isfinite(f) else default
 
 
 def write_points_csv(points: CellPoints, path: str | Path) -> Path:
@@ -268,9 +357,9 @@ def labels_to_geojson(labels: np.ndarray, mpp: float | None = None, class_name: 
 
 def write_labels_geojson(labels: np.ndarray, path: str | Path, mpp: float | None = None, **kw) -> Path:
     """Write instance labels as QuPath polygon GeoJSON atomically."""
-    doc = labels_to_geojson(labels, mpp, **kw)
+    text = _dumps(labels_to_geojson(labels, mpp, **kw), path)
     with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(doc))
+        Path(tmp).write_text(text)
     return Path(path)
 
 
@@ -278,25 +367,27 @@ def read_geojson_polygons(path: str | Path) -> tuple[list[np.ndarray], list[str]
     """Polygon (outer rings) and MultiPolygon features of a GeoJSON -> (list of (K, 2) (row, col) arrays,
     class names, {class: hex colour}); Point features are skipped (see read_geojson)."""
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path}: not readable GeoJSON ({e})") from None
+    doc = _load_json(path)
     feats = doc.get("features") if isinstance(doc, dict) else doc
     rings, names, colors = [], [], {}
-    for f in feats if isinstance(feats, list) else []:
-        g = (f or {}).get("geometry") or {}
+    for i, f in enumerate(feats if isinstance(feats, list) else []):
+        if not isinstance(f, dict):
+            raise InputError(f"{path}: feature {i} is not a JSON object; export it again")
+        fid = f.get("id", i) if isinstance(f.get("id", i), (str, int)) else i
+        g = f.get("geometry") if isinstance(f.get("geometry"), dict) else {}
         polys = [g.get("coordinates")] if g.get("type") == "Polygon" else (
             g.get("coordinates") if g.get("type") == "MultiPolygon" else [])
-        cl = ((f.get("properties") or {}).get("classification") or {})
-        name = cl.get("name", "unclassified")
-        if isinstance(cl.get("color"), list):
-            colors[name] = _hex(cl["color"])
-        for poly in polys or []:
+        props = f.get("properties") if isinstance(f.get("properties"), dict) else {}
+        name, color = _class_name(props, path, fid)
+        if color is not None:
+            colors[name] = _hex(color)
+        for poly in polys if isinstance(polys, list) else [None]:
             try:
                 ring = np.asarray(poly[0], np.float64)[:, :2]
+                if not np.isfinite(ring).all():
+                    raise ValueError
             except (IndexError, TypeError, ValueError):
-                raise InputError(f"{path}: feature {f.get('id', '?')} has a malformed polygon") from None
+                raise InputError(f"{path}: feature {fid} has a malformed polygon") from None
             if len(ring) >= 3:
                 rings.append(ring[:, ::-1].copy())
                 names.append(name)

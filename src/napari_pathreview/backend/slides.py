@@ -24,6 +24,7 @@ import math
 import os
 import re
 import shutil
+import stat
 import threading
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, replace
@@ -272,7 +273,9 @@ def _open_plain_image(path: str) -> list:
     import imageio.v3 as iio
 
     try:
-        img = np.asarray(iio.imread(path))
+        img = _read_cmyk_as_rgb(path)
+        if img is None:
+            img = np.asarray(iio.imread(path))
     except Exception as e:  # noqa: BLE001 - library errors differ per format
         raise InputError(
             f"{path}: cannot read this image ({type(e).__name__}: {e}); the file may be truncated or "
@@ -286,6 +289,17 @@ def _open_plain_image(path: str) -> list:
         )
     arr = da.from_array(img, chunks=(1024, 1024) + img.shape[2:])
     return [_arrange(arr, "yx" if img.ndim == 2 else "yxc", path)]
+
+
+def _read_cmyk_as_rgb(path: str) -> Optional[np.ndarray]:
+    """A CMYK (or YCCK) JPEG/PNG/BMP converted to RGB by Pillow; None for any other colour mode (read as
+    usual). Without this, the four ink channels would be taken for RGBA."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if im.mode != "CMYK":
+            return None
+        return np.asarray(im.convert("RGB"))
 
 
 def _ome_mpp(xml: str) -> Optional[float]:
@@ -421,6 +435,7 @@ def _open_zarr(path: str) -> tuple:
     try:
         if hasattr(node, "shape"):  # a plain zarr array
             arr = da.from_zarr(node)
+            _warn_missing_chunks(node, path)
             return [_arrange(arr, _guess_axes(arr.shape), path)], None, False
         attrs = dict(node.attrs)
         ms = _ngff_multiscales(attrs)
@@ -456,6 +471,10 @@ def _open_zarr(path: str) -> tuple:
         else:
             letters = _guess_axes(arrays[0].shape) if ndim <= 3 else "tczyx"[-ndim:]
             units = [None] * ndim
+        levels = [_arrange(da.from_zarr(a), letters, path) for a in arrays]
+        # largest level first, whatever order the metadata lists them in
+        order = sorted(range(len(levels)), key=lambda i: -levels[i].shape[0] * levels[i].shape[1])
+        levels, arrays, datasets = ([x[i] for i in order] for x in (levels, arrays, datasets))
         mpp = None
         scale = _scale_of(datasets[0].get("coordinateTransformations"))
         if scale is not None and "x" in letters:
@@ -468,7 +487,6 @@ def _open_zarr(path: str) -> tuple:
             factor = _UNIT_TO_UM.get(unit) if unit else None
             if factor is not None:  # without a unit the scale says nothing physical
                 mpp = _plausible(sx * factor)
-        levels = [_arrange(da.from_zarr(a), letters, path) for a in arrays]
     except InputError:
         raise
     except Exception as e:  # noqa: BLE001
@@ -476,7 +494,26 @@ def _open_zarr(path: str) -> tuple:
             f"{path}: the zarr metadata is broken or incomplete ({type(e).__name__}: {e}); "
             "write it again (e.g. with napari-pathreview's OME-Zarr writer)"
         ) from e
+    if not is_labels:
+        _warn_missing_chunks(arrays[0], path)
     return levels, mpp, is_labels
+
+
+def _warn_missing_chunks(arr, path: str) -> None:
+    """Warn when chunks of the full-resolution level are not stored and its fill value is 0: they read
+    as black. Writers skip chunks that hold only the fill value (so it can be fine), but a partial copy
+    looks the same."""
+    try:
+        fill = arr.fill_value
+        n, stored = int(arr.nchunks), int(arr.nchunks_initialized)
+    except Exception:  # noqa: BLE001 - stores that cannot list their keys (e.g. over HTTP)
+        return
+    if stored < n and not fill:
+        import warnings
+
+        warnings.warn(f"{path}: {n - stored} of {n} chunks of the full-resolution level are not stored and "
+                      f"read as {fill} (black); fine if its writer skipped empty chunks, otherwise the copy is "
+                      "incomplete - copy the store again", UserWarning, stacklevel=3)
 
 
 def open_slide(path, mpp: Optional[float] = None) -> Slide:
@@ -496,6 +533,10 @@ def open_slide(path, mpp: Optional[float] = None) -> Slide:
     user_mpp = None if mpp is None else validate_mpp(mpp, path)
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file or folder; check the path")
+    mode = os.stat(path).st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise InputError(f"{path}: is not a regular file (a pipe, device or socket); give an image file or "
+                         "a .zarr folder")
     low = path.lower()
     is_labels = False
     if is_zarr_path(path):
