@@ -125,20 +125,34 @@ def gui_words(message: str) -> str:
     return re.sub(r"(?<![\w-])--mpp\b", MPP_FIELD, message)
 
 
-def apply_mpp(layer, mpp: float) -> bool:
+def apply_mpp(layer, mpp: float, viewer=None) -> bool:
     """Make ``layer``'s world units microns at ``mpp`` µm/px: its last two scale axes become ``mpp`` (the
     translate is kept on the same pixel) and ``metadata["mpp"]`` records it, as the reader does for a slide
     whose file gives its pixel size. Every result layer then carries the image's scale, and files saved from
-    them (GeoJSON / CSV / OME-Zarr, which keep pixels + mpp) re-open where they were. True when it changed."""
+    them (GeoJSON / CSV / OME-Zarr, which keep pixels + mpp) re-open where they were. With ``viewer``, the
+    layers drawn over the image (not images; the same scale and translate as it, no pixel size of their own:
+    painted labels, clicked points, shapes) are rescaled with it and stay on it. True when it changed."""
+    from napari.layers import Image
+
     scale = np.asarray(layer.scale, float)
     meta = dict(layer.metadata or {})
     same = np.allclose(scale[-2:], mpp, rtol=1e-9) and meta.get("mpp") is not None and float(meta["mpp"]) == mpp
     if same:
         return False
-    translate = np.asarray(layer.translate, float)
-    translate[-2:] = translate[-2:] / scale[-2:] * mpp
-    scale[-2:] = mpp
-    layer.scale, layer.translate = scale, translate
+    old_s, old_t = scale[-2:].copy(), np.asarray(layer.translate, float)[-2:].copy()
+    companions = []
+    if viewer is not None:
+        for other in viewer.layers:
+            if other == layer or isinstance(other, Image) or (other.metadata or {}).get("mpp"):
+                continue
+            s, t = np.asarray(other.scale, float)[-2:], np.asarray(other.translate, float)[-2:]
+            if np.allclose(s, old_s) and np.allclose(t, old_t):
+                companions.append(other)
+    for ly in [layer] + companions:
+        s, t = np.asarray(ly.scale, float), np.asarray(ly.translate, float)
+        t[-2:] = t[-2:] / s[-2:] * mpp
+        s[-2:] = mpp
+        ly.scale, ly.translate = s, t
     meta["mpp"] = float(mpp)
     layer.metadata = meta
     return True
@@ -314,7 +328,7 @@ class TaskWidget(QWidget):
             if not MPP_MIN < typed <= MPP_MAX:
                 raise InputError(f"mpp {typed:g} µm/px is not plausible; set {MPP_FIELD} between {MPP_MIN:g} and "
                                  f"{MPP_MAX:g} ({MPP_EXAMPLES})")
-            if apply_mpp(layer, typed):
+            if apply_mpp(layer, typed, self.viewer):
                 show_info(f"'{layer.name}' is now shown at {typed:g} µm/px (scale in µm), as its results will be")
                 with contextlib.suppress(Exception):
                     self.viewer.reset_view()

@@ -29,7 +29,7 @@ from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout, QLineEdit, QPushButton,
                             QSpinBox, QTableWidget, QWidget)
 
-from .base import LayerPicker, TaskWidget, layer_kind, layer_mpp, layer_slide, set_items
+from .base import LayerPicker, TaskWidget, layer_kind, layer_slide, set_items
 
 TASKS = ("detector", "segmenter", "enhancer", "classifier")
 MODEL_TASKS = {"classifier": ("classifier", "vit")}  # registry tasks a "start from" list shows
@@ -374,10 +374,10 @@ class TrainWidget(TaskWidget):
 
         image = self.selected_image()
         ann, yx, names = self._points(image)
-        mpp = layer_mpp(image, self.mpp.value())
+        mpp = self.image_mpp(image)  # as every widget: typed (becomes the scale), else the file's, else refused
         data = image.data[0] if image.multiscale else image.data
         region, classes = f"{image.name}/{ann.name}", list(card.classes)
-        note = "" if mpp else f" (image µm/px unknown: assumed the model's {card.mpp})"
+        note = ""
 
         def train(out, folder, init, **kw):
             from ..backend.datasets import load_points_dataset
@@ -407,11 +407,10 @@ class TrainWidget(TaskWidget):
         if not any(n in classes for n in names):
             raise InputError(f"'{ann.name}': no cell has a class; the enhancer learns cell classes")
         det_card = resolve(card.params.get("detector") or "", "detector")[1]
-        mpp = layer_mpp(image, self.mpp.value())
+        mpp = self.image_mpp(image)  # as every widget: typed (becomes the scale), else the file's, else refused
         data = image.data[0] if image.multiscale else image.data
         region = f"{image.name}/{ann.name}"
-        note = (f" (cells from detector '{det_card.name}'"
-                + ("" if mpp else f"; image µm/px unknown: assumed the detector's {det_card.mpp}") + ")")
+        note = f" (cells from detector '{det_card.name}')"
 
         def train(out, folder, init, epochs, lr, **kw):
             from ..backend.datasets import load_points_dataset
@@ -431,9 +430,7 @@ class TrainWidget(TaskWidget):
 
         image = self.selected_image()
         labels = self._annotation_layer("a Labels layer with the nuclei painted over the image (one label each)")
-        mpp = layer_mpp(image, self.mpp.value())
-        if mpp is None:
-            raise InputError(f"{image.name}: microns per pixel unknown; set 'mpp (µm/px)' (0.25 for 40x, 0.5 for 20x)")
+        mpp = self.image_mpp(image)  # as every widget: typed (becomes the scale), else the file's, else refused
         if not np.allclose(np.asarray(labels.scale[-2:]), np.asarray(image.scale[-2:]), rtol=1e-3):
             raise InputError(f"'{labels.name}' and '{image.name}' have different pixel sizes; paint the nuclei "
                              "in a Labels layer with the image's scale")
@@ -465,7 +462,6 @@ class TrainWidget(TaskWidget):
         from ..backend.errors import InputError
 
         classes = [str(c) for c in card.classes]
-        mpp_override = self.mpp.value()
         chosen = [(self.viewer.layers[n], c) for n, c in self.image_classes.assignments() if n in self.viewer.layers]
         boxes, image = [], None
         shapes = self.annotations.layer()
@@ -489,10 +485,9 @@ class TrainWidget(TaskWidget):
         folder = self.folder.text().strip()
         if len(set(names)) < 2 and not folder:
             raise InputError(f"all training images are '{names[0]}': give images of at least two classes")
-        whole = [(layer_slide(ly, layer_mpp(ly, mpp_override)), ly.name, c) for ly, c in chosen]
-        img_slide = layer_slide(image, layer_mpp(image, mpp_override)) if image is not None else None
-        known = all(s.mpp for s, _, _ in whole) and (img_slide is None or img_slide.mpp)
-        note = "" if known else f" (an image's µm/px unknown: assumed {card.params.get('input_mpp') or card.mpp})"
+        whole = [(layer_slide(ly, self.image_mpp(ly)), ly.name, c) for ly, c in chosen]  # unknown mpp: refused
+        img_slide = layer_slide(image, self.image_mpp(image)) if image is not None else None
+        note = ""
 
         def train(out, folder, init, **kw):
             from ..backend.annotations import labelled_region
