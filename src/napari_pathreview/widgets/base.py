@@ -176,6 +176,30 @@ def with_time_left(msg: str, i: int, n: int, elapsed_s: float) -> str:
     return f"{msg}, about {text} left"
 
 
+def tabify_dock(widget) -> bool:
+    """Put the dock holding ``widget`` in tabs with the dock added before it in the same area of the main
+    window (napari's *Plugins* menu stacks docks one above the other, and five stacked docks stretch the
+    window past any screen's height). Pure Qt: the dock and the window are ``widget``'s Qt parents. True when
+    it tabified; the user can still drag a tab out."""
+    from qtpy.QtWidgets import QDockWidget, QMainWindow
+
+    dock = widget.parentWidget()
+    while dock is not None and not isinstance(dock, QDockWidget):
+        dock = dock.parentWidget()
+    main = dock.parentWidget() if dock is not None else None
+    if dock is None or not isinstance(main, QMainWindow) or dock.isFloating():
+        return False
+    area = main.dockWidgetArea(dock)
+    others = [d for d in main.findChildren(QDockWidget)
+              if d is not dock and not d.isFloating() and main.dockWidgetArea(d) == area and not d.isHidden()]
+    if not others or dock in main.tabifiedDockWidgets(others[-1]):
+        return False
+    main.tabifyDockWidget(others[-1], dock)
+    dock.show()
+    dock.raise_()
+    return True
+
+
 class TaskWidget(QWidget):
     """Base dock widget. Subclasses add their controls to ``self.form`` and call :meth:`start`."""
 
@@ -221,6 +245,20 @@ class TaskWidget(QWidget):
         self.extra = QVBoxLayout()
         root.addLayout(self.extra)
         root.addStretch(1)
+
+    def event(self, ev):
+        from qtpy.QtCore import QEvent, QTimer
+
+        if ev.type() == QEvent.Type.ParentChange and not getattr(self, "_tabify_pending", False):
+            # napari docks the widget, then adds the dock to the window: tabify once both are done
+            self._tabify_pending = True
+            QTimer.singleShot(0, self._tabify_once)
+        return super().event(ev)
+
+    def _tabify_once(self):
+        self._tabify_pending = False
+        with contextlib.suppress(RuntimeError):  # the widget was deleted meanwhile
+            tabify_dock(self)
 
     # subclasses implement: job() -> (fn(progress, cancel) -> result, on_result(result))
     def job(self):
