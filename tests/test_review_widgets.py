@@ -180,7 +180,19 @@ def test_compare_labels_from_the_menu_gives_hand_computed_scores(make_napari_vie
     assert not [c for c in caught if issubclass(c.category, (FutureWarning, DeprecationWarning))], \
         [str(c.message) for c in caught]
     assert w.error_index == 1 and np.allclose(viewer.scene.camera.center[-2:], w.errors[1].yx)
-    assert "error 2/2" in w.error_label.text()
+    assert "error 2/2: missed: annotated nucleus (label 2) overlaps no predicted nucleus" in w.error_label.text()
+    assert np.allclose(viewer.layers["pred: current error"].data, [w.errors[1].yx])  # the one under review
+    # a stricter IoU: the overlapping pair no longer matches, and the message gives its best IoU
+    w.iou.setValue(0.7)
+    w.run()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
+    t = w.table_values()
+    assert (t["tp"]["value"], t["fp"]["value"], t["fn"]["value"], t["pq"]["value"]) == (0, 2, 2, 0.0)
+    assert abs(t["dice"]["value"] - expect["dice"]) < 1e-12  # Dice does not depend on matching
+    texts = [e.describe() for e in w.errors]
+    assert "missed: annotated nucleus (label 1) overlaps predicted nuclei at IoU 0.67 at best " \
+           "(a match needs above 0.70)" in texts
+    assert len(viewer.layers["pred: missed"].data) == 2 and "pred: current error" not in viewer.layers
 
 
 def test_compare_labels_binary_annotation_gives_dice_only(make_napari_viewer, open_dock, qtbot):

@@ -36,12 +36,19 @@ class ErrorItem:
     pred_class: str = ""
     gt_class: str = ""
     diameter: float = 0.0
+    best_iou: float = 0.0
+    iou_thresh: float = 0.5
 
     def describe(self) -> str:
         if self.diameter:  # labels: an unmatched instance
             if self.kind == "fp":
-                return f"false positive: predicted nucleus (label {self.pred}) matches no annotated one"
-            return f"missed: annotated nucleus (label {self.gt}) matches no predicted one"
+                what, other = f"false positive: predicted nucleus (label {self.pred})", "annotated"
+            else:
+                what, other = f"missed: annotated nucleus (label {self.gt})", "predicted"
+            if self.best_iou > 0:
+                return (f"{what} overlaps {other} nuclei at IoU {self.best_iou:.2f} at best "
+                        f"(a match needs above {self.iou_thresh:.2f})")
+            return f"{what} overlaps no {other} nucleus"
         if self.kind == "fp":
             return "false positive" + (f" ({self.pred_class})" if self.pred_class else "")
         if self.kind == "fn":
@@ -236,21 +243,25 @@ def label_errors(pred: np.ndarray, gt: np.ndarray, iou_thresh: float = 0.5, band
     inter, gt_area, pred_area = contingency(pred, gt)
     g_ids, p_ids = np.unique(gt[gt != 0]), np.unique(pred[pred != 0])
     g_ok, p_ok = np.zeros(len(g_ids), bool), np.zeros(len(p_ids), bool)
+    g_best, p_best = np.zeros(len(g_ids)), np.zeros(len(p_ids))
     if inter.nnz:
         iou = _pair_iou(inter, gt_area, pred_area)
         good = iou > iou_thresh
         g_ok[inter.row[good]] = True
         p_ok[inter.col[good]] = True
+        np.maximum.at(g_best, inter.row, iou)
+        np.maximum.at(p_best, inter.col, iou)
     items = []
-    for ids, ok, area, img, kind in ((p_ids, p_ok, pred_area, pred, "fp"), (g_ids, g_ok, gt_area, gt, "fn")):
+    for ids, ok, area, best, img, kind in ((p_ids, p_ok, pred_area, p_best, pred, "fp"),
+                                           (g_ids, g_ok, gt_area, g_best, gt, "fn")):
         miss = ids[~ok]
         if len(miss):
             cents = ndimage.center_of_mass(np.ones(img.shape, np.uint8), img, miss)
             diam = 2.0 * np.sqrt(area[~ok] / np.pi)
-            for lab, c, d in zip(miss, cents, diam):
+            for lab, c, d, b in zip(miss, cents, diam, best[~ok]):
                 items.append(ErrorItem(kind, tuple(float(v) for v in c[-2:]),
                                        pred=int(lab) if kind == "fp" else -1, gt=int(lab) if kind == "fn" else -1,
-                                       diameter=float(max(d, 1.0))))
+                                       diameter=float(max(d, 1.0)), best_iou=float(b), iou_thresh=float(iou_thresh)))
     if items:
         order = reading_order(np.array([e.yx for e in items]), band)
         items = [items[i] for i in order]

@@ -13,9 +13,9 @@ from __future__ import annotations
 import csv
 
 import numpy as np
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (QDoubleSpinBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QTableWidget,
-                            QTableWidgetItem)
+from qtpy.QtCore import QSize, Qt
+from qtpy.QtWidgets import (QDoubleSpinBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QPushButton,
+                            QSizePolicy, QTableWidget, QTableWidgetItem)
 
 from .base import LayerPicker, TaskWidget, layer_kind, layer_mpp
 
@@ -23,9 +23,22 @@ from .base import LayerPicker, TaskWidget, layer_kind, layer_mpp
 #: ``PALETTE`` and the shipped cards: red, green, blue, orange, purple, cyan, magenta, lime, yellow, grey),
 #: so an error marker never reads as a class: true positives white, false positives black, missed cells
 #: spring green, wrong-class squares and match lines pale yellow / white.
-COLORS = {"tp": "#ffffff", "fp": "#000000", "fn": "#00fa9a", "class": "#fffac8", "match": "#ffffff"}
+COLORS = {"tp": "#ffffff", "fp": "#000000", "fn": "#00fa9a", "class": "#fffac8", "match": "#ffffff",
+          "current": "#ffffff"}
 #: border of the markers (contrast on pale and dark tissue alike)
 BORDERS = {"tp": "#000000", "fp": "#ffffff", "fn": "#000000"}
+
+TIPS = {  # what each Labels metric means, shown on hover
+    "dice": "overlap of the nucleus foregrounds, nuclei not told apart: 2|P∩A| / (|P| + |A|)",
+    "aji": "Aggregated Jaccard Index (Kumar et al. 2017): each annotated nucleus with its best-overlapping "
+           "prediction; split, merged and extra nuclei lower it",
+    "pq": "panoptic quality = DQ × SQ (Kirillov et al. 2019)",
+    "dq": "detection quality: matched / (matched + ½ false positives + ½ missed), an F1 of nuclei",
+    "sq": "segmentation quality: mean IoU of the matched nuclei (how well their outlines agree)",
+    "tp": "predicted and annotated nuclei paired with IoU above the threshold",
+    "fp": "predicted nuclei without an annotated match (marked x)",
+    "fn": "annotated nuclei without a predicted match (marked with a ring)",
+}
 
 LABEL_ROWS = (  # key, what the table shows
     ("dice", "Dice (foreground)"), ("aji", "AJI"), ("pq", "PQ (panoptic quality)"),
@@ -41,6 +54,40 @@ def to_pixels_of(layer, ref):
     yx = data.reshape(len(data), -1)[:, -2:] if len(data) else np.zeros((0, 2))
     world = yx * np.asarray(layer.scale[-2:]) + np.asarray(layer.translate[-2:])
     return (world - np.asarray(ref.translate[-2:])) / np.asarray(ref.scale[-2:])
+
+
+class FitTable(QTableWidget):
+    """A read-only table that asks for the height of all its rows (so a comparison's ~10 rows show without
+    scrolling) but can be squeezed to a few rows when the dock is short: it scrolls then, instead of the
+    rows below it being drawn over it. The first column fits its text, the others share the width."""
+
+    MIN_ROWS = 4
+
+    def __init__(self):
+        super().__init__(0, 0)
+        self.verticalHeader().hide()
+        self.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 8)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+
+    def _height(self, rows: int) -> int:
+        head = 0 if self.horizontalHeader().isHidden() else self.horizontalHeader().sizeHint().height()
+        rows_h = sum(self.rowHeight(i) for i in range(min(rows, self.rowCount())))
+        return rows_h + head + 2 * self.frameWidth() + 2
+
+    def sizeHint(self):
+        hint = super().sizeHint()
+        return QSize(hint.width(), self._height(self.rowCount()))
+
+    def minimumSizeHint(self):
+        hint = super().minimumSizeHint()
+        return QSize(hint.width(), self._height(self.MIN_ROWS))
+
+    def fit_columns(self):
+        head = self.horizontalHeader()
+        for j in range(self.columnCount()):
+            head.setSectionResizeMode(j, QHeaderView.ResizeMode.ResizeToContents if j == 0
+                                      else QHeaderView.ResizeMode.Stretch)
+        self.updateGeometry()
 
 
 def _item(value, fmt="{:.3f}", key=None):
@@ -81,8 +128,7 @@ class CompareWidget(TaskWidget):
         self.form.addRow("match IoU above", self.iou)
         self.image.currentTextChanged.connect(self._show_rows)
         self.run_btn.setText("Compare")
-        self.table = QTableWidget(0, 0)
-        self.table.verticalHeader().hide()
+        self.table = FitTable()
         self.extra.addWidget(self.table)
         self.export_btn = QPushButton("Export table (CSV)…")
         self.export_btn.setToolTip("write the metrics table (exact values) to a CSV file")
@@ -92,7 +138,8 @@ class CompareWidget(TaskWidget):
         self.confusion_label = QLabel("confusion of matched cells (rows: annotated, columns: predicted)")
         self.confusion_label.setWordWrap(True)
         self.extra.addWidget(self.confusion_label)
-        self.confusion = QTableWidget(0, 0)
+        self.confusion = FitTable()
+        self.confusion.verticalHeader().show()
         self.extra.addWidget(self.confusion)
         nav = QHBoxLayout()
         self.prev_btn, self.next_btn = QPushButton("◀ Previous error"), QPushButton("Next error ▶")
@@ -111,6 +158,7 @@ class CompareWidget(TaskWidget):
         self.errors: list = []
         self.error_index = -1
         self.error_layers: list = []
+        self._current = None
         self.result = None
         self._ref = None
         self._compared = ("", "", "")  # prediction, annotation, match criterion of the table shown
@@ -207,7 +255,7 @@ class CompareWidget(TaskWidget):
     def _add_points(self, yx, name, symbol, color, size, features=None, border=None):
         ref = self._ref
         ly = self.viewer.add_points(np.asarray(yx, np.float32).reshape(-1, 2), name=name, symbol=symbol,
-                                    face_color=color, border_color=border or color, border_width=0.15,
+                                    face_color=color, border_color=border or color, border_width=0.1,
                                     size=size, scale=tuple(ref.scale[-2:]), translate=tuple(ref.translate[-2:]),
                                     features=features, metadata={"pathreview": "evaluation"})
         self.error_layers.append(ly)
@@ -252,6 +300,8 @@ class CompareWidget(TaskWidget):
         for i in range(len(res.classes)):
             for j in range(len(res.classes)):
                 self.confusion.setItem(i, j, _item(int(c[i, j])))
+        self.confusion.resizeColumnsToContents()
+        self.confusion.updateGeometry()
         self.confusion.setVisible(True)
         self.confusion_label.setVisible(True)
         self._set_errors(res.errors)
@@ -293,11 +343,13 @@ class CompareWidget(TaskWidget):
         self.table.setRowCount(len(rows))
         for i, row in enumerate(rows):
             key, row = (row[0], row[1:]) if keyed else (row[0], row)
-            self.table.setItem(i, 0, _item(row[0], key=key))
+            first = _item(row[0], key=key)
+            if keyed and key in TIPS:
+                first.setToolTip(TIPS[key])
+            self.table.setItem(i, 0, first)
             for j, v in enumerate(row[1:], 1):
                 self.table.setItem(i, j, _item(v))
-        self.table.resizeColumnsToContents()
-        self.table.setMinimumHeight(min(self.table.verticalHeader().length() + 30, 320))
+        self.table.fit_columns()
         self.export_btn.setEnabled(bool(rows))
 
     def table_values(self) -> dict:
@@ -350,10 +402,25 @@ class CompareWidget(TaskWidget):
     # ----------------------------------------------------------------- errors
     def _set_errors(self, errors):
         self.errors, self.error_index = list(errors), -1
+        self._current = None
         self.next_btn.setEnabled(bool(self.errors))
         self.prev_btn.setEnabled(bool(self.errors))
         self.error_label.setText(f"{len(self.errors)} errors to review: press Next error" if self.errors
                                  else "no errors")
+
+    def _mark_current(self, e):
+        """A white diamond around the error under review (one point, moved at each step), so it stands out
+        among the other markers at the centre of the view."""
+        yx = np.asarray([e.yx], np.float32)
+        ly = getattr(self, "_current", None)
+        if ly is not None and ly in self.viewer.layers:
+            ly.data = yx
+        else:
+            ly = self._add_points(yx, f"{self._ref.name}: current error", "diamond", [0, 0, 0, 0],
+                                  self._marker_size() * 2.0, border=COLORS["current"])
+            ly.border_width = 0.08
+            self._current = ly
+            self.viewer.layers.selection.active = self._ref
 
     def step_error(self, step: int = 1):
         """Centre the camera on the next (step=+1) or previous (-1) error; returns the error or None."""
@@ -366,7 +433,9 @@ class CompareWidget(TaskWidget):
         scene = getattr(self.viewer, "scene", None)  # napari >= 0.9: viewer.camera is deprecated
         cam = scene.camera if scene is not None else self.viewer.camera
         cam.center = tuple(float(v) for v in world)
-        field = 30.0 * self._marker_size() * float(scale.mean())  # ~ 30 markers across
+        self._mark_current(e)
+        per_view = 12.0 if layer_kind(self._ref) == "labels" else 30.0  # ~ a dozen nuclei / 30 cell markers across
+        field = per_view * self._marker_size() * float(scale.mean())
         canvas = tuple(self.viewer.canvas.size)  # public (height, width); no private access through the proxy
         want = min(canvas) / max(field, 1e-9)
         if cam.zoom < want:
