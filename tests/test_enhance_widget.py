@@ -1,9 +1,9 @@
-"""'Enhance cells' widget in a real napari viewer: enhanced points, attention lines, graphs."""
+"""'Enhance cells' dock, opened from Plugins > PathReview (``open_dock``): enhanced points, attention lines,
+graphs."""
 import numpy as np
 
 from napari_pathreview.backend import pipelines
 from napari_pathreview.layers import points_layer_data
-from napari_pathreview.widgets.enhance import EnhanceWidget
 
 
 def _viewer_with_cells(make_napari_viewer, val_sample, tiles=2):
@@ -22,9 +22,9 @@ def _run(w, qtbot):
     qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
 
 
-def test_enhance_widget_draws_over_10k_attention_lines(make_napari_viewer, qtbot, val_sample):
+def test_enhance_widget_draws_over_10k_attention_lines(make_napari_viewer, open_dock, qtbot, val_sample):
     viewer, img, cells_layer, cells = _viewer_with_cells(make_napari_viewer, val_sample)
-    w = EnhanceWidget(viewer)
+    w = open_dock(viewer, "enhance")
     assert w.cells.currentText() == "slide cells" and w.model.count() >= 1
     w.top_k.setValue(0)  # all neighbours
     w.threshold.setValue(0.0)
@@ -62,11 +62,11 @@ def test_enhance_widget_draws_over_10k_attention_lines(make_napari_viewer, qtbot
     assert len(sim.data) > 0 and (sim.features["weight"] >= 0.9).all()
 
 
-def test_enhance_widget_samples_features_for_points_without_them(make_napari_viewer, qtbot, val_sample):
+def test_enhance_widget_samples_features_for_points_without_them(make_napari_viewer, open_dock, qtbot, val_sample):
     viewer, img, cells_layer, cells = _viewer_with_cells(make_napari_viewer, val_sample, tiles=1)
     hand = viewer.add_points(cells.yx[:40] + 0.5, name="hand cells", features={"class": np.array(
         [cells.classes[i] for i in cells.labels[:40]], object)}, metadata={"mpp": 0.55})
-    w = EnhanceWidget(viewer)
+    w = open_dock(viewer, "enhance")
     w.cells.setCurrentText("hand cells")
     w.image.setCurrentText("slide")
     _run(w, qtbot)
@@ -76,14 +76,14 @@ def test_enhance_widget_samples_features_for_points_without_them(make_napari_vie
     assert (w.result.base.probs.argmax(1) == cells.labels[:40]).mean() > 0.8
 
 
-def test_enhance_without_points_layer_is_a_notification(make_napari_viewer):
+def test_enhance_without_points_layer_is_a_notification(make_napari_viewer, open_dock):
     viewer = make_napari_viewer()
-    w = EnhanceWidget(viewer)
+    w = open_dock(viewer, "enhance")
     w.run()
     assert w.worker is None and "no points layer" in w.status.text()
 
 
-def test_cancel_stops_an_enhancement_that_samples_features(make_napari_viewer, qtbot, val_sample):
+def test_cancel_stops_an_enhancement_that_samples_features(make_napari_viewer, open_dock, qtbot, val_sample):
     """Annotation points carry no detector features: they are sampled from the image tile by tile, and
     Cancel stops that; no layer is added and the user's points are unchanged."""
     sample, _ = val_sample
@@ -93,7 +93,7 @@ def test_cancel_stops_an_enhancement_that_samples_features(make_napari_viewer, q
     yx = np.concatenate([sample.yx + [500 * i, 500 * j] for i in range(6) for j in range(6)]).astype(np.float32)
     hand = viewer.add_points(yx, name="hand", metadata={"mpp": 0.55})
     before = hand.data.copy()
-    w = EnhanceWidget(viewer)
+    w = open_dock(viewer, "enhance")
     w.cells.setCurrentText("hand")
     w.image.setCurrentText("slide")
     w.device.setCurrentText("cpu")

@@ -303,8 +303,8 @@ def test_view_of_an_empty_layer_is_harmless():
     assert LinesLOD(np.zeros((0, 2)), np.zeros((0, 2))).decide(View(0, 0, 10, 10)).mode == "hidden"
 
 
-def test_enhance_widget_puts_large_cell_and_attention_layers_under_level_of_detail(make_napari_viewer, qtbot,
-                                                                                   monkeypatch):
+def test_enhance_widget_puts_large_cell_and_attention_layers_under_level_of_detail(make_napari_viewer, open_dock,
+                                                                                   qtbot, monkeypatch):
     """The Enhance widget's result path with 60 000 cells and 5 attended cells each (the enhancer replaced
     by a stub returning a real EnhanceResult): the enhanced cells and the attention lines get controllers;
     redrawing the attention (top-k) replaces the lines layer, its proxy and its controller."""
@@ -315,11 +315,10 @@ def test_enhance_widget_puts_large_cell_and_attention_layers_under_level_of_deta
     from napari_pathreview.backend.models.enhancer import Attention
     from napari_pathreview.backend.points import CellPoints
     from napari_pathreview.layers import points_layer_data
-    from napari_pathreview.widgets.enhance import EnhanceWidget
     from napari_pathreview.widgets.lod import controller_for
 
     viewer = make_napari_viewer()
-    w = EnhanceWidget(viewer)
+    w = open_dock(viewer, "enhance")  # from the plugin menu: a proxied viewer
     classes = list(w.model_card().classes)
     rng = np.random.default_rng(4)
     n = 60_000
@@ -352,7 +351,7 @@ def test_enhance_widget_puts_large_cell_and_attention_layers_under_level_of_deta
     # top-k 1: the lines layer is replaced; the old controller and its proxy go with it
     w.top_k.setValue(1)
     att2 = viewer.layers["cells attention"]
-    assert att2 is not att and len(att2.data) == n and controller_for(att2) is not None
+    assert att2 != att and len(att2.data) == n and controller_for(att2) is not None
     assert not ctl_lines._attached and controller_for(att) is None
     assert [ly.name for ly in viewer.layers].count("cells attention (in view)") == 1
     # zoomed in: only the changed cells once "only changed" is ticked
