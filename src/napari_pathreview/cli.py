@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import sys
 import warnings
@@ -281,7 +282,8 @@ def cmd_detect(args) -> int:
 
     res = detect_files(args.inputs, args.out, weights=args.weights, mpp=args.mpp, device=args.device,
                        threshold=args.threshold, tta=args.tta or None, workers=args.workers,
-                       scheduler=args.scheduler, progress=_progress, overwrite=args.overwrite)
+                       scheduler=args.scheduler, progress=_progress, overwrite=args.overwrite,
+                       precision=args.precision)
     return _print_batch(res)
 
 
@@ -304,7 +306,8 @@ def cmd_segment(args) -> int:
         res = segment_files(args.input, args.out, weights=weights, mpp=args.mpp, device=args.device,
                             tile=args.tile, overlap=args.overlap, tta=args.tta or None, ensemble=args.ensemble,
                             overwrite=args.overwrite, workers=args.workers, scheduler=args.scheduler,
-                            progress=_progress, compile=args.compile, stain_norm=args.stain_norm)
+                            progress=_progress, compile=args.compile, stain_norm=args.stain_norm,
+                            precision=args.precision)
         for s in res["skipped"]:
             print(f"skipped (already done by the same job): {s}", file=sys.stderr)
         for w in res["written"]:
@@ -313,7 +316,7 @@ def cmd_segment(args) -> int:
     out = segment_file(args.input[0], args.out, weights=weights, mpp=args.mpp, device=args.device, tile=args.tile,
                        overlap=args.overlap, tta=args.tta or None, ensemble=args.ensemble,
                        overwrite=args.overwrite, progress=_progress, compile=args.compile,
-                       stain_norm=args.stain_norm)
+                       stain_norm=args.stain_norm, precision=args.precision)
     print(out)
     return 0
 
@@ -322,7 +325,8 @@ def cmd_enhance(args) -> int:
     from .backend.pipelines import enhance_files
 
     res = enhance_files(args.inputs, args.out, weights=args.weights, detector=args.detector, mpp=args.mpp,
-                        device=args.device, tta=args.tta or None, progress=_progress, overwrite=args.overwrite)
+                        device=args.device, tta=args.tta or None, progress=_progress, overwrite=args.overwrite,
+                        precision=args.precision)
     return _print_batch(res)
 
 
@@ -365,7 +369,7 @@ def cmd_demo(args) -> int:
 def cmd_bench(args) -> int:
     from .backend.bench import run_bench
 
-    res = run_bench(args.name)
+    res = run_bench(args.name, **({"record": True} if args.record else {}))
     if not args.json:
         for k, v in res.items():
             print(f"{k}: {v}")
@@ -382,6 +386,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1, mps")
         if mpp:
             sp.add_argument("--mpp", type=float, default=None, help="microns per pixel of the input, when the file does not say")
+
+    def precision(sp):
+        sp.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16", "auto"),
+                        help="the network's precision (decoding stays fp32): fp32 (default); bf16 (CPUs with "
+                             "avx512_bf16/AMX, GPUs); fp16 (GPUs); auto: the fastest the device runs natively and "
+                             "the model card records as giving fp32's outputs (pathreview bench precision)")
 
     sp = sub.add_parser("info", help="versions, device and registered models")
     sp.add_argument("--json", action="store_true")
@@ -495,6 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--overwrite", action="store_true",
                     help="replace existing outputs that pathreview did not write (its own are replaced anyway)")
     common(sp)
+    precision(sp)
     sp.set_defaults(func=cmd_enhance)
 
     sp = sub.add_parser("explain", help="class probabilities + heat maps (CAM, Grad-CAM, LRP, rollout)")
@@ -529,10 +540,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--overwrite", action="store_true",
                     help="replace existing outputs that pathreview did not write (its own are replaced anyway)")
     common(sp)
+    precision(sp)
     sp.set_defaults(func=cmd_detect)
     sp = sub.add_parser("bench", help="benchmarks against a reference measured in the same run")
     sp.add_argument("name", help="matching (more: see docs/benchmarks.md)")
     sp.add_argument("--json", action="store_true", help="last stdout line is one JSON object")
+    sp.add_argument("--record", action="store_true",
+                    help="precision: write the verified precisions into the shipped model cards")
     sp.set_defaults(func=cmd_bench)
 
     sp = sub.add_parser("segment", help="segment nuclei tile by tile; writes an OME-Zarr labels pyramid")
@@ -560,14 +574,45 @@ def build_parser() -> argparse.ArgumentParser:
                     help="several inputs: a local Dask cluster of N single-threaded workers")
     sp.add_argument("--scheduler", default=None, help="address of an existing dask.distributed scheduler")
     common(sp)
+    precision(sp)
     sp.set_defaults(func=cmd_segment)
     return p
+
+
+_DEVICE = re.compile(r"(auto|cpu|mps|cuda(:\d+)?)")
+
+
+def check_options(args) -> None:
+    """Refuse option values that are the wrong kind, not finite or out of range (InputError naming the
+    option, the value and the fix) before any work starts."""
+    import math
+
+    def number(name, lo, hi, lo_open=False, hi_open=False, what=""):
+        v = getattr(args, name, None)
+        if v is None:
+            return
+        bad = not math.isfinite(v) or v < lo or v > hi or (lo_open and v == lo) or (hi_open and v == hi)
+        if bad:
+            rng = f"{'above' if lo_open else 'from'} {lo:g} {'and below' if hi_open else 'up to'} {hi:g}"
+            raise InputError(f"--{name.replace('_', '-')} {v:g}: give a number {rng}{what}")
+
+    number("threshold", 0.0, 1.0, lo_open=True, hi_open=True, what=" (a cell's minimum score, e.g. 0.5)")
+    number("overlap", 0.0, 4096.0, what=" (model pixels, or a fraction of the tile when below 1)")
+    number("radius_um", 0.0, 100.0, lo_open=True, what=" (µm)")
+    if args.command == "segment" and args.tile is not None and not 32 <= args.tile <= 4096:
+        raise InputError(f"--tile {args.tile}: give a tile side from 32 to 4096 model pixels (e.g. 256)")
+    if getattr(args, "workers", 1) < 1:
+        raise InputError(f"--workers {args.workers}: give 1 or more")
+    dev = getattr(args, "device", None)
+    if dev is not None and not _DEVICE.fullmatch(dev):
+        raise InputError(f"--device {dev!r}: unknown device; use auto, cpu, cuda, cuda:N or mps")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_options(args)
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warning
             return int(args.func(args) or 0)

@@ -31,8 +31,8 @@ def atomic_path(target: str | Path, overwrite: bool = True):
     tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
     try:
         yield tmp
-        if target.exists() and target.is_dir() and tmp.is_dir():
-            _remove(target)
+        if target.exists() and (target.is_dir() or tmp.is_dir()):
+            _remove(target)  # a folder is replaced whole, and a file by a folder (or back)
         os.replace(tmp, target)
     finally:
         _remove(tmp)
@@ -43,6 +43,22 @@ def _remove(p: Path) -> None:
         shutil.rmtree(p)
     elif p.exists() or p.is_symlink():
         p.unlink()
+
+
+def writable_folder(folder: str | Path, option: str = "--out") -> Path:
+    """Create ``folder`` if needed and check files can be written in it, before any work (InputError)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder}: exists and is not a folder; give {option} a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{folder}: cannot create this folder ({e.strerror}); give {option} a folder you "
+                         "can write to") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{folder}: cannot write in this folder (permission denied); give {option} a folder "
+                         "you can write to")
+    return folder
 
 
 def _real(p: str | Path) -> Path:

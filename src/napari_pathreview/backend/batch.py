@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .atomic import _remove, atomic_path, refuse_foreign, refuse_input_as_output
+from .atomic import _remove, atomic_path, refuse_foreign, refuse_input_as_output, writable_folder
 from .errors import InputError, ProgressFn, check_cancel, report
 
 RECORD_FORMAT = "pathreview-record/2"
@@ -156,10 +156,7 @@ def run_batch(inputs, out: str | Path, run: Callable, job_key: dict, workers: in
     ``planned(stem) -> [paths]``: the outputs a slide's task will write, checked before any work (see
     :func:`check_outputs`; ``overwrite`` lifts the refusal of existing files pathreview did not write).
     """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder; give --out a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_folder(out)
     jobs, stems = [], {}
     for p in map(str, inputs):
         stem = Path(p).name

@@ -87,6 +87,8 @@ def _predict_once(model, img: np.ndarray, device=None) -> dict:
     import torch
     import torch.nn.functional as F
 
+    from .precision import autocast
+
     device = device or next(model.parameters()).device
     h, w = img.shape[:2]
     s = model.stride
@@ -94,8 +96,9 @@ def _predict_once(model, img: np.ndarray, device=None) -> dict:
     x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].to(device)
     if ph or pw:
         x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(device):
         out = model(x.contiguous(memory_format=torch.channels_last))
+    out = {k: v.float() for k, v in out.items()}
     crop = (slice(None), slice(None), slice(0, h), slice(0, w))
     return {"objectness": torch.sigmoid(out["objectness"][crop])[0, 0].float().cpu().numpy(),
             "probs": torch.softmax(out["class_logits"][crop], 1)[0].float().cpu().numpy(),

@@ -80,7 +80,9 @@ def enhance_points(points: CellPoints, model, card, return_attention: bool = Fal
                    f"enhancing {len(points)} cells" + (" with attention" if return_attention else ""),
                    "enhance a region at a time (fewer cells)" + (", or without attention lines" if return_attention
                                                                  else ""))
-    with torch.inference_mode():
+    from .precision import autocast
+
+    with torch.inference_mode(), autocast(next(model.parameters()).device):
         out = model(points.features, points.probs, _positions_um(points, card), chunk=chunk,
                     return_attention=return_attention)
         logits = out["logits"].float().cpu() + torch.tensor(card.params.get("class_bias") or

@@ -22,17 +22,32 @@ def get_model(ref: str | None, task: str, device: str | None = None):
     return _cached_model(str(ref) if ref else default_model(task), task, device or None)
 
 
+def _at_precision(precision: str | None, model, card):
+    """The scope a network runs in: ``precision`` (fp32 / bf16 / fp16 / auto, see ``backend.precision``)
+    resolved for the model's device and card; None keeps the scope already set (fp32 by default)."""
+    import contextlib
+
+    from .precision import resolve, use
+
+    if precision is None:
+        return contextlib.nullcontext()
+    return use(resolve(precision, next(model.parameters()).device, card))
+
+
 def detect(image, weights: str | None = None, mpp: float | None = None, device: str | None = None,
            threshold: float | None = None, min_distance_um: float | None = None, tta: bool | None = None,
-           progress: ProgressFn | None = None, cancel=None, name: str = "image") -> CellPoints:
+           progress: ProgressFn | None = None, cancel=None, name: str = "image",
+           precision: str | None = None) -> CellPoints:
     """Detect cells in an (H, W, 3) array or a Slide -> CellPoints in level-0 pixels of the input.
 
-    ``tta``: average the 8 rotations / flips of every tile (8x slower; None: the card's setting)."""
+    ``tta``: average the 8 rotations / flips of every tile (8x slower; None: the card's setting).
+    ``precision``: fp32 / bf16 / fp16 / auto for the network (decoding stays float32)."""
     from .detection import DetectParams, detect as _detect
 
     model, card = get_model(weights, "detector", device)
     params = DetectParams.from_card(card, threshold=threshold, min_distance_um=min_distance_um, tta=tta)
-    return _detect(image, model, card, mpp=mpp, params=params, progress=progress, cancel=cancel, name=name)
+    with _at_precision(precision, model, card):
+        return _detect(image, model, card, mpp=mpp, params=params, progress=progress, cancel=cancel, name=name)
 
 
 def _sibling(stem: Path, suffix: str) -> Path:
@@ -45,20 +60,20 @@ def _detect_outputs(stem: Path) -> list[Path]:
 
 
 def _detect_one(path: str, stem: Path, weights=None, mpp=None, device=None, threshold=None,
-                tta=None) -> list[Path]:
+                tta=None, precision=None) -> list[Path]:
     """One slide of ``detect_files``: ``stem.csv`` + ``stem.geojson`` (each written atomically)."""
     from .exchange import write_geojson, write_points_csv
     from .slides import open_slide
 
     s = open_slide(path, mpp=mpp)
-    pts = detect(s, weights, device=device, threshold=threshold, tta=tta, name=s.path)
+    pts = detect(s, weights, device=device, threshold=threshold, tta=tta, name=s.path, precision=precision)
     csv_path, geojson = _detect_outputs(stem)
     return [write_points_csv(pts, csv_path), write_geojson(pts, geojson)]
 
 
 def detect_files(inputs, out: str | Path, weights=None, mpp=None, device=None, threshold=None, tta=None,
                  workers: int = 1, scheduler: str | None = None, progress: ProgressFn | None = None,
-                 cancel=None, overwrite: bool = False) -> dict:
+                 cancel=None, overwrite: bool = False, precision: str | None = None) -> dict:
     """Detect cells in each input file; write ``OUT/<name>.csv`` and ``OUT/<name>.geojson`` per input.
 
     Every input is opened (validated) before any work. Slides already done by the same job (model,
@@ -79,9 +94,24 @@ def detect_files(inputs, out: str | Path, weights=None, mpp=None, device=None, t
     key = {"job": "detect", "weights": name, "mpp": mpp, "threshold": threshold}
     if tta:
         key["tta"] = True  # keeps the key of earlier non-TTA jobs unchanged
-    run = partial(_detect_one, weights=weights, mpp=mpp, device=device, threshold=threshold, tta=tta)
+    if precision not in (None, "fp32"):
+        key["precision"] = precision
+    run = partial(_detect_one, weights=weights, mpp=mpp, device=device, threshold=threshold, tta=tta,
+                  precision=precision)
     return run_batch(inputs, out, run, key, workers=workers, scheduler=scheduler, progress=progress,
                      cancel=cancel, planned=_detect_outputs, overwrite=overwrite)
+
+
+def _common_card(cards):
+    """One card for an ensemble's precision check: verified only where every member's card says so."""
+    from types import SimpleNamespace
+
+    from .precision import verified
+
+    if len(cards) == 1:
+        return cards[0]
+    common = set.intersection(*(set(verified(c)) for c in cards))
+    return SimpleNamespace(training={"precision": {"verified": sorted(common)}})
 
 
 def _models(weights, task: str, device):
@@ -93,27 +123,32 @@ def _models(weights, task: str, device):
 
 def segment(image, weights=None, mpp: float | None = None, device: str | None = None, tile: int | None = None,
             overlap: float | None = None, tta: bool | None = None, ensemble: str = "mean",
-            progress: ProgressFn | None = None, cancel=None, name: str = "image", stain_norm: bool | None = None):
+            progress: ProgressFn | None = None, cancel=None, name: str = "image", stain_norm: bool | None = None,
+            precision: str | None = None):
     """Segment an (H, W, 3) array or a Slide in memory -> SegmentationResult (instances + probabilities).
 
     ``weights``: a model name/path, a list of them (ensemble: ``"mean"`` or ``"union"``), or None (shipped).
     ``stain_norm``: False ignores the card's hematoxylin reference (non-H&E images).
+    ``precision``: fp32 / bf16 / fp16 / auto for the network(s) (``auto``: verified by every card);
+    blending and watershed stay float32.
     """
     from .segmentation import segment as _segment
 
     models, cards = _models(weights, "segmenter", device)
-    return _segment(image, models, cards, mpp=mpp, tile=tile, overlap=overlap, tta=tta, ensemble=ensemble,
-                    progress=progress, cancel=cancel, name=name, stain_norm=stain_norm)
+    with _at_precision(precision, models[0], _common_card(cards)):
+        return _segment(image, models, cards, mpp=mpp, tile=tile, overlap=overlap, tta=tta, ensemble=ensemble,
+                        progress=progress, cancel=cancel, name=name, stain_norm=stain_norm)
 
 
 def segment_file(input, out: str | Path, weights=None, mpp: float | None = None, device: str | None = None,
                  tile: int | None = None, overlap: float | None = None, tta: bool | None = None,
                  ensemble: str = "mean", overwrite: bool = False, progress: ProgressFn | None = None,
-                 cancel=None, compile: bool = False, stain_norm: bool | None = None) -> Path:
+                 cancel=None, compile: bool = False, stain_norm: bool | None = None,
+                 precision: str | None = None) -> Path:
     """Segment one slide/image file tile by tile into an OME-Zarr labels store at ``out`` (bounded memory).
     ``compile``: ``torch.compile`` the network (faster per tile after a ~20-30 s first call);
-    ``stain_norm``: False ignores the card's hematoxylin reference."""
-    from .atomic import refuse_input_as_output
+    ``stain_norm``: False ignores the card's hematoxylin reference; ``precision``: see :func:`segment`."""
+    from .atomic import refuse_input_as_output, writable_folder
     from .segmentation import segment_to_zarr
     from .slides import open_slide
 
@@ -121,11 +156,13 @@ def segment_file(input, out: str | Path, weights=None, mpp: float | None = None,
     refuse_input_as_output(out, [input])
     if out.exists() and not overwrite:
         raise InputError(f"{out}: already exists; choose another output or pass --overwrite")
+    writable_folder(out.absolute().parent, "--out")
     slide = open_slide(input, mpp=mpp)
     models, cards = _models(weights, "segmenter", device)
-    return segment_to_zarr(slide, out, models, cards, tile=tile, overlap=overlap, tta=tta, ensemble=ensemble,
-                           overwrite=overwrite, progress=progress, cancel=cancel, name=slide.path,
-                           compile=compile, stain_norm=stain_norm)
+    with _at_precision(precision, models[0], _common_card(cards)):
+        return segment_to_zarr(slide, out, models, cards, tile=tile, overlap=overlap, tta=tta, ensemble=ensemble,
+                               overwrite=overwrite, progress=progress, cancel=cancel, name=slide.path,
+                               compile=compile, stain_norm=stain_norm)
 
 
 def _segment_outputs(stem: Path) -> list[Path]:
@@ -141,7 +178,7 @@ def _segment_one(path: str, stem: Path, **kw) -> list[Path]:
 def segment_files(inputs, out: str | Path, weights=None, mpp=None, device=None, tile=None, overlap=None,
                   tta=None, ensemble: str = "mean", overwrite: bool = False, workers: int = 1,
                   scheduler: str | None = None, progress: ProgressFn | None = None, cancel=None,
-                  compile: bool = False, stain_norm: bool | None = None) -> dict:
+                  compile: bool = False, stain_norm: bool | None = None, precision: str | None = None) -> dict:
     """Segment many slides into ``OUT/<name>.zarr`` each (tile by tile, bounded memory), one idempotent
     task per slide on this process or a Dask cluster; reruns skip slides already done by the same job
     (see ``backend.batch``). An existing store pathreview did not write (its record does not list it) is
@@ -157,33 +194,47 @@ def segment_files(inputs, out: str | Path, weights=None, mpp=None, device=None, 
     refs = list(weights) if isinstance(weights, (list, tuple)) else [weights]
     names = [str(r) if r else default_model("segmenter") for r in refs]
     key = {"job": "segment", "weights": names, "mpp": mpp, "tile": tile, "overlap": overlap, "tta": tta,
-           "ensemble": ensemble, **({"stain_norm": False} if stain_norm is False else {})}
-    run = partial(_segment_one, weights=weights, mpp=mpp, device=device, tile=tile,
-                  overlap=overlap, tta=tta, ensemble=ensemble, compile=compile, stain_norm=stain_norm)
+           "ensemble": ensemble, **({"stain_norm": False} if stain_norm is False else {}),
+           **({"precision": precision} if precision not in (None, "fp32") else {})}
+    run = partial(_segment_one, weights=weights, mpp=mpp, device=device, tile=tile, overlap=overlap, tta=tta,
+                  ensemble=ensemble, compile=compile, stain_norm=stain_norm, precision=precision)
     return run_batch(inputs, out, run, key, workers=workers, scheduler=scheduler, progress=progress,
                      cancel=cancel, planned=_segment_outputs, overwrite=overwrite)
 
 
 def enhance(image=None, points: CellPoints | None = None, weights: str | None = None, detector: str | None = None,
             mpp: float | None = None, device: str | None = None, return_attention: bool = True,
-            tta: bool | None = None, progress: ProgressFn | None = None, cancel=None, name: str = "image"):
+            tta: bool | None = None, progress: ProgressFn | None = None, cancel=None, name: str = "image",
+            precision: str | None = None):
     """Correct cell classes with the enhancer -> ``enhancement.EnhanceResult`` (base, enhanced, changed,
     attention edges).
 
     With ``points`` (CellPoints, e.g. a detector layer's cells) the enhancer runs on them; points without
     feature vectors get them sampled from ``image`` with the enhancer's detector. Without ``points``, the
     enhancer's detector first detects the cells in ``image`` (an (H, W, 3) array or a Slide), with the
-    8-fold rotation / flip test-time augmentation when ``tta``.
+    8-fold rotation / flip test-time augmentation when ``tta``. ``precision``: fp32 / bf16 / fp16 / auto for
+    the detector's and the enhancer's networks (each resolved against its own card).
     """
+    model, card = get_model(weights, "enhancer", device)
+    det = detector or card.params.get("detector")
+    if precision is not None:  # the detector and the enhancer each at what their own card verifies
+        from .precision import resolve, use
+
+        with use(resolve(precision, next(model.parameters()).device, card)):
+            return _enhance(image, points, model, card, det, mpp, device, return_attention, tta, progress, cancel,
+                            name, precision)
+    return _enhance(image, points, model, card, det, mpp, device, return_attention, tta, progress, cancel, name, None)
+
+
+def _enhance(image, points, model, card, det, mpp, device, return_attention, tta, progress, cancel, name, precision):
     import numpy as np
     from .enhancement import enhance_points, features_at_points
 
-    model, card = get_model(weights, "enhancer", device)
-    det = detector or card.params.get("detector")
     if points is None:
         if image is None:
             raise InputError("enhance: give an image or detected points")
-        points = detect(image, det, mpp=mpp, device=device, tta=tta, progress=progress, cancel=cancel, name=name)
+        points = detect(image, det, mpp=mpp, device=device, tta=tta, progress=progress, cancel=cancel, name=name,
+                        precision=precision)
     elif points.features is None:
         if image is None:
             raise InputError("these points carry no detector features: give their image so they can be sampled")
@@ -202,14 +253,14 @@ def _enhance_outputs(stem: Path) -> list[Path]:
 
 
 def _enhance_one(path: str, stem: Path, weights=None, detector=None, mpp=None, device=None, tta=None,
-                 progress=None, cancel=None) -> list[Path]:
+                 progress=None, cancel=None, precision=None) -> list[Path]:
     """One slide of ``enhance_files``: ``stem.csv``, ``stem.geojson`` (enhanced) and ``stem.base.csv``."""
     from .exchange import write_geojson, write_points_csv
     from .slides import open_slide
 
     s = open_slide(path, mpp=mpp)
     r = enhance(s, weights=weights, detector=detector, device=device, return_attention=False, tta=tta,
-                cancel=cancel, name=s.path,
+                cancel=cancel, name=s.path, precision=precision,
                 progress=None if progress is None else (lambda a, b, m: progress(a, b, f"{s.name}: {m}")))
     csv_path, geojson, base = _enhance_outputs(stem)
     written = [write_points_csv(r.enhanced, csv_path), write_geojson(r.enhanced, geojson),
@@ -220,7 +271,8 @@ def _enhance_one(path: str, stem: Path, weights=None, detector=None, mpp=None, d
 
 
 def enhance_files(inputs, out: str | Path, weights=None, detector=None, mpp=None, device=None, tta=None,
-                  progress: ProgressFn | None = None, cancel=None, overwrite: bool = False) -> dict:
+                  progress: ProgressFn | None = None, cancel=None, overwrite: bool = False,
+                  precision: str | None = None) -> dict:
     """Detect + enhance each input file; write ``OUT/<name>.csv`` and ``OUT/<name>.geojson`` (enhanced
     classes; the base detector's classes are in ``OUT/<name>.base.csv``). One idempotent task per slide
     (``backend.batch``): reruns skip slides already done by the same job; an existing output pathreview
@@ -238,9 +290,10 @@ def enhance_files(inputs, out: str | Path, weights=None, detector=None, mpp=None
     for p in inputs:
         open_slide(p, mpp=mpp)
     key = {"job": "enhance", "weights": str(weights) if weights else default_model("enhancer"),
-           "detector": detector, "mpp": mpp, **({"tta": True} if tta else {})}
+           "detector": detector, "mpp": mpp, **({"tta": True} if tta else {}),
+           **({"precision": precision} if precision not in (None, "fp32") else {})}
     run = partial(_enhance_one, weights=weights, detector=detector, mpp=mpp, device=device, tta=tta,
-                  progress=progress, cancel=cancel)
+                  progress=progress, cancel=cancel, precision=precision)
     return run_batch(inputs, out, run, key, progress=progress, cancel=cancel, planned=_enhance_outputs,
                      overwrite=overwrite)
 

@@ -285,6 +285,9 @@ def make_predict_fn(models, cards, scale: float, tta: bool = False, ensemble: st
     import torch
     import torch.nn.functional as F
 
+    from .precision import autocast, current
+
+    prec = current()  # fixed when the function is made: tiles may run on another thread
     models, cards = _check_ensemble(models, cards)
     if compile:
         from .compiled import compile_for_inference
@@ -308,9 +311,11 @@ def make_predict_fn(models, cards, scale: float, tta: bool = False, ensemble: st
         for f in flips:
             check_cancel(cancel)
             xi = torch.flip(x, f) if f else x
-            out = model(xi.contiguous(memory_format=torch.channels_last))
-            p = torch.softmax(out["logits"], 1) if multi else torch.sigmoid(out["logits"])
-            p = torch.cat([p, torch.sigmoid(out["distance"])], 1)
+            with autocast(xi.device, prec):
+                out = model(xi.contiguous(memory_format=torch.channels_last))
+            logits, distance = out["logits"].float(), out["distance"].float()
+            p = torch.softmax(logits, 1) if multi else torch.sigmoid(logits)
+            p = torch.cat([p, torch.sigmoid(distance)], 1)
             p = torch.flip(p, f) if f else p
             acc = p if acc is None else acc + p
         return (acc / len(flips))[..., :h, :w]
