@@ -396,3 +396,35 @@ def test_a_fifo_named_like_an_image_is_refused_without_hanging(tmp_path, capsys)
     os.mkfifo(fifo)
     rc, _, err = run(capsys, "detect", fifo, "--out", tmp_path / "o", "--mpp", "0.5")
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "f.png: is not a regular file" in err
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["detect", "--threshold", "nan"], "--threshold nan"),
+    (["detect", "--threshold", "2"], "--threshold 2"),
+    (["detect", "--threshold", "-1"], "--threshold -1"),
+    (["segment", "--overlap", "nan"], "--overlap nan"),
+    (["segment", "--tile", "100000"], "--tile 100000"),
+    (["detect", "--device", "meta"], "--device 'meta'"),
+    (["detect", "--device", "xla"], "--device 'xla'"),
+    (["detect", "--workers", "0"], "--workers 0"),
+])
+def test_nonsense_options_are_refused_before_any_work(args, needle, tmp_path, capsys):
+    """Weak: values that used to give 0 cells and a `.done.json`, a MemoryError or an internal error."""
+    from napari_pathreview._sample_data import SAMPLE_TILE
+
+    out = tmp_path / ("o.zarr" if args[0] == "segment" else "o")
+    rc, _, err = run(capsys, args[0], SAMPLE_TILE, "--out", out, "--mpp", "0.25", *args[1:])
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
+    assert not out.exists()
+
+
+def test_an_output_file_is_replaced_by_a_store_with_overwrite(tmp_path):
+    """Weak: `--out FILE.zarr --overwrite` on a file ended in NotADirectoryError after the whole run."""
+    from napari_pathreview.backend.atomic import atomic_path
+
+    target = tmp_path / "o.zarr"
+    target.write_text("a file")
+    with atomic_path(target) as tmp:
+        tmp.mkdir()
+        (tmp / ".zgroup").write_text("{}")
+    assert target.is_dir() and (target / ".zgroup").exists()
