@@ -272,13 +272,23 @@ def test_cancel_stops_a_tiled_explanation(make_napari_viewer, open_dock, qtbot, 
 
 def test_explain_widget_reports_a_method_that_does_not_apply(make_napari_viewer, open_dock, qtbot):
     viewer = make_napari_viewer()
-    viewer.add_image(np.zeros((64, 64, 3), np.uint8), rgb=True, name="blank")
+    viewer.add_image(np.zeros((64, 64, 3), np.uint8), rgb=True, name="blank", metadata={"mpp": 0.62})
     w = open_dock(viewer, "explain")
     w.device.setCurrentText("cpu")
     w.method.setCurrentText("rollout")
     n = len(viewer.layers)
     _run(w, qtbot, 60_000)
     assert "does not apply" in w.status.text() and len(viewer.layers) == n
+
+
+def test_explain_refuses_an_image_of_unknown_pixel_size_like_every_dock(make_napari_viewer, open_dock, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((64, 64, 3), np.uint8), rgb=True, name="no-mpp")
+    w = open_dock(viewer, "explain")
+    n = len(viewer.layers)
+    _run(w, qtbot, 60_000)
+    assert "microns per pixel unknown" in w.status.text() and "mpp (µm/px)" in w.status.text()
+    assert "--mpp" not in w.status.text() and len(viewer.layers) == n
 
 
 def test_explain_widget_module_does_not_import_torch():

@@ -33,8 +33,8 @@ def run_weak(viewer, image, qtbot, open_dock):
     assert w.cells.currentText() == DETECT
     w.run_btn.click()
     qtbot.waitUntil(lambda: w.worker is None, timeout=180_000)
-    cams = [ly for ly in viewer.layers if ly.name.startswith(f"{image.name} CAM ")]
-    assert [ly.name.split()[-1] for ly in cams] == CLASSES
+    cams = [ly for ly in viewer.layers if ly.name.startswith(f"{image.name} CAM ")][::-1]  # list: top down
+    assert [ly.name.split()[-1] for ly in cams] == CLASSES and cams == w.cam_layers
     for ly in cams:
         assert_readable_cam(ly)
     labels = viewer.layers[f"{image.name} pseudo-labels"]

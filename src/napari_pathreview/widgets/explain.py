@@ -14,7 +14,7 @@ import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSlider, QWidget
 
-from .base import TaskWidget, layer_mpp, layer_slide
+from .base import TaskWidget, layer_slide
 
 METHODS = ("gradcam", "cam", "lrp-epsilon", "lrp-gamma", "lrp-a1b0", "lrp-a2b1", "rollout")
 COLORMAPS = ("inferno", "turbo", "magma", "viridis", "red")
@@ -99,7 +99,7 @@ class ExplainWidget(TaskWidget):
         from ..backend import pipelines
 
         layer = self.selected_image()
-        mpp = layer_mpp(layer, self.mpp.value())
+        mpp = self.image_mpp(layer)  # as every widget: typed (becomes the scale), else the file's, else refused
         slide = layer_slide(layer, mpp)
         model, device = self.model.currentText() or None, self.device.currentText()
         method, target = self.method.currentText(), self.target.currentText()
@@ -132,15 +132,17 @@ class ExplainWidget(TaskWidget):
         probs = dict(zip(res.classes, (float(p) for p in res.probs)))
         maps = [(res.maps[0], "attention")] if agnostic else list(zip(res.maps, res.targets))
         colormap = named_heat_colormap(cmap)
-        self.heat_layers, empty = [], []
+        self.heat_layers, empty, ranges = [], [], []
         for heat, cls in maps:
             if not has_evidence(heat):
                 empty.append(cls)
                 show_warning(empty_map_message(name, res.method, cls, probs.get(cls)))
                 continue
+            hi = display_range(heat)
+            ranges.append(f"{cls} 0–{hi:.3g}")
             data, kwargs, _ = heat_layer_data(
                 heat, f"{name} {res.method} {cls}", colormap, scale=scale, translate=translate,
-                contrast_limits=(0.0, display_range(heat)), opacity=opacity, gamma=0.5,
+                contrast_limits=(0.0, hi), opacity=opacity, gamma=0.5,
                 metadata={"method": res.method, "class": cls, "model": res.model, "mpp": res.mpp}, units=units)
             ly = self.viewer.add_image(data, **kwargs)
             ly.colorbar.visible = True
@@ -148,6 +150,8 @@ class ExplainWidget(TaskWidget):
         self.probs.setText("<br>".join(f"{c}: <b>{p:.3f}</b>" for c, p in probs.items()))
         best = res.classes[int(np.argmax(res.probs))]
         msg = f"{res.method}: {len(self.heat_layers)} map(s); most likely {best}"
+        if ranges:
+            msg += "; colour bar range " + ", ".join(ranges)
         if empty:
             msg += "; empty (no positive evidence), not added: " + ", ".join(empty)
         self.status.setText(msg)

@@ -76,7 +76,10 @@ class WeakWidget(TaskWidget):
         units = getattr(layer, "units", None)
         colors = res.points.colors or class_colors(res.classes)
         self.cam_layers = []
-        for k, c in enumerate(res.classes):
+        # added last class first, so the layer list (top down) and the colour bars (left to right) read in
+        # the legend's class order
+        for k in reversed(range(len(res.classes))):
+            c = res.classes[k]
             # CAMs as the Explain dock draws heat maps: translucent, clear where low, a colour bar (0-1)
             rgb = hex_to_rgba(colors.get(c, "#ffffff"))[:3]
             cmap = heat_colormap([rgb * 0.6, rgb], f"pathreview-cam-{rgba_hex(rgb)}", display_name=f"CAM {c}")
@@ -85,7 +88,7 @@ class WeakWidget(TaskWidget):
                                               metadata={"pathreview": "cam", "class": c, "mpp": mpp}, units=units)
             ly = self.viewer.add_image(data, **kwargs)
             ly.colorbar.visible = True
-            self.cam_layers.append(ly)
+            self.cam_layers.insert(0, ly)
         meta = {"pathreview": "pseudo-labels", "classes": ["background"] + list(res.classes),
                 "threshold": res.threshold, "mpp": mpp}
         self.labels_layer = self.viewer.add_labels(res.pseudo, name=f"{layer.name} pseudo-labels", opacity=0.4,
