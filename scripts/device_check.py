@@ -1,0 +1,82 @@
+"""One-call GPU check (issue 30): does CUDA run the shipped models, at which precisions, how fast, and do
+reduced-precision outputs equal float32's? Writes ``$OUT/device_check.json`` (and prints it).
+
+Run on a lent GPU machine from the repository root (its image has torch, numpy, scipy, scikit-image,
+tifffile, imageio, safetensors; carry wheels for dask, zarr, numcodecs, partd, locket into ``.whl/`` first,
+see /work/.library/device/README.md):
+
+    bash scripts/device_check.sh
+
+Inputs: a mosaic of the bundled MoNuSeg sample (no data set needed). Every check is independent: an error
+is recorded under its name and the rest still run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+
+def main() -> dict:
+    import numpy as np
+    import torch
+
+    out: dict = {"torch": torch.__version__, "cuda": torch.cuda.is_available()}
+    if not out["cuda"]:
+        return out
+    out.update(device=torch.cuda.get_device_name(0), bf16=torch.cuda.is_bf16_supported(),
+               capability=list(torch.cuda.get_device_capability(0)))
+    from napari_pathreview.backend import pipelines
+    from napari_pathreview.backend.bench import _mosaic
+    from napari_pathreview.backend.matching import match_points
+    from napari_pathreview.backend.seg_metrics import dice
+
+    def timed(fn):
+        fn()  # warm
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        r = fn()
+        torch.cuda.synchronize()
+        return r, time.perf_counter() - t
+
+    for size in (2048, 8192):
+        img = _mosaic(size)
+        mpx = size * size / 1e6
+        for task in ("detect", "segment"):
+            key = f"{task}_{size}"
+            try:
+                res = {}
+                run = getattr(pipelines, task)
+                ref, t_ref = timed(lambda: run(img, mpp=0.25, device="cuda", precision="fp32"))
+                res["fp32"] = {"seconds": round(t_ref, 3), "mpx_per_s": round(mpx / t_ref, 2)}
+                for p in ("bf16", "fp16"):
+                    r, t = timed(lambda p=p: run(img, mpp=0.25, device="cuda", precision=p))
+                    entry = {"seconds": round(t, 3), "mpx_per_s": round(mpx / t, 2), "ratio": round(t / t_ref, 3)}
+                    if task == "detect":
+                        m = match_points(r.yx, ref.yx, 6.0)
+                        entry["matched_f1"] = round(2 * len(m.pred_idx) / max(1, len(r) + len(ref)), 4)
+                        entry["same_class"] = round(float((r.labels[m.pred_idx] == ref.labels[m.gt_idx]).mean()), 4)
+                        entry["cells"] = [len(ref), len(r)]
+                    else:
+                        entry["label_dice"] = round(dice(ref.labels > 0, r.labels > 0), 5)
+                    res[p] = entry
+                out[key] = res
+            except Exception as exc:  # noqa: BLE001 - record and go on
+                out[key] = {"error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()[-2000:]}
+            print(key, json.dumps(out[key])[:400], flush=True)
+    out["max_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return out
+
+
+if __name__ == "__main__":
+    res = main()
+    text = json.dumps(res, indent=1)
+    print(text)
+    if os.environ.get("OUT"):
+        Path(os.environ["OUT"], "device_check.json").write_text(text + "\n")
