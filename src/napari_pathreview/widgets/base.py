@@ -125,6 +125,20 @@ def gui_words(message: str) -> str:
     return re.sub(r"(?<![\w-])--mpp\b", MPP_FIELD, message)
 
 
+def micron_units(layer) -> None:
+    """Show ``layer``'s world units as µm (napari's scale bar then reads µm, not "pixel") when its scale is
+    its pixel size; left as it is when napari cannot or the layer already has units of its own."""
+    with contextlib.suppress(Exception):
+        if all(str(u) == "pixel" for u in layer.units):
+            layer.units = "um"
+
+
+def result_units(layer) -> dict:
+    """``{"units": ...}`` of the image layer, for the result layers drawn over it (empty when unknown)."""
+    units = getattr(layer, "units", None)
+    return {"units": tuple(units)[-2:]} if units is not None else {}
+
+
 def apply_mpp(layer, mpp: float, viewer=None) -> bool:
     """Make ``layer``'s world units microns at ``mpp`` µm/px: its last two scale axes become ``mpp`` (the
     translate is kept on the same pixel) and ``metadata["mpp"]`` records it, as the reader does for a slide
@@ -153,6 +167,7 @@ def apply_mpp(layer, mpp: float, viewer=None) -> bool:
         t[-2:] = t[-2:] / s[-2:] * mpp
         s[-2:] = mpp
         ly.scale, ly.translate = s, t
+        micron_units(ly)
     meta["mpp"] = float(mpp)
     layer.metadata = meta
     return True
@@ -374,6 +389,8 @@ class TaskWidget(QWidget):
         mpp = layer_mpp(layer)
         if mpp is None and required:
             raise InputError(mpp_unknown_message(layer.name))
+        if mpp is not None and np.allclose(np.asarray(layer.scale, float)[-2:], mpp, rtol=1e-6):
+            micron_units(layer)  # scaled in µm (as the reader does): say so on the scale bar
         return mpp
 
     def selected_image(self):

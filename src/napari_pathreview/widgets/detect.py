@@ -9,7 +9,7 @@ import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSlider, QWidget
 
-from .base import TaskWidget, layer_slide, set_shown
+from .base import TaskWidget, layer_slide, result_units, set_shown
 from .lod import attach_lod
 
 
@@ -31,7 +31,8 @@ class DetectWidget(TaskWidget):
         box.addWidget(self.score, 1)
         box.addWidget(self.score_value)
         self.form.addRow("min score", row)
-        self.tta = QCheckBox("rotations / flips test-time augmentation (8x slower)")
+        self.tta = QCheckBox("rotations and flips (8x slower)")
+        self.tta.setToolTip("test-time augmentation: average the 8 rotations / flips of every tile")
         self.form.addRow("TTA", self.tta)
         self.legend = QLabel("")
         self.extra.addWidget(self.legend)
@@ -54,7 +55,7 @@ class DetectWidget(TaskWidget):
 
             data, kwargs, _ = points_layer_data(points, f"{layer.name} cells", scale=layer.scale[-2:],
                                                 translate=layer.translate[-2:])
-            self.points_layer = self.viewer.add_points(data, **kwargs)
+            self.points_layer = self.viewer.add_points(data, **kwargs, **result_units(layer))
             attach_lod(self.viewer, self.points_layer)  # > 50 000 cells: density image when zoomed out
             counts = np.bincount(points.labels, minlength=len(points.classes)) if len(points) else None
             self.legend.setText(legend_html(points.classes, kwargs["metadata"]["colors"], counts))

@@ -345,9 +345,14 @@ class LODController:
         return list(self.viewer.layers).index(self.layer)
 
     def _insert(self, proxy):
-        active = self.viewer.layers.selection.active
+        """Insert a display proxy just above the full layer, leaving the user's selection as it was (napari
+        selects every layer it adds: the proxies would show as selected in the layer list)."""
+        selection = self.viewer.layers.selection
+        before, active = set(selection), selection.active
         self.viewer.layers.insert(self._index() + 1, proxy)
-        self.viewer.layers.selection.active = active if active is not None else self.layer
+        selection.clear()
+        selection.update(before or {self.layer})
+        selection.active = active if active is not None else self.layer
 
     def _ensure_overview(self):
         if self.overview is not None and self._overview_stale:
@@ -361,6 +366,8 @@ class LODController:
                                   multiscale=len(pyr.levels) > 1, name=f"{self.layer.name} (overview)",
                                   scale=scale, translate=translate, opacity=self.layer.opacity,
                                   visible=False, metadata={"pathreview": PROXY, "lod_source": self.layer.name})
+            with contextlib.suppress(Exception):  # the full layer's units (µm): napari's scale bar reads them
+                self.overview.units = self.layer.units
             self._insert(self.overview)
         self._overview_stale = False
 
@@ -390,6 +397,8 @@ class LODController:
         else:
             proxy = Vectors(np.zeros((0, 2, ly.ndim)), name=f"{ly.name} (in view)", scale=ly.scale,
                             translate=ly.translate, metadata=md, visible=False)
+        with contextlib.suppress(Exception):
+            proxy.units = ly.units
         self.in_view = proxy
         self._sync_display_props()
         self._insert(proxy)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QSpinBox
 
-from .base import TaskWidget, layer_slide
+from .base import TaskWidget, layer_slide, result_units
 
 
 class SegmentWidget(TaskWidget):
@@ -36,11 +36,12 @@ class SegmentWidget(TaskWidget):
         self.overlap.setValue(int(params.get("overlap", 64)))
         self.overlap.setToolTip("overlap between neighbouring tiles, model pixels (blended: no seams)")
         self.form.addRow("overlap (model px)", self.overlap)
-        self.tta = QCheckBox("flip test-time augmentation (4x slower)")
+        self.tta = QCheckBox("flips (4x slower)")
+        self.tta.setToolTip("test-time augmentation: average the 4 flips of every tile")
         self.form.addRow("TTA", self.tta)
-        self.stain_norm = QCheckBox("scale hematoxylin to the model's training level")
+        self.stain_norm = QCheckBox("normalise hematoxylin")
         self.stain_norm.setChecked(params.get("stain_reference") is not None)
-        self.stain_norm.setToolTip("one factor per image, as the model was trained (bright-field H&E); "
+        self.stain_norm.setToolTip("scale the hematoxylin to the model's training level: one factor per image, as the model was trained (bright-field H&E); "
                                    "off for other stains")
         self.form.addRow("stain", self.stain_norm)
         self.ensemble_with = QComboBox()
@@ -127,7 +128,7 @@ class SegmentWidget(TaskWidget):
             data, kwargs, _ = labels_layer_data(result, name, scale=layer.scale[-2:],
                                                 translate=layer.translate[-2:])
             # a new layer every run (napari numbers the name): a layer of that name may hold the user's edits
-            self.labels_layer = self.viewer.add_labels(data, **kwargs)
+            self.labels_layer = self.viewer.add_labels(data, **kwargs, **result_units(layer))
             n = len(kwargs["features"]["index"])
             self.status.setText(f"{n} nuclei" + ("" if n else " (none found)"))
 
