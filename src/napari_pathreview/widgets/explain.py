@@ -23,10 +23,10 @@ CLASS_AGNOSTIC = ("rollout",)
 
 def empty_map_message(image: str, method: str, cls: str, prob: float | None) -> str:
     """Why a map is empty, in words a user can act on."""
-    p = "" if prob is None else f" (p = {prob:.3f})"
-    return (f"{image}: the {method} map for '{cls}' is empty: no pixel carries positive evidence for "
-            f"'{cls}'{p}; the relevance for it is all negative (evidence against it). Nothing was added; "
-            f"try lrp-epsilon or gradcam to see the evidence against it.")
+    p = "" if prob is None else f", p = {prob:.3f}"
+    return (f"Empty map, not added: {method} for '{cls}' on '{image}'. No pixel carries positive evidence "
+            f"for '{cls}' (its relevance is all negative: evidence against it{p}); lrp-epsilon or gradcam "
+            f"show the evidence against it.")
 
 
 class ExplainWidget(TaskWidget):
