@@ -333,6 +333,24 @@ def test_compare_exports_the_metrics_table_as_csv(make_napari_viewer, open_dock,
     assert conf == [[1, 1], [0, 0]]  # rows annotated, columns predicted: the a at (21, 20) was called b
 
 
+def test_annotation_in_pixels_lines_up_with_a_prediction_in_microns(make_napari_viewer, open_dock, qtbot):
+    """A points CSV opened without a pixel size (scale 1) beside cells detected on an image whose mpp was
+    typed (scale 0.5 µm): its coordinates are pixels of that image, so Compare lines it up, and every cell
+    matches instead of the annotation being read at half its size."""
+    rng = np.random.default_rng(1)
+    yx = rng.uniform(0, 400, (60, 2))
+    viewer = make_napari_viewer()
+    viewer.add_points(yx, name="cells", scale=(0.5, 0.5), metadata={"mpp": 0.5}, units=("um", "um"))
+    viewer.add_points(yx + 0.5, name="truth")
+    w = _compare(viewer, open_dock, qtbot, "cells", "truth")
+    truth = viewer.layers["truth"]
+    assert np.allclose(truth.scale, (0.5, 0.5)) and truth.metadata["mpp"] == 0.5
+    assert tuple(map(str, truth.units)) == tuple(map(str, viewer.layers["cells"].units))
+    t = w.table_values()
+    assert t["detection"]["matched"] == 60 and t["detection"]["F1"] == 1.0
+    assert len(viewer.layers["cells: missed"].data) == 0
+
+
 def test_geojson_round_trip_through_napari_writer_and_reader(make_napari_viewer, val_sample, detection, tmp_path):
     viewer = make_napari_viewer()
     pts, _ = detection

@@ -40,6 +40,16 @@ TIPS = {  # what each Labels metric means, shown on hover
     "fn": "annotated nuclei without a predicted match (marked with a ring)",
 }
 
+HEADER_TIPS = {  # the Points table's columns, on hover
+    "precision": "of the cells predicted as the class, the share matched to an annotated cell of that class",
+    "recall": "of the annotated cells of the class, the share found with that class",
+    "F1": "harmonic mean of precision and recall",
+    "annotated": "annotated cells of the class (unlabelled annotations count for the detection row only)",
+    "predicted": "cells the prediction gave the class",
+    "matched": "annotated cells of the class matched by a prediction of the same class "
+               "(detection row: matched whatever the class)",
+}
+
 LABEL_ROWS = (  # key, what the table shows
     ("dice", "Dice (foreground)"), ("aji", "AJI"), ("pq", "PQ (panoptic quality)"),
     ("dq", "DQ (detection quality)"), ("sq", "SQ (mean IoU of matches)"), ("tp", "matched nuclei"),
@@ -68,6 +78,7 @@ class FitTable(QTableWidget):
         self.verticalHeader().hide()
         self.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 8)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+        self.horizontalHeader().setStyleSheet("QHeaderView::section { padding: 2px 4px; }")
 
     def _height(self, rows: int) -> int:
         head = 0 if self.horizontalHeader().isHidden() else self.horizontalHeader().sizeHint().height()
@@ -83,11 +94,27 @@ class FitTable(QTableWidget):
         return QSize(hint.width(), self._height(self.MIN_ROWS))
 
     def fit_columns(self):
+        """Columns as wide as their text (headers included); the last takes what width is left."""
         head = self.horizontalHeader()
         for j in range(self.columnCount()):
-            head.setSectionResizeMode(j, QHeaderView.ResizeMode.ResizeToContents if j == 0
-                                      else QHeaderView.ResizeMode.Stretch)
+            head.setSectionResizeMode(j, QHeaderView.ResizeMode.ResizeToContents)
+        head.setMinimumSectionSize(24)
+        head.setDefaultSectionSize(24)  # a stretched last section is at least this wide (Qt's default: 100 px)
+        head.setStretchLastSection(True)
+        # as wide as its columns (up to a bound): the dock widens rather than hiding a column behind a scroll bar
+        self.resizeColumnsToContents()
+        width = sum(head.sectionSize(j) for j in range(self.columnCount())) + 2 * self.frameWidth()
+        width += self.verticalHeader().sizeHint().width() if not self.verticalHeader().isHidden() else 0
+        width += self.verticalScrollBar().sizeHint().width()  # room for it, should the dock be short
+        self.setMinimumWidth(min(width + 4, 640))
         self.updateGeometry()
+
+
+def _units(layer) -> dict:
+    """``{"units": ...}`` of ``layer``'s last two axes (µm when its image's mpp is known), for layers drawn
+    over it: mixed units make napari warn and drop them."""
+    units = getattr(layer, "units", None)
+    return {"units": tuple(units)[-2:]} if units is not None else {}
 
 
 def _item(value, fmt="{:.3f}", key=None):
@@ -192,6 +219,7 @@ class CompareWidget(TaskWidget):
             raise InputError(f"'{pred.name}' is {pk.capitalize()} and '{gt.name}' is {gk.capitalize()}: "
                              "compare Points with Points or Labels with Labels")
         self._ref = pred
+        self._align_pixel_annotation(gt, pred)
         if pk == "labels":
             return self._labels_job(pred, gt)
         if len(gt.data) == 0:
@@ -215,6 +243,32 @@ class CompareWidget(TaskWidget):
             return compare_points(p_pts, (g_yx, g_names), radius, mpp, classes=classes)
 
         return fn_points, self._show_points
+
+    def _align_pixel_annotation(self, gt, pred) -> bool:
+        """An annotation without a pixel size drawn in plain pixels (scale 1, no offset; a points CSV or a
+        mask PNG) beside a prediction shown in µm (its image's mpp typed or read): the annotation's
+        coordinates are pixels of that image, so it takes the prediction's scale and offset (and mpp) and
+        lines up, in the viewer and in the comparison. True when it changed; a notification says so."""
+        from napari.utils.notifications import show_info
+
+        if (gt.metadata or {}).get("mpp"):
+            return False
+        g_scale, g_tr = np.asarray(gt.scale[-2:], float), np.asarray(gt.translate[-2:], float)
+        p_scale, p_tr = np.asarray(pred.scale[-2:], float), np.asarray(pred.translate[-2:], float)
+        if not (np.allclose(g_scale, 1) and np.allclose(g_tr, 0)) or (np.allclose(p_scale, 1) and np.allclose(p_tr, 0)):
+            return False
+        scale, translate = np.array(gt.scale, float), np.array(gt.translate, float)
+        scale[-2:], translate[-2:] = p_scale, p_tr
+        gt.scale, gt.translate = scale, translate
+        units = _units(pred).get("units")
+        if units is not None and len(gt.units) == len(pred.units):
+            gt.units = tuple(pred.units)
+        mpp = layer_mpp(pred, self.mpp.value() if layer_kind(pred) == "points" else 0.0)
+        if mpp:
+            gt.metadata = {**dict(gt.metadata or {}), "mpp": mpp}
+        show_info(f"'{gt.name}' had no pixel size: its coordinates are taken as pixels of '{pred.name}'"
+                  + (f" ({mpp:g} µm/px)" if mpp else "") + " and it is now drawn over it")
+        return True
 
     def _labels_job(self, pred, gt):
         from ..backend.errors import InputError
@@ -257,7 +311,7 @@ class CompareWidget(TaskWidget):
         ly = self.viewer.add_points(np.asarray(yx, np.float32).reshape(-1, 2), name=name, symbol=symbol,
                                     face_color=color, border_color=border or color, border_width=0.1,
                                     size=size, scale=tuple(ref.scale[-2:]), translate=tuple(ref.translate[-2:]),
-                                    features=features, metadata={"pathreview": "evaluation"})
+                                    features=features, metadata={"pathreview": "evaluation"}, **_units(ref))
         self.error_layers.append(ly)
         return ly
 
@@ -283,7 +337,7 @@ class CompareWidget(TaskWidget):
             vly = self.viewer.add_vectors(vec, name=f"{base}: matches", edge_color=COLORS["match"],
                                           edge_width=max(0.5, size * 0.08), scale=tuple(self._ref.scale[-2:]),
                                           translate=tuple(self._ref.translate[-2:]), vector_style="line",
-                                          metadata={"pathreview": "evaluation"})
+                                          metadata={"pathreview": "evaluation"}, **_units(self._ref))
             self.error_layers.append(vly)
         k = res.wrong_class
         cls = np.array(res.classes + [""], dtype=object)
@@ -300,8 +354,7 @@ class CompareWidget(TaskWidget):
         for i in range(len(res.classes)):
             for j in range(len(res.classes)):
                 self.confusion.setItem(i, j, _item(int(c[i, j])))
-        self.confusion.resizeColumnsToContents()
-        self.confusion.updateGeometry()
+        self.confusion.fit_columns()
         self.confusion.setVisible(True)
         self.confusion_label.setVisible(True)
         self._set_errors(res.errors)
@@ -340,6 +393,9 @@ class CompareWidget(TaskWidget):
         self.table.clear()
         self.table.setColumnCount(len(header))
         self.table.setHorizontalHeaderLabels(list(header))
+        for j, name in enumerate(header):
+            if name in HEADER_TIPS:
+                self.table.horizontalHeaderItem(j).setToolTip(HEADER_TIPS[name])
         self.table.setRowCount(len(rows))
         for i, row in enumerate(rows):
             key, row = (row[0], row[1:]) if keyed else (row[0], row)
