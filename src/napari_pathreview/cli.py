@@ -369,7 +369,10 @@ def cmd_demo(args) -> int:
 def cmd_bench(args) -> int:
     from .backend.bench import run_bench
 
-    res = run_bench(args.name, **({"record": True} if args.record else {}))
+    kw = {"record": True} if args.record else {}
+    if args.precision:
+        kw["precision"] = args.precision
+    res = run_bench(args.name, **kw)
     if not args.json:
         for k, v in res.items():
             print(f"{k}: {v}")
@@ -547,6 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="last stdout line is one JSON object")
     sp.add_argument("--record", action="store_true",
                     help="precision: write the verified precisions into the shipped model cards")
+    sp.add_argument("--precision", default=None, choices=("fp32", "bf16"),
+                    help="tiling: our side's precision (the MONAI reference stays fp32)")
     sp.set_defaults(func=cmd_bench)
 
     sp = sub.add_parser("segment", help="segment nuclei tile by tile; writes an OME-Zarr labels pyramid")

@@ -155,7 +155,7 @@ def _dense_model(task: str | None, compile: bool = False):
 
 @bench("tiling")
 def bench_tiling(size: int = 4096, tile: int = 512, overlap: int = 64, batch: int = 4,
-                 task: str | None = None, repeats: int = 2, compile: bool = True) -> dict:
+                 task: str | None = None, repeats: int = 2, compile: bool = True, precision: str = "fp32") -> dict:
     """Ours: tiling.predict_tiled (minimal-padding plan). Reference: MONAI's sliding_window_inference with
     the same model, tile, overlap and Gaussian blending, same image. Both blend with MONAI's own
     importance map (``compute_importance_map``, sigma 0.125 of the tile), so the outputs must agree to
@@ -173,18 +173,29 @@ def bench_tiling(size: int = 4096, tile: int = 512, overlap: int = 64, batch: in
     image = _mosaic(size)
     k = fn.eager(torch.zeros(1, 3, tile, tile)).shape[1]
 
-    def predict_np(batch_np):
-        # (B, H, W, C) numpy viewed as (B, C, H, W): already channels_last in memory, no copy
-        return fn(torch.from_numpy(batch_np).permute(0, 3, 1, 2)).numpy()
-
     ceiling = matmul_ceiling_gflops()
     with FlopCounterMode(display=False) as fc:
         fn.eager(torch.zeros(1, 3, tile, tile))
     flops_tile = fc.get_total_flops()
     n_tiles = len(plan_tiles((size, size), tile, overlap))
     t_compile = time.perf_counter()
+    from .precision import autocast, resolve
+
+    precision = resolve(precision, "cpu")
+    ours_fn = fn
+    if precision != "fp32":  # ours at reduced precision, the reference stays MONAI in float32
+
+        def ours_fn(x):
+            with autocast("cpu", precision):
+                return fn(x)
+
+    def predict_np(batch_np):
+        # (B, H, W, C) numpy viewed as (B, C, H, W): already channels_last in memory, no copy
+        return ours_fn(torch.from_numpy(batch_np).permute(0, 3, 1, 2)).numpy()
+
     for b in sorted({batch, n_tiles % batch or batch}):  # warm-up (compiles) for each batch shape
         fn(torch.zeros(b, 3, tile, tile))
+        ours_fn(torch.zeros(b, 3, tile, tile))
     t_compile = time.perf_counter() - t_compile
     rss0 = peak_rss_mb()
     window = compute_importance_map((tile, tile), mode="gaussian", sigma_scale=0.125).numpy()
@@ -230,7 +241,8 @@ def bench_tiling(size: int = 4096, tile: int = 512, overlap: int = 64, batch: in
             "fraction_of_ceiling": round(flops_tile * n_tiles / t_ours / 1e9 / ceiling, 3),
             "peak_rss_mb_before": round(rss0, 1), "peak_rss_mb_after_ours": round(rss_ours, 1),
             "peak_rss_mb": round(peak_rss_mb(), 1), "compiled": bool(compile),
-            "warmup_s": round(t_compile, 1), "device": "cpu", "threads": torch.get_num_threads()}
+            "warmup_s": round(t_compile, 1), "device": "cpu", "threads": torch.get_num_threads(),
+            "precision_ours": precision, "precision_reference": "fp32"}
 
 
 @bench("segment-zarr")
