@@ -14,10 +14,9 @@ from __future__ import annotations
 import copy
 
 import numpy as np
-from qtpy.QtWidgets import (QComboBox, QFormLayout, QGridLayout, QLabel, QPushButton, QVBoxLayout,
-                            QWidget)
+from qtpy.QtWidgets import (QComboBox, QFormLayout, QGridLayout, QLabel, QPushButton, QVBoxLayout)
 
-from .base import LayerPicker
+from .base import LayerPicker, TabifiedDock
 from .lod import attach_lod
 
 
@@ -27,7 +26,7 @@ def _model_cards():
     return list_models("detector")
 
 
-class AnnotateWidget(QWidget):
+class AnnotateWidget(TabifiedDock):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer

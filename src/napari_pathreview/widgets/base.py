@@ -215,7 +215,25 @@ def tabify_dock(widget) -> bool:
     return True
 
 
-class TaskWidget(QWidget):
+class TabifiedDock(QWidget):
+    """A dock widget that joins the PathReview docks of its window area as a tab (:func:`tabify_dock`)."""
+
+    def event(self, ev):
+        from qtpy.QtCore import QEvent, QTimer
+
+        if ev.type() == QEvent.Type.ParentChange and not getattr(self, "_tabify_pending", False):
+            # napari docks the widget, then adds the dock to the window: tabify once both are done
+            self._tabify_pending = True
+            QTimer.singleShot(0, self._tabify_once)
+        return super().event(ev)
+
+    def _tabify_once(self):
+        self._tabify_pending = False
+        with contextlib.suppress(RuntimeError):  # the widget was deleted meanwhile
+            tabify_dock(self)
+
+
+class TaskWidget(TabifiedDock):
     """Base dock widget. Subclasses add their controls to ``self.form`` and call :meth:`start`."""
 
     task: str = ""
@@ -239,6 +257,14 @@ class TaskWidget(QWidget):
         self.device = QComboBox()
         self.device.addItems(available_devices())
         self.form.addRow("device", self.device)
+        self.precision = None
+        if self.task in ("detector", "segmenter", "enhancer"):
+            self.precision = QComboBox()
+            self.precision.addItems(["fp32", "auto", "bf16", "fp16"])
+            self.precision.setToolTip(
+                "the network's number format (decoding stays fp32). auto: bf16 / fp16 where the device runs it "
+                "natively and the model card records it as giving fp32's results (pathreview bench precision)")
+            self.form.addRow("precision", self.precision)
         self.mpp = QDoubleSpinBox()
         self.mpp.setRange(0.0, 100.0)
         self.mpp.setDecimals(4)
@@ -260,20 +286,6 @@ class TaskWidget(QWidget):
         self.extra = QVBoxLayout()
         root.addLayout(self.extra)
         root.addStretch(1)
-
-    def event(self, ev):
-        from qtpy.QtCore import QEvent, QTimer
-
-        if ev.type() == QEvent.Type.ParentChange and not getattr(self, "_tabify_pending", False):
-            # napari docks the widget, then adds the dock to the window: tabify once both are done
-            self._tabify_pending = True
-            QTimer.singleShot(0, self._tabify_once)
-        return super().event(ev)
-
-    def _tabify_once(self):
-        self._tabify_pending = False
-        with contextlib.suppress(RuntimeError):  # the widget was deleted meanwhile
-            tabify_dock(self)
 
     # subclasses implement: job() -> (fn(progress, cancel) -> result, on_result(result))
     def job(self):

@@ -45,10 +45,11 @@ class DetectWidget(TaskWidget):
         mpp = self.image_mpp(layer)  # a typed value becomes the image's scale: results line up in µm
         slide = layer_slide(layer, mpp)
         model, device, tta = self.model.currentText() or None, self.device.currentText(), self.tta.isChecked()
+        precision = self.precision.currentText()
 
         def fn(progress, cancel):
             return pipelines.detect(slide, model, mpp=mpp, device=device, tta=tta or None,
-                                    progress=progress, cancel=cancel, name=layer.name)
+                                    progress=progress, cancel=cancel, name=layer.name, precision=precision)
 
         def done(points):
             from ..layers import legend_html, points_layer_data

@@ -119,12 +119,12 @@ class EnhanceWidget(TaskWidget):
             mpp = layer_mpp(image, self.mpp.value())
         cells = cells_from_layer(cells_layer, card.classes, mpp)
         slide = layer_slide(image, mpp) if (image is not None and cells.features is None) else None
-        name, device = card.name, self.device.currentText()
+        name, device, precision = card.name, self.device.currentText(), self.precision.currentText()
         self._base_layer = cells_layer
 
         def fn(progress, cancel):
             return pipelines.enhance(slide, cells, weights=name, mpp=mpp, device=device, progress=progress,
-                                     cancel=cancel, name=cells_layer.name)
+                                     cancel=cancel, name=cells_layer.name, precision=precision)
 
         return fn, self.show_result
 

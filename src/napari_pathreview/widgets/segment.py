@@ -94,9 +94,14 @@ class SegmentWidget(TaskWidget):
         thresholds = {"threshold": float(self.threshold.value()), "min_area_um2": float(self.min_area.value())}
         name = f"{layer.name} nuclei"
 
+        precision = self.precision.currentText()
+
         def models_and_params():
             models, cards = pipelines._models(weights, "segmenter", device)
             return models, cards, SegmentParams.from_card(cards[0], **thresholds)
+
+        def at_precision(models, cards):
+            return pipelines._at_precision(precision, models[0], pipelines._common_card(cards))
 
         if layer.multiscale:
             self._store_dir = self._store_dir or Path(tempfile.mkdtemp(prefix="pathreview-seg-"))
@@ -109,8 +114,10 @@ class SegmentWidget(TaskWidget):
 
                 models, cards, params = models_and_params()
                 # level 0: labels at the image's full resolution, whatever the model's scale
-                segment_to_zarr(slide, store, models, cards, params=params, tile=tile, overlap=overlap, tta=tta,
-                                level=0, progress=progress, cancel=cancel, name=layer.name, stain_norm=stain_norm)
+                with at_precision(models, cards):
+                    segment_to_zarr(slide, store, models, cards, params=params, tile=tile, overlap=overlap, tta=tta,
+                                    level=0, progress=progress, cancel=cancel, name=layer.name,
+                                    stain_norm=stain_norm)
                 meta = json.loads((store / "pathreview.json").read_text())
                 labels = open_slide(store)
                 return (list(labels.levels), read_table_csv(store / "instances.csv"), meta)
@@ -119,8 +126,10 @@ class SegmentWidget(TaskWidget):
                 from ..backend.segmentation import segment
 
                 models, cards, params = models_and_params()
-                return segment(slide, models, cards, mpp=mpp, params=params, tile=tile, overlap=overlap, tta=tta,
-                               level=0, progress=progress, cancel=cancel, name=layer.name, stain_norm=stain_norm)
+                with at_precision(models, cards):
+                    return segment(slide, models, cards, mpp=mpp, params=params, tile=tile, overlap=overlap,
+                                   tta=tta, level=0, progress=progress, cancel=cancel, name=layer.name,
+                                   stain_norm=stain_norm)
 
         def done(result):
             from ..layers import labels_layer_data

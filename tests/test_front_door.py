@@ -1,0 +1,102 @@
+"""All eight docks opened from Plugins > PathReview on one viewer, as a user opens them: every dock is a
+clean form (each visible input labelled, nothing overlapping, each input reachable by the mouse), and the
+precision row runs the network at the precision chosen."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_explain_widget import _inputs, _rect
+from test_explain_widget import _label_of as _label_of_widget
+
+from conftest import WIDGETS
+
+
+def _label_of(w, dock) -> str:
+    """As the Explain test's, and also the label of a form row whose field is a layout holding ``w``
+    (e.g. a folder box beside its Browse button)."""
+    from qtpy.QtWidgets import QFormLayout
+
+    text = _label_of_widget(w, dock)
+    if text:
+        return text
+    for form in dock.findChildren(QFormLayout):
+        for row in range(form.rowCount()):
+            field = form.itemAt(row, QFormLayout.ItemRole.FieldRole)
+            lay = field.layout() if field is not None else None
+            if lay is not None and lay.indexOf(w) >= 0:
+                lab = form.itemAt(row, QFormLayout.ItemRole.LabelRole)
+                if lab is not None and lab.widget() is not None and lab.widget().text().strip():
+                    return lab.widget().text()
+    return ""
+
+
+def _dock_of(w):
+    from qtpy.QtWidgets import QDockWidget
+
+    d = w.parentWidget()
+    while not isinstance(d, QDockWidget):
+        d = d.parentWidget()
+    return d
+
+
+def test_all_eight_docks_from_the_menu_are_clean_forms(sample_viewer, open_dock, qtbot):
+    from qtpy.QtWidgets import QApplication, QLabel
+
+    window = sample_viewer.window._qt_window
+    window.resize(1280, 800)
+    window.show()
+    qtbot.waitExposed(window)
+    docks = {key: open_dock(sample_viewer, key) for key in WIDGETS}
+    assert len({id(w) for w in docks.values()}) == 8
+    problems = []
+    for key, w in docks.items():
+        _dock_of(w).raise_()  # docks tabify: bring this one to the front
+        qtbot.waitUntil(w.isVisible, timeout=5000)
+        QApplication.processEvents()
+        inputs = _inputs(w)
+        assert inputs, key
+        problems += [f"{key}: unlabelled {type(i).__name__}" for i in inputs if not _label_of(i, w)]
+        shown = inputs + [c for c in w.findChildren(QLabel) if c.isVisibleTo(w) and c.text().strip()]
+        for i, a in enumerate(shown):
+            for b in shown[i + 1:]:
+                if not (a.isAncestorOf(b) or b.isAncestorOf(a)) and _rect(a, w).intersects(_rect(b, w)):
+                    problems.append(f"{key}: {_label_of(a, w) or type(a).__name__!r} overlaps "
+                                    f"{_label_of(b, w) or type(b).__name__!r}")
+        for i in inputs:
+            hit = w.childAt(_rect(i, w).center())
+            if not (hit is i or (hit is not None and i.isAncestorOf(hit))):
+                problems.append(f"{key}: {_label_of(i, w)!r} covered by {type(hit).__name__}")
+    assert not problems, problems
+    assert window.minimumSizeHint().height() <= 800
+
+
+@pytest.mark.parametrize("dock", ["detect", "segment", "enhance"])
+def test_precision_row_offers_the_precisions(sample_viewer, open_dock, dock):
+    w = open_dock(sample_viewer, dock)
+    assert [w.precision.itemText(i) for i in range(w.precision.count())] == ["fp32", "auto", "bf16", "fp16"]
+    assert w.precision.currentText() == "fp32" and _label_of(w.precision, w) == "precision"
+
+
+def test_detect_dock_at_bf16_gives_the_pipelines_bf16_cells(sample_viewer, open_dock, qtbot):
+    from napari_pathreview.backend import pipelines
+
+    image = sample_viewer.layers[0]
+    w = open_dock(sample_viewer, "detect")
+    w.device.setCurrentText("cpu")
+    w.precision.setCurrentText("bf16")
+    w.run()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    layer = sample_viewer.layers[f"{image.name} cells"]
+    ref = pipelines.detect(np.asarray(image.data), mpp=0.25, device="cpu", precision="bf16")
+    assert len(layer.data) == len(ref) > 50
+    np.testing.assert_allclose(np.sort(layer.features["score"]), np.sort(ref.scores), atol=1e-5)
+
+
+def test_fp16_on_the_cpu_is_a_notification_not_a_crash(sample_viewer, open_dock, qtbot):
+    w = open_dock(sample_viewer, "detect")
+    w.device.setCurrentText("cpu")
+    w.precision.setCurrentText("fp16")
+    n = len(sample_viewer.layers)
+    w.run()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
+    assert len(sample_viewer.layers) == n and "fp16 is not a CPU precision" in w.status.text()
