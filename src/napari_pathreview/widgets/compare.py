@@ -96,14 +96,17 @@ class FitTable(QTableWidget):
     def fit_columns(self):
         """Columns as wide as their text (headers included); the last takes what width is left."""
         head = self.horizontalHeader()
-        for j in range(self.columnCount()):
-            head.setSectionResizeMode(j, QHeaderView.ResizeMode.ResizeToContents)
+        n = self.columnCount()
         head.setMinimumSectionSize(24)
         head.setDefaultSectionSize(24)  # a stretched last section is at least this wide (Qt's default: 100 px)
-        head.setStretchLastSection(True)
+        head.setStretchLastSection(False)
+        for j in range(n):
+            head.setSectionResizeMode(j, QHeaderView.ResizeMode.ResizeToContents if j < n - 1
+                                      else QHeaderView.ResizeMode.Stretch)
         # as wide as its columns (up to a bound): the dock widens rather than hiding a column behind a scroll bar
-        self.resizeColumnsToContents()
-        width = sum(head.sectionSize(j) for j in range(self.columnCount())) + 2 * self.frameWidth()
+        width = sum(head.sectionSize(j) for j in range(n - 1)) + 2 * self.frameWidth()
+        if n:
+            width += max(self.sizeHintForColumn(n - 1), head.sectionSizeHint(n - 1))
         width += self.verticalHeader().sizeHint().width() if not self.verticalHeader().isHidden() else 0
         width += self.verticalScrollBar().sizeHint().width()  # room for it, should the dock be short
         self.setMinimumWidth(min(width + 4, 640))
@@ -306,10 +309,10 @@ class CompareWidget(TaskWidget):
                 self.viewer.layers.remove(ly)
         self.error_layers = []
 
-    def _add_points(self, yx, name, symbol, color, size, features=None, border=None):
+    def _add_points(self, yx, name, symbol, color, size, features=None, border=None, border_width=0.1):
         ref = self._ref
         ly = self.viewer.add_points(np.asarray(yx, np.float32).reshape(-1, 2), name=name, symbol=symbol,
-                                    face_color=color, border_color=border or color, border_width=0.1,
+                                    face_color=color, border_color=border or color, border_width=border_width,
                                     size=size, scale=tuple(ref.scale[-2:]), translate=tuple(ref.translate[-2:]),
                                     features=features, metadata={"pathreview": "evaluation"}, **_units(ref))
         self.error_layers.append(ly)
@@ -373,11 +376,13 @@ class CompareWidget(TaskWidget):
         self.confusion_label.setVisible(False)
         errs = res["errors"]
         self._set_errors(errs)
-        size = self._marker_size()
-        self._add_points([e.yx for e in errs if e.kind == "fp"], f"{base}: false positives", "x",
-                         COLORS["fp"], size, border=BORDERS["fp"])
-        self._add_points([e.yx for e in errs if e.kind == "fn"], f"{base}: missed", "ring", COLORS["fn"], size,
-                         border=BORDERS["fn"])
+        # thin outlines around each unmatched nucleus (its own size), so the nucleus itself stays visible:
+        # false positives in black squares, missed nuclei in spring-green circles
+        for kind, name, symbol in (("fp", "false positives", "square"), ("fn", "missed", "disc")):
+            sel = [e for e in errs if e.kind == kind]
+            sizes = np.array([1.5 * e.diameter + 4 for e in sel]) if sel else self._marker_size()
+            self._add_points([e.yx for e in sel], f"{base}: {name}", symbol, [0, 0, 0, 0], sizes,
+                             border=COLORS[kind], border_width=0.07)
         self.viewer.layers.selection.active = self._ref
         if res["binary"]:
             self.status.setText(f"Dice {res['dice']:.3f} (the annotation is a binary mask: no instances, "
@@ -468,13 +473,14 @@ class CompareWidget(TaskWidget):
         """A white diamond around the error under review (one point, moved at each step), so it stands out
         among the other markers at the centre of the view."""
         yx = np.asarray([e.yx], np.float32)
+        size = 2.2 * e.diameter + 8 if e.diameter else 2.0 * self._marker_size()
         ly = getattr(self, "_current", None)
         if ly is not None and ly in self.viewer.layers:
             ly.data = yx
+            ly.size = size
         else:
-            ly = self._add_points(yx, f"{self._ref.name}: current error", "diamond", [0, 0, 0, 0],
-                                  self._marker_size() * 2.0, border=COLORS["current"])
-            ly.border_width = 0.08
+            ly = self._add_points(yx, f"{self._ref.name}: current error", "diamond", [0, 0, 0, 0], size,
+                                  border=COLORS["current"], border_width=0.06)
             self._current = ly
             self.viewer.layers.selection.active = self._ref
 
