@@ -21,9 +21,9 @@ from napari_pathreview.layers import points_layer_data
 
 def _shipped_detector() -> Path:
     """Weights file of the shipped default detector."""
-    from napari_pathreview.backend.weights import default_model, resolve
-
     import os  # DEV-ONLY (remove when the shipped detector lands)
+
+    from napari_pathreview.backend.weights import default_model, resolve
     if os.environ.get("PATHREVIEW_DEV_DETECTOR"):
         return Path(os.environ["PATHREVIEW_DEV_DETECTOR"])
     return resolve(default_model("detector"), "detector")[0]
@@ -69,7 +69,7 @@ def test_compare_widget_numbers_equal_pathreview_evaluate(make_napari_viewer, op
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     viewer = make_napari_viewer()
     viewer.open(str(ds / "images" / f"{sample.name}.png"), plugin="napari-pathreview")
-    pred = _add_cells(viewer, pts, "cells")
+    _add_cells(viewer, pts, "cells")
     (ann,) = viewer.open(str(ds / "points.csv"), plugin="napari-pathreview")
     assert len(ann.data) == len(sample.yx) and ann.metadata["pathreview"] == "annotation"
     w = open_dock(viewer, "compare")
@@ -211,6 +211,7 @@ def test_compare_labels_on_monuseg_equals_evaluate_segmenter(make_napari_viewer,
     """A real MoNuSeg image segmented from the menu (Segment, mpp 0.25, default model) vs its instance mask:
     Compare's Dice / AJI / PQ equal what `pathreview evaluate segmenter` reports for that image."""
     import imageio.v3 as iio
+
     from napari_pathreview.backend.weights import default_model
 
     name = "TCGA-21-5784-01Z-00-DX1"
@@ -485,7 +486,8 @@ def test_fine_tune_in_viewer_then_f1_on_another_image(make_napari_viewer, qtbot,
         for ext in (".safetensors", ".json"):
             shutil.copy(shipped.with_suffix(ext), user_weights / f"dev-detector{ext}")
         shipped = user_weights / "dev-detector.safetensors"
-        card_ = json.loads(shipped.with_suffix(".json").read_text()); card_["name"] = "dev-detector"
+        card_ = json.loads(shipped.with_suffix(".json").read_text())
+        card_["name"] = "dev-detector"
         shipped.with_suffix(".json").write_text(json.dumps(card_))
     detect_before = DetectWidget(viewer)
     w = TrainWidget(viewer)
@@ -511,8 +513,9 @@ def test_fine_tune_in_viewer_then_f1_on_another_image(make_napari_viewer, qtbot,
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["training"]["epochs"] == 2 and card["classes"] == classes
     # validation F1 on another image, before and after
-    from napari_pathreview.backend.exchange import read_points_table
     import imageio.v3 as iio
+
+    from napari_pathreview.backend.exchange import read_points_table
 
     rows = [r for r in csv.DictReader(open(crchisto / "points.csv")) if r["split"] == "validation"]
     other_name = sorted({r["image"] for r in rows} - {sample.name}, key=lambda s: (len(s), s))[0]
@@ -528,7 +531,8 @@ def test_fine_tune_in_viewer_then_f1_on_another_image(make_napari_viewer, qtbot,
         assert 0.0 <= m["detection"]["f1"] <= 1.0 and 0.0 <= m["weighted_f1"] <= 1.0
     report = {"train_image": sample.name, "eval_image": other_name, "epochs": 2, "lr": w.lr.value(),
               "train_seconds": round(seconds, 1),
-              "before": {"det_f1": before["detection"]["f1"], "mF1": before["mF1"], "weighted_f1": before["weighted_f1"]},
+              "before": {"det_f1": before["detection"]["f1"], "mF1": before["mF1"],
+                         "weighted_f1": before["weighted_f1"]},
               "after": {"det_f1": after["detection"]["f1"], "mF1": after["mF1"], "weighted_f1": after["weighted_f1"]}}
     with capsys.disabled():
         print("\nFINE-TUNE", json.dumps(report))

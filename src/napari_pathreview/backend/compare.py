@@ -181,7 +181,7 @@ def compare_points(pred, gt, radius_um: float = 3.3, mpp: float | None = None, c
     pl, gl = plab[tp_p], glab[tp_g]
     wrong = np.flatnonzero((gl != UNLABELED) & (pl != UNLABELED) & (pl != gl))
     seg = np.stack([pyx[tp_p], gyx[tp_g]], 1) if len(tp_p) else np.zeros((0, 2, 2))
-    name = lambda lab: classes[lab] if lab >= 0 else ""  # noqa: E731
+    name = lambda lab: classes[lab] if lab >= 0 else ""
     items = ([ErrorItem("fp", tuple(map(float, pyx[i])), pred=int(i), pred_class=name(plab[i])) for i in fp]
              + [ErrorItem("fn", tuple(map(float, gyx[j])), gt=int(j), gt_class=name(glab[j])) for j in fn]
              + [ErrorItem("class", tuple(map(float, gyx[tp_g[k]])), pred=int(tp_p[k]), gt=int(tp_g[k]),
@@ -237,6 +237,7 @@ def label_errors(pred: np.ndarray, gt: np.ndarray, iou_thresh: float = 0.5, band
     """Unmatched instances (IoU <= ``iou_thresh``) as ErrorItems at their centroids: predicted -> "fp",
     annotated -> "fn"; in reading order (bands of ``band`` pixels)."""
     from scipy import ndimage
+
     from .seg_metrics import _pair_iou, contingency
 
     pred, gt = np.asarray(pred), np.asarray(gt)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
-from qtpy.QtWidgets import (QComboBox, QFormLayout, QGridLayout, QLabel, QPushButton, QVBoxLayout)
+from qtpy.QtWidgets import QComboBox, QFormLayout, QGridLayout, QLabel, QPushButton, QVBoxLayout
 
 from .base import LayerPicker, TabifiedDock
 from .lod import attach_lod

@@ -14,8 +14,17 @@ import csv
 
 import numpy as np
 from qtpy.QtCore import QSize, Qt
-from qtpy.QtWidgets import (QDoubleSpinBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QPushButton,
-                            QSizePolicy, QTableWidget, QTableWidgetItem)
+from qtpy.QtWidgets import (
+    QDoubleSpinBox,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QTableWidget,
+    QTableWidgetItem,
+)
 
 from .base import LayerPicker, TaskWidget, layer_kind, layer_mpp
 
@@ -292,6 +301,7 @@ class CompareWidget(TaskWidget):
 
         def fn_labels(progress, cancel):
             from scipy import ndimage
+
             from ..backend.compare import compare_labels, label_errors
 
             res = compare_labels(p, g, iou)
@@ -431,6 +441,7 @@ class CompareWidget(TaskWidget):
         values, then ``prediction``, ``annotation`` and ``criterion`` (match radius or IoU). Written under
         a temporary name and moved into place. Returns the path, or None when nothing was written."""
         from napari.utils.notifications import show_error, show_info
+
         from ..backend.atomic import atomic_path
 
         if self.table.rowCount() == 0:
