@@ -8,8 +8,13 @@ import pytest
 import torch
 
 from napari_pathreview.backend import losses
-from napari_pathreview.backend.classification import (decide, read_labels_csv, search_thresholds,
-                                                      targets_of, train_classifier)
+from napari_pathreview.backend.classification import (
+    decide,
+    read_labels_csv,
+    search_thresholds,
+    targets_of,
+    train_classifier,
+)
 from napari_pathreview.backend.models.classifier import ClassifierConfig, build_classifier, nearest_neighbours
 from napari_pathreview.backend.weights import ModelCard, load_model, resolve
 

@@ -206,6 +206,7 @@ def test_evaluate_enhancer_json_has_the_detector_keys(one_val_image, monkeypatch
 
 def test_enhance_command_writes_csv_and_geojson(val_sample, tmp_path, capsys):
     from skimage.io import imsave
+
     from napari_pathreview.cli import main
 
     sample, classes = val_sample

@@ -179,6 +179,7 @@ def test_deletion_curve_and_faithfulness_scores(shipped, real_input):
 
 def test_cli_explain_writes_heat_maps(glas_images, tmp_path):
     import tifffile
+
     from napari_pathreview.cli import main
 
     out = tmp_path / "maps"
@@ -219,6 +220,7 @@ def test_rollout_with_the_shipped_vit_on_a_real_image_is_tiled_and_aligned(glas_
 
 def test_pyramid_is_read_at_the_model_scale_level_and_maps_come_back_at_level_0(shipped, glas_images):
     import dask.array as da
+
     from napari_pathreview.backend.slides import Slide
 
     model, card = shipped

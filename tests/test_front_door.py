@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import WIDGETS
 from test_explain_widget import _inputs, _rect
 from test_explain_widget import _label_of as _label_of_widget
-
-from conftest import WIDGETS
 
 
 def _label_of(w, dock) -> str:

@@ -16,7 +16,7 @@ def _dense_optimum(pred, gt, radius):
 
 def test_matching_equals_dense_optimum_on_random_clusters():
     rng = np.random.default_rng(1)
-    for trial in range(20):
+    for _trial in range(20):
         gt = rng.uniform(0, 60, (40, 2))
         pred = gt[rng.permutation(40)[:30]] + rng.normal(0, 2.5, (30, 2))
         pred = np.vstack([pred, rng.uniform(0, 60, (10, 2))])

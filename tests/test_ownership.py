@@ -123,7 +123,7 @@ def test_a_crash_between_outputs_leaves_a_claim_so_the_rerun_may_replace_them(tm
     src = tmp_path / "a.png"
     src.write_bytes(b"x")
     out = tmp_path / "o"
-    planned = lambda stem: [stem.with_name(stem.name + ".csv"), stem.with_name(stem.name + ".json")]  # noqa: E731
+    planned = lambda stem: [stem.with_name(stem.name + ".csv"), stem.with_name(stem.name + ".json")]
 
     def crash(path, stem):
         planned(stem)[0].write_text("half")

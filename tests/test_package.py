@@ -46,9 +46,8 @@ def test_wheel_holds_weights_cards_sample_and_manifest_only(wheel):
 
 
 def test_manifest_validates_and_names_every_widget():
-    from npe2 import PluginManifest
-
     from conftest import WIDGETS
+    from npe2 import PluginManifest
 
     mf = PluginManifest.from_file(PKG / "napari.yaml")
     assert {w.display_name for w in mf.contributions.widgets} == set(WIDGETS.values())

@@ -1,6 +1,7 @@
 """Property-based tests (hypothesis): readers and conversions never fail with anything but InputError."""
 import numpy as np
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from napari_pathreview.backend.errors import InputError

@@ -11,7 +11,6 @@ from napari_pathreview.backend.errors import InputError
 from napari_pathreview.backend.slides import open_slide, write_ome_zarr, write_tiff_pyramid
 
 
-
 @pytest.fixture(scope="module")
 def he(mini_he_and_mask):
     return np.ascontiguousarray(mini_he_and_mask[0][:256, :320])

@@ -149,8 +149,8 @@ def test_detection_that_cannot_fit_is_refused_before_any_work():
     """A 3 000 000² lazy slide at 0.5 µm/px could hold ~4·10¹⁰ cells: refused at once, nothing read."""
     import dask.array as da
 
-    from napari_pathreview.backend.errors import InputError
     from napari_pathreview.backend.detection import detect
+    from napari_pathreview.backend.errors import InputError
     from napari_pathreview.backend.memory import detect_bytes
     from napari_pathreview.backend.slides import Slide
     from napari_pathreview.backend.weights import load_model

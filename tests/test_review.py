@@ -7,8 +7,14 @@ import imageio.v3 as iio
 import numpy as np
 
 from napari_pathreview.backend.compare import compare_labels, compare_points, label_errors
-from napari_pathreview.backend.exchange import (labels_to_geojson, read_geojson, read_points_file,
-                                                read_points_table, write_geojson, write_points_csv)
+from napari_pathreview.backend.exchange import (
+    labels_to_geojson,
+    read_geojson,
+    read_points_file,
+    read_points_table,
+    write_geojson,
+    write_points_csv,
+)
 from napari_pathreview.backend.metrics import PointScores
 from napari_pathreview.backend.seg_metrics import aji, dice, panoptic_quality
 

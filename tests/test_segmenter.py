@@ -12,9 +12,16 @@ import torch
 
 from napari_pathreview.backend.errors import Cancelled, InputError
 from napari_pathreview.backend.seg_metrics import aji, dice
-from napari_pathreview.backend.segmentation import (INCOMPLETE_MARKER, MONUSEG_MPP, distance_target,
-                                                    label_instances, load_masks_dataset, read_table_csv,
-                                                    segment, segment_to_zarr)
+from napari_pathreview.backend.segmentation import (
+    INCOMPLETE_MARKER,
+    MONUSEG_MPP,
+    distance_target,
+    label_instances,
+    load_masks_dataset,
+    read_table_csv,
+    segment,
+    segment_to_zarr,
+)
 from napari_pathreview.backend.slides import open_slide
 from napari_pathreview.backend.weights import load_model
 
@@ -190,6 +197,7 @@ def test_watershed_splits_touching_nuclei_given_true_maps(sample):
 
 def test_laplacian_blend_is_a_valid_image_between_its_two_inputs(monuseg):
     from skimage.io import imread
+
     from napari_pathreview.backend.augment import laplacian_blend, random_blend_mask
 
     names = [r["image"] for r in csv.DictReader(open(monuseg / "splits.csv"))][:2]

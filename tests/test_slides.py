@@ -26,8 +26,6 @@ from napari_pathreview.backend.slides import (
     write_tiff_pyramid,
 )
 
-
-
 # ---- fixtures built from real data ---------------------------------------------------------------
 
 
@@ -343,7 +341,6 @@ def test_lazy_rgb_uint8_stretches_a_16_bit_level_tile_by_tile(sample_he):
     """A 16-bit level becomes uint8 RGB lazily (a dask graph, nothing read), with one slide-wide stretch
     taken from the coarse level: the same pixels as converting the whole level at once with those limits."""
     import dask.array as da
-    from skimage.io import imread
 
     from napari_pathreview.backend.errors import InputError
     from napari_pathreview.backend.slides import lazy_rgb_uint8, to_rgb_uint8

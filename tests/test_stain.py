@@ -3,8 +3,13 @@ import numpy as np
 import pytest
 
 from napari_pathreview.backend.segmentation import load_masks_dataset
-from napari_pathreview.backend.stain import (FACTOR_RANGE, hematoxylin_factor, hematoxylin_level,
-                                             scale_hematoxylin, stain_density)
+from napari_pathreview.backend.stain import (
+    FACTOR_RANGE,
+    hematoxylin_factor,
+    hematoxylin_level,
+    scale_hematoxylin,
+    stain_density,
+)
 
 
 @pytest.fixture(scope="module")

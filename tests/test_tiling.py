@@ -3,16 +3,22 @@ from __future__ import annotations
 
 import math
 import threading
+
 import dask.array as da
 import numpy as np
 import pytest
 import zarr
 from scipy import ndimage
-from skimage.io import imread
 
 from napari_pathreview.backend.errors import Cancelled, InputError
 from napari_pathreview.backend.tiling import (
-    Stitcher, blend_window, iter_tiles, pad_to, plan_tiles, predict_tiled, predict_tiled_to_zarr,
+    Stitcher,
+    blend_window,
+    iter_tiles,
+    pad_to,
+    plan_tiles,
+    predict_tiled,
+    predict_tiled_to_zarr,
 )
 
 

@@ -9,7 +9,6 @@ import torch
 from napari_pathreview.backend import weak
 
 
-
 def test_tile_labels_are_the_types_present_in_the_crop():
     yx = np.array([[10, 10], [20, 50], [70, 10], [30, 30], [1, 30], [40, 40]], np.float32)
     labels = np.array([0, 2, 1, -1, 3, 2])

@@ -7,13 +7,13 @@ computed at another resolution, line up; when the file gives no pixel size the s
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Union
 
 from .backend.slides import SLIDE_EXTENSIONS, Slide, is_zarr_path, open_slide
 
-PathLike = Union[str, Path]
-PathOrPaths = Union[PathLike, Sequence[PathLike]]
+PathLike = str | Path
+PathOrPaths = PathLike | Sequence[PathLike]
 
 
 def _can_read(path: PathLike) -> bool:
@@ -22,7 +22,7 @@ def _can_read(path: PathLike) -> bool:
     return low.endswith(SLIDE_EXTENSIONS) or is_zarr_path(p)
 
 
-def get_reader(path: PathOrPaths) -> Optional[Callable[[PathOrPaths], list]]:
+def get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list] | None:
     """Return :func:`read_slides` if every path is a kind this plugin reads, else ``None``."""
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     if not paths or not all(_can_read(p) for p in paths):
@@ -30,7 +30,7 @@ def get_reader(path: PathOrPaths) -> Optional[Callable[[PathOrPaths], list]]:
     return read_slides
 
 
-def slide_to_layer_data(slide: Slide, name: Optional[str] = None) -> tuple:
+def slide_to_layer_data(slide: Slide, name: str | None = None) -> tuple:
     """One napari LayerData tuple for ``slide`` (multiscale when it has more than one level)."""
     data = list(slide.levels) if len(slide.levels) > 1 else slide.levels[0]
     scale = (slide.mpp, slide.mpp) if slide.mpp is not None else (1.0, 1.0)
@@ -49,7 +49,7 @@ def slide_to_layer_data(slide: Slide, name: Optional[str] = None) -> tuple:
     return (data, meta, "image")
 
 
-def read_slides(path: PathOrPaths) -> List[tuple]:
+def read_slides(path: PathOrPaths) -> list[tuple]:
     """Read one or more paths; returns a list of napari LayerData tuples.
 
     Raises :class:`~napari_pathreview.backend.errors.InputError` (naming the file and the problem)
@@ -63,7 +63,7 @@ def read_slides(path: PathOrPaths) -> List[tuple]:
 POINTS_EXTENSIONS = (".geojson", ".csv", ".tsv")
 
 
-def get_points_reader(path: PathOrPaths) -> Optional[Callable[[PathOrPaths], list]]:
+def get_points_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list] | None:
     """Return :func:`read_points` for GeoJSON / CSV / TSV cell-point files, else ``None``."""
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     if not paths or not all(os.fspath(p).lower().endswith(POINTS_EXTENSIONS) for p in paths):
@@ -71,7 +71,7 @@ def get_points_reader(path: PathOrPaths) -> Optional[Callable[[PathOrPaths], lis
     return read_points
 
 
-def read_points(path: PathOrPaths) -> List[tuple]:
+def read_points(path: PathOrPaths) -> list[tuple]:
     """GeoJSON (QuPath / pathreview) or points CSV -> one Points layer per file (per image of a
     dataset ``points.csv``), coloured by class with a ``class`` feature; scaled in µm when the file
     gives the pixel size (as the slide reader does), else in pixels."""
@@ -91,7 +91,7 @@ def read_points(path: PathOrPaths) -> List[tuple]:
     return out
 
 
-def _polygon_layers(path: str, name: str, scale) -> List[tuple]:
+def _polygon_layers(path: str, name: str, scale) -> list[tuple]:
     """Polygon features of a GeoJSON as a Shapes layer (edge colour by class), when there are any."""
     from .backend.exchange import read_geojson_polygons
     from .backend.weights import class_colors

@@ -5,7 +5,6 @@ The files ship inside the package (``napari_pathreview/sample_data``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
 
 import numpy as np
 
@@ -23,7 +22,7 @@ def sample_path(name: str) -> Path:
     return {"tile": SAMPLE_TILE, "pyramid": SAMPLE_PYRAMID}[name]
 
 
-def make_sample_tile() -> List[tuple]:
+def make_sample_tile() -> list[tuple]:
     """A 512 x 512 H&E tile (breast carcinoma, 0.25 µm/px) as one RGB image layer."""
     slide = open_slide(SAMPLE_TILE, mpp=SAMPLE_MPP)
     data = np.asarray(slide.levels[0])
@@ -36,7 +35,7 @@ def make_sample_tile() -> List[tuple]:
     return [(data, meta, "image")]
 
 
-def make_sample_pyramid() -> List[tuple]:
+def make_sample_pyramid() -> list[tuple]:
     """The same tile as a 3-level pyramidal OME-TIFF, opened lazily as a multiscale image layer."""
     slide = open_slide(SAMPLE_PYRAMID)
     mpp = slide.mpp if slide.mpp is not None else SAMPLE_MPP

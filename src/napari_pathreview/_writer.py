@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, List, Optional
+from typing import Any
 
 from .backend.errors import InputError
 from .backend.slides import MPP_MAX, MPP_MIN, write_ome_zarr
 
 
-def _layer_mpp(meta: dict) -> Optional[float]:
+def _layer_mpp(meta: dict) -> float | None:
     mpp = (meta.get("metadata") or {}).get("mpp")
     if mpp is not None:
         return float(mpp)
@@ -26,7 +26,7 @@ def _layer_mpp(meta: dict) -> Optional[float]:
     return None
 
 
-def write_ome_zarr_layer(path: str, data: Any, meta: dict, layer_type: str = "image") -> List[str]:
+def write_ome_zarr_layer(path: str, data: Any, meta: dict, layer_type: str = "image") -> list[str]:
     """Write one layer's data as an OME-Zarr at ``path``; returns ``[path]``.
 
     ``data`` is an array or a list of arrays (multiscale; level 0 is written and the pyramid rebuilt).
@@ -55,12 +55,12 @@ def write_ome_zarr_layer(path: str, data: Any, meta: dict, layer_type: str = "im
     return [path]
 
 
-def write_image_layer(path: str, data: Any, meta: dict) -> List[str]:
+def write_image_layer(path: str, data: Any, meta: dict) -> list[str]:
     """npe2 single-layer writer for image layers."""
     return write_ome_zarr_layer(path, data, meta, layer_type="image")
 
 
-def write_labels_layer(path: str, data: Any, meta: dict) -> List[str]:
+def write_labels_layer(path: str, data: Any, meta: dict) -> list[str]:
     """npe2 single-layer writer for labels layers."""
     return write_ome_zarr_layer(path, data, meta, layer_type="labels")
 
@@ -76,7 +76,7 @@ def _layer_points(data: Any, meta: dict):
     return points_from_layer_data(data, meta.get("features"), metadata, meta.get("face_color"))
 
 
-def write_points_geojson(path: str, data: Any, meta: dict) -> List[str]:
+def write_points_geojson(path: str, data: Any, meta: dict) -> list[str]:
     """npe2 writer: a Points layer -> QuPath-compatible GeoJSON (Point features, class + colour,
     measurements); the plugin's reader opens it again with the same positions and classes."""
     from .backend.exchange import write_geojson
@@ -84,16 +84,17 @@ def write_points_geojson(path: str, data: Any, meta: dict) -> List[str]:
     return [os.fspath(write_geojson(_layer_points(data, meta), os.fspath(path)))]
 
 
-def write_points_csv_layer(path: str, data: Any, meta: dict) -> List[str]:
+def write_points_csv_layer(path: str, data: Any, meta: dict) -> list[str]:
     """npe2 writer: a Points layer -> CSV (``x,y,x_um,y_um,class,score,p_<class>``)."""
     from .backend.exchange import write_points_csv
 
     return [os.fspath(write_points_csv(_layer_points(data, meta), os.fspath(path)))]
 
 
-def write_labels_geojson_layer(path: str, data: Any, meta: dict) -> List[str]:
+def write_labels_geojson_layer(path: str, data: Any, meta: dict) -> list[str]:
     """npe2 writer: a Labels layer -> QuPath GeoJSON polygons (one per instance)."""
     import numpy as np
+
     from .backend.exchange import write_labels_geojson
 
     if isinstance(data, (list, tuple)):

@@ -32,7 +32,9 @@ def _mpp(parser_value: str | None):
 
 def cmd_info(args) -> int:
     import platform
+
     import torch
+
     from . import __version__
     from .backend.weights import choose_device, list_models
 
@@ -231,7 +233,7 @@ def cmd_evaluate(args) -> int:
             for r in res["per_image"]:
                 inst = "" if r["aji"] is None else f"  AJI {r['aji']:.3f}  PQ {r['pq']:.3f}"
                 print(f"{r['image']:<28} Dice {r['dice']:.3f}{inst}")
-            fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+            fmt = lambda v: "n/a" if v is None else f"{v:.3f}"
             print(f"Dice {fmt(res['dice'])}  AJI {fmt(res['aji'])}  PQ {fmt(res['pq'])}  images {res['n_images']}")
         print(json.dumps(res))
         return 0
@@ -627,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pathreview: cancelled", file=sys.stderr)
         return 130
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         if args.debug:
             raise
         print(f"pathreview: internal error: {type(e).__name__}: {' '.join(str(e).split())} (rerun with --debug for the traceback)",

@@ -16,6 +16,7 @@ def sample_path() -> Path:
 def render_points(image: np.ndarray, points, radius_px: int = 5) -> np.ndarray:
     """(H, W, 3) uint8 image with a class-coloured ring drawn around every cell."""
     from skimage.draw import circle_perimeter
+
     from .layers import hex_to_rgba
 
     out = image[..., :3].copy()
@@ -32,6 +33,7 @@ def render_points(image: np.ndarray, points, radius_px: int = 5) -> np.ndarray:
 def write_demo(out: str | Path, device: str | None = None) -> dict:
     """Run the detector on the sample and write cells.csv, cells.geojson and cells.png to ``out``."""
     import imageio.v3 as iio
+
     from .backend import pipelines
     from .backend.atomic import atomic_path
     from .backend.exchange import write_geojson, write_points_csv
@@ -64,6 +66,7 @@ def run_demo(out: str | None = None, device: str | None = None) -> int:
         print(json.dumps(res))
         return 0
     import napari
+
     from .widgets.detect import DetectWidget
     from .widgets.enhance import EnhanceWidget
 

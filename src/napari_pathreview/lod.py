@@ -59,12 +59,12 @@ class View:
     def screen_area(self) -> float:
         return float(max(self.height, 1) * max(self.width, 1))
 
-    def expanded(self, margin: float) -> "View":
+    def expanded(self, margin: float) -> View:
         """The rectangle grown by ``margin`` of its size on every side (same canvas)."""
         dy, dx = (self.y1 - self.y0) * margin, (self.x1 - self.x0) * margin
         return View(self.y0 - dy, self.x0 - dx, self.y1 + dy, self.x1 + dx, self.height, self.width)
 
-    def contains(self, other: "View") -> bool:
+    def contains(self, other: View) -> bool:
         return (self.y0 <= other.y0 and self.x0 <= other.x0 and self.y1 >= other.y1 and self.x1 >= other.x1)
 
 

@@ -141,7 +141,7 @@ def run_viewer_bench(n_cells: int = 1_000_000, n_lines: int = 1_000_000, side: f
             from vispy.gloo import gl
 
             renderer = str(gl.glGetParameter(gl.GL_RENDERER))
-        except Exception:  # noqa: BLE001 - informative only
+        except Exception:
             pass
         for c in ctl:
             c.detach()
@@ -149,7 +149,7 @@ def run_viewer_bench(n_cells: int = 1_000_000, n_lines: int = 1_000_000, side: f
         viewer.close()
 
     ours, ref = _median(lod_out), _median(ref_out)
-    r = lambda x: round(float(x), 4)  # noqa: E731
+    r = lambda x: round(float(x), 4)
     return {"name": "viewer",
             "reference": "napari drawing all cells and lines (no level of detail), same viewer and layers",
             "n_cells": n_cells, "n_lines": n_lines, "slide_px": side, "canvas_hw": [h, w],

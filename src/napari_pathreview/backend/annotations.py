@@ -25,6 +25,7 @@ def points_sample(image, yx, names, classes, mpp: float | None, model_mpp: float
         min_size: the crop is at least this many model pixels on each side (within the image).
     """
     from skimage.transform import resize
+
     from .slides import to_rgb_uint8
 
     yx = np.asarray(yx, np.float64).reshape(-1, 2)
@@ -73,6 +74,7 @@ def mask_sample(image, labels, mpp: float, data_mpp: float, name: str = "viewer"
     """
     from scipy import ndimage
     from skimage.transform import resize
+
     from .segmentation import MaskSample
     from .slides import to_rgb_uint8
 
@@ -122,6 +124,7 @@ def labelled_region(image, label: str, mpp: float | None, model_mpp: float, name
         box: (y0, x0, y1, x1) in image pixels, clipped to the image; None: the whole image.
     """
     from pathlib import Path
+
     from .classification import LabelledImage
     from .slides import Slide
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from .atomic import _remove, atomic_path, refuse_foreign, refuse_input_as_output, writable_folder
 from .errors import InputError, ProgressFn, check_cancel, report

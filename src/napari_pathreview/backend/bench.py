@@ -8,8 +8,8 @@ from __future__ import annotations
 import gc
 import resource
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -51,6 +51,7 @@ def bench_matching(n: int = 1_000_000, dense_n: int = 5000, radius: float = 6.0,
     """Ours: KD-tree candidates + Hungarian per connected component. Reference: scipy's dense
     linear_sum_assignment on the full distance matrix, at the largest N it handles here (dense_n)."""
     from scipy.optimize import linear_sum_assignment
+
     from .matching import match_points
 
     rng = np.random.default_rng(seed)
@@ -65,7 +66,7 @@ def bench_matching(n: int = 1_000_000, dense_n: int = 5000, radius: float = 6.0,
 
     n_dense, t_dense = timed(dense, pred, gt)
     m_small, t_small = timed(match_points, pred, gt, radius)
-    f1 = lambda tp, a, b: 2 * tp / (a + b)  # noqa: E731
+    f1 = lambda tp, a, b: 2 * tp / (a + b)
     pred_l, gt_l = _cells(n, rng)
     m_big, t_big = timed(match_points, pred_l, gt_l, radius)
     return {"name": "matching", "reference": f"scipy linear_sum_assignment dense {dense_n}x{dense_n}",
@@ -89,6 +90,7 @@ def run_bench(name: str, **kw) -> dict:
 def _mosaic(size: int) -> np.ndarray:
     """A size x size RGB mosaic of the bundled real H&E sample (mirrored copies, so no hard seams)."""
     from pathlib import Path
+
     from skimage.io import imread
 
     tile = imread(Path(__file__).resolve().parents[1] / "sample_data" / "monuseg_tile.png")[..., :3]
@@ -118,6 +120,7 @@ def _dense_model(task: str | None, compile: bool = False):
     (``compile``: through ``compiled.compile_for_inference``; the function's ``eager`` attribute is the
     same function without compiling)."""
     import torch
+
     from .weights import list_models, load_model
 
     tasks = [task] if task else ["segmenter", "detector"]
@@ -166,6 +169,7 @@ def bench_tiling(size: int = 4096, tile: int = 512, overlap: int = 64, batch: in
     from monai.data.utils import compute_importance_map
     from monai.inferers import sliding_window_inference
     from torch.utils.flop_counter import FlopCounterMode
+
     from .tiling import plan_tiles, predict_tiled
 
     torch.set_grad_enabled(False)
@@ -258,6 +262,7 @@ def bench_segment_zarr(height: int = 6144, width: int = 1536, mpp: float = 0.5, 
 
     import dask.array as da
     import torch
+
     from .segmentation import segment, segment_to_zarr
     from .slides import open_slide, write_ome_zarr
     from .weights import load_model
@@ -315,6 +320,7 @@ def _enhancer_forward(n: int, mode: str, seed: int = 0) -> float:
     """Seconds for one forward of the shipped enhancer over n synthetic cells at CRCHisto density
     (~1 per 75 µm²); the model is loaded and warmed up before the clock and the memory baseline."""
     import torch
+
     from .weights import load_model
 
     torch.set_grad_enabled(False)
@@ -342,6 +348,7 @@ def bench_enhancer(sizes=(1_000, 10_000, 100_000, 1_000_000), dense_max: int = 1
     comfortably). Shipped enhancer weights; each run in a fresh forked process so its peak RSS growth
     (MB) is its own. ``ratio``: sparse time over dense time at ``dense_max``."""
     import torch
+
     from .weights import default_model
 
     rows = []
@@ -372,6 +379,7 @@ def _sparse_slide(path, size: int, mpp: float, n_blocks: int = 16) -> int:
     import dask.array as da
     from skimage.io import imread
     from skimage.transform import resize
+
     from .slides import write_ome_zarr
 
     block = int(round(1000 * 0.25 / mpp))
@@ -486,6 +494,7 @@ def bench_train_step(widths=((16, 32, 64, 128), (32, 64, 128, 256)), batch: int 
     ``tile``² tiles; median of ``repeats`` steps after two warm-up steps, per encoder ``widths``; the
     headline ratio is the last (widest) model's."""
     import torch
+
     from .models.segmenter import SegmenterConfig, build_segmenter
     from .segmentation import segmenter_loss
 
@@ -500,7 +509,7 @@ def bench_train_step(widths=((16, 32, 64, 128), (32, 64, 128, 256)), batch: int 
         row = {"widths": list(w), "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)}
         for mode in ("fp32", "bf16"):
             times = []
-            for i in range(repeats + 2):
+            for _i in range(repeats + 2):
                 t = time.perf_counter()
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16"):
                     loss = segmenter_loss(model, batch_t)
@@ -567,7 +576,8 @@ def bench_precision(precisions=("bf16",), device: str = "cpu", record: bool = Fa
     from .precision import native, resolve
     from .seg_metrics import dice, score_pair
     from .segmentation import load_masks_dataset
-    from .weights import default_model, resolve as resolve_weights
+    from .weights import default_model
+    from .weights import resolve as resolve_weights
 
     root = _data_root()
     dev = torch.device(device)

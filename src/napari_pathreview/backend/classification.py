@@ -352,6 +352,7 @@ def train_classifier(data, out, epochs: int = 30, seed: int = 0, device=None, cr
     annotations), the checkpoint is selected on the training images themselves.
     """
     import torch
+
     from .losses import build_loss
     from .models.classifier import ClassifierConfig, build_classifier
     from .slides import open_slide
@@ -475,7 +476,8 @@ def evaluate_classifier(data, split: str | None = "testA", weights=None, device=
     (means over images, explaining the predicted class; see ``backend.explain.faithfulness``).
     ``weights=None``: the shipped model of ``task`` (``classifier`` or ``vit``).
     """
-    from .explain import methods_for, faithfulness as faith
+    from .explain import faithfulness as faith
+    from .explain import methods_for
     from .pipelines import get_classifier
     from .slides import open_slide
     from .weights import default_model

@@ -30,7 +30,7 @@ def compile_for_inference(model):
             if not self.failed:
                 try:
                     return self.compiled(*args, **kwargs)
-                except Exception as exc:  # noqa: BLE001 - any compiler failure falls back to eager
+                except Exception as exc:
                     if is_out_of_memory(exc) or isinstance(exc, KeyboardInterrupt):
                         raise
                     self.failed = True

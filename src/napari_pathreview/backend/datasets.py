@@ -58,6 +58,7 @@ def load_points_dataset(root: str | Path, splits: str | list[str] | None = None,
     given or sorted with ``others`` last; ``unlabeled`` is never a class.
     """
     from skimage.io import imread
+
     from .slides import to_rgb_uint8
 
     root = Path(root)

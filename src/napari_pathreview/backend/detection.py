@@ -35,7 +35,7 @@ class DetectParams:
     stain_reference: float | None = None
 
     @classmethod
-    def from_card(cls, card, **override) -> "DetectParams":
+    def from_card(cls, card, **override) -> DetectParams:
         p = {k: v for k, v in (card.params or {}).items() if k in cls.__dataclass_fields__}
         p.update({k: v for k, v in override.items() if v is not None})
         return cls(**p)
@@ -111,7 +111,7 @@ def _predict_tile(model, img: np.ndarray, tta: bool = False) -> dict:
 
     try:
         return predict_maps(model, img, tta=tta)
-    except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are translated
+    except Exception as exc:
         if not is_out_of_memory(exc):
             raise
     free_accelerator_memory()
@@ -209,6 +209,7 @@ def detect(image, model, card, mpp: float | None = None, params: DetectParams | 
     Returns CellPoints in level-0 pixels of the input, with ``mpp`` = the input's level-0 mpp.
     """
     from skimage.transform import resize
+
     from .slides import Slide, check_model_scale, to_rgb_uint8
     from .stain import scale_hematoxylin
     from .tiling import plan_tiles, read_tile
@@ -377,6 +378,7 @@ def detector_loss(model, batch, class_weights, obj_loss: str = "bce"):
 def _deepened(model, card, samples, channels: int):
     """``deepen_detector`` with the coarsest skip's per-channel mean / std over (up to) 20 training images."""
     import torch
+
     from .models.detector import deepen_detector, encode
 
     model = model.float().eval()
@@ -439,10 +441,11 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
     ``scale_jitter``: random zoom of each crop, up to this fraction either way (0: none; see ``_crop_batches``).
     """
     import torch
+
     from .datasets import load_points_dataset
     from .models.detector import DetectorConfig, build_detector
     from .train import TrainConfig, check_new_architecture, fit, seed_everything
-    from .weights import ModelCard, class_colors, choose_device, load_model, save_model
+    from .weights import ModelCard, choose_device, class_colors, load_model, save_model
 
     rng = seed_everything(seed)
     dev = choose_device(device)

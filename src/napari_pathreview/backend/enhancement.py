@@ -101,7 +101,8 @@ def features_at_points(image, yx: np.ndarray, model, card, mpp: float | None, pr
     over the (H, W, 3) image in tiles at the model's scale and samples them at ``yx`` (input pixels).
     """
     from skimage.transform import resize
-    from .detection import normalise, predict_maps, stain_normalised, _check_mpp
+
+    from .detection import _check_mpp, normalise, predict_maps, stain_normalised
     from .points import sample_bilinear
     from .slides import Slide, check_model_scale, to_rgb_uint8
     from .tiling import predict_tiled
@@ -423,9 +424,9 @@ def fit_enhancer(train_cache, tune_cache, classes, cfg, opt: EnhancerTrainOption
     ``init_state``: a state dict of ``cfg``'s architecture to fine-tune from (else from scratch).
     -> (model, FitResult, {"base": tune dict, "enhanced": tune dict})."""
     import torch
+
     from .models.enhancer import build_enhancer
     from .train import TrainConfig, fit, seed_everything
-
     from .weights import choose_device
 
     rng = seed_everything(seed)

@@ -9,8 +9,8 @@ Widgets forward these to a napari progress bar and a Cancel button; the CLI prin
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
 import threading
+from collections.abc import Callable
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -26,13 +26,13 @@ class Cancelled(Exception):
     """The user cancelled a running job; nothing partial was presented as complete."""
 
 
-def check_cancel(cancel: Optional[threading.Event]) -> None:
+def check_cancel(cancel: threading.Event | None) -> None:
     """Raise :class:`Cancelled` if ``cancel`` is set."""
     if cancel is not None and cancel.is_set():
         raise Cancelled("cancelled by the user")
 
 
-def report(progress: Optional[ProgressFn], i: int, n: int, message: str = "") -> None:
+def report(progress: ProgressFn | None, i: int, n: int, message: str = "") -> None:
     """Call ``progress`` if one was given."""
     if progress is not None:
         progress(i, n, message)

@@ -19,6 +19,11 @@ pixel grid. :func:`faithfulness` scores a map by deletion/insertion curves again
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +113,7 @@ def _canonise(seq: list) -> list:
     Dropout, Flatten and squeeze-excitation gates pass relevance through; pooling uses the z-rule."""
     import torch
     from torch import nn
+
     from .models.classifier import SqueezeExcite
 
     def bn_affine(bn):
@@ -178,7 +184,7 @@ def _spread(mod, a, w, share):
     if mod.groups != 1:
         raise InputError("LRP bias spreading supports ungrouped convolutions only")
     box = torch.ones(1, 1, *mod.kernel_size, dtype=a.dtype, device=a.device)
-    conv = lambda t: F.conv2d(t, box, None, mod.stride, mod.padding, mod.dilation)  # noqa: E731
+    conv = lambda t: F.conv2d(t, box, None, mod.stride, mod.padding, mod.dilation)
     with torch.no_grad():
         n = conv(active.sum(1, keepdim=True))
     c = torch.where(n > 0, share.sum(1, keepdim=True) / n.clamp(min=1), 0.0)
@@ -271,7 +277,7 @@ def lrp(model, x, targets, rule: str = "epsilon", **_):
 
 # ---------------------------------------------------------------- ViT attention rollout
 
-def attention_rollout(attentions) -> "torch.Tensor":
+def attention_rollout(attentions) -> torch.Tensor:
     """Rollout (Abnar & Zuidema 2020): per layer, mean over heads, + identity (residual), rows
     normalised, multiplied through the layers; returns the class token's row over the patches ``(B, N)``."""
     import torch
@@ -377,6 +383,7 @@ def explain_image(image, model, card, method: str = "gradcam", classes=None, mpp
                   name: str = "image") -> ExplainResult:
     """Probabilities + heat maps of an ``(H, W, C)`` array or a Slide, maps at the input's pixel grid."""
     from skimage.transform import resize
+
     from .classification import input_mpp, to_model_scale
     from .slides import Slide
 
@@ -417,6 +424,7 @@ def deletion_curves(model, card, image: np.ndarray, heat: np.ndarray, target: in
     at fractions ``0, 1/steps, ... 1`` of the cells.
     """
     from scipy.ndimage import gaussian_filter
+
     from .classification import predict_probs
 
     h, w = heat.shape
@@ -493,6 +501,7 @@ def write_explanation(result: ExplainResult, slide, out) -> list[Path]:
     import imageio.v3 as iio
     import tifffile
     from skimage.transform import resize
+
     from .atomic import atomic_path
     from .slides import to_rgb_uint8
 

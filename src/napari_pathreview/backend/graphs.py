@@ -19,7 +19,7 @@ class Edges(NamedTuple):
     weight: np.ndarray
 
     @classmethod
-    def empty(cls) -> "Edges":
+    def empty(cls) -> Edges:
         return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
 
 

@@ -62,9 +62,9 @@ def match_points(pred: np.ndarray, gt: np.ndarray, radius: float, method: str = 
         radius: largest allowed distance of a match, same unit.
         method: "hungarian" (optimal per connected component) or "greedy" (closest pairs first).
     """
+    from scipy.optimize import linear_sum_assignment
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
-    from scipy.optimize import linear_sum_assignment
     from scipy.spatial import cKDTree
 
     pred = np.asarray(pred, dtype=np.float64).reshape(-1, 2)

@@ -6,8 +6,8 @@ is wrong counts as a false negative of the true class and a false positive of th
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 

@@ -42,7 +42,8 @@ def detect(image, weights: str | None = None, mpp: float | None = None, device: 
 
     ``tta``: average the 8 rotations / flips of every tile (8x slower; None: the card's setting).
     ``precision``: fp32 / bf16 / fp16 / auto for the network (decoding stays float32)."""
-    from .detection import DetectParams, detect as _detect
+    from .detection import DetectParams
+    from .detection import detect as _detect
 
     model, card = get_model(weights, "detector", device)
     params = DetectParams.from_card(card, threshold=threshold, min_distance_um=min_distance_um, tta=tta)
@@ -228,6 +229,7 @@ def enhance(image=None, points: CellPoints | None = None, weights: str | None = 
 
 def _enhance(image, points, model, card, det, mpp, device, return_attention, tta, progress, cancel, name, precision):
     import numpy as np
+
     from .enhancement import enhance_points, features_at_points
 
     if points is None:
@@ -322,6 +324,7 @@ def explain_memory_check(image, card, mpp: float | None = None, classes=None, wr
     scale, the number of maps and their output grid; ``write``: also the overlays ``explain_files`` writes
     at the full resolution."""
     import numpy as np
+
     from .classification import input_mpp
     from .explain import MAX_PIXELS, _targets
     from .memory import explain_bytes, require_memory
@@ -430,6 +433,7 @@ def weak_cells(image, weights: str | None = None, points: CellPoints | None = No
     ``points``: the cells to type (input pixels); None: detect them with ``detector`` (shipped default).
     """
     import numpy as np
+
     from .weak import infer
 
     arr = np.asarray(image.levels[0] if hasattr(image, "levels") else image)

@@ -76,20 +76,20 @@ class CellPoints:
         return len(self.yx)
 
     @classmethod
-    def empty(cls, classes, feature_dim: int = 0, **kw) -> "CellPoints":
+    def empty(cls, classes, feature_dim: int = 0, **kw) -> CellPoints:
         k = len(classes)
         return cls(np.zeros((0, 2), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32),
                    np.zeros((0, k), np.float32), list(classes),
                    features=np.zeros((0, feature_dim), np.float32) if feature_dim else None, **kw)
 
-    def select(self, keep: np.ndarray) -> "CellPoints":
+    def select(self, keep: np.ndarray) -> CellPoints:
         """Subset by boolean mask or index array."""
         return CellPoints(self.yx[keep], self.labels[keep], self.scores[keep], self.probs[keep],
                           self.classes, self.mpp,
                           None if self.features is None else self.features[keep], self.source, self.colors)
 
     @staticmethod
-    def concat(parts: list["CellPoints"]) -> "CellPoints":
+    def concat(parts: list[CellPoints]) -> CellPoints:
         first = parts[0]
         feats = None if first.features is None else np.concatenate([p.features for p in parts])
         return CellPoints(np.concatenate([p.yx for p in parts]), np.concatenate([p.labels for p in parts]),
@@ -124,6 +124,6 @@ def sample_bilinear(fmap: np.ndarray, yx: np.ndarray) -> np.ndarray:
     y0, x0 = np.floor(y).astype(int), np.floor(x).astype(int)
     y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
     wy, wx = (y - y0)[:, None], (x - x0)[:, None]
-    f = lambda a, b: fmap[:, a, b].T  # noqa: E731
+    f = lambda a, b: fmap[:, a, b].T
     return ((1 - wy) * (1 - wx) * f(y0, x0) + (1 - wy) * wx * f(y0, x1)
             + wy * (1 - wx) * f(y1, x0) + wy * wx * f(y1, x1)).astype(fmap.dtype)

@@ -28,7 +28,7 @@ def check_precision(precision: str | None) -> str:
     return p
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def native(device_type: str) -> tuple[str, ...]:
     """Reduced precisions that ``device_type`` ('cpu', 'cuda', 'mps') runs natively, fastest first."""
     if device_type == "cuda":

@@ -69,6 +69,7 @@ def load_masks_dataset(root: str | Path, splits: str | list[str] | None = None,
     ``mask=binary`` rows: nonzero = foreground (0/255 PNG).
     """
     from skimage.io import imread
+
     from .datasets import _find_image
     from .slides import to_rgb_uint8
 
@@ -141,7 +142,7 @@ class SegmentParams:
     stain_reference: float | None = None
 
     @classmethod
-    def from_card(cls, card, **override) -> "SegmentParams":
+    def from_card(cls, card, **override) -> SegmentParams:
         p = {k: v for k, v in (card.params or {}).items() if k in cls.__dataclass_fields__}
         p.update({k: v for k, v in override.items() if v is not None})
         return cls(**p)
@@ -703,7 +704,9 @@ def segment_to_zarr(image, out, model, card, mpp: float | None = None, params: S
     hematoxylin reference. Returns ``Path(out)``.
     """
     import shutil
+
     import zarr
+
     from .atomic import atomic_path
     from .slides import Slide, _default_levels, write_ome_zarr
     from .tiling import predict_tiled_to_zarr
@@ -872,8 +875,18 @@ class MultiScaleTiles:
 def augment_item(item, other, rng: np.random.Generator, p_blend: float = 0.2, p_pale: float = 0.0):
     """Colour / geometry augmentation of one tile, and Laplacian-pyramid blending with ``other``.
     ``p_pale``: probability of paling the tile's nuclei (:func:`augment.pale_nuclei`)."""
-    from .augment import (brightness_contrast, gaussian_blur, gaussian_noise, grid_distortion, hed_jitter,
-                          hsv_jitter, laplacian_blend, pale_nuclei, random_blend_mask, random_dihedral)
+    from .augment import (
+        brightness_contrast,
+        gaussian_blur,
+        gaussian_noise,
+        grid_distortion,
+        hed_jitter,
+        hsv_jitter,
+        laplacian_blend,
+        pale_nuclei,
+        random_blend_mask,
+        random_dihedral,
+    )
 
     img, fg, dist, inst = item
     if other is not None and rng.random() < p_blend:
@@ -1046,6 +1059,7 @@ def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, devi
     the card, so inference does the same (``SegmentParams.stain_reference``); None: as ``init`` does.
     """
     import torch
+
     from .models.segmenter import SegmenterConfig, build_segmenter
     from .train import TrainConfig, check_new_architecture, fit, seed_everything
     from .weights import ModelCard, choose_device, load_model, save_model

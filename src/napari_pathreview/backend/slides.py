@@ -27,9 +27,10 @@ import shutil
 import stat
 import threading
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -87,7 +88,7 @@ class Slide:
     """
 
     levels: list
-    mpp: Optional[float]
+    mpp: float | None
     path: str
     name: str
     is_labels: bool = False
@@ -116,7 +117,7 @@ class Slide:
             out.append(float((y0 / lev.shape[0] + x0 / lev.shape[1]) / 2.0))
         return out
 
-    def level_mpp(self, i: int) -> Optional[float]:
+    def level_mpp(self, i: int) -> float | None:
         """Microns per pixel at level ``i`` (``None`` when the slide's mpp is unknown)."""
         if self.mpp is None:
             return None
@@ -134,7 +135,7 @@ class Slide:
         yb, xb = max(ya, yb), max(xa, xb)
         return np.asarray(arr[ya:yb, xa:xb])
 
-    def with_mpp(self, mpp: Optional[float]) -> "Slide":
+    def with_mpp(self, mpp: float | None) -> Slide:
         """A copy of this slide with ``mpp`` set (validated; ``None`` makes it unknown)."""
         new = None if mpp is None else validate_mpp(mpp, self.path or self.name)
         return replace(self, mpp=new, levels=list(self.levels))
@@ -145,7 +146,7 @@ class Slide:
 # --------------------------------------------------------------------------------------------------
 
 
-def validate_mpp(mpp: Any, source: Optional[str] = None) -> float:
+def validate_mpp(mpp: Any, source: str | None = None) -> float:
     """Return ``mpp`` as a float if it is a plausible microns-per-pixel value, else raise InputError."""
     where = f"{source}: " if source else ""
     try:
@@ -181,7 +182,7 @@ def check_model_scale(mpp: float, model_mpp: float | None, source: str = "image"
     return scale
 
 
-def _plausible(value: Optional[float]) -> Optional[float]:
+def _plausible(value: float | None) -> float | None:
     """Metadata values outside the plausible range are treated as unknown (None)."""
     if value is None:
         return None
@@ -276,7 +277,7 @@ def _open_plain_image(path: str) -> list:
         img = _read_cmyk_as_rgb(path)
         if img is None:
             img = np.asarray(iio.imread(path))
-    except Exception as e:  # noqa: BLE001 - library errors differ per format
+    except Exception as e:
         raise InputError(
             f"{path}: cannot read this image ({type(e).__name__}: {e}); the file may be truncated or "
             "not really a PNG/JPEG/BMP - re-export it"
@@ -291,7 +292,7 @@ def _open_plain_image(path: str) -> list:
     return [_arrange(arr, "yx" if img.ndim == 2 else "yxc", path)]
 
 
-def _read_cmyk_as_rgb(path: str) -> Optional[np.ndarray]:
+def _read_cmyk_as_rgb(path: str) -> np.ndarray | None:
     """A CMYK (or YCCK) JPEG/PNG/BMP converted to RGB by Pillow; None for any other colour mode (read as
     usual). Without this, the four ink channels would be taken for RGBA."""
     from PIL import Image
@@ -302,7 +303,7 @@ def _read_cmyk_as_rgb(path: str) -> Optional[np.ndarray]:
         return np.asarray(im.convert("RGB"))
 
 
-def _ome_mpp(xml: str) -> Optional[float]:
+def _ome_mpp(xml: str) -> float | None:
     try:
         root = ET.fromstring(xml)
     except ET.ParseError:
@@ -323,7 +324,7 @@ def _ome_mpp(xml: str) -> Optional[float]:
     return None
 
 
-def _tiff_tag_mpp(page) -> Optional[float]:
+def _tiff_tag_mpp(page) -> float | None:
     try:
         xres = page.tags["XResolution"].value
         unit = int(page.tags["ResolutionUnit"].value)
@@ -346,7 +347,7 @@ def _tiff_tag_mpp(page) -> Optional[float]:
     return None  # NONE / unknown units carry no physical size
 
 
-def _svs_mpp(description: str) -> Optional[float]:
+def _svs_mpp(description: str) -> float | None:
     m = re.search(r"MPP\s*=\s*([0-9.eE+-]+)", description or "")
     if not m:
         return None
@@ -390,7 +391,7 @@ def _open_tiff(path: str) -> tuple:
         node = zarr.open(store, mode="r")
     except InputError:
         raise
-    except Exception as e:  # noqa: BLE001 - tifffile / zarr raise many kinds
+    except Exception as e:
         raise InputError(
             f"{path}: cannot read as TIFF ({type(e).__name__}: {e}); the file may be corrupt, "
             "truncated or not a TIFF - check it opens in another viewer or export it again"
@@ -405,7 +406,7 @@ def _open_tiff(path: str) -> tuple:
     return levels, mpp
 
 
-def _ngff_multiscales(attrs: dict) -> Optional[list]:
+def _ngff_multiscales(attrs: dict) -> list | None:
     if "multiscales" in attrs:
         return attrs["multiscales"]
     ome = attrs.get("ome")
@@ -414,7 +415,7 @@ def _ngff_multiscales(attrs: dict) -> Optional[list]:
     return None
 
 
-def _scale_of(transforms) -> Optional[list]:
+def _scale_of(transforms) -> list | None:
     for t in transforms or []:
         if isinstance(t, dict) and t.get("type") == "scale" and "scale" in t:
             return [float(v) for v in t["scale"]]
@@ -426,7 +427,7 @@ def _open_zarr(path: str) -> tuple:
 
     try:
         node = zarr.open(path, mode="r")
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise InputError(
             f"{path}: cannot open as zarr ({type(e).__name__}: {e}); it needs .zgroup/.zarray "
             "(zarr v2) or zarr.json (zarr v3) metadata - check the path points at the store's root"
@@ -489,7 +490,7 @@ def _open_zarr(path: str) -> tuple:
                 mpp = _plausible(sx * factor)
     except InputError:
         raise
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise InputError(
             f"{path}: the zarr metadata is broken or incomplete ({type(e).__name__}: {e}); "
             "write it again (e.g. with napari-pathreview's OME-Zarr writer)"
@@ -506,7 +507,7 @@ def _warn_missing_chunks(arr, path: str) -> None:
     try:
         fill = arr.fill_value
         n, stored = int(arr.nchunks), int(arr.nchunks_initialized)
-    except Exception:  # noqa: BLE001 - stores that cannot list their keys (e.g. over HTTP)
+    except Exception:
         return
     if stored < n and not fill:
         import warnings
@@ -516,7 +517,7 @@ def _warn_missing_chunks(arr, path: str) -> None:
                       "incomplete - copy the store again", UserWarning, stacklevel=3)
 
 
-def open_slide(path, mpp: Optional[float] = None) -> Slide:
+def open_slide(path, mpp: float | None = None) -> Slide:
     """Open an image or slide as a lazy pyramid.
 
     Args:
@@ -573,8 +574,8 @@ def open_slide(path, mpp: Optional[float] = None) -> Slide:
 def to_rgb_uint8(
     array,
     source: str = "image",
-    lo: Optional[float] = None,
-    hi: Optional[float] = None,
+    lo: float | None = None,
+    hi: float | None = None,
 ) -> np.ndarray:
     """Convert a tile to ``(Y, X, 3)`` uint8 RGB.
 
@@ -702,7 +703,7 @@ def _level_shapes(shape: Sequence[int], n_levels: int) -> list:
     return out
 
 
-def _as_yxc(image, source: str, chunks: Optional[int] = None):
+def _as_yxc(image, source: str, chunks: int | None = None):
     """(arr, channels) with arr a dask array (Y, X) or (Y, X, C); a non-dask input is wrapped with
     ``chunks``-sized blocks (reading one tile then reads one block, not dask's ~128 MB default)."""
     if isinstance(image, da.Array):
@@ -728,14 +729,14 @@ def _remove(path: str) -> None:
 def write_ome_zarr(
     path,
     image,
-    mpp: Optional[float],
-    n_levels: Optional[int] = None,
+    mpp: float | None,
+    n_levels: int | None = None,
     chunks: int = 512,
     labels: bool = False,
-    name: Optional[str] = None,
+    name: str | None = None,
     overwrite: bool = False,
-    progress: Optional[ProgressFn] = None,
-    cancel: Optional[threading.Event] = None,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
     fill_value: int = 0,
 ) -> str:
     """Write ``image`` as an OME-Zarr (NGFF 0.4, zarr v2) pyramid; return the path written.
@@ -877,7 +878,7 @@ def write_ome_zarr(
 def write_tiff_pyramid(
     path,
     image,
-    mpp: Optional[float],
+    mpp: float | None,
     n_levels: int = 3,
     tile: int = 256,
     compression: str = "zlib",

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -55,7 +55,7 @@ class Tile:
 
 
 #: ``glass(tile) -> True`` when a tile is known to be bare glass (it is then not read), or None.
-GlassFn = Optional[Callable[["Tile"], bool]]
+GlassFn = Callable[["Tile"], bool] | None
 
 
 def _check_tiling(tile: int, overlap: int) -> None:
@@ -94,12 +94,12 @@ def plan_tiles(shape_yx: tuple[int, int], tile: int, overlap: int) -> list[Tile]
     return [Tile(y, x, y + th, x + tw, i * len(xs) + j) for i, y in enumerate(ys) for j, x in enumerate(xs)]
 
 
-def _check_window(kind, border: Optional[int]) -> None:
+def _check_window(kind, border: int | None) -> None:
     if not isinstance(kind, np.ndarray):
         _profile(2, kind, border)
 
 
-def _profile(n: int, kind: str, border: Optional[int]) -> np.ndarray:
+def _profile(n: int, kind: str, border: int | None) -> np.ndarray:
     d = np.minimum(np.arange(n), np.arange(n)[::-1]).astype(np.float64) + 0.5  # distance to the edge
     if kind == "constant":
         return np.ones(n)
@@ -113,7 +113,7 @@ def _profile(n: int, kind: str, border: Optional[int]) -> np.ndarray:
     raise InputError(f"unknown blending window {kind!r}: use 'hann', 'gaussian' or 'constant'")
 
 
-def blend_window(h: int, w: int, kind: str = "hann", border: Optional[int] = None) -> np.ndarray:
+def blend_window(h: int, w: int, kind: str = "hann", border: int | None = None) -> np.ndarray:
     """Separable blending weights, float32 ``(h, w)``, max 1, every value >= ``WEIGHT_FLOOR ** 2`` (1e-6).
 
     - ``"hann"``: raised-cosine ramp over ``border`` pixels at each edge, flat 1 inside
@@ -147,7 +147,7 @@ class Stitcher:
     """
 
     def __init__(self, out_shape: tuple[int, ...], window: str = "hann", dtype=np.float32,
-                 out: Optional[np.ndarray] = None, border: Optional[int] = None):
+                 out: np.ndarray | None = None, border: int | None = None):
         if len(out_shape) not in (2, 3):
             raise InputError(f"Stitcher needs a (C, H, W) or (H, W) shape, got {tuple(out_shape)}")
         self._squeeze = len(out_shape) == 2
@@ -289,7 +289,7 @@ class OomSplitter:
     naming the tile size and what to do.
     """
 
-    def __init__(self, predict_fn: PredictFn, limit: Optional[int] = None):
+    def __init__(self, predict_fn: PredictFn, limit: int | None = None):
         self.predict_fn, self.limit, self.retries = predict_fn, limit, 0
         self.out_channels = getattr(predict_fn, "out_channels", None)
 
@@ -300,7 +300,7 @@ class OomSplitter:
             return np.concatenate([self(batch[i:i + k]) for i in range(0, n, k)])
         try:
             return np.asarray(self.predict_fn(batch))
-        except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled
+        except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
         free_accelerator_memory()
@@ -322,8 +322,8 @@ def _run_batch(predict_fn: PredictFn, tiles: list[Tile], batch: np.ndarray, out_
 
 
 def predict_tiled(image_hwc, predict_fn: PredictFn, tile: int, overlap: int, out_channels: int,
-                  window: str = "hann", batch_size: int = 1, progress: Optional[ProgressFn] = None,
-                  cancel: Optional[threading.Event] = None, border: Optional[int] = None,
+                  window: str = "hann", batch_size: int = 1, progress: ProgressFn | None = None,
+                  cancel: threading.Event | None = None, border: int | None = None,
                   glass: GlassFn = None) -> np.ndarray:
     """Run ``predict_fn`` over overlapping tiles of ``image_hwc`` and blend: float32 ``(C, H, W)``.
 
@@ -352,10 +352,10 @@ def predict_tiled(image_hwc, predict_fn: PredictFn, tile: int, overlap: int, out
 
 def predict_tiled_to_zarr(image_hwc, predict_fn: PredictFn, out, tile: int, overlap: int,
                           out_channels: int, window: str = "hann", batch_size: int = 1,
-                          postprocess: Optional[Callable[[np.ndarray], np.ndarray]] = None,
-                          dtype=np.float32, progress: Optional[ProgressFn] = None,
-                          cancel: Optional[threading.Event] = None, border: Optional[int] = None,
-                          start_row: int = 0, cols: Optional[tuple[int, int]] = None, glass: GlassFn = None):
+                          postprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+                          dtype=np.float32, progress: ProgressFn | None = None,
+                          cancel: threading.Event | None = None, border: int | None = None,
+                          start_row: int = 0, cols: tuple[int, int] | None = None, glass: GlassFn = None):
     """Same blending as :func:`predict_tiled`, written band by band into a zarr array; returns it.
 
     Bounded memory: tiles are processed in row-major plan order. Because tile rows start at increasing

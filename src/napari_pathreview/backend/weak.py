@@ -707,7 +707,8 @@ def evaluate_weak_cells(data, split: str = "validation", weights=None, device=No
     (no detection/matching, so every row types exactly the same cells).
     """
     from .datasets import load_points_dataset
-    from .detection import normalise as det_normalise, predict_maps, stain_normalised
+    from .detection import normalise as det_normalise
+    from .detection import predict_maps, stain_normalised
     from .weights import load_model
 
     seg, card, cams = load_weak_cells(weights, device)

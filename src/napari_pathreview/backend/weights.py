@@ -9,7 +9,7 @@ import importlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field, asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import InputError
@@ -66,7 +66,7 @@ class ModelCard:
         return json.dumps(d, indent=2)
 
     @classmethod
-    def from_file(cls, path: Path) -> "ModelCard":
+    def from_file(cls, path: Path) -> ModelCard:
         try:
             d = json.loads(Path(path).read_text())
         except (OSError, ValueError) as e:
@@ -145,6 +145,7 @@ def resolve(ref: str | Path, task: str | None = None) -> tuple[Path, ModelCard]:
 
 def _torch_load_safe(path: Path) -> dict:
     import pickle
+
     import torch
 
     try:

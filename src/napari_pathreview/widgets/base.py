@@ -5,12 +5,19 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
-
-from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QPushButton,
-                            QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from .worker import relay
 
@@ -293,6 +300,7 @@ class TaskWidget(TabifiedDock):
 
     def run(self):
         from napari.utils.notifications import show_error
+
         from ..backend.errors import InputError
 
         try:
@@ -352,6 +360,7 @@ class TaskWidget(TabifiedDock):
 
     def _on_error(self, err):
         from napari.utils.notifications import show_error, show_info
+
         from ..backend.errors import Cancelled, InputError
 
         if isinstance(err, Cancelled):
@@ -385,6 +394,7 @@ class TaskWidget(TabifiedDock):
         'mpp (µm/px)' (applied to the layer, see :func:`apply_mpp`, so results line up in µm), else the
         file's. Unknown: an InputError in GUI words when ``required``, else None."""
         from napari.utils.notifications import show_info
+
         from ..backend.errors import InputError
         from ..backend.slides import MPP_MAX, MPP_MIN
 

@@ -47,14 +47,14 @@ LOD_MIN_POINTS = 50_000
 LOD_MIN_LINES = 50_000
 PROXY = "lod-proxy"
 
-_CONTROLLERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_CONTROLLERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def is_proxy(layer) -> bool:
     return (getattr(layer, "metadata", None) or {}).get("pathreview") == PROXY
 
 
-def controller_for(layer) -> "LODController | None":
+def controller_for(layer) -> LODController | None:
     return _CONTROLLERS.get(unwrap(layer))
 
 
@@ -76,7 +76,7 @@ def layer_kind(layer) -> str | None:
     return None
 
 
-def attach_lod(viewer, layer, *, min_items: int | None = None, **kwargs) -> "LODController | None":
+def attach_lod(viewer, layer, *, min_items: int | None = None, **kwargs) -> LODController | None:
     """Level of detail for ``layer`` (Points or Vectors) when it holds more than ``min_items``
     (default ``LOD_MIN_POINTS`` / ``LOD_MIN_LINES``); None, and the layer untouched, otherwise.
     ``viewer`` and ``layer`` may be the proxies napari hands a plugin dock."""

@@ -109,6 +109,7 @@ class SegmentWidget(TaskWidget):
 
             def fn(progress, cancel):
                 import json
+
                 from ..backend.segmentation import read_table_csv, segment_to_zarr
                 from ..backend.slides import open_slide
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 def relay(fn: Callable, cancel: threading.Event, poll_s: float = 0.05, grace_s: float = 0.5):
@@ -31,7 +31,7 @@ def relay(fn: Callable, cancel: threading.Event, poll_s: float = 0.05, grace_s: 
     def target():
         try:
             box["value"] = fn(progress=lambda i, n, m="": events.put((i, n, m)), cancel=cancel)
-        except BaseException as e:  # noqa: BLE001  re-raised below, in the worker
+        except BaseException as e:
             box["error"] = e
         finally:
             events.put(None)

@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from .config import ConfigDict
 from .detector import conv_block, decode, decoder_blocks, encode, encoder_blocks
