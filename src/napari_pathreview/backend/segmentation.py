@@ -984,18 +984,16 @@ def _holdout(samples: list[MaskSample], rng, n_tune, n_report):
 
 def score_samples(maps_list, samples, params: SegmentParams, mpp: float, n_fg: int = 1) -> dict:
     """Dice (foreground) for every sample; AJI and PQ where the ground truth has instances."""
-    from .seg_metrics import aji, dice, panoptic_quality
+    from .seg_metrics import score_pair
 
     per = []
     for maps, s in zip(maps_list, samples):
         prob, dist, lab, _, _ = _postprocess_maps(maps, n_fg, params, mpp)
-        row = {"image": s.name, "mask": "instance" if s.instances else "binary",
-               "dice": dice(lab > 0, s.labels > 0), "n_pred": int(lab.max()), "aji": None, "pq": None,
-               "n_gt": None}
+        sc = score_pair(lab, s.labels, s.instances)  # the same function Compare scores a Labels pair with
+        row = {"image": s.name, "mask": "instance" if s.instances else "binary", "dice": sc["dice"],
+               "n_pred": int(lab.max()), "aji": sc["aji"], "pq": sc["pq"], "n_gt": sc["n_gt"]}
         if s.instances:
-            pq = panoptic_quality(lab, s.labels)
-            row.update(aji=aji(lab, s.labels), pq=pq["pq"], dq=pq["dq"], sq=pq["sq"],
-                       n_gt=int(len(np.unique(s.labels)) - 1))
+            row.update(dq=sc["dq"], sq=sc["sq"])
         per.append(row)
     inst = [r for r in per if r["aji"] is not None]
     return {"dice": float(np.mean([r["dice"] for r in per])) if per else float("nan"),
