@@ -104,3 +104,52 @@ def test_cancel_stops_an_enhancement_that_samples_features(make_napari_viewer, o
     qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
     assert w.status.text() == "cancelled"
     assert len(viewer.layers) == n_layers and np.array_equal(hand.data, before) and w.run_btn.isEnabled()
+
+
+def _enhanced_sample(sample_viewer, open_dock, qtbot):
+    """Detect, then Enhance, on the bundled sample, both docks opened from the Plugins menu."""
+    det = open_dock(sample_viewer, "detect")
+    det.device.setCurrentText("cpu")
+    det.run()
+    qtbot.waitUntil(lambda: det.worker is None, timeout=120_000)
+    w = open_dock(sample_viewer, "enhance")
+    w.cells.setCurrentText(det.points_layer.name)
+    _run(w, qtbot)
+    assert w.points_layer is not None, w.status.text()
+    return det.points_layer, w
+
+
+def test_attention_lines_are_bright_with_a_colour_bar(sample_viewer, open_dock, qtbot):
+    """Attention lines over H&E: even the weakest is not near-black, and the dock shows a colour bar with the
+    layer's weight range (napari draws none for Vectors)."""
+    base, w = _enhanced_sample(sample_viewer, open_dock, qtbot)
+    att = w.attention_layer
+    assert len(att.data) > 0
+    lo, hi = att.edge_contrast_limits
+    cmap = att.edge_colormap
+    for v in (0.0, 0.5, 1.0):
+        rgba = np.asarray(cmap.map(np.array([v], np.float32)))[0]
+        luminance = 0.2126 * rgba[0] + 0.7152 * rgba[1] + 0.0722 * rgba[2]
+        assert rgba[3] == 1.0 and luminance > 0.3, (v, rgba)
+    assert not w.colorbar.isHidden() and w.colorbar.limits == (lo, hi)  # shown (the dock may be a back tab)
+    assert f"{lo:.3g}" in w.colorbar.text() and f"{hi:.3g}" in w.colorbar.text()
+    assert not w.colorbar.grab().isNull()
+    # the cells, lines and colour bar say µm like the detector's layer (no 'inconsistent units')
+    assert tuple(map(str, att.units)) == tuple(map(str, base.units)) == tuple(map(str, w.points_layer.units))
+
+
+def test_show_only_changed_hides_the_detector_layer_too(sample_viewer, open_dock, qtbot):
+    """'show only changed cells': the detector's own layer under the enhanced one is hidden too (else its
+    cells show through and nothing seems to change), attention lines only from changed cells; off restores."""
+    base, w = _enhanced_sample(sample_viewer, open_dock, qtbot)
+    enh, changed = w.points_layer, np.asarray(w.result.changed, bool)
+    assert base.visible and changed.any() and not changed.all()
+    w.only_changed.setChecked(True)
+    assert not base.visible
+    assert np.array_equal(enh.face_color[:, 3] > 0, changed)
+    assert set(np.unique(w.attention_layer.features["src"])) <= set(np.flatnonzero(changed))
+    # changed cells are marked: a white ring, the others a black border
+    assert np.allclose(enh.border_color[changed, :3], 1.0)
+    w.only_changed.setChecked(False)
+    assert base.visible and (enh.face_color[:, 3] > 0).all()
+    assert len(set(np.unique(w.attention_layer.features["src"])) - set(np.flatnonzero(changed))) > 0

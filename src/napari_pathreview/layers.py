@@ -184,3 +184,21 @@ def heat_layer_data(heat, name: str, colormap: dict, scale=(1.0, 1.0), translate
     if units is not None:
         kwargs["units"] = tuple(str(u) for u in units)[-2:]
     return (np.asarray(heat, np.float32), kwargs, "image")
+
+
+#: where the dark low end of a colour map stops: lines drawn in it over H&E would read as black
+LINE_COLORMAP_START = {"magma": 0.4, "inferno": 0.4, "viridis": 0.35, "cividis": 0.45, "turbo": 0.15,
+                       "plasma": 0.3}
+
+
+def line_colormap(name: str) -> dict:
+    """A napari colormap by name for lines over H&E (attention, graphs): opaque everywhere, with the
+    near-black low end of the perceptual maps dropped (``LINE_COLORMAP_START``) so the weakest line still
+    shows on dark nuclei and pink stroma alike."""
+    from napari.utils.colormaps import ensure_colormap  # napari's colour tables; no Qt
+
+    colors = ensure_colormap(name).map(np.linspace(0.0, 1.0, 64, dtype=np.float32))
+    cmap = heat_colormap(colors, f"pathreview-line-{name}", start=LINE_COLORMAP_START.get(name, 0.0),
+                         display_name=f"{name} (bright)")
+    cmap["colors"][:, 3] = 1.0
+    return cmap

@@ -3,9 +3,11 @@
 Layers it adds (all sharing the cells layer's scale / translate):
 
 - ``<cells> enhanced``: Points with the enhanced classes; features: class, score, p_*, ``base_class``,
-  ``changed``; "only changed" hides the others.
+  ``changed``; cells whose class the enhancer changed have a white ring. "show only changed cells" hides
+  the other cells, the detector's layer under them, and the attention lines of unchanged cells.
 - ``<cells> attention``: Vectors from each cell to the cells it attends to (top-k per cell and/or a
-  threshold; one layer of the encoder; mean over heads or one head), coloured by weight.
+  threshold; one layer of the encoder; mean over heads or one head), coloured by weight in a bright
+  colour map (``layers.line_colormap``); the dock shows its colour bar with the weight range.
 - ``<cells> attention (selected)``: the attention neighbourhood of the cells selected in the enhanced layer.
 - ``<cells> kNN graph`` / ``<cells> similarity graph``: position kNN (k) and feature cosine-similarity
   (threshold) graphs.
@@ -17,9 +19,12 @@ the cells and lines in view. The layers themselves keep every cell and line.
 from __future__ import annotations
 
 import numpy as np
-from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QPushButton, QSpinBox, QWidget
+from qtpy.QtCore import QPointF, QRectF
+from qtpy.QtGui import QColor, QLinearGradient, QPainter
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QPushButton, QSpinBox,
+                            QWidget)
 
-from .base import LayerPicker, TaskWidget, layer_mpp, layer_slide, set_shown
+from .base import LayerPicker, TaskWidget, layer_mpp, layer_slide, result_units, set_shown
 from .lod import attach_lod
 
 
@@ -97,9 +102,15 @@ class EnhanceWidget(TaskWidget):
         self.sim_btn.clicked.connect(self.draw_similarity)
         self.form.addRow("k", _row(self.knn_k, self.knn_btn))
         self.form.addRow("cosine ≥", _row(self.sim, self.sim_btn))
+        self.legend = QLabel("")
+        self.extra.addWidget(self.legend)
+        self.colorbar = ColorBar("attention weight")
+        self.colorbar.setVisible(False)
+        self.extra.addWidget(self.colorbar)
         self.result = None
         self.points_layer = self.attention_layer = self.selected_layer = None
         self._base_layer = None
+        self._base_visible = True
 
     # ---------------------------------------------------------------- run
     def job(self):
@@ -129,7 +140,7 @@ class EnhanceWidget(TaskWidget):
         return fn, self.show_result
 
     def show_result(self, result):
-        from ..layers import points_layer_data
+        from ..layers import legend_html, points_layer_data
 
         self.result = result
         base = self._base_layer
@@ -139,7 +150,11 @@ class EnhanceWidget(TaskWidget):
         kwargs["features"]["base_class"] = names[result.base.labels] if len(result.base) else np.zeros(0, object)
         kwargs["features"]["changed"] = result.changed
         kwargs["size"] = np.asarray(base.size).reshape(-1)[0] if len(base.data) else kwargs["size"]
-        self.points_layer = self.viewer.add_points(data, **kwargs)
+        # a changed class reads at a glance: a white ring instead of the black border
+        changed = np.asarray(result.changed, bool)
+        kwargs["border_color"] = np.where(changed[:, None], [[1.0, 1.0, 1.0, 1.0]], [[0.0, 0.0, 0.0, 1.0]])
+        kwargs["border_width"] = np.where(changed, 0.22, 0.1)
+        self.points_layer = self.viewer.add_points(data, **kwargs, **result_units(base))
         attach_lod(self.viewer, self.points_layer)
         self.points_layer.selected_data.events.items_changed.connect(self.draw_selected)
         att = result.attention
@@ -153,28 +168,37 @@ class EnhanceWidget(TaskWidget):
             self.head.addItems([str(h) for h in range(att.weights.shape[1])])
         self.layer_sel.blockSignals(False), self.head.blockSignals(False)
         self.attention_layer = None
-        self.draw_attention()
-        self.filter_changed()
+        self._base_visible = bool(base.visible)
+        self.filter_changed()  # draws the attention lines too
         self.status.setText(f"{len(result.enhanced)} cells, {int(result.changed.sum())} changed class")
+        enh = result.enhanced
+        counts = np.bincount(enh.labels, minlength=len(enh.classes)) if len(enh) else None
+        self.legend.setText(legend_html(enh.classes, kwargs["metadata"]["colors"], counts)
+                            + f"<br>white ring: class changed by the enhancer ({int(changed.sum())})")
 
     # ---------------------------------------------------------------- display
-    def _edges_layer(self, current, edges, name, colormap="magma", limits=None):
-        """Create or update a Vectors layer for edges between the enhanced cells."""
-        from ..layers import edges_layer_data
+    def _edges_layer(self, current, edges, name, colormap="viridis", limits=None):
+        """Create or update a Vectors layer for edges between the enhanced cells, coloured by weight in
+        ``colormap`` without its dark low end (``layers.line_colormap``)."""
+        from ..layers import edges_layer_data, line_colormap
 
         base = self.points_layer
         data, kwargs, _ = edges_layer_data(base.data, edges, name, base.scale[-2:], base.translate[-2:],
-                                           colormap=colormap, contrast_limits=limits,
-                                           width=max(0.5, float(np.asarray(base.size).reshape(-1)[0]) / 12)
+                                           colormap=line_colormap(colormap), contrast_limits=limits,
+                                           width=max(0.5, float(np.asarray(base.size).reshape(-1)[0]) / 8)
                                            if len(base.data) else 1.0)
         if current is not None and current in self.viewer.layers:
             self.viewer.layers.remove(current)
-        layer = self.viewer.add_vectors(data, **kwargs)
+        layer = self.viewer.add_vectors(data, **kwargs, **result_units(base))
         attach_lod(self.viewer, layer)  # > 50 000 lines: only the in-view / strongest ones are drawn
         return layer
 
     def attention_edges(self, sources=None):
+        """Edges of the chosen layer / head; ``sources``: only from these cells (else every cell, or the
+        changed ones while "show only changed cells" is on)."""
         att = self.result.attention
+        if sources is None and self.only_changed.isChecked():
+            sources = np.flatnonzero(self.result.changed).tolist()
         head = None if self.head.currentIndex() <= 0 else int(self.head.currentText())
         layer = self.layer_sel.currentIndex() if self.layer_sel.currentIndex() >= 0 else -1
         return att.edges(layer=layer, head=head, top_k=self.top_k.value() or None,
@@ -186,6 +210,9 @@ class EnhanceWidget(TaskWidget):
         edges = self.attention_edges()
         self.attention_layer = self._edges_layer(self.attention_layer, edges,
                                                  f"{self._base_layer.name} attention")
+        lo, hi = self.attention_layer.edge_contrast_limits
+        self.colorbar.set_colormap(self.attention_layer.edge_colormap, lo, hi, len(edges[0]))
+        self.colorbar.setVisible(True)
         self.draw_selected()
 
     def draw_selected(self, *_):
@@ -200,10 +227,17 @@ class EnhanceWidget(TaskWidget):
         self.viewer.layers.selection.active = self.points_layer
 
     def filter_changed(self, *_):
+        """Only changed: hide the unchanged cells, the detector's layer under them (else its cells still
+        show through and nothing seems to change) and the attention lines of unchanged cells; off: restore."""
         layer = self.points_layer
         if layer is None or layer not in self.viewer.layers or self.result is None:
             return
-        set_shown(layer, self.result.changed if self.only_changed.isChecked() else np.ones(len(layer.data), bool))
+        only = self.only_changed.isChecked()
+        set_shown(layer, self.result.changed if only else np.ones(len(layer.data), bool))
+        base = self._base_layer
+        if base is not None and base in self.viewer.layers:
+            base.visible = self._base_visible and not only
+        self.draw_attention()
 
     def _graph_cells(self):
         from napari.utils.notifications import show_error
@@ -239,5 +273,49 @@ def _row(*widgets) -> QWidget:
     lay = QHBoxLayout(w)
     lay.setContentsMargins(0, 0, 0, 0)
     for x in widgets:
+        x.setMinimumWidth(x.sizeHint().width())  # a narrow dock must not clip the value ("0.97(")
         lay.addWidget(x)
     return w
+
+
+class ColorBar(QWidget):
+    """A horizontal colour bar for a layer napari draws no colour bar for (Vectors): the colour map from
+    its low to its high limit, the two values under the ends and a title."""
+
+    def __init__(self, title: str, parent=None):
+        super().__init__(parent)
+        self.title = title
+        self.colors = np.zeros((2, 4), np.float32)
+        self.controls = np.array([0.0, 1.0], np.float32)
+        self.limits = (0.0, 1.0)
+        self.count = 0
+        self.setMinimumHeight(2 * self.fontMetrics().height() + 18)
+
+    def set_colormap(self, colormap, lo: float, hi: float, count: int = 0):
+        self.colors = np.asarray(colormap.colors, np.float32)
+        self.controls = np.asarray(colormap.controls, np.float32)
+        self.limits = (float(lo), float(hi))
+        self.count = int(count)
+        self.setToolTip(f"{self.title}: {lo:.3g} (left) to {hi:.3g} (right); {count} lines")
+        self.update()
+
+    def text(self) -> str:
+        lo, hi = self.limits
+        return f"{self.title} {lo:.3g} – {hi:.3g} ({self.count} lines)"
+
+    def paintEvent(self, _event):
+        p = QPainter(self)
+        fm = self.fontMetrics()
+        w, th = self.width(), fm.height()
+        p.setPen(QColor("#d0d0d0"))
+        p.drawText(0, fm.ascent(), f"{self.title} ({self.count} lines)")
+        bar = QRectF(0, th + 2, max(1, w - 1), 10)
+        grad = QLinearGradient(QPointF(bar.left(), 0), QPointF(bar.right(), 0))
+        for c, rgba in zip(self.controls, self.colors):
+            grad.setColorAt(float(c), QColor.fromRgbF(*[float(v) for v in rgba[:3]], 1.0))
+        p.fillRect(bar, grad)
+        lo, hi = (f"{v:.3g}" for v in self.limits)
+        y = int(bar.bottom()) + 2 + fm.ascent()
+        p.drawText(0, y, lo)
+        p.drawText(w - fm.horizontalAdvance(hi) - 1, y, hi)
+        p.end()
