@@ -126,6 +126,7 @@ def test_fine_tune_classifier_on_graded_images(make_napari_viewer, qtbot, shared
     import csv
 
     from skimage.io import imread
+
     from napari_pathreview.widgets.explain import ExplainWidget
     from napari_pathreview.widgets.train import TrainWidget
 
@@ -228,6 +229,7 @@ def test_enhancer_bad_input(make_napari_viewer, val_sample, user_weights):
 
 def test_classifier_bad_input(make_napari_viewer, shared_data, user_weights):
     from skimage.io import imread
+
     from napari_pathreview.widgets.train import TrainWidget
 
     image = imread(shared_data / "glas" / "images" / "train_1.jpg")
@@ -247,3 +249,47 @@ def test_classifier_bad_input(make_napari_viewer, shared_data, user_weights):
     w.annotations.setCurrentText("odd")
     _refused(w, "['cancer']", "classifier-glas")
     assert not user_weights.exists() or not list(user_weights.iterdir())
+
+
+def _color_pixels(img, hex_color: str, tol: int = 40) -> np.ndarray:
+    """Mask of the pixels of a QImage close to ``hex_color`` (antialiased text and lines included)."""
+    from qtpy.QtGui import QImage
+
+    img = img.convertToFormat(QImage.Format.Format_RGBA8888)
+    arr = np.frombuffer(img.constBits().asstring(img.sizeInBytes()), np.uint8)
+    arr = arr.reshape(img.height(), img.bytesPerLine() // 4, 4)[:, :img.width(), :3].astype(int)
+    target = np.array([int(hex_color[i:i + 2], 16) for i in (1, 3, 5)])
+    return np.abs(arr - target).max(-1) < tol
+
+
+def test_one_epoch_plot_draws_levels_and_whole_labels_in_a_narrow_dock(sample_viewer, open_dock, qtbot):
+    """The Train dock from the Plugins menu after a one-epoch detector run (the epoch row as the worker
+    emits it): each series is a level across the plot, not a lone dot, and every legend entry ("weighted
+    F1 ...") is drawn whole at a narrow dock width as at a wide one."""
+    w = open_dock(sample_viewer, "train")
+    assert w.kind.currentText() == "detector"
+    w.epoch_done.emit({"epoch": 1, "loss": 0.8123, "det_f1": 0.92, "weighted_f1": 0.806})
+    qtbot.waitUntil(lambda: len(w.plot.rows) == 1, timeout=5_000)
+    plot = w.plot
+    colors = dict(plot.SERIES["detector"])
+    plot.setFixedSize(240, 180)  # a narrow dock
+    qtbot.wait(10)
+    narrow = plot.grab().toImage()
+    below = plot.legend_items(240)[-1][2].bottom() + 4 if hasattr(plot, "legend_items") else 14
+    for key in ("det_f1", "weighted_f1", "loss"):
+        mask = _color_pixels(narrow, colors[key])
+        cols = np.flatnonzero(mask[below:].any(0))  # below the legend: the plotted series
+        assert cols.size and cols.max() - cols.min() > 0.6 * plot.width(), (key, cols)
+    # the legend: entries inside the widget, not overlapping; the text pixels equal those of a wide plot
+    items = plot.legend_items(240)
+    for k, (_, _, r) in enumerate(items):
+        assert 0 <= r.left() and r.right() < 240
+        assert all(not r.intersects(o) for _, _, o in items[k + 1:])
+    assert "weighted F1 0.806" in [t for _, t, _ in items]
+    legend_h = items[-1][2].bottom() + 1
+    n_narrow = _color_pixels(narrow, colors["weighted_f1"])[:legend_h].sum()
+    plot.setFixedSize(700, 180)
+    qtbot.wait(10)
+    wide = plot.grab().toImage()
+    n_wide = _color_pixels(wide, colors["weighted_f1"])[:plot.legend_items(700)[-1][2].bottom() + 1].sum()
+    assert n_wide > 0 and n_narrow >= 0.95 * n_wide, (n_narrow, n_wide)
