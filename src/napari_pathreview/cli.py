@@ -369,11 +369,17 @@ def cmd_demo(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .backend.bench import run_bench
+    import inspect
+
+    from .backend.bench import BENCHES, run_bench
 
     kw = {"record": True} if args.record else {}
     if args.precision:
         kw["precision"] = args.precision
+    takes = inspect.signature(BENCHES[args.name]).parameters if args.name in BENCHES else {}
+    for k in kw:
+        if args.name in BENCHES and k not in takes:
+            raise InputError(f"bench {args.name} takes no --{k}")
     res = run_bench(args.name, **kw)
     if not args.json:
         for k, v in res.items():
@@ -553,7 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--record", action="store_true",
                     help="precision: write the verified precisions into the shipped model cards")
     sp.add_argument("--precision", default=None, choices=("fp32", "bf16"),
-                    help="tiling: our side's precision (the MONAI reference stays fp32)")
+                    help="tiling, slide-throughput: our side's precision (the reference stays fp32)")
     sp.set_defaults(func=cmd_bench)
 
     sp = sub.add_parser("segment", help="segment nuclei tile by tile; writes an OME-Zarr labels pyramid")
