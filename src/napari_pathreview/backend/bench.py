@@ -83,7 +83,8 @@ def run_bench(name: str, **kw) -> dict:
     from .errors import InputError
 
     if name not in BENCHES:
-        raise InputError(f"unknown benchmark '{name}'; available: {', '.join(sorted(BENCHES))}")
+        names = sorted([*BENCHES, "viewer"])  # viewer: Qt, run by the CLI from viewer_bench
+        raise InputError(f"unknown benchmark '{name}'; available: {', '.join(names)}")
     return BENCHES[name](**kw)
 
 
@@ -534,18 +535,6 @@ def bench_slide_throughput(size: int = 40_000, mpp: float = 0.5, n_blocks: int =
             "label_dice": round(2 * int(inter) / max(1, int(sa) + int(sb)), 5),
             "matched_cell_f1": round(2 * len(m.gt_idx) / max(1, ref["cells"] + low["cells"]), 4),
             "same_class": round(same, 4), "device": "cpu", "threads": torch.get_num_threads()}
-
-
-@bench("viewer")
-def bench_viewer(n_cells: int = 1_000_000, n_lines: int = 1_000_000, side: float = 40_000.0,
-                 frames: int = 3) -> dict:
-    """Ours: the viewer's level of detail (density image zoomed out, in-view subset zoomed in) over
-    n_cells points + n_lines attention lines. Reference: napari drawing all of them, same viewer and
-    layers, same run. ``ratio``: zoomed-out re-render time, ours over the reference's. Opens a napari
-    window (needs a display: run under xvfb-run); the Qt code lives in ``viewer_bench``, not here."""
-    from ..viewer_bench import run_viewer_bench
-
-    return run_viewer_bench(n_cells=n_cells, n_lines=n_lines, side=side, frames=frames)
 
 
 def _cpu_flags() -> list[str]:
