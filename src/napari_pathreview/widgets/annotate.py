@@ -50,7 +50,9 @@ class AnnotateWidget(TabifiedDock):
         self.copy_btn.setToolTip("a new editable layer copied from the prediction; the prediction is not changed")
         self.copy_btn.clicked.connect(lambda: self.copy_for_correction())
         root.addWidget(self.copy_btn)
-        root.addWidget(QLabel("class of selected / next points (keys 1…K on the layer):"))
+        hint = QLabel("class of selected / next points (keys 1…K on the layer):")
+        hint.setWordWrap(True)  # a narrow dock wraps it rather than cutting it off
+        root.addWidget(hint)
         self.class_grid = QGridLayout()
         root.addLayout(self.class_grid)
         self.status = QLabel("")
@@ -75,7 +77,9 @@ class AnnotateWidget(TabifiedDock):
     def _refresh_classes(self, *_):
         while self.class_grid.count():
             w = self.class_grid.takeAt(0).widget()
-            if w is not None:
+            if w is not None:  # off screen now: deleteLater alone leaves it drawn under the new buttons
+                w.hide()
+                w.setParent(None)
                 w.deleteLater()
         classes, colors = self.classes()
         for k, name in enumerate(classes):
@@ -89,19 +93,21 @@ class AnnotateWidget(TabifiedDock):
         """An empty annotation layer aligned with the chosen image (or in pixels when there is none)."""
         from ..backend.points import CellPoints
         from ..layers import points_layer_data
-        from .base import layer_mpp
+        from .base import layer_mpp, micron_units, result_units
 
         self.layer = None
         classes, colors = self.classes()
         img = self.image.layer()
         mpp = layer_mpp(img) if img is not None else None
+        if mpp is not None and np.allclose(np.asarray(img.scale, float)[-2:], mpp, rtol=1e-6):
+            micron_units(img)  # scaled in µm (as Detect / Segment say once they run): the scale bar reads µm
         scale = tuple(img.scale[-2:]) if img is not None else (1.0, 1.0)
         translate = tuple(img.translate[-2:]) if img is not None else (0.0, 0.0)
         empty = CellPoints.empty(classes, mpp=mpp, colors=colors, source="annotation")
         data, kwargs, _ = points_layer_data(empty, name, scale=scale, translate=translate)
         kwargs["metadata"]["pathreview"] = "annotation"
         kwargs["face_color"] = colors.get(classes[0], "#ffffff") if classes else "#ffffff"  # napari: no (0, 4)
-        layer = self.viewer.add_points(data, **kwargs)
+        layer = self.viewer.add_points(data, **kwargs, **(result_units(img) if img is not None else {}))
         self._adopt(layer)
         layer.mode = "add"
         return layer
@@ -125,7 +131,8 @@ class AnnotateWidget(TabifiedDock):
                      "size": np.array(src.size, copy=True), "symbol": np.array(src.symbol, copy=True)}
         layer = self.viewer.add_points(
             np.array(src.data, copy=True), features=src.features.copy(deep=True),
-            scale=tuple(src.scale), translate=tuple(src.translate), metadata=md, name=f"{src.name} (corrected)",
+            scale=tuple(src.scale), translate=tuple(src.translate), units=tuple(src.units), metadata=md,
+            name=f"{src.name} (corrected)",
             **(per_point if len(src.data) else {}))
         if "colors" not in md:
             from ..layers import rgba_to_hex
