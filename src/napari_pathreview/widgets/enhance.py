@@ -21,8 +21,7 @@ from __future__ import annotations
 import numpy as np
 from qtpy.QtCore import QPointF, QRectF
 from qtpy.QtGui import QColor, QLinearGradient, QPainter
-from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QPushButton, QSpinBox,
-                            QWidget)
+from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QPushButton, QSpinBox, QWidget
 
 from .base import LayerPicker, TaskWidget, layer_mpp, layer_slide, result_units, set_shown
 from .lod import attach_lod
@@ -111,6 +110,13 @@ class EnhanceWidget(TaskWidget):
         self.points_layer = self.attention_layer = self.selected_layer = None
         self._base_layer = None
         self._base_visible = True
+
+    def showEvent(self, event):
+        """Once napari's style is applied (it pads the +/- buttons and sets a min-width), the spin boxes
+        beside a button are kept at their styled size hint, so their value is not clipped ("0.97(")."""
+        super().showEvent(event)
+        for box in (self.knn_k, self.sim):
+            box.setMinimumWidth(box.sizeHint().width())
 
     # ---------------------------------------------------------------- run
     def job(self):
@@ -273,7 +279,6 @@ def _row(*widgets) -> QWidget:
     lay = QHBoxLayout(w)
     lay.setContentsMargins(0, 0, 0, 0)
     for x in widgets:
-        x.setMinimumWidth(x.sizeHint().width())  # a narrow dock must not clip the value ("0.97(")
         lay.addWidget(x)
     return w
 

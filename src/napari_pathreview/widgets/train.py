@@ -63,7 +63,9 @@ class LossPlot(QWidget):
     """A small live plot per epoch: the training loss (left scale, auto) and the task's validation
     metrics (0..1): detector det_f1 / weighted_f1, segmenter dice / aji, enhancer mF1 / weighted_f1,
     classifier accuracy. The first metric of a task is its headline, :attr:`metric_key` (not named
-    ``metric``: that is a QPaintDevice virtual Qt calls while painting)."""
+    ``metric``: that is a QPaintDevice virtual Qt calls while painting). The legend names each series in
+    words with its last value and wraps to the widget's width; the axes carry their values (loss left,
+    metrics 0..1 right); a single epoch is drawn as a level across the plot."""
 
     SERIES = {
         "detector": (("loss", "#f58231"), ("det_f1", "#46f0f0"), ("weighted_f1", "#f032e6")),
