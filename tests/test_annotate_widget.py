@@ -33,3 +33,21 @@ def test_copy_for_correction_keeps_the_prediction_units(sample_viewer, open_dock
     copy = w.copy_for_correction(cells)
     assert [str(u) for u in copy.units] == [str(u) for u in cells.units] == ["micrometer"] * 2
     assert np.array_equal(copy.data, cells.data) and not cells.visible
+
+
+def test_the_current_class_button_shows_pressed(sample_viewer, open_dock):
+    """The class the next clicks get is visible in the dock (its button pressed), not only in the status."""
+    w = open_dock(sample_viewer, "annotate")
+    layer = w.new_layer()
+    classes = layer.metadata["classes"]
+
+    def pressed():
+        return [b.property("class_name") for b in _class_buttons(w) if b.isChecked()]
+
+    assert pressed() == [classes[0]]
+    w.set_class(layer, classes[1], selected=False)
+    assert pressed() == [classes[1]] and w.current_class() == classes[1]
+    [b for b in _class_buttons(w) if b.property("class_name") == classes[2]][0].click()
+    assert pressed() == [classes[2]]
+    layer.add(np.array([100.0, 100.0]))
+    assert str(layer.features["class"].iloc[-1]) == classes[2]

@@ -84,9 +84,28 @@ class AnnotateWidget(TabifiedDock):
         classes, colors = self.classes()
         for k, name in enumerate(classes):
             b = QPushButton(f"{k + 1}  {name}" if k < 9 else name)
-            b.setStyleSheet(f"border-left: 10px solid {colors.get(name, '#ffffff')}; text-align: left;")
+            b.setCheckable(True)  # the current class (of the next points) shows pressed
+            b.setProperty("class_name", name)
+            b.setStyleSheet(f"QPushButton {{border-left: 10px solid {colors.get(name, '#ffffff')}; text-align: left;}}"
+                            "QPushButton:checked {font-weight: bold; border-top: 2px solid white; "
+                            "border-bottom: 2px solid white; border-right: 2px solid white;}")
             b.clicked.connect(lambda _=False, n=name: self.set_class(self.layer, n))
             self.class_grid.addWidget(b, k // 2, k % 2)
+        self._check_current()
+
+    def current_class(self) -> str | None:
+        """The class the next points of the annotation layer get (None without a layer)."""
+        if self.layer is None or self.layer not in self.viewer.layers:
+            return None
+        defaults = self.layer.feature_defaults  # a one-row table
+        return str(defaults["class"].iloc[0]) if "class" in defaults and len(defaults) else None
+
+    def _check_current(self):
+        current = self.current_class()
+        for i in range(self.class_grid.count()):
+            b = self.class_grid.itemAt(i).widget()
+            if b is not None:
+                b.setChecked(b.property("class_name") == current)
 
     # ---------------------------------------------------------------- layers
     def new_layer(self, name: str = "annotations"):
@@ -196,6 +215,7 @@ class AnnotateWidget(TabifiedDock):
                 keep = np.array(layer.face_color, copy=True)
         layer.feature_defaults = defaults
         layer.current_face_color = color
+        self._check_current()
         if sel:
             # setting the current colour recolours the selection too; keep it exactly as set above
             fc = np.array(layer.face_color, copy=True)
