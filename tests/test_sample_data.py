@@ -77,4 +77,5 @@ def test_viewer_sample_menu(make_napari_viewer, key):
     viewer = make_napari_viewer()
     layers = viewer.open_sample("napari-pathreview", key)
     assert len(layers) == 1 and tuple(layers[0].scale) == (0.25, 0.25)
+    assert [str(u) for u in layers[0].units] == ["micrometer", "micrometer"]  # the scale bar reads µm
     assert layers[0].multiscale == (key == "monuseg_pyramid")

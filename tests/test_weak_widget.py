@@ -51,6 +51,10 @@ def test_weak_widget_adds_readable_cams_labels_and_points(sample_viewer, open_do
     image = sample_viewer.layers[0]
     w, points = run_weak(sample_viewer, image, qtbot, open_dock)
     assert len(points.data) > 50 and set(points.features["class"]) <= set(w.model_classes())
+    # every result layer is in the image's units (no "Inconsistent units across layers" warning)
+    assert [str(u) for u in image.units] == ["micrometer", "micrometer"]
+    assert all(tuple(ly.units) == tuple(image.units) for ly in sample_viewer.layers), [
+        (ly.name, ly.units) for ly in sample_viewer.layers]
 
 
 def test_weak_widget_adds_readable_cams_on_a_glas_image(make_napari_viewer, open_dock, qtbot, shared_data):

@@ -29,6 +29,7 @@ def make_sample_tile() -> list[tuple]:
     meta = {
         "name": "MoNuSeg tile",
         "scale": (SAMPLE_MPP, SAMPLE_MPP),
+        "units": ("um", "um"),
         "rgb": True,
         "metadata": {"mpp": SAMPLE_MPP, "path": str(SAMPLE_TILE), "attribution": ATTRIBUTION},
     }
@@ -42,6 +43,7 @@ def make_sample_pyramid() -> list[tuple]:
     meta = {
         "name": "MoNuSeg pyramid",
         "scale": (mpp, mpp),
+        "units": ("um", "um"),
         "rgb": True,
         "multiscale": True,
         "metadata": {"mpp": mpp, "path": str(SAMPLE_PYRAMID), "attribution": ATTRIBUTION},

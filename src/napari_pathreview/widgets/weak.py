@@ -92,17 +92,18 @@ class WeakWidget(TaskWidget):
         meta = {"pathreview": "pseudo-labels", "classes": ["background"] + list(res.classes),
                 "threshold": res.threshold, "mpp": mpp}
         self.labels_layer = self.viewer.add_labels(res.pseudo, name=f"{layer.name} pseudo-labels", opacity=0.4,
-                                                   scale=scale, translate=translate, metadata=meta)
+                                                   scale=scale, translate=translate, metadata=meta, units=units)
         _colour_labels(self.labels_layer, res.classes, colors)
         if self.show_seg.isChecked():
             seg = self.viewer.add_labels(res.segmentation, name=f"{layer.name} weak U-Net", opacity=0.4,
-                                         scale=scale, translate=translate, metadata={**meta, "pathreview": "weak-seg"})
+                                         scale=scale, translate=translate, metadata={**meta, "pathreview": "weak-seg"},
+                                         units=units)
             _colour_labels(seg, res.classes, colors)
         pts = res.points
         if mpp is None:
             pts.mpp = None
         data, kwargs, _ = points_layer_data(pts, f"{layer.name} weak cells", scale=scale, translate=translate)
-        self.points_layer = self.viewer.add_points(data, **kwargs)
+        self.points_layer = self.viewer.add_points(data, **kwargs, units=units)
         counts = np.bincount(pts.labels, minlength=len(res.classes)) if len(pts) else None
         self.legend.setText(legend_html(res.classes, colors, counts))
         self.status.setText(f"{len(pts)} cells typed; pseudo-label threshold {res.threshold:.2f}")
