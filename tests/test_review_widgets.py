@@ -170,6 +170,7 @@ def test_compare_labels_from_the_menu_gives_hand_computed_scores(make_napari_vie
         assert abs(t[key]["value"] - value) < 1e-12, (key, t[key], value)
     assert "Dice 0.476, AJI 0.312, PQ 0.333" in w.status.text()
     assert not w.confusion.isVisible()
+    assert "black square = predicted nucleus with no match" in w.marker_key.text()  # the key to the markers
     fn, fp = viewer.layers["pred: missed"], viewer.layers["pred: false positives"]
     assert np.allclose(fn.data, [[24.5, 24.5]]) and np.allclose(fp.data, [[32.5, 2.5]])
     _assert_not_class_colours(viewer, ["pred: missed", "pred: false positives"])
@@ -330,6 +331,7 @@ def test_compare_exports_the_metrics_table_as_csv(make_napari_viewer, open_dock,
     assert (b["class"], b["annotated"], b["predicted"], b["matched"]) == ("b", "1", "1", "0")
     assert (det["class"], det["annotated"], det["predicted"], det["matched"]) == ("detection", "3", "3", "2")
     assert det["criterion"] == "match radius 3.3 µm"
+    assert "black × = false positive" in w2.marker_key.text() and "green ring = missed" in w2.marker_key.text()
     conf = [[w2.confusion.item(i, j).data(0x0100) for j in range(2)] for i in range(2)]
     assert conf == [[1, 1], [0, 0]]  # rows annotated, columns predicted: the a at (21, 20) was called b
 

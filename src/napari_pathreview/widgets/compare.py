@@ -122,6 +122,15 @@ class FitTable(QTableWidget):
         self.updateGeometry()
 
 
+#: the key to the error markers, shown in the dock under the error line
+MARKER_KEY = {
+    "points": "markers: white disc = matched cell · black × = false positive · green ring = missed cell · "
+              "pale square = matched, wrong class · pale line = a match · white diamond = error under review",
+    "labels": "markers: black square = predicted nucleus with no match (false positive) · green circle = "
+              "annotated nucleus with no match (missed) · white diamond = error under review",
+}
+
+
 def _units(layer) -> dict:
     """``{"units": ...}`` of ``layer``'s last two axes (µm when its image's mpp is known), for layers drawn
     over it: mixed units make napari warn and drop them."""
@@ -192,6 +201,9 @@ class CompareWidget(TaskWidget):
         self.error_label = QLabel("")
         self.error_label.setWordWrap(True)
         self.extra.addWidget(self.error_label)
+        self.marker_key = QLabel("")  # what each marker on the canvas means
+        self.marker_key.setWordWrap(True)
+        self.extra.addWidget(self.marker_key)
         self.confusion.setVisible(False)
         self.confusion_label.setVisible(False)
         self.errors: list = []
@@ -357,6 +369,7 @@ class CompareWidget(TaskWidget):
         feats = {"predicted": cls[res.pred_labels[res.tp_pred[k]]], "annotated": cls[res.gt_labels[res.tp_gt[k]]]}
         self._add_points(res.gt_yx[res.tp_gt[k]], f"{base}: wrong class", "square", [0, 0, 0, 0], size * 1.3,
                          features=feats, border=COLORS["class"])
+        self.marker_key.setText(MARKER_KEY["points"])
         self.viewer.layers.selection.active = self._ref
         self._fill_table(res.table_rows(), header=res.TABLE_HEADER)
         c = np.asarray(res.metrics["confusion"])
@@ -393,6 +406,7 @@ class CompareWidget(TaskWidget):
             sizes = np.array([1.5 * e.diameter + 4 for e in sel]) if sel else self._marker_size()
             self._add_points([e.yx for e in sel], f"{base}: {name}", symbol, [0, 0, 0, 0], sizes,
                              border=COLORS[kind], border_width=0.07)
+        self.marker_key.setText(MARKER_KEY["labels"])
         self.viewer.layers.selection.active = self._ref
         if res["binary"]:
             self.status.setText(f"Dice {res['dice']:.3f} (the annotation is a binary mask: no instances, "
