@@ -3,6 +3,8 @@ import csv
 import io
 import shutil
 
+import pytest
+
 from napari_pathreview.backend.pipelines import detect_files
 
 
@@ -31,6 +33,7 @@ def _same_cells(a: str, b: str) -> bool:
     return True
 
 
+@pytest.mark.slow
 def test_two_worker_cluster_equals_in_process_and_reruns_skip_done_slides(crchisto, tmp_path):
     inputs = _inputs(crchisto, tmp_path)
     seq = detect_files(inputs, tmp_path / "seq", mpp=0.55, device="cpu")
@@ -55,6 +58,7 @@ def test_two_worker_cluster_equals_in_process_and_reruns_skip_done_slides(crchis
     assert len(other["ran"]) == 3 and not other["skipped"]
 
 
+@pytest.mark.slow
 def test_segment_many_inputs_writes_one_store_each_and_reruns_skip(crchisto, tmp_path, capsys):
     from napari_pathreview.cli import main
 

@@ -162,6 +162,7 @@ def test_train_multilabel_dual_loss_and_arcface_variants(glas, tmp_path, kw):
         assert loaded.embed(torch.randn(2, 3, 64, 64)).shape[0] == 2
 
 
+@pytest.mark.slow
 def test_evaluate_classifier_json_keys(glas, tmp_path, capsys):
     from napari_pathreview.cli import main
 

@@ -45,6 +45,7 @@ def test_bad_input_exit_2_one_line_nothing_written(case, tmp_path, mini_points):
     assert not out.exists() or not any(out.iterdir())
 
 
+@pytest.mark.slow
 def test_detect_writes_csv_and_qupath_geojson(tmp_path, mini_points):
     img = mini_points / "images" / "TCGA-50-5931.png"
     rc, out, err = run("detect", img, "--out", tmp_path / "o", "--mpp", "0.55")
@@ -64,6 +65,7 @@ def test_detect_writes_csv_and_qupath_geojson(tmp_path, mini_points):
     assert [back.classes[k] for k in back.labels] == names
 
 
+@pytest.mark.slow
 def test_evaluate_detector_json_keys(small_points_dataset):
     rc, out, err = run("evaluate", "detector", "--data", small_points_dataset, "--split", "validation", "--json")
     assert rc == 0, err
@@ -76,6 +78,7 @@ def test_evaluate_detector_json_keys(small_points_dataset):
     assert res["n_images"] == 2 and res["radius_um"] == 3.3 and res["detection"]["f1"] > 0.6
 
 
+@pytest.mark.slow
 def test_evaluate_detector_json_keys_on_the_fixture_set(mini_points):
     """The same contract on the repository's fixture set (fresh clone); no accuracy is read from it."""
     rc, out, err = run("evaluate", "detector", "--data", mini_points, "--split", "validation", "--json")
@@ -87,6 +90,7 @@ def test_evaluate_detector_json_keys_on_the_fixture_set(mini_points):
         assert set(c) == {"precision", "recall", "f1", "support"} and c["support"] > 0
 
 
+@pytest.mark.slow
 def test_evaluate_detector_tta_scores_the_tta_detections(small_points_dataset):
     """``--tta`` reaches the detector (also under the enhancer): the JSON equals scoring the pipeline's TTA
     cells directly."""
@@ -115,11 +119,13 @@ def test_evaluate_detector_tta_scores_the_tta_detections(small_points_dataset):
     assert json.loads(out.strip().splitlines()[-1])["base"]["detection"] == pytest.approx(ref["detection"])
 
 
+@pytest.mark.slow
 def test_evaluate_on_a_folder_without_images_is_exit_2(tmp_path):
     rc, out, err = run("evaluate", "detector", "--data", tmp_path, "--json")
     assert rc == 2 and str(tmp_path) in err
 
 
+@pytest.mark.slow
 def test_demo_out_writes_cells_and_a_rendered_png(tmp_path):
     """README command 1 without a display: the bundled sample's cells as CSV, GeoJSON and a PNG."""
     from skimage.io import imread
@@ -140,12 +146,14 @@ def test_demo_out_writes_cells_and_a_rendered_png(tmp_path):
                                        (["--per-grid", "0,0,0"], "per-grid"), (["--per-grid", "1,4"], "per-grid"),
                                        (["--tile", "100"], "tile"), (["--pale-nuclei", "1.5"], "pale-nuclei"),
                                        (["--scale-jitter", "0.7"], "scale-jitter")])
+@pytest.mark.slow
 def test_train_refuses_bad_options_with_exit_2(args, word, tmp_path, mini_masks):
     rc, _, err = run("train", "segmenter", "--data", mini_masks, "--out", tmp_path / "w", *args)
     assert rc == 2 and word in err.strip().splitlines()[-1]
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_train_enhancer_uses_the_given_learning_rate(points_subset, tmp_path):
     data = points_subset("train", 9)  # 8 tune images + 1 fitted
     rc, out, err = run("train", "enhancer", "--data", data, "--out", tmp_path / "enh", "--epochs", "1",

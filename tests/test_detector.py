@@ -139,6 +139,7 @@ def test_fine_tuning_keeps_the_centre_targets_its_base_learnt(val_sample, tmp_pa
     assert fresh.licence.startswith("research use only") and fresh.config["widths"] == [8, 16]
 
 
+@pytest.mark.slow
 def test_tta_maps_are_rotation_equivariant_and_keep_the_features(val_sample):
     """The mean over the 8 rotations / flips turns with the image; one pass alone does not."""
     from napari_pathreview.backend.detection import normalise, predict_maps
@@ -156,6 +157,7 @@ def test_tta_maps_are_rotation_equivariant_and_keep_the_features(val_sample):
     assert np.allclose(a["probs"].sum(0), 1, atol=1e-4) and 0 <= a["objectness"].min() <= a["objectness"].max() <= 1
 
 
+@pytest.mark.slow
 def test_tta_detection_on_a_validation_image(val_sample):
     sample, _ = val_sample
     pts = pipelines.detect(sample.image, mpp=0.55, device="cpu", tta=True)
@@ -164,6 +166,7 @@ def test_tta_detection_on_a_validation_image(val_sample):
 
 
 
+@pytest.mark.slow
 def test_stain_normalised_training_records_its_reference_and_detect_applies_it(val_sample, tmp_path):
     """``stain_norm``: the fitted images' median hematoxylin level goes into the card; ``detect`` scales
     each image to it by one factor, so a copy with half the hematoxylin gives the original's cells (measured on
@@ -230,6 +233,7 @@ def test_unknown_objectness_loss_is_refused(val_sample, tmp_path):
         train_detector([sample], tmp_path / "x", epochs=1, init="detector-crchisto", obj_loss="dice")
 
 
+@pytest.mark.slow
 def test_deepened_detector_gives_the_same_cells_until_trained(val_sample, tmp_path):
     """``deepen``: one more, coarser level (the stride doubles) whose new decoder block passes the old one's
     input through, so before any training the deepened model finds the same cells with the same classes;

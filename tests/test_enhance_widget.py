@@ -1,6 +1,7 @@
 """'Enhance cells' dock, opened from Plugins > PathReview (``open_dock``): enhanced points, attention lines,
 graphs."""
 import numpy as np
+import pytest
 
 from napari_pathreview.backend import pipelines
 from napari_pathreview.layers import points_layer_data
@@ -22,6 +23,7 @@ def _run(w, qtbot):
     qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
 
 
+@pytest.mark.slow
 def test_enhance_widget_draws_over_10k_attention_lines(make_napari_viewer, open_dock, qtbot, val_sample):
     viewer, img, cells_layer, cells = _viewer_with_cells(make_napari_viewer, val_sample)
     w = open_dock(viewer, "enhance")
@@ -62,6 +64,7 @@ def test_enhance_widget_draws_over_10k_attention_lines(make_napari_viewer, open_
     assert len(sim.data) > 0 and (sim.features["weight"] >= 0.9).all()
 
 
+@pytest.mark.slow
 def test_enhance_widget_samples_features_for_points_without_them(make_napari_viewer, open_dock, qtbot, val_sample):
     viewer, img, cells_layer, cells = _viewer_with_cells(make_napari_viewer, val_sample, tiles=1)
     viewer.add_points(cells.yx[:40] + 0.5, name="hand cells", features={"class": np.array(
@@ -83,6 +86,7 @@ def test_enhance_without_points_layer_is_a_notification(make_napari_viewer, open
     assert w.worker is None and "no points layer" in w.status.text()
 
 
+@pytest.mark.slow
 def test_cancel_stops_an_enhancement_that_samples_features(make_napari_viewer, open_dock, qtbot, val_sample):
     """Annotation points carry no detector features: they are sampled from the image tile by tile, and
     Cancel stops that; no layer is added and the user's points are unchanged."""

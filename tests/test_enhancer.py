@@ -97,6 +97,7 @@ def test_untrained_enhancer_reproduces_the_base_classes():
     assert (out.argmax(1).numpy() == probs.argmax(1)).all()
 
 
+@pytest.mark.slow
 def test_1e5_cells_run_sparse_in_bounded_memory():
     """Time and memory at 10^5 cells (CRCHisto density, ~60 neighbours each); printed, not asserted."""
     n = 100_000

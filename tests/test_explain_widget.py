@@ -256,6 +256,7 @@ def test_an_empty_map_says_why(sample_viewer, open_dock, qtbot):
 
 
 # ---- cancel, refusal, start-up cost ------------------------------------------------------------------
+@pytest.mark.slow
 def test_cancel_stops_a_tiled_explanation(make_napari_viewer, open_dock, qtbot, shared_data):
     viewer = make_napari_viewer()
     viewer.add_image(np.tile(_glas(shared_data), (4, 4, 1)), name="big", rgb=True, metadata={"mpp": 0.62})  # 12 tiles

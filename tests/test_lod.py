@@ -1,6 +1,7 @@
 """Level of detail for large cell / line layers: the numpy helper (napari_pathreview.lod) and the viewer
 controller (widgets/lod.py) in a real napari viewer."""
 import numpy as np
+import pytest
 
 from napari_pathreview.lod import LinesLOD, PointsLOD, View, density_pyramid, in_view, palette_codes
 
@@ -97,6 +98,7 @@ def _markers_drawn(viewer, layer) -> bool:
     return viewer.window._qt_viewer.canvas.layer_to_visual[layer].node.points_markers.visible
 
 
+@pytest.mark.slow
 def test_controller_swaps_density_and_in_view_points_on_camera_zoom(make_napari_viewer, qtbot):
     from napari_pathreview.widgets.base import LayerPicker
     from napari_pathreview.widgets.lod import attach_lod, controller_for
@@ -243,6 +245,7 @@ def _mosaic_detect(monkeypatch, reps=MOSAIC_REPS):
     return calls
 
 
+@pytest.mark.slow
 def test_detect_from_the_plugin_menu_puts_over_50k_cells_under_level_of_detail(sample_viewer, open_dock, qtbot,
                                                                                monkeypatch):
     """Issue 26 item 5: Detect opened from Plugins > PathReview (proxied viewer and layers) on a 13 824² mosaic
@@ -303,6 +306,7 @@ def test_view_of_an_empty_layer_is_harmless():
     assert LinesLOD(np.zeros((0, 2)), np.zeros((0, 2))).decide(View(0, 0, 10, 10)).mode == "hidden"
 
 
+@pytest.mark.slow
 def test_enhance_widget_puts_large_cell_and_attention_layers_under_level_of_detail(make_napari_viewer, open_dock,
                                                                                    qtbot, monkeypatch):
     """The Enhance widget's result path with 60 000 cells and 5 attended cells each (the enhancer replaced

@@ -183,6 +183,7 @@ def test_enhancement_that_cannot_fit_is_refused(val_sample, monkeypatch):
     assert len(enhance_points(pts, model, card).enhanced) == len(pts)  # without attention it fits
 
 
+@pytest.mark.slow
 def test_segment_killed_with_sigkill_resumes_to_the_uninterrupted_result(shared_data, tmp_path):
     """A `pathreview segment` SIGKILLed after its first finished band leaves a marked-incomplete scratch
     and no output; the same command then resumes from that band and writes the same labels and table."""

@@ -59,6 +59,7 @@ def _add_cells(viewer, pts, name):
     return viewer.add_points(data, **kwargs)
 
 
+@pytest.mark.slow
 def test_compare_widget_numbers_equal_pathreview_evaluate(make_napari_viewer, open_dock, qtbot, val_sample,
                                                           crchisto, detection, tmp_path):
     sample, classes = val_sample
@@ -157,6 +158,7 @@ def _known_pair():
     return pred, gt, expect
 
 
+@pytest.mark.slow
 def test_compare_labels_from_the_menu_gives_hand_computed_scores(make_napari_viewer, open_dock, qtbot):
     """Labels vs Labels through Plugins > PathReview (a proxied viewer): Dice / AJI / PQ of a pair whose
     numbers are worked out by hand, the missed and false-positive nuclei as error layers, Next error."""
@@ -207,6 +209,7 @@ def test_compare_labels_binary_annotation_gives_dice_only(make_napari_viewer, op
     assert "binary mask" in w.status.text()
 
 
+@pytest.mark.slow
 def test_compare_labels_on_monuseg_equals_evaluate_segmenter(make_napari_viewer, open_dock, qtbot, shared_data,
                                                             tmp_path):
     """A real MoNuSeg image segmented from the menu (Segment, mpp 0.25, default model) vs its instance mask:
@@ -299,6 +302,7 @@ def test_mismatched_pairs_are_refused_with_one_line(make_napari_viewer, open_doc
     assert w.table.rowCount() == 0 and not w.export_btn.isEnabled()
 
 
+@pytest.mark.slow
 def test_compare_exports_the_metrics_table_as_csv(make_napari_viewer, open_dock, qtbot, tmp_path):
     pred, gt, expect = _known_pair()
     viewer = make_napari_viewer()
@@ -464,14 +468,14 @@ def test_annotate_class_key_after_a_click_sets_the_next_class_only(make_napari_v
     assert np.allclose(ann.face_color[0], hex_to_rgba(colors[classes[1]]))
 
 
-def test_fine_tune_in_viewer_then_f1_on_another_image(make_napari_viewer, qtbot, val_sample, crchisto,
+@pytest.mark.slow
+def test_fine_tune_in_viewer_then_f1_on_another_image(make_napari_viewer, open_dock, qtbot, val_sample, crchisto,
                                                       user_weights, capsys):
     """Fine-tune the shipped detector on ONE real annotated image in the viewer; measure validation F1 on
     another image before and after (reported, not asserted: one image and two short epochs)."""
     from napari_pathreview.backend.points import CellPoints
     from napari_pathreview.backend.weights import list_models
     from napari_pathreview.widgets.detect import DetectWidget
-    from napari_pathreview.widgets.train import TrainWidget
 
     sample, classes = val_sample
     cl = classes + ["unlabeled"]
@@ -491,8 +495,8 @@ def test_fine_tune_in_viewer_then_f1_on_another_image(make_napari_viewer, qtbot,
         card_ = json.loads(shipped.with_suffix(".json").read_text())
         card_["name"] = "dev-detector"
         shipped.with_suffix(".json").write_text(json.dumps(card_))
-    detect_before = DetectWidget(viewer)
-    w = TrainWidget(viewer)
+    detect_before = open_dock(viewer, "detect")
+    w = open_dock(viewer, "train")
     w.model.setCurrentText(shipped.stem)
     assert w.model.currentText() == shipped.stem
     w.device.setCurrentText("cpu")
@@ -540,9 +544,8 @@ def test_fine_tune_in_viewer_then_f1_on_another_image(make_napari_viewer, qtbot,
         print("\nFINE-TUNE", json.dumps(report))
 
 
-def test_train_cancel_saves_nothing_and_bad_names_are_refused(make_napari_viewer, qtbot, val_sample, user_weights):
+def test_train_cancel_saves_nothing_and_bad_names_are_refused(make_napari_viewer, open_dock, qtbot, val_sample, user_weights):
     from napari_pathreview.backend.points import CellPoints
-    from napari_pathreview.widgets.train import TrainWidget
 
     sample, classes = val_sample
     viewer = make_napari_viewer()
@@ -550,8 +553,9 @@ def test_train_cancel_saves_nothing_and_bad_names_are_refused(make_napari_viewer
     pts = CellPoints(sample.yx, sample.labels.clip(0), np.ones(len(sample.yx), np.float32),
                      np.eye(len(classes), dtype=np.float32)[sample.labels.clip(0)], classes, 0.55)
     _add_cells(viewer, pts, "ann")
-    w = TrainWidget(viewer)
+    w = open_dock(viewer, "train")
     w.device.setCurrentText("cpu")
+    w.mpp.setValue(0.55)  # the PNG says no pixel size: every dock refuses to guess one
     w.save_as.setText("bad name/..")
     w.run()
     assert w.worker is None and "save as" in w.status.text()

@@ -104,6 +104,7 @@ def test_tiled_inference_has_no_seams(sample, shipped, whole):
     assert aji(tiled.labels, whole.labels) >= 0.9
 
 
+@pytest.mark.slow
 def test_compiled_segmenter_gives_the_eager_result(sample, shipped, whole):
     """``compile=True`` (torch.compile, frozen weights) on the CPU: same maps to float rounding, same labels."""
     model, card = shipped
@@ -126,6 +127,7 @@ def test_a_failing_compiler_falls_back_to_eager_with_a_warning(sample, shipped, 
     assert np.array_equal(res.labels, whole.labels) and np.array_equal(res.prob, whole.prob)
 
 
+@pytest.mark.slow
 def test_segment_to_zarr_equals_in_memory_segment(sample, shipped, tmp_path):
     model, card = shipped
     slide = open_slide(_png(sample, tmp_path), mpp=MONUSEG_MPP)
@@ -232,6 +234,7 @@ def _cli(*args):
     return p.returncode, p.stdout, p.stderr
 
 
+@pytest.mark.slow
 def test_evaluate_segmenter_cli_json(monuseg, sample, tmp_path):
     ds = tmp_path / "ds"
     for sub in ("images", "masks"):
@@ -247,6 +250,7 @@ def test_evaluate_segmenter_cli_json(monuseg, sample, tmp_path):
     assert rc == 2 and "splits present: validation" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_segment_cli_writes_labels_store_and_rejects_bad_input(tmp_path):
     from napari_pathreview._sample_data import SAMPLE_TILE
 
@@ -283,6 +287,7 @@ def test_multiscale_tiles_draw_the_asked_grids(monuseg, per_grid, sides):
     assert all(0 <= c[1] <= 1000 - c[3] and 0 <= c[2] <= 1000 - c[3] for c in cells)
 
 
+@pytest.mark.slow
 def test_training_tile_sets_the_recorded_working_scale(monuseg, tmp_path):
     """``tile`` fixes the model's scale: 256-px crops of MoNuSeg (0.25 µm/px) in a 2x2 grid are 128-px cells,
     so 96-px training tiles are at 0.25 * 128 / 96 = 0.333 µm/px; inference resamples to it and maps back;
@@ -308,6 +313,7 @@ def test_training_tile_sets_the_recorded_working_scale(monuseg, tmp_path):
     assert tuned.mpp == 0.333
 
 
+@pytest.mark.slow
 def test_stain_normalised_training_records_its_reference_and_inference_applies_it(monuseg, tmp_path):
     """``stain_norm``: the fitted images' median hematoxylin level is recorded in the card; a fine-tune of
     such a model keeps normalising, to its base's level; inference scales each image to it (and not without it)."""

@@ -57,6 +57,7 @@ def test_a_large_image_is_measured_on_windows_lazy_or_in_memory(images):
     assert hematoxylin_level(big) == pytest.approx(hematoxylin_level(pale), rel=0.05)
 
 
+@pytest.mark.slow
 def test_a_sparse_slide_is_measured_where_its_coarse_level_shows_tissue(images):
     """One 1000² tissue block on a 12 000² glass slide: the regular grid of windows (a lazy image without
     a coarse level) misses it; a coarse tissue mask, or an in-memory array's own, puts the windows on it."""

@@ -207,6 +207,7 @@ def test_start_row_gives_bit_identical_rows_below_it(real_image):
     assert (strip[:, :, :101] == -1).all() and (strip[:, :, 187:] == -1).all()
 
 
+@pytest.mark.slow
 def test_out_of_memory_halves_the_batch_and_keeps_the_output(real_image):
     """A GPU that holds 2 tiles: batches of 8 raise OutOfMemoryError, are halved, and the output equals
     batch-1 inference with the shipped segmenter on a real image; one tile that cannot fit is a message."""

@@ -57,6 +57,7 @@ def test_iter_tiles_does_not_read_glass_tiles():
     assert all((c == 255).all() and c.shape == (50, 50, 3) for t, c in crops if t.x0 > 0)
 
 
+@pytest.mark.slow
 def test_segmenting_and_detecting_a_slide_skip_glass_unread_with_the_same_result(glass_slide):
     model, card = load_model(None, "segmenter", "cpu")
     level = 1  # 0.5 µm/px: the level the segmenter reads

@@ -74,17 +74,15 @@ def _check_saved(w, user_weights, name, task, metric, picker_widget):
     return card
 
 
-def test_fine_tune_segmenter_on_painted_nuclei(make_napari_viewer, qtbot, monuseg_sample, user_weights):
+def test_fine_tune_segmenter_on_painted_nuclei(make_napari_viewer, open_dock, qtbot, monuseg_sample, user_weights):
     """Real MoNuSeg image + its real instance mask restricted to a 160 px window (the annotated region)."""
-    from napari_pathreview.widgets.segment import SegmentWidget
-    from napari_pathreview.widgets.train import TrainWidget
 
     s = monuseg_sample
     viewer = make_napari_viewer()
     _image_layer(viewer, s.image, "monuseg", 0.25)
     viewer.add_labels(_window_nuclei(s.labels, 420, 380, 160), name="my nuclei", scale=(0.25, 0.25))
-    segment = SegmentWidget(viewer)  # opened before training: its list re-reads the registry
-    w = TrainWidget(viewer)
+    segment = open_dock(viewer, "segment")  # opened before training: its list re-reads the registry
+    w = open_dock(viewer, "train")
     w.kind.setCurrentText("segmenter")
     assert w.annotations.currentText() == "my nuclei" and w.plot.metric_key == "dice"
     _train(w, qtbot, "segmenter-test", "segmenter-monuseg")
@@ -95,12 +93,10 @@ def test_fine_tune_segmenter_on_painted_nuclei(make_napari_viewer, qtbot, monuse
     assert "aji" in w.plot.rows[0] and "Dice" in w.status.text()
 
 
-def test_fine_tune_enhancer_on_annotated_cells(make_napari_viewer, qtbot, val_sample, user_weights):
+def test_fine_tune_enhancer_on_annotated_cells(make_napari_viewer, open_dock, qtbot, val_sample, user_weights):
     """Real CRCHisto image + its real cell annotations as a Points layer with a class feature."""
     from napari_pathreview.backend.points import CellPoints
     from napari_pathreview.layers import points_layer_data
-    from napari_pathreview.widgets.enhance import EnhanceWidget
-    from napari_pathreview.widgets.train import TrainWidget
 
     sample, classes = val_sample
     cl = classes + ["unlabeled"]
@@ -111,24 +107,22 @@ def test_fine_tune_enhancer_on_annotated_cells(make_napari_viewer, qtbot, val_sa
     _image_layer(viewer, sample.image, "crchisto", 0.55)
     data, kwargs, _ = points_layer_data(pts, "my cells")
     viewer.add_points(data, **kwargs)
-    w = TrainWidget(viewer)
+    w = open_dock(viewer, "train")
     w.kind.setCurrentText("enhancer")
     assert w.annotations.currentText() == "my cells"
     _train(w, qtbot, "enhancer-test", "enhancer-crchisto")
-    card = _check_saved(w, user_weights, "enhancer-test", "enhancer", "mF1", EnhanceWidget(viewer))
+    card = _check_saved(w, user_weights, "enhancer-test", "enhancer", "mF1", open_dock(viewer, "enhance"))
     assert card["classes"] == classes and card["params"]["detector"] == "detector-crchisto"
     assert "detector-crchisto" in w.status.text()
 
 
-def test_fine_tune_classifier_on_graded_images(make_napari_viewer, qtbot, shared_data, user_weights):
+def test_fine_tune_classifier_on_graded_images(make_napari_viewer, open_dock, qtbot, shared_data, user_weights):
     """Two real GlaS train images: a benign one given its class in the image-class table, a malignant one
     through a rectangle of a Shapes layer with a class feature."""
     import csv
 
     from skimage.io import imread
 
-    from napari_pathreview.widgets.explain import ExplainWidget
-    from napari_pathreview.widgets.train import TrainWidget
 
     rows = [r for r in csv.DictReader(open(shared_data / "glas" / "labels.csv")) if r["split"] == "train"]
     benign = next(r["image"] for r in rows if r["grade"] == "benign")
@@ -139,7 +133,7 @@ def test_fine_tune_classifier_on_graded_images(make_napari_viewer, qtbot, shared
     h, w_ = m.data.shape[:2]
     rect = np.array([[0, 0], [0, w_ // 2], [h // 2, w_ // 2], [h // 2, 0]], float) * 0.62  # world µm
     viewer.add_shapes([rect], shape_type="rectangle", name="regions", features={"class": ["malignant"]})
-    w = TrainWidget(viewer)
+    w = open_dock(viewer, "train")
     w.kind.setCurrentText("classifier")
     w.model.setCurrentText("classifier-glas")
     w.image.setCurrentText(malignant)
@@ -148,21 +142,21 @@ def test_fine_tune_classifier_on_graded_images(make_napari_viewer, qtbot, shared
     w.image_classes.set_class(benign, "benign")
     assert w.image_classes.assignments() == [(benign, "benign")]
     _train(w, qtbot, "classifier-test", "classifier-glas")
-    card = _check_saved(w, user_weights, "classifier-test", "classifier", "accuracy", ExplainWidget(viewer))
+    card = _check_saved(w, user_weights, "classifier-test", "classifier", "accuracy", open_dock(viewer, "explain"))
     assert card["classes"] == ["benign", "malignant"] and card["mpp"] == 1.24
     assert card["params"]["input_mpp"] == 0.62 and len(card["params"]["thresholds"]) == 2
     assert card["training"]["tune_images"] == [benign, f"{malignant}/regions#0"]
 
 
-def test_cancel_mid_training_saves_nothing_and_the_widget_trains_again(make_napari_viewer, qtbot, monuseg_sample,
+@pytest.mark.slow
+def test_cancel_mid_training_saves_nothing_and_the_widget_trains_again(make_napari_viewer, open_dock, qtbot, monuseg_sample,
                                                                        user_weights):
-    from napari_pathreview.widgets.train import TrainWidget
 
     s = monuseg_sample
     viewer = make_napari_viewer()
     _image_layer(viewer, s.image, "monuseg", 0.25)
     viewer.add_labels(_window_nuclei(s.labels, 420, 380, 128), name="nuclei", scale=(0.25, 0.25))
-    w = TrainWidget(viewer)
+    w = open_dock(viewer, "train")
     w.kind.setCurrentText("segmenter")
     w.device.setCurrentText("cpu")
     w.epochs.setValue(100)
@@ -187,14 +181,13 @@ def _refused(w, *fragments):
         assert f in text, text
 
 
-def test_segmenter_bad_input(make_napari_viewer, monuseg_sample, user_weights):
-    from napari_pathreview.widgets.train import TrainWidget
+def test_segmenter_bad_input(make_napari_viewer, open_dock, monuseg_sample, user_weights):
 
     s = monuseg_sample
     viewer = make_napari_viewer()
     img = viewer.add_image(s.image[:200, :200], name="no mpp", rgb=True)
     viewer.add_points(np.array([[10.0, 10.0]]), name="cells")  # a layer of the wrong type
-    w = TrainWidget(viewer)
+    w = open_dock(viewer, "train")
     w.kind.setCurrentText("segmenter")
     _refused(w, "Labels layer")
     viewer.add_labels(np.zeros((200, 200), np.int32), name="empty")
@@ -209,13 +202,12 @@ def test_segmenter_bad_input(make_napari_viewer, monuseg_sample, user_weights):
     assert not user_weights.exists() or not list(user_weights.iterdir())
 
 
-def test_enhancer_bad_input(make_napari_viewer, val_sample, user_weights):
-    from napari_pathreview.widgets.train import TrainWidget
+def test_enhancer_bad_input(make_napari_viewer, open_dock, val_sample, user_weights):
 
     sample, classes = val_sample
     viewer = make_napari_viewer()
     _image_layer(viewer, sample.image, "crchisto", 0.55)
-    w = TrainWidget(viewer)
+    w = open_dock(viewer, "train")
     w.kind.setCurrentText("enhancer")
     _refused(w, "annotation Points layer")
     yx = sample.yx[:20] * 0.55
@@ -227,15 +219,14 @@ def test_enhancer_bad_input(make_napari_viewer, val_sample, user_weights):
     assert not user_weights.exists() or not list(user_weights.iterdir())
 
 
-def test_classifier_bad_input(make_napari_viewer, shared_data, user_weights):
+def test_classifier_bad_input(make_napari_viewer, open_dock, shared_data, user_weights):
     from skimage.io import imread
 
-    from napari_pathreview.widgets.train import TrainWidget
 
     image = imread(shared_data / "glas" / "images" / "train_1.jpg")
     viewer = make_napari_viewer()
     _image_layer(viewer, image, "glas", 0.62)
-    w = TrainWidget(viewer)
+    w = open_dock(viewer, "train")
     w.kind.setCurrentText("classifier")
     assert w.annotations.currentText() == "(none)"
     _refused(w, "image classes")

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from napari_pathreview.backend import weak
@@ -70,6 +71,7 @@ def test_shipped_card_records_the_recipe():
     assert card.metrics["validation"]["two_stage"]["mF1"] >= 0.8 * card.metrics["validation"]["supervised"]["mF1"]
 
 
+@pytest.mark.slow
 def test_evaluate_json_on_one_real_validation_image(capsys, crchisto):
     from napari_pathreview.cli import main
 
@@ -84,6 +86,7 @@ def test_evaluate_json_on_one_real_validation_image(capsys, crchisto):
     assert res["n_images"] == 1 and res["two_stage"]["n_cells"] == res["supervised"]["n_cells"] > 0
 
 
+@pytest.mark.slow
 def test_pipeline_types_the_given_points_at_the_input_grid(crchisto):
     from napari_pathreview.backend.datasets import load_points_dataset
     from napari_pathreview.backend.pipelines import weak_cells
@@ -112,6 +115,7 @@ def test_pseudo_agreement_scores_types_on_the_pseudo_foreground_only():
     assert np.isclose(weak.pseudo_agreement([swapped], [pseudo], 4), (0 + 2 / 3 + 1 + 1) / 4)
 
 
+@pytest.mark.slow
 def test_stage2_retrained_on_the_shipped_cams_keeps_them_and_picks_by_agreement(points_subset, tmp_path):
     from napari_pathreview.backend.weights import resolve
 

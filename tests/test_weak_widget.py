@@ -4,6 +4,7 @@ scale) with the image. On the bundled sample, and on a GlaS image when the data 
 import sys
 
 import numpy as np
+import pytest
 
 from napari_pathreview.widgets.weak import DETECT
 
@@ -47,6 +48,7 @@ def run_weak(viewer, image, qtbot, open_dock):
     return w, points
 
 
+@pytest.mark.slow
 def test_weak_widget_adds_readable_cams_labels_and_points(sample_viewer, open_dock, qtbot):
     image = sample_viewer.layers[0]
     w, points = run_weak(sample_viewer, image, qtbot, open_dock)
@@ -57,6 +59,7 @@ def test_weak_widget_adds_readable_cams_labels_and_points(sample_viewer, open_do
         (ly.name, ly.units) for ly in sample_viewer.layers]
 
 
+@pytest.mark.slow
 def test_weak_widget_adds_readable_cams_on_a_glas_image(make_napari_viewer, open_dock, qtbot, shared_data):
     import imageio.v3 as iio
 

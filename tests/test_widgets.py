@@ -1,6 +1,7 @@
 """The Detect dock in a real napari viewer (pytest-qt + Xvfb), opened from Plugins > PathReview as a user
 opens it (``open_dock``: napari hands the dock a proxied viewer)."""
 import numpy as np
+import pytest
 
 
 def test_detect_widget_adds_aligned_points_layer(sample_viewer, open_dock, qtbot):
@@ -30,6 +31,7 @@ def test_detect_widget_adds_aligned_points_layer(sample_viewer, open_dock, qtbot
     assert layer.shown.all() and (layer.face_color[:, 3] == 1).all()
 
 
+@pytest.mark.slow
 def test_detect_widget_tta_checkbox_gives_the_pipelines_tta_cells(sample_viewer, open_dock, qtbot):
     from napari_pathreview.backend import pipelines
 
@@ -71,6 +73,7 @@ def test_run_without_image_is_a_notification_not_a_crash(make_napari_viewer, ope
     assert w.worker is None and "no image layer" in w.status.text()
 
 
+@pytest.mark.slow
 def test_event_loop_never_stalls_while_the_detector_runs(sample_viewer, open_dock, qtbot):
     """A 10 ms QTimer probe records the longest gap of the Qt event loop during a 2048² detection."""
     import time
