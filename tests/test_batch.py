@@ -8,10 +8,18 @@ import pytest
 from napari_pathreview.backend.pipelines import detect_files
 
 
-def _inputs(crchisto, tmp_path, names=("img4", "img7", "img12")):
+def _inputs(mini_points, tmp_path, names=("img4", "img7", "img12")):
+    """Up to three real H&E inputs at 0.55 µm/px from the repository's fixture set (the third a crop)."""
+    import imageio.v3 as iio
+
     d = tmp_path / "in"
     d.mkdir()
-    return [shutil.copy(crchisto / "images" / f"{n}.png", d / f"{n}.png") for n in names]
+    a, b = sorted((mini_points / "images").glob("*.png"))
+    out = [shutil.copy(a, d / f"{names[0]}.png"), shutil.copy(b, d / f"{names[1]}.png")]
+    if len(names) > 2:
+        iio.imwrite(d / f"{names[2]}.png", iio.imread(a)[:300, 40:340])
+        out.append(d / f"{names[2]}.png")
+    return out
 
 
 def _same_cells(a: str, b: str) -> bool:
@@ -34,8 +42,8 @@ def _same_cells(a: str, b: str) -> bool:
 
 
 @pytest.mark.slow
-def test_two_worker_cluster_equals_in_process_and_reruns_skip_done_slides(crchisto, tmp_path):
-    inputs = _inputs(crchisto, tmp_path)
+def test_two_worker_cluster_equals_in_process_and_reruns_skip_done_slides(mini_points, tmp_path):
+    inputs = _inputs(mini_points, tmp_path)
     seq = detect_files(inputs, tmp_path / "seq", mpp=0.55, device="cpu")
     assert len(seq["ran"]) == 3 and not seq["skipped"] and len(seq["written"]) == 6
     par = detect_files(inputs, tmp_path / "par", mpp=0.55, device="cpu", workers=2)
@@ -59,10 +67,10 @@ def test_two_worker_cluster_equals_in_process_and_reruns_skip_done_slides(crchis
 
 
 @pytest.mark.slow
-def test_segment_many_inputs_writes_one_store_each_and_reruns_skip(crchisto, tmp_path, capsys):
+def test_segment_many_inputs_writes_one_store_each_and_reruns_skip(mini_points, tmp_path, capsys):
     from napari_pathreview.cli import main
 
-    inputs = _inputs(crchisto, tmp_path, names=("img4", "img7"))
+    inputs = _inputs(mini_points, tmp_path, names=("img4", "img7"))
     args = ["segment", *map(str, inputs), "--out", str(tmp_path / "masks"), "--mpp", "0.55", "--device", "cpu"]
     assert main(args) == 0
     out, _ = capsys.readouterr()

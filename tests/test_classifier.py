@@ -184,3 +184,17 @@ def test_evaluate_unknown_split_is_exit_2(glas, capsys):
     assert main(["evaluate", "classifier", "--data", str(glas), "--split", "testB", "--json"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "testB" in err
+
+
+def test_evaluate_classifier_json_keys_on_the_fixture_set(mini_labels, capsys):
+    """The JSON contract on the repository's fixture set (made-up grades: no accuracy is read from it)."""
+    from napari_pathreview.cli import main
+
+    rc = main(["evaluate", "classifier", "--data", str(mini_labels), "--split", "testA", "--limit", "1",
+               "--json", "--device", "cpu", "--no-faithfulness"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"accuracy", "balanced_accuracy", "auc", "f1", "per_class"} <= set(res) and res["n_images"] == 1  # --limit 1
+    assert set(res["per_class"]) == {"benign", "malignant"} and 0 <= res["accuracy"] <= 1
+    images, classes, multi = read_labels_csv(mini_labels)
+    assert classes == ["benign", "malignant"] and not multi and len(images) == 4

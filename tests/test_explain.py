@@ -232,3 +232,27 @@ def test_pyramid_is_read_at_the_model_scale_level_and_maps_come_back_at_level_0(
     r_pyr, r_flat = (ex.explain_image(s, model, card, "cam", classes=["malignant"]) for s in (pyr, flat))
     assert r_pyr.maps.shape == r_flat.maps.shape == (1, 522, 775)
     assert abs(float(r_pyr.probs[1] - r_flat.probs[1])) < 0.05 and r_pyr.probs.argmax() == 1
+
+
+def test_cli_explain_writes_heat_maps_on_the_fixture_images(mini_labels, tmp_path, capsys):
+    """The same contract on the repository's fixture images (fresh clone): maps on the input's pixel grid,
+    an overlay, the probabilities; bad input exit 2 with one line."""
+    import tifffile
+
+    from napari_pathreview.cli import main
+
+    img = mini_labels / "images" / "TCGA-A7-A13E.jpg"
+    out = tmp_path / "maps"
+    assert main(["explain", str(img), "--mpp", "1.24", "--method", "gradcam", "--out", str(out),
+                 "--device", "cpu"]) == 0
+    meta = json.loads((out / "TCGA-A7-A13E.gradcam.json").read_text())
+    assert set(meta["probabilities"]) == {"benign", "malignant"}
+    assert abs(sum(meta["probabilities"].values()) - 1) < 1e-4
+    for c in meta["explained"]:
+        assert tifffile.imread(out / f"TCGA-A7-A13E.gradcam.{c}.tif").shape == open_slide(img).shape
+        assert (out / f"TCGA-A7-A13E.gradcam.{c}.png").is_file()
+    capsys.readouterr()
+    assert main(["explain", str(img), "--mpp", "1.24", "--classes", "tumour", "--out", str(tmp_path / "o"),
+                 "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown class" in err
