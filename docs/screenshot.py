@@ -1,7 +1,8 @@
 """Render docs/screenshot.png: the plugin on the bundled sample (run under Xvfb with the xcb platform).
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" python docs/screenshot.py
+xvfb-run -a -s "-screen 0 1600x1000x24" python docs/screenshot.py
 """
+
 import sys
 from pathlib import Path
 

@@ -10,6 +10,7 @@ see /work/.library/device/README.md):
 Inputs: a mosaic of the bundled MoNuSeg sample (no data set needed). Every check is independent: an error
 is recorded under its name and the rest still run.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,14 +25,16 @@ sys.path.insert(0, str(ROOT / "src"))
 
 
 def main() -> dict:
-    import numpy as np
     import torch
 
     out: dict = {"torch": torch.__version__, "cuda": torch.cuda.is_available()}
     if not out["cuda"]:
         return out
-    out.update(device=torch.cuda.get_device_name(0), bf16=torch.cuda.is_bf16_supported(),
-               capability=list(torch.cuda.get_device_capability(0)))
+    out.update(
+        device=torch.cuda.get_device_name(0),
+        bf16=torch.cuda.is_bf16_supported(),
+        capability=list(torch.cuda.get_device_capability(0)),
+    )
     from napari_pathreview.backend import pipelines
     from napari_pathreview.backend.bench import _mosaic
     from napari_pathreview.backend.matching import match_points
@@ -53,10 +56,10 @@ def main() -> dict:
             try:
                 res = {}
                 run = getattr(pipelines, task)
-                ref, t_ref = timed(lambda: run(img, mpp=0.25, device="cuda", precision="fp32"))
+                ref, t_ref = timed(lambda run=run, img=img: run(img, mpp=0.25, device="cuda", precision="fp32"))
                 res["fp32"] = {"seconds": round(t_ref, 3), "mpx_per_s": round(mpx / t_ref, 2)}
                 for p in ("bf16", "fp16"):
-                    r, t = timed(lambda p=p: run(img, mpp=0.25, device="cuda", precision=p))
+                    r, t = timed(lambda p=p, run=run, img=img: run(img, mpp=0.25, device="cuda", precision=p))
                     entry = {"seconds": round(t, 3), "mpx_per_s": round(mpx / t, 2), "ratio": round(t / t_ref, 3)}
                     if task == "detect":
                         m = match_points(r.yx, ref.yx, 6.0)
@@ -67,7 +70,7 @@ def main() -> dict:
                         entry["label_dice"] = round(dice(ref.labels > 0, r.labels > 0), 5)
                     res[p] = entry
                 out[key] = res
-            except Exception as exc:  # noqa: BLE001 - record and go on
+            except Exception as exc:
                 out[key] = {"error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()[-2000:]}
             print(key, json.dumps(out[key])[:400], flush=True)
     out["max_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)

@@ -5,6 +5,7 @@ Two tiers, one command. Tests that need the annotated data sets (CRCHisto, MoNuS
 clone) and are marked ``data`` automatically; without the folder they are skipped with one line saying
 how to get it. Everything else runs on the bundled sample and the small fixtures in ``tests/data/``.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TEST_DATA = Path(__file__).resolve().parent / "data"
 DATA_FIXTURES = {"shared_data", "crchisto", "val_sample", "points_subset", "small_points_dataset"}
-DATA_HINT = ("annotated data sets not found at {path}: set PATHREVIEW_DATA to a folder with crchisto/, "
-             "monuseg/ and glas/ (layouts and sources: docs/data-formats.md)")
+DATA_HINT = (
+    "annotated data sets not found at {path}: set PATHREVIEW_DATA to a folder with crchisto/, "
+    "monuseg/ and glas/ (layouts and sources: docs/data-formats.md)"
+)
 
 
 def data_dir() -> Path:
@@ -53,6 +56,8 @@ def shared_data() -> Path:
             pytest.fail(DATA_HINT.format(path=SHARED_DATA), pytrace=False)
         pytest.skip(DATA_HINT.format(path=SHARED_DATA))
     return SHARED_DATA
+
+
 # ---- end shared_data -----------------------------------------------------------------------------
 
 
@@ -81,8 +86,10 @@ def mini_he_and_mask():
     import imageio.v3 as iio
 
     name = "TCGA-21-5784-crop.png"
-    return (iio.imread(TEST_DATA / "monuseg" / "images" / name)[..., :3],
-            iio.imread(TEST_DATA / "monuseg" / "masks" / name))
+    return (
+        iio.imread(TEST_DATA / "monuseg" / "images" / name)[..., :3],
+        iio.imread(TEST_DATA / "monuseg" / "masks" / name),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -95,9 +102,14 @@ def sample_he():
 
 # ---- the plugin as users open it ----------------------------------------------------------------
 WIDGETS = {
-    "detect": "Detect cells", "enhance": "Enhance cells", "segment": "Segment",
-    "compare": "Compare with annotations", "annotate": "Annotate cells", "train": "Train / fine-tune",
-    "explain": "Explain", "weak": "Weak cell types",
+    "detect": "Detect cells",
+    "enhance": "Enhance cells",
+    "segment": "Segment",
+    "compare": "Compare with annotations",
+    "annotate": "Annotate cells",
+    "train": "Train / fine-tune",
+    "explain": "Explain",
+    "weak": "Weak cell types",
 }
 
 

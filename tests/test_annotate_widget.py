@@ -1,5 +1,6 @@
 """'Annotate cells' dock, opened from Plugins > PathReview (``open_dock``) on the bundled sample: what the
 screen shows after making a layer (one set of class buttons; the scale bar in µm, no 'inconsistent units')."""
+
 import numpy as np
 from qtpy.QtWidgets import QPushButton
 

@@ -1,4 +1,5 @@
 """Many slides: Dask LocalCluster runs equal the in-process run; reruns skip finished slides."""
+
 import csv
 import io
 import shutil

@@ -1,4 +1,5 @@
 """Classifier models, losses, labels.csv datasets, thresholds, training and evaluation on GlaS."""
+
 import csv
 import json
 import shutil
@@ -56,11 +57,14 @@ def test_labels_csv_single_and_multi_label(glas, tmp_path):
     assert t.shape == (8, 3) and set(t.sum(1)) == {1.0, 2.0}
 
 
-@pytest.mark.parametrize("cfg", [
-    ClassifierConfig(in_channels=4, classes=tuple("abcde"), multilabel=True, se=True),
-    ClassifierConfig(head="arcface", embed_dim=16),
-    ClassifierConfig(decoder=True, widths=(8, 16, 32)),
-])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        ClassifierConfig(in_channels=4, classes=tuple("abcde"), multilabel=True, se=True),
+        ClassifierConfig(head="arcface", embed_dim=16),
+        ClassifierConfig(decoder=True, widths=(8, 16, 32)),
+    ],
+)
 def test_classifier_variants(cfg):
     torch.manual_seed(0)
     m = build_classifier(cfg).eval()
@@ -101,7 +105,9 @@ def test_losses_behave():
     cos = torch.tensor([[0.9, 0.1, -0.2]])
     arc = losses.arcface_logits(cos, torch.tensor([0]), s=10, m=0.5)
     assert arc[0, 0] < 9.0 and torch.allclose(arc[0, 1:], 10 * cos[0, 1:])  # margin only on the target
-    assert float(losses.arcface_loss(cos, torch.tensor([0]))) > float(torch.nn.functional.cross_entropy(16 * cos, torch.tensor([0])))
+    assert float(losses.arcface_loss(cos, torch.tensor([0]))) > float(
+        torch.nn.functional.cross_entropy(16 * cos, torch.tensor([0]))
+    )
     img = torch.rand(2, 3, 8, 8)
     assert float(losses.dual_loss(torch.tensor(1.0), img + 0.1, img, 10)) == pytest.approx(1.1, abs=1e-5)
     total = losses.build_loss("focal+lovasz", multilabel=True)(mid, t)
@@ -136,8 +142,18 @@ def test_shipped_classifier_card_records_how_it_was_made():
 def test_train_classifier_tiny_run_writes_weights_and_card(glas, tmp_path):
     data = _small_glas(glas, tmp_path / "ds", per_class=3)
     out = tmp_path / "w" / "tiny"
-    model, card = train_classifier(data, out, epochs=1, steps_per_epoch=2, batch_size=4, crop=64,
-                                   widths=(8, 16), tune_images=2, device="cpu", command="test")
+    model, card = train_classifier(
+        data,
+        out,
+        epochs=1,
+        steps_per_epoch=2,
+        batch_size=4,
+        crop=64,
+        widths=(8, 16),
+        tune_images=2,
+        device="cpu",
+        command="test",
+    )
     assert (tmp_path / "w" / "tiny.safetensors").is_file()
     saved = json.loads((tmp_path / "w" / "tiny.json").read_text())
     assert saved["task"] == "classifier" and saved["mpp"] == pytest.approx(1.24)
@@ -152,8 +168,19 @@ def test_train_multilabel_dual_loss_and_arcface_variants(glas, tmp_path, kw):
     multilabel = "f1" in kw["loss"]
     data = _small_glas(glas, tmp_path / "ds", per_class=2, multilabel=multilabel)
     head = "linear" if multilabel else "arcface"
-    model, card = train_classifier(data, tmp_path / "m", epochs=1, steps_per_epoch=2, batch_size=4, crop=64,
-                                   widths=(8, 16), tune_images=2, device="cpu", head=head, **kw)
+    model, card = train_classifier(
+        data,
+        tmp_path / "m",
+        epochs=1,
+        steps_per_epoch=2,
+        batch_size=4,
+        crop=64,
+        widths=(8, 16),
+        tune_images=2,
+        device="cpu",
+        head=head,
+        **kw,
+    )
     assert card.config["multilabel"] is multilabel and card.config["head"] == head
     assert len(card.params["thresholds"]) == len(card.classes) == (3 if multilabel else 2)
     assert np.isfinite(card.training["history"][0]["loss"])
@@ -167,8 +194,9 @@ def test_evaluate_classifier_json_keys(glas, tmp_path, capsys):
     from napari_pathreview.cli import main
 
     data = _small_glas(glas, tmp_path / "ds", per_class=1)
-    rc = main(["evaluate", "classifier", "--data", str(data), "--split", "testA", "--limit", "1", "--json",
-               "--device", "cpu"])
+    rc = main(
+        ["evaluate", "classifier", "--data", str(data), "--split", "testA", "--limit", "1", "--json", "--device", "cpu"]
+    )
     assert rc == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert EVAL_KEYS <= set(res) and res["n_images"] == 1
@@ -190,8 +218,22 @@ def test_evaluate_classifier_json_keys_on_the_fixture_set(mini_labels, capsys):
     """The JSON contract on the repository's fixture set (made-up grades: no accuracy is read from it)."""
     from napari_pathreview.cli import main
 
-    rc = main(["evaluate", "classifier", "--data", str(mini_labels), "--split", "testA", "--limit", "1",
-               "--json", "--device", "cpu", "--no-faithfulness"])
+    rc = main(
+        [
+            "evaluate",
+            "classifier",
+            "--data",
+            str(mini_labels),
+            "--split",
+            "testA",
+            "--limit",
+            "1",
+            "--json",
+            "--device",
+            "cpu",
+            "--no-faithfulness",
+        ]
+    )
     assert rc == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"accuracy", "balanced_accuracy", "auc", "f1", "per_class"} <= set(res) and res["n_images"] == 1  # --limit 1

@@ -1,4 +1,5 @@
 """The pathreview command: exit codes, outputs, JSON contracts."""
+
 import json
 import subprocess
 import sys
@@ -10,8 +11,13 @@ from napari_pathreview.backend.exchange import read_geojson
 
 
 def run(*args, cwd=None):
-    p = subprocess.run([sys.executable, "-m", "napari_pathreview.cli", *map(str, args)],
-                       capture_output=True, text=True, cwd=cwd, timeout=600)
+    p = subprocess.run(
+        [sys.executable, "-m", "napari_pathreview.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+    )
     return p.returncode, p.stdout, p.stderr
 
 
@@ -31,10 +37,12 @@ def test_help_exits_zero():
 def test_bad_input_exit_2_one_line_nothing_written(case, tmp_path, mini_points):
     out = tmp_path / "out"
     img = mini_points / "images" / "TCGA-50-5931.png"
-    args = {"missing": [tmp_path / "nope.png"],
-            "text-as-png": [tmp_path / "fake.png"],
-            "bad-mpp": [img, "--mpp", "-1"],
-            "unknown-model": [img, "--weights", "no-such-model"]}[case]
+    args = {
+        "missing": [tmp_path / "nope.png"],
+        "text-as-png": [tmp_path / "fake.png"],
+        "bad-mpp": [img, "--mpp", "-1"],
+        "unknown-model": [img, "--weights", "no-such-model"],
+    }[case]
     (tmp_path / "fake.png").write_text("not an image")
     rc, stdout, err = run("detect", *args, "--out", out)
     assert rc == 2, err
@@ -98,8 +106,9 @@ def test_evaluate_detector_tta_scores_the_tta_detections(small_points_dataset):
     from napari_pathreview.backend.datasets import load_points_dataset
     from napari_pathreview.backend.metrics import PointScores
 
-    rc, out, err = run("evaluate", "detector", "--data", small_points_dataset, "--split", "validation", "--tta",
-                       "--json")
+    rc, out, err = run(
+        "evaluate", "detector", "--data", small_points_dataset, "--split", "validation", "--tta", "--json"
+    )
     assert rc == 0, err
     res = json.loads(out.strip().splitlines()[-1])
     classes = pipelines.get_model(None, "detector", "cpu")[1].classes
@@ -113,8 +122,9 @@ def test_evaluate_detector_tta_scores_the_tta_detections(small_points_dataset):
     ref, no_tta = scores.as_dict(3.3), plain.as_dict(3.3)
     assert res["detection"] == pytest.approx(ref["detection"]) and res["mF1"] == pytest.approx(ref["mF1"])
     assert res["detection"] != pytest.approx(no_tta["detection"])
-    rc, out, err = run("evaluate", "enhancer", "--data", small_points_dataset, "--split", "validation", "--tta",
-                       "--json")
+    rc, out, err = run(
+        "evaluate", "enhancer", "--data", small_points_dataset, "--split", "validation", "--tta", "--json"
+    )
     assert rc == 0, err
     assert json.loads(out.strip().splitlines()[-1])["base"]["detection"] == pytest.approx(ref["detection"])
 
@@ -141,11 +151,18 @@ def test_demo_out_writes_cells_and_a_rendered_png(tmp_path):
     assert png.shape[:2] == (512, 512) and png.shape[2] in (3, 4)
 
 
-@pytest.mark.parametrize("args,word", [(["--widths", "32,x"], "widths"),
-                                       (["--widths", "16,32", "--init", "segmenter-monuseg"], "widths"),
-                                       (["--per-grid", "0,0,0"], "per-grid"), (["--per-grid", "1,4"], "per-grid"),
-                                       (["--tile", "100"], "tile"), (["--pale-nuclei", "1.5"], "pale-nuclei"),
-                                       (["--scale-jitter", "0.7"], "scale-jitter")])
+@pytest.mark.parametrize(
+    "args,word",
+    [
+        (["--widths", "32,x"], "widths"),
+        (["--widths", "16,32", "--init", "segmenter-monuseg"], "widths"),
+        (["--per-grid", "0,0,0"], "per-grid"),
+        (["--per-grid", "1,4"], "per-grid"),
+        (["--tile", "100"], "tile"),
+        (["--pale-nuclei", "1.5"], "pale-nuclei"),
+        (["--scale-jitter", "0.7"], "scale-jitter"),
+    ],
+)
 @pytest.mark.slow
 def test_train_refuses_bad_options_with_exit_2(args, word, tmp_path, mini_masks):
     rc, _, err = run("train", "segmenter", "--data", mini_masks, "--out", tmp_path / "w", *args)
@@ -156,17 +173,35 @@ def test_train_refuses_bad_options_with_exit_2(args, word, tmp_path, mini_masks)
 @pytest.mark.slow
 def test_train_enhancer_uses_the_given_learning_rate(points_subset, tmp_path):
     data = points_subset("train", 9)  # 8 tune images + 1 fitted
-    rc, out, err = run("train", "enhancer", "--data", data, "--out", tmp_path / "enh", "--epochs", "1",
-                       "--lr", "3e-4", "--device", "cpu")
+    rc, out, err = run(
+        "train",
+        "enhancer",
+        "--data",
+        data,
+        "--out",
+        tmp_path / "enh",
+        "--epochs",
+        "1",
+        "--lr",
+        "3e-4",
+        "--device",
+        "cpu",
+    )
     assert rc == 0, err
     card = json.loads((tmp_path / "enh.json").read_text())
     assert card["training"]["options"]["lr"] == 3e-4 and card["training"]["options"]["epochs"] == 1
     assert json.loads(out.strip().splitlines()[-1])["out"] == str(tmp_path / "enh.safetensors")
 
 
-@pytest.mark.parametrize("task,args,word", [("weak-cells", ["--amp"], "--amp"), ("enhancer", ["--deepen", "64"], "--deepen"),
-                                            ("classifier", ["--lr", "1e-4"], "--lr"),
-                                            ("detector", ["--cams", "weak-cells"], "--cams")])
+@pytest.mark.parametrize(
+    "task,args,word",
+    [
+        ("weak-cells", ["--amp"], "--amp"),
+        ("enhancer", ["--deepen", "64"], "--deepen"),
+        ("classifier", ["--lr", "1e-4"], "--lr"),
+        ("detector", ["--cams", "weak-cells"], "--cams"),
+    ],
+)
 def test_train_refuses_an_option_its_task_does_not_use(task, args, word, tmp_path, mini_points):
     rc, _, err = run("train", task, "--data", mini_points, "--out", tmp_path / "w", *args)
     last = err.strip().splitlines()[-1]

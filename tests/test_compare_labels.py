@@ -1,4 +1,5 @@
 """Labels comparison scoring (no viewer, no data): the pair scores of `evaluate segmenter`, binary masks."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,10 +14,10 @@ def _pair(seed=0):
     pred = np.zeros_like(gt)
     for k in range(1, 25):
         y, x = rng.integers(5, 110, 2)
-        gt[y:y + 8, x:x + 9] = k
+        gt[y : y + 8, x : x + 9] = k
         dy, dx = rng.integers(-3, 4, 2)
         if k % 5:
-            pred[max(y + dy, 0):y + dy + 8, max(x + dx, 0):x + dx + 8] = 100 + k  # labels need not be 1..N
+            pred[max(y + dy, 0) : y + dy + 8, max(x + dx, 0) : x + dx + 8] = 100 + k  # labels need not be 1..N
     return pred, gt
 
 
@@ -26,8 +27,14 @@ def test_score_pair_is_evaluate_segmenters_per_image_scoring():
     # segmentation.score_samples: dice(lab > 0, labels > 0), aji(lab, labels), panoptic_quality(lab, labels)
     pq = panoptic_quality(pred, gt)
     assert r["dice"] == dice(pred > 0, gt > 0) and r["aji"] == aji(pred, gt)
-    assert (r["pq"], r["dq"], r["sq"], r["tp"], r["fp"], r["fn"]) == (pq["pq"], pq["dq"], pq["sq"], pq["tp"],
-                                                                        pq["fp"], pq["fn"])
+    assert (r["pq"], r["dq"], r["sq"], r["tp"], r["fp"], r["fn"]) == (
+        pq["pq"],
+        pq["dq"],
+        pq["sq"],
+        pq["tp"],
+        pq["fp"],
+        pq["fn"],
+    )
     assert r["n_pred"] == len(np.unique(pred)) - 1 and r["n_gt"] == len(np.unique(gt)) - 1
     assert compare_labels(pred, gt)["dice"] == r["dice"] and compare_labels(pred, gt)["binary"] is False
 

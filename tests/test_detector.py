@@ -1,4 +1,5 @@
 """The shipped detector on real CRCHisto images."""
+
 import numpy as np
 import pytest
 from skimage.transform import rescale
@@ -18,8 +19,12 @@ def _f1(pts, sample, radius_px=6.0):
 def _two_corner_crops(sample, side=192):
     """Two copies of the image's top-left ``side`` px with their cells: a tiny training set (one fitted, one tune)."""
     keep = (sample.yx < side).all(1)
-    return [type(sample)(f"{sample.name}-{i}", sample.split, sample.image[:side, :side], sample.yx[keep],
-                         sample.labels[keep]) for i in range(2)]
+    return [
+        type(sample)(
+            f"{sample.name}-{i}", sample.split, sample.image[:side, :side], sample.yx[keep], sample.labels[keep]
+        )
+        for i in range(2)
+    ]
 
 
 def test_shipped_detector_finds_most_cells_on_a_validation_image(val_sample):
@@ -41,8 +46,13 @@ def test_tiled_equals_whole_image_away_from_tile_borders(val_sample):
     assert DetectParams().overlap == 128
     model, card = pipelines.get_model(None, "detector", "cpu")
     whole = detect(sample.image, model, card, mpp=card.mpp, params=DetectParams.from_card(card, tile=512))
-    tiled = detect(sample.image, model, card, mpp=card.mpp,
-                   params=DetectParams.from_card(card, tile=320, overlap=DetectParams().overlap))
+    tiled = detect(
+        sample.image,
+        model,
+        card,
+        mpp=card.mpp,
+        params=DetectParams.from_card(card, tile=320, overlap=DetectParams().overlap),
+    )
     from napari_pathreview.backend.matching import match_points
 
     def inner(p, margin=32):
@@ -93,11 +103,14 @@ def test_smoothing_merges_the_ragged_maxima_of_one_cell_into_one_point():
     from napari_pathreview.backend.detection import decode
 
     yy, xx = np.mgrid[:64, :64].astype(np.float32)
-    obj = 0.6 * np.exp(-((yy - 32) ** 2 + (xx - 32) ** 2) / (2 * 4.0 ** 2))
+    obj = 0.6 * np.exp(-((yy - 32) ** 2 + (xx - 32) ** 2) / (2 * 4.0**2))
     obj[32, 29] += 0.2
     obj[32, 35] += 0.2
-    maps = {"objectness": obj, "probs": np.full((2, 64, 64), 0.5, np.float32),
-            "features": np.zeros((4, 64, 64), np.float32)}
+    maps = {
+        "objectness": obj,
+        "probs": np.full((2, 64, 64), 0.5, np.float32),
+        "features": np.zeros((4, 64, 64), np.float32),
+    }
     raw = decode(maps, ("a", "b"), DetectParams(threshold=0.3, min_distance_um=0.55), mpp=0.55)
     smooth = decode(maps, ("a", "b"), DetectParams(threshold=0.3, min_distance_um=0.55, smooth_um=1.1), mpp=0.55)
     assert len(raw) >= 2
@@ -113,8 +126,9 @@ def test_tuned_decoding_is_stored_in_the_shipped_card_and_beats_no_smoothing(val
     model, card = pipelines.get_model(None, "detector", "cpu")
     assert {"threshold", "min_distance_um", "smooth_um"} <= set(card.params) and card.params["smooth_um"] > 0
     shipped = _f1(detect(sample.image, model, card, mpp=card.mpp), sample)["detection"]["f1"]
-    plain = _f1(detect(sample.image, model, card, mpp=card.mpp, params=DetectParams.from_card(card, smooth_um=0.0)),
-                sample)["detection"]["f1"]
+    plain = _f1(
+        detect(sample.image, model, card, mpp=card.mpp, params=DetectParams.from_card(card, smooth_um=0.0)), sample
+    )["detection"]["f1"]
     assert shipped > plain + 0.02
 
 
@@ -127,15 +141,35 @@ def test_fine_tuning_keeps_the_centre_targets_its_base_learnt(val_sample, tmp_pa
     _, base = resolve("detector-crchisto", "detector")
     keep = (sample.yx < 128).all(1)
     crop = type(sample)(sample.name, sample.split, sample.image[:128, :128], sample.yx[keep], sample.labels[keep])
-    _, card = train_detector([crop], tmp_path / "ft", epochs=1, seed=0, device="cpu", init="detector-crchisto",
-                             crops_per_image=1, crop=64, batch_size=1, lr=1e-5)
+    _, card = train_detector(
+        [crop],
+        tmp_path / "ft",
+        epochs=1,
+        seed=0,
+        device="cpu",
+        init="detector-crchisto",
+        crops_per_image=1,
+        crop=64,
+        batch_size=1,
+        lr=1e-5,
+    )
     sigma = base.training["target_sigma_um"]
     assert sigma > 1.5  # wider than the 2 px (1.1 µm) default, so inheriting it is visible
     assert card.training["target_sigma_um"] == sigma and card.training["fit_images"] == 1
     assert (tmp_path / "ft.safetensors").exists()
     assert card.licence == base.licence and "CRCHisto" in card.licence  # weights inherit the data's terms
-    _, fresh = train_detector([crop], tmp_path / "new", epochs=1, seed=0, device="cpu", widths=(8, 16),
-                              classes=list(base.classes), crops_per_image=1, crop=64, batch_size=1)
+    _, fresh = train_detector(
+        [crop],
+        tmp_path / "new",
+        epochs=1,
+        seed=0,
+        device="cpu",
+        widths=(8, 16),
+        classes=list(base.classes),
+        crops_per_image=1,
+        crop=64,
+        batch_size=1,
+    )
     assert fresh.licence.startswith("research use only") and fresh.config["widths"] == [8, 16]
 
 
@@ -165,7 +199,6 @@ def test_tta_detection_on_a_validation_image(val_sample):
     assert r["detection"]["f1"] > TTA_DET_FLOOR and r["weighted_f1"] > TTA_CLS_FLOOR
 
 
-
 @pytest.mark.slow
 def test_stain_normalised_training_records_its_reference_and_detect_applies_it(val_sample, tmp_path):
     """``stain_norm``: the fitted images' median hematoxylin level goes into the card; ``detect`` scales
@@ -179,8 +212,19 @@ def test_stain_normalised_training_records_its_reference_and_detect_applies_it(v
 
     sample, _ = val_sample
     crops = _two_corner_crops(sample)
-    model, card = train_detector(crops, tmp_path / "sn", epochs=1, seed=0, device="cpu", init="detector-crchisto",
-                                 crops_per_image=1, crop=64, batch_size=1, lr=1e-6, stain_norm=True)
+    model, card = train_detector(
+        crops,
+        tmp_path / "sn",
+        epochs=1,
+        seed=0,
+        device="cpu",
+        init="detector-crchisto",
+        crops_per_image=1,
+        crop=64,
+        batch_size=1,
+        lr=1e-6,
+        stain_norm=True,
+    )
     fitted = [c for c in crops if c.name not in card.training["tune_images"]]
     assert card.params["stain_reference"] == pytest.approx(hematoxylin_level(fitted[0].image))
     assert card.training["stain_norm"] is True
@@ -212,8 +256,7 @@ def test_focal_objectness_loss_prefers_peaks_on_the_centres():
         logit = np.full((64, 64), -6.0, np.float32)
         for y, x in peaks:
             logit[y, x] = 6.0
-        out = {"objectness": torch.from_numpy(logit)[None, None],
-               "class_logits": torch.zeros(1, 4, 64, 64)}
+        out = {"objectness": torch.from_numpy(logit)[None, None], "class_logits": torch.zeros(1, 4, 64, 64)}
         return lambda x: out
 
     batch = (torch.zeros(1, 3, 64, 64), torch.from_numpy(obj)[None, None], torch.from_numpy(cls)[None])
@@ -253,8 +296,19 @@ def test_deepened_detector_gives_the_same_cells_until_trained(val_sample, tmp_pa
     assert (b.labels[m.pred_idx] == a.labels[m.gt_idx]).mean() > 0.98  # measured 0.989: padding to 16 px, not 8
 
     crops = _two_corner_crops(sample)
-    _, tuned = train_detector(crops, tmp_path / "deep", epochs=1, seed=0, device="cpu", init="detector-crchisto",
-                              crops_per_image=1, crop=64, batch_size=1, lr=1e-6, deepen=64)
+    _, tuned = train_detector(
+        crops,
+        tmp_path / "deep",
+        epochs=1,
+        seed=0,
+        device="cpu",
+        init="detector-crchisto",
+        crops_per_image=1,
+        crop=64,
+        batch_size=1,
+        lr=1e-6,
+        deepen=64,
+    )
     assert tuned.config["widths"][-1] == 64 and tuned.training["deepen"] == 64
     reloaded, _ = load_model(tmp_path / "deep.safetensors", "detector", "cpu")
     assert reloaded.stride == 2 * model.stride
@@ -270,7 +324,7 @@ def test_scale_jitter_zooms_each_crop_and_keeps_the_targets_on_the_nucleus():
     from napari_pathreview.backend.detection import _crop_batches, point_targets
 
     yy, xx = np.mgrid[:200, :200]
-    disc = (yy - 100) ** 2 + (xx - 90) ** 2 <= 5 ** 2
+    disc = (yy - 100) ** 2 + (xx - 90) ** 2 <= 5**2
     img = np.full((200, 200, 3), 230, np.uint8)
     img[disc] = 60
     s = SimpleNamespace(image=img, yx=np.array([[100.0, 90.0]]), labels=np.array([1]))

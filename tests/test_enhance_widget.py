@@ -1,5 +1,6 @@
 """'Enhance cells' dock, opened from Plugins > PathReview (``open_dock``): enhanced points, attention lines,
 graphs."""
+
 import numpy as np
 import pytest
 
@@ -67,8 +68,12 @@ def test_enhance_widget_draws_over_10k_attention_lines(make_napari_viewer, open_
 @pytest.mark.slow
 def test_enhance_widget_samples_features_for_points_without_them(make_napari_viewer, open_dock, qtbot, val_sample):
     viewer, img, cells_layer, cells = _viewer_with_cells(make_napari_viewer, val_sample, tiles=1)
-    viewer.add_points(cells.yx[:40] + 0.5, name="hand cells", features={"class": np.array(
-        [cells.classes[i] for i in cells.labels[:40]], object)}, metadata={"mpp": 0.55})
+    viewer.add_points(
+        cells.yx[:40] + 0.5,
+        name="hand cells",
+        features={"class": np.array([cells.classes[i] for i in cells.labels[:40]], object)},
+        metadata={"mpp": 0.55},
+    )
     w = open_dock(viewer, "enhance")
     w.cells.setCurrentText("hand cells")
     w.image.setCurrentText("slide")

@@ -1,4 +1,5 @@
 """Cell-relationship enhancer: sparse = dense attention, scale, graphs, evaluation JSON, CLI."""
+
 import json
 import resource
 import time
@@ -13,8 +14,11 @@ from napari_pathreview.backend.models.enhancer import EnhancerConfig, build_enha
 
 def _random_cells(n, seed=0, side_um=200.0, k=4, f=32):
     rng = np.random.default_rng(seed)
-    return (rng.random((n, f)).astype(np.float32), rng.dirichlet(np.ones(k), n).astype(np.float32),
-            rng.random((n, 2)) * side_um)
+    return (
+        rng.random((n, f)).astype(np.float32),
+        rng.dirichlet(np.ones(k), n).astype(np.float32),
+        rng.random((n, 2)) * side_um,
+    )
 
 
 def _model(**kw):
@@ -66,8 +70,12 @@ def test_batched_images_do_not_see_each_other():
     groups = np.r_[np.zeros(60, int), np.ones(60, int)]
     with torch.no_grad():
         together = m(feats, probs, pos, groups=groups)["logits"]
-        apart = torch.cat([m(feats[:60], probs[:60], pos[:60], mode="sparse")["logits"],
-                           m(feats[60:], probs[60:], pos[60:], mode="sparse")["logits"]])
+        apart = torch.cat(
+            [
+                m(feats[:60], probs[:60], pos[:60], mode="sparse")["logits"],
+                m(feats[60:], probs[60:], pos[60:], mode="sparse")["logits"],
+            ]
+        )
     assert torch.allclose(together, apart, atol=1e-5)
 
 
@@ -110,12 +118,15 @@ def test_1e5_cells_run_sparse_in_bounded_memory():
     with torch.inference_mode():
         out = m(feats, probs, pos, neighbours=nb, chunk=8192)["logits"]
     dt, rss = time.time() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"\n1e5 cells: {dt:.1f} s, {nb.valid.sum(1).mean():.1f} neighbours/cell, "
-          f"peak RSS {rss / 1e6:.2f} GB (+{(rss - rss0) / 1e6:.2f} GB)")
+    print(
+        f"\n1e5 cells: {dt:.1f} s, {nb.valid.sum(1).mean():.1f} neighbours/cell, "
+        f"peak RSS {rss / 1e6:.2f} GB (+{(rss - rss0) / 1e6:.2f} GB)"
+    )
     assert out.shape == (n, 4) and torch.isfinite(out).all()
 
 
 # ---------------------------------------------------------------- graphs on hand-made cases
+
 
 def _pairs(e):
     return sorted(zip(e.src.tolist(), e.dst.tolist()))
@@ -175,6 +186,7 @@ def test_attention_edges_top_k_and_threshold():
 
 # ---------------------------------------------------------------- with the shipped models, on real data
 
+
 @pytest.fixture
 def one_val_image(crchisto, tmp_path):
     import csv
@@ -212,8 +224,12 @@ def test_enhance_command_writes_csv_and_geojson(val_sample, tmp_path, capsys):
 
     sample, classes = val_sample
     imsave(tmp_path / "tile.png", sample.image, check_contrast=False)
-    assert main(["enhance", str(tmp_path / "tile.png"), "--out", str(tmp_path / "out"), "--mpp", "0.55",
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            ["enhance", str(tmp_path / "tile.png"), "--out", str(tmp_path / "out"), "--mpp", "0.55", "--device", "cpu"]
+        )
+        == 0
+    )
     doc = json.loads((tmp_path / "out" / "tile.geojson").read_text())
     assert len(doc["features"]) > 100 and "+enhancer" in doc["properties"]["source"]
     assert {f["properties"]["classification"]["name"] for f in doc["features"]} <= set(classes)
@@ -221,11 +237,14 @@ def test_enhance_command_writes_csv_and_geojson(val_sample, tmp_path, capsys):
     assert len(lines) == len(doc["features"]) + 1 and (tmp_path / "out" / "tile.base.csv").exists()
 
 
-@pytest.mark.parametrize("opts", [
-    {"mode": "class", "aux_loss": True, "schedule": "step", "matching": "greedy"},
-    {"mode": "bipartite", "matching": "hungarian", "schedule": "cosine-restarts"},
-    {"mode": "bipartite", "matching": "greedy"},
-])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        {"mode": "class", "aux_loss": True, "schedule": "step", "matching": "greedy"},
+        {"mode": "bipartite", "matching": "hungarian", "schedule": "cosine-restarts"},
+        {"mode": "bipartite", "matching": "greedy"},
+    ],
+)
 def test_training_modes_run_and_select_on_held_out_images(one_val_image, monkeypatch, tmp_path, opts):
     from napari_pathreview.backend import enhancement as E
     from napari_pathreview.backend import pipelines
@@ -256,17 +275,35 @@ def test_an_enhancer_trained_on_a_detector_file_finds_it_from_another_folder(val
     for ext in (".safetensors", ".json"):
         shutil.copy(weights.with_suffix(ext), tmp_path / "runs" / f"mine{ext}")
     sample, _ = val_sample
-    crop = type(sample)(sample.name, sample.split, sample.image[:256, :256], sample.yx[(sample.yx < 256).all(1)],
-                        sample.labels[(sample.yx < 256).all(1)])
+    crop = type(sample)(
+        sample.name,
+        sample.split,
+        sample.image[:256, :256],
+        sample.yx[(sample.yx < 256).all(1)],
+        sample.labels[(sample.yx < 256).all(1)],
+    )
     monkeypatch.chdir(tmp_path)
-    _, card = train_enhancer([crop], "runs/enh", detector="runs/mine.safetensors", mpp=0.55, device="cpu",
-                             options=EnhancerTrainOptions(epochs=1))
+    _, card = train_enhancer(
+        [crop],
+        "runs/enh",
+        detector="runs/mine.safetensors",
+        mpp=0.55,
+        device="cpu",
+        options=EnhancerTrainOptions(epochs=1),
+    )
     assert card.params["detector"] == str(tmp_path / "runs" / "mine.safetensors")
-    _, named = train_enhancer([crop], "runs/enh2", detector="detector-crchisto", mpp=0.55, device="cpu",
-                              options=EnhancerTrainOptions(epochs=1))
+    _, named = train_enhancer(
+        [crop],
+        "runs/enh2",
+        detector="detector-crchisto",
+        mpp=0.55,
+        device="cpu",
+        options=EnhancerTrainOptions(epochs=1),
+    )
     assert named.params["detector"] == "detector-crchisto"
-    _, by_file = train_enhancer([crop], "runs/enh3", detector=weights, mpp=0.55, device="cpu",
-                                options=EnhancerTrainOptions(epochs=1))
+    _, by_file = train_enhancer(
+        [crop], "runs/enh3", detector=weights, mpp=0.55, device="cpu", options=EnhancerTrainOptions(epochs=1)
+    )
     assert by_file.params["detector"] == "detector-crchisto"  # the shipped file is the registered model
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

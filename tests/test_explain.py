@@ -1,5 +1,6 @@
 """Heat maps: LRP conservation per rule, CAM = GAP-weighted features, class-specific maps on real GlaS
 images, tiled explanation, attention rollout on a real ViT forward, faithfulness curves, CLI explain."""
+
 import json
 
 import numpy as np
@@ -132,8 +133,9 @@ def test_large_image_is_explained_tile_by_tile_and_blended(shipped, glas_images)
     rgb = np.asarray(open_slide(glas_images["malignant"]).levels[0])
     big = np.tile(rgb, (2, 2, 1))  # 1044 x 1550 px -> 522 x 775 model px > one 512 tile
     calls = []
-    res = ex.explain_image(big, model, card, "cam", classes=["malignant"], mpp=0.62,
-                           progress=lambda i, n, m: calls.append((i, n)))
+    res = ex.explain_image(
+        big, model, card, "cam", classes=["malignant"], mpp=0.62, progress=lambda i, n, m: calls.append((i, n))
+    )
     assert calls[-1][0] == calls[-1][1] > 1  # several tiles
     assert res.maps.shape == (1, 1044, 1550) and np.isfinite(res.maps).all()
     assert res.downsample == 1.0 and res.mpp == pytest.approx(0.62)
@@ -183,8 +185,22 @@ def test_cli_explain_writes_heat_maps(glas_images, tmp_path):
     from napari_pathreview.cli import main
 
     out = tmp_path / "maps"
-    rc = main(["explain", str(glas_images["benign"]), "--model", "classifier-glas", "--method", "lrp-a1b0",
-               "--classes", "malignant", "--out", str(out), "--device", "cpu"])
+    rc = main(
+        [
+            "explain",
+            str(glas_images["benign"]),
+            "--model",
+            "classifier-glas",
+            "--method",
+            "lrp-a1b0",
+            "--classes",
+            "malignant",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     tif = out / "testA_2.lrp-a1b0.malignant.tif"
     assert tif.is_file() and (out / "testA_2.lrp-a1b0.malignant.png").is_file()
@@ -193,11 +209,14 @@ def test_cli_explain_writes_heat_maps(glas_images, tmp_path):
     assert meta["explained"] == ["malignant"] and set(meta["probabilities"]) == {"benign", "malignant"}
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["explain", "no-such.png", "--out", "X"], "no such file"),
-    (["explain", "IMG", "--method", "rollout", "--out", "X"], "does not apply"),
-    (["explain", "IMG", "--classes", "tumour", "--out", "X"], "unknown class"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["explain", "no-such.png", "--out", "X"], "no such file"),
+        (["explain", "IMG", "--method", "rollout", "--out", "X"], "does not apply"),
+        (["explain", "IMG", "--classes", "tumour", "--out", "X"], "unknown class"),
+    ],
+)
 def test_cli_explain_bad_input_is_exit_2_with_one_line(glas_images, tmp_path, capsys, argv, needle):
     from napari_pathreview.cli import main
 
@@ -211,8 +230,13 @@ def test_rollout_with_the_shipped_vit_on_a_real_image_is_tiled_and_aligned(glas_
     from napari_pathreview.backend.pipelines import explain
 
     calls = []
-    res = explain(open_slide(glas_images["malignant"]), "vit-glas", "rollout", device="cpu",
-                  progress=lambda i, n, m: calls.append(n))
+    res = explain(
+        open_slide(glas_images["malignant"]),
+        "vit-glas",
+        "rollout",
+        device="cpu",
+        progress=lambda i, n, m: calls.append(n),
+    )
     assert res.maps.shape == (2, 522, 775) and np.allclose(res.maps[0], res.maps[1])
     assert calls[-1] > 1  # 192-px ViT tiles over the 261 x 388 model-scale image
     assert (res.maps > 0).all() and res.probs.argmax() == 1  # testA_22 is malignant
@@ -226,8 +250,9 @@ def test_pyramid_is_read_at_the_model_scale_level_and_maps_come_back_at_level_0(
     model, card = shipped
     flat = open_slide(glas_images["malignant"], mpp=0.62)
     a = np.asarray(flat.levels[0])
-    pyr = Slide(levels=[da.from_array(a), da.from_array(a[::2, ::2]), da.from_array(a[::4, ::4])], mpp=0.62,
-                path="", name="pyr")
+    pyr = Slide(
+        levels=[da.from_array(a), da.from_array(a[::2, ::2]), da.from_array(a[::4, ::4])], mpp=0.62, path="", name="pyr"
+    )
     assert to_model_scale(pyr, card).shape == to_model_scale(flat, card).shape == (261, 388, 3)
     r_pyr, r_flat = (ex.explain_image(s, model, card, "cam", classes=["malignant"]) for s in (pyr, flat))
     assert r_pyr.maps.shape == r_flat.maps.shape == (1, 522, 775)
@@ -243,8 +268,9 @@ def test_cli_explain_writes_heat_maps_on_the_fixture_images(mini_labels, tmp_pat
 
     img = mini_labels / "images" / "TCGA-A7-A13E.jpg"
     out = tmp_path / "maps"
-    assert main(["explain", str(img), "--mpp", "1.24", "--method", "gradcam", "--out", str(out),
-                 "--device", "cpu"]) == 0
+    assert (
+        main(["explain", str(img), "--mpp", "1.24", "--method", "gradcam", "--out", str(out), "--device", "cpu"]) == 0
+    )
     meta = json.loads((out / "TCGA-A7-A13E.gradcam.json").read_text())
     assert set(meta["probabilities"]) == {"benign", "malignant"}
     assert abs(sum(meta["probabilities"].values()) - 1) < 1e-4
@@ -252,7 +278,22 @@ def test_cli_explain_writes_heat_maps_on_the_fixture_images(mini_labels, tmp_pat
         assert tifffile.imread(out / f"TCGA-A7-A13E.gradcam.{c}.tif").shape == open_slide(img).shape
         assert (out / f"TCGA-A7-A13E.gradcam.{c}.png").is_file()
     capsys.readouterr()
-    assert main(["explain", str(img), "--mpp", "1.24", "--classes", "tumour", "--out", str(tmp_path / "o"),
-                 "--device", "cpu"]) == 2
+    assert (
+        main(
+            [
+                "explain",
+                str(img),
+                "--mpp",
+                "1.24",
+                "--classes",
+                "tumour",
+                "--out",
+                str(tmp_path / "o"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "unknown class" in err

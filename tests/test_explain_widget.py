@@ -3,6 +3,7 @@ the image the user picks is the one explained, heat maps readable over H&E, and 
 
 Each behaviour runs on GlaS images (``shared_data``; skipped without the data) and on the bundled
 MoNuSeg sample tile (``sample_viewer``), so a fresh clone still covers it."""
+
 import subprocess
 import sys
 
@@ -88,18 +89,22 @@ def assert_clean_form(viewer, dock, qtbot):
     assert not unlabelled, f"inputs without a label: {unlabelled}"
     widgets = inputs + [c for c in dock.findChildren(QLabel) if c.isVisibleTo(dock) and c.text().strip()]
     for i, a in enumerate(widgets):
-        for b in widgets[i + 1:]:
+        for b in widgets[i + 1 :]:
             if a.isAncestorOf(b) or b.isAncestorOf(a):
                 continue
             assert not _rect(a, dock).intersects(_rect(b, dock)), (
                 f"{type(a).__name__} {_label_of(a, dock) or getattr(a, 'text', str)()!r} overlaps "
-                f"{type(b).__name__} {_label_of(b, dock) or getattr(b, 'text', str)()!r}")
+                f"{type(b).__name__} {_label_of(b, dock) or getattr(b, 'text', str)()!r}"
+            )
     for w in inputs:  # what the mouse hits at the centre of each input is that input
         hit = dock.childAt(_rect(w, dock).center())
         assert hit is w or w.isAncestorOf(hit), f"{_label_of(w, dock)!r} is covered by {type(hit).__name__}"
     assert dock.minimumSizeHint().height() <= 700 and dock.sizeHint().width() <= 640
-    stray = [t for t in QApplication.topLevelWidgets() if t.isVisible() and t is not window
-             and t.windowType() not in (Qt.WindowType.Popup, Qt.WindowType.ToolTip)]
+    stray = [
+        t
+        for t in QApplication.topLevelWidgets()
+        if t.isVisible() and t is not window and t.windowType() not in (Qt.WindowType.Popup, Qt.WindowType.ToolTip)
+    ]
     assert not stray, [(type(t).__name__, t.geometry()) for t in stray]
 
 
@@ -140,10 +145,17 @@ def check_second_image_is_explained(viewer, w, second, qtbot):
 
 def test_the_chosen_of_two_glas_images_is_explained(make_napari_viewer, open_dock, qtbot, shared_data):
     viewer = make_napari_viewer()
-    viewer.add_image(_glas(shared_data, "testA_22"), name="testA_22", rgb=True, scale=(0.62, 0.62),
-                     metadata={"mpp": 0.62})
-    second = viewer.add_image(_glas(shared_data, "testA_2"), name="testA_2", rgb=True, scale=(0.62, 0.62),
-                              translate=(10.0, 600.0), metadata={"mpp": 0.62})
+    viewer.add_image(
+        _glas(shared_data, "testA_22"), name="testA_22", rgb=True, scale=(0.62, 0.62), metadata={"mpp": 0.62}
+    )
+    second = viewer.add_image(
+        _glas(shared_data, "testA_2"),
+        name="testA_2",
+        rgb=True,
+        scale=(0.62, 0.62),
+        translate=(10.0, 600.0),
+        metadata={"mpp": 0.62},
+    )
     w = open_dock(viewer, "explain")
     check_second_image_is_explained(viewer, w, second, qtbot)
 
@@ -151,8 +163,14 @@ def test_the_chosen_of_two_glas_images_is_explained(make_napari_viewer, open_doc
 def test_the_chosen_of_two_images_is_explained(sample_viewer, open_dock, qtbot):
     tile = sample_viewer.layers[0]
     rgb = np.asarray(tile.data)[64:448:2, 32:480:2]  # a half-resolution crop: other shape, other scale
-    second = sample_viewer.add_image(rgb, name="crop", rgb=True, scale=tuple(2 * np.asarray(tile.scale)),
-                                     translate=(16.0, 8.0), metadata={"mpp": 0.5})
+    second = sample_viewer.add_image(
+        rgb,
+        name="crop",
+        rgb=True,
+        scale=tuple(2 * np.asarray(tile.scale)),
+        translate=(16.0, 8.0),
+        metadata={"mpp": 0.5},
+    )
     w = open_dock(sample_viewer, "explain")
     check_second_image_is_explained(sample_viewer, w, second, qtbot)
 
@@ -170,8 +188,9 @@ def assert_readable_heat_map(layer):
 def test_explain_widget_adds_aligned_readable_heat_maps_glas(make_napari_viewer, open_dock, qtbot, shared_data):
     viewer = make_napari_viewer()
     rgb = _glas(shared_data)
-    image = viewer.add_image(rgb, name="glas", rgb=True, scale=(0.62, 0.62), translate=(100.0, 50.0),
-                             metadata={"mpp": 0.62})
+    image = viewer.add_image(
+        rgb, name="glas", rgb=True, scale=(0.62, 0.62), translate=(100.0, 50.0), metadata={"mpp": 0.62}
+    )
     w = open_dock(viewer, "explain")
     w.device.setCurrentText("cpu")
     assert w.model.currentText() == "classifier-glas"

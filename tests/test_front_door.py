@@ -1,6 +1,7 @@
 """All eight docks opened from Plugins > PathReview on one viewer, as a user opens them: every dock is a
 clean form (each visible input labelled, nothing overlapping, each input reachable by the mouse), and the
 precision row runs the network at the precision chosen."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -57,10 +58,12 @@ def test_all_eight_docks_from_the_menu_are_clean_forms(sample_viewer, open_dock,
         problems += [f"{key}: unlabelled {type(i).__name__}" for i in inputs if not _label_of(i, w)]
         shown = inputs + [c for c in w.findChildren(QLabel) if c.isVisibleTo(w) and c.text().strip()]
         for i, a in enumerate(shown):
-            for b in shown[i + 1:]:
+            for b in shown[i + 1 :]:
                 if not (a.isAncestorOf(b) or b.isAncestorOf(a)) and _rect(a, w).intersects(_rect(b, w)):
-                    problems.append(f"{key}: {_label_of(a, w) or type(a).__name__!r} overlaps "
-                                    f"{_label_of(b, w) or type(b).__name__!r}")
+                    problems.append(
+                        f"{key}: {_label_of(a, w) or type(a).__name__!r} overlaps "
+                        f"{_label_of(b, w) or type(b).__name__!r}"
+                    )
         for i in inputs:
             hit = w.childAt(_rect(i, w).center())
             if not (hit is i or (hit is not None and i.isAncestorOf(hit))):

@@ -1,5 +1,6 @@
 """Layer kinds through napari's plugin proxy: docks opened from Plugins > PathReview get a proxied viewer
 whose layers are wrapped, so kinds are told by isinstance (widgets.base.layer_kind), never by type name."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,12 @@ def test_layer_kind_sees_through_the_plugin_proxy(make_napari_viewer, open_dock)
     w = open_dock(viewer, "compare")
     proxied = w.viewer.layers["lab"]
     assert isinstance(proxied, PublicOnlyProxy) and type(proxied).__name__ != "Labels"  # what broke name checks
-    assert [layer_kind(w.viewer.layers[n]) for n in ("img", "lab", "pts", "shp")] == \
-        ["image", "labels", "points", "shapes"]
+    assert [layer_kind(w.viewer.layers[n]) for n in ("img", "lab", "pts", "shp")] == [
+        "image",
+        "labels",
+        "points",
+        "shapes",
+    ]
     assert layer_kind(None) == "" and layer_kind(object()) == ""
     # the pickers list layers by kind
     assert [w.image.itemText(i) for i in range(w.image.count())] == ["lab", "pts"]

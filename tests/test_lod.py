@@ -1,5 +1,6 @@
 """Level of detail for large cell / line layers: the numpy helper (napari_pathreview.lod) and the viewer
 controller (widgets/lod.py) in a real napari viewer."""
+
 import numpy as np
 import pytest
 
@@ -83,8 +84,9 @@ def _big_points(viewer, n=200_000, side=20_000.0):
     yx = rng.uniform(0, side, (n, 2)).astype(np.float32)
     labels = rng.integers(0, 3, n)
     probs = np.eye(3, dtype=np.float32)[labels]
-    cells = CellPoints(yx, labels, rng.random(n).astype(np.float32), probs, ["epithelial", "inflammatory",
-                       "fibroblast"], mpp=0.5)
+    cells = CellPoints(
+        yx, labels, rng.random(n).astype(np.float32), probs, ["epithelial", "inflammatory", "fibroblast"], mpp=0.5
+    )
     data, kwargs, _ = points_layer_data(cells, "cells")
     return viewer.add_points(data, **kwargs)
 
@@ -217,7 +219,7 @@ def _mosaic(tile: np.ndarray, reps: int):
 
     levels = []
     for k in range(6):
-        small = tile[::2 ** k, ::2 ** k]
+        small = tile[:: 2**k, :: 2**k]
         levels.append(da.tile(da.from_array(small, chunks=small.shape), (reps, reps, 1)))
     return levels
 
@@ -246,8 +248,9 @@ def _mosaic_detect(monkeypatch, reps=MOSAIC_REPS):
 
 
 @pytest.mark.slow
-def test_detect_from_the_plugin_menu_puts_over_50k_cells_under_level_of_detail(sample_viewer, open_dock, qtbot,
-                                                                               monkeypatch):
+def test_detect_from_the_plugin_menu_puts_over_50k_cells_under_level_of_detail(
+    sample_viewer, open_dock, qtbot, monkeypatch
+):
     """Issue 26 item 5: Detect opened from Plugins > PathReview (proxied viewer and layers) on a 13 824² mosaic
     of the bundled sample: > 50 000 cells get level of detail, a density image zoomed out and only the
     in-view cells zoomed in; the score filter reaches what is drawn; the proxies follow the layer."""
@@ -255,8 +258,14 @@ def test_detect_from_the_plugin_menu_puts_over_50k_cells_under_level_of_detail(s
 
     viewer = sample_viewer
     sample = viewer.layers[0]
-    viewer.add_image(_mosaic(np.asarray(sample.data), MOSAIC_REPS), name="mosaic", rgb=True, multiscale=True,
-                     scale=(0.25, 0.25), metadata={"mpp": 0.25})
+    viewer.add_image(
+        _mosaic(np.asarray(sample.data), MOSAIC_REPS),
+        name="mosaic",
+        rgb=True,
+        multiscale=True,
+        scale=(0.25, 0.25),
+        metadata={"mpp": 0.25},
+    )
     calls = _mosaic_detect(monkeypatch)
     w = open_dock(viewer, "detect")
     assert type(w.viewer).__name__ == "PublicOnlyProxy"  # what napari hands a plugin dock
@@ -266,7 +275,7 @@ def test_detect_from_the_plugin_menu_puts_over_50k_cells_under_level_of_detail(s
     qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
     layer = viewer.layers["mosaic cells"]
     n = len(layer.data)
-    assert len(calls) == 1 and calls[0][1]["mpp"] == 0.25 and n == calls[0][2] * MOSAIC_REPS ** 2 > 50_000
+    assert len(calls) == 1 and calls[0][1]["mpp"] == 0.25 and n == calls[0][2] * MOSAIC_REPS**2 > 50_000
     ctl = controller_for(layer)
     assert ctl is not None, "level of detail did not engage for a Detect result opened from the menu"
     assert w.status.text() == f"{n} cells"
@@ -307,8 +316,9 @@ def test_view_of_an_empty_layer_is_harmless():
 
 
 @pytest.mark.slow
-def test_enhance_widget_puts_large_cell_and_attention_layers_under_level_of_detail(make_napari_viewer, open_dock,
-                                                                                   qtbot, monkeypatch):
+def test_enhance_widget_puts_large_cell_and_attention_layers_under_level_of_detail(
+    make_napari_viewer, open_dock, qtbot, monkeypatch
+):
     """The Enhance widget's result path with 60 000 cells and 5 attended cells each (the enhancer replaced
     by a stub returning a real EnhanceResult): the enhanced cells and the attention lines get controllers;
     redrawing the attention (top-k) replaces the lines layer, its proxy and its controller."""
@@ -328,16 +338,18 @@ def test_enhance_widget_puts_large_cell_and_attention_layers_under_level_of_deta
     n = 60_000
     yx = rng.uniform(0, 6_000, (n, 2)).astype(np.float32)
     labels = rng.integers(0, len(classes), n)
-    base = CellPoints(yx, labels, rng.random(n).astype(np.float32),
-                      np.eye(len(classes), dtype=np.float32)[labels], classes, mpp=0.5)
+    base = CellPoints(
+        yx, labels, rng.random(n).astype(np.float32), np.eye(len(classes), dtype=np.float32)[labels], classes, mpp=0.5
+    )
     data, kwargs, _ = points_layer_data(base, "cells")
     viewer.add_points(data, **kwargs)
     _, nn = cKDTree(yx).query(yx, k=6)
     src, dst = np.repeat(np.arange(n), 5), nn[:, 1:].reshape(-1)
     weights = rng.random((2, 2, len(src))).astype(np.float32)
     new_labels = np.where(rng.random(n) < 0.1, (labels + 1) % len(classes), labels)
-    enhanced = CellPoints(yx, new_labels, base.scores, np.eye(len(classes), dtype=np.float32)[new_labels],
-                          classes, mpp=0.5)
+    enhanced = CellPoints(
+        yx, new_labels, base.scores, np.eye(len(classes), dtype=np.float32)[new_labels], classes, mpp=0.5
+    )
     result = EnhanceResult(base, enhanced, new_labels != labels, Attention(src, dst, weights))
     monkeypatch.setattr(pipelines, "enhance", lambda *a, **k: result)
     w.device.setCurrentText("cpu")
@@ -349,8 +361,9 @@ def test_enhance_widget_puts_large_cell_and_attention_layers_under_level_of_deta
     assert len(enh.data) == n and len(att.data) == 2 * n
     ctl_cells, ctl_lines = controller_for(enh), controller_for(att)
     assert ctl_cells is not None and ctl_lines is not None
-    assert {"cells enhanced (overview)", "cells enhanced (in view)", "cells attention (in view)"} <= \
-        {ly.name for ly in viewer.layers}
+    assert {"cells enhanced (overview)", "cells enhanced (in view)", "cells attention (in view)"} <= {
+        ly.name for ly in viewer.layers
+    }
     assert w.cells.names() == ["cells", "cells enhanced"]  # no proxies in the picker
     # top-k 1: the lines layer is replaced; the old controller and its proxy go with it
     w.top_k.setValue(1)
@@ -365,8 +378,9 @@ def test_enhance_widget_puts_large_cell_and_attention_layers_under_level_of_deta
     ctl_cells.flush()
     assert ctl_cells.decision.mode == "points" and ctl_cells.shown_count > 0
     changed_yx = enh.data[np.asarray(enh.features["changed"], bool)]
-    assert np.isin(ctl_cells.in_view.data.view([("", np.float32)] * 2),
-                   changed_yx.astype(np.float32).view([("", np.float32)] * 2)).all()
+    assert np.isin(
+        ctl_cells.in_view.data.view([("", np.float32)] * 2), changed_yx.astype(np.float32).view([("", np.float32)] * 2)
+    ).all()
     assert len(enh.data) == n and int(enh.shown.sum()) == int(result.changed.sum())
 
 

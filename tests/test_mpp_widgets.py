@@ -1,6 +1,7 @@
 """Pixel size in the docks (issue 26 item 4), opened from Plugins > PathReview: every widget treats an unknown
 mpp the same way, in the dock's words; a typed mpp becomes the image's scale and takes along the layers
 drawn over the image."""
+
 import numpy as np
 import pytest
 
@@ -21,8 +22,9 @@ def test_every_widget_refuses_an_unknown_mpp_in_the_same_gui_words(make_napari_v
     assumed the model's pixel size."""
     viewer = make_napari_viewer()
     image = _png(viewer)
-    viewer.add_points(np.array([[100.0, 100.0], [200.0, 300.0]]), name="my cells",
-                      features={"class": ["epithelial", "inflammatory"]})
+    viewer.add_points(
+        np.array([[100.0, 100.0], [200.0, 300.0]]), name="my cells", features={"class": ["epithelial", "inflammatory"]}
+    )
     w = open_dock(viewer, key)
     if key == "train":
         w.kind.setCurrentText("detector")

@@ -1,6 +1,7 @@
 """Nothing a user owns is destroyed: no command writes over its input (not even with --overwrite), nor over
 a file it did not write unless --overwrite is given; its own outputs are replaced on reruns. Issue 31,
 failures 1 and 2. Inputs are built from the bundled sample (512 x 512 H&E at 0.25 µm/px)."""
+
 import hashlib
 import json
 import shutil

@@ -1,5 +1,6 @@
 """Reduced-precision inference (``--precision``): which precision a run resolves to, and that bf16 gives
 float32's outputs on real H&E (the bundled MoNuSeg sample) within the bounds ``bench precision`` records."""
+
 from __future__ import annotations
 
 import json
@@ -82,21 +83,39 @@ def test_cli_precision_flag_and_a_new_precision_is_a_new_job(tmp_path, capsys, s
     assert main(["detect", str(img), "--out", str(out), "--mpp", "0.25", "--device", "cpu"]) == 0
     first = (out / "tile.csv").read_text()
     capsys.readouterr()
-    assert main(["detect", str(img), "--out", str(out), "--mpp", "0.25", "--device", "cpu",
-                 "--precision", "bf16"]) == 0
+    assert main(["detect", str(img), "--out", str(out), "--mpp", "0.25", "--device", "cpu", "--precision", "bf16"]) == 0
     assert "skipped" not in capsys.readouterr().err  # a bf16 run is not the fp32 job already done
     rows = (out / "tile.csv").read_text().strip().splitlines()
     assert abs(len(rows) - len(first.strip().splitlines())) <= 3
-    assert main(["detect", str(img), "--out", str(tmp_path / "o2"), "--mpp", "0.25", "--device", "cpu",
-                 "--precision", "fp16"]) == 2
+    assert (
+        main(
+            [
+                "detect",
+                str(img),
+                "--out",
+                str(tmp_path / "o2"),
+                "--mpp",
+                "0.25",
+                "--device",
+                "cpu",
+                "--precision",
+                "fp16",
+            ]
+        )
+        == 2
+    )
     assert "fp16 is not a CPU precision" in capsys.readouterr().err
 
 
 def test_shipped_cards_record_what_bench_precision_measured():
     from napari_pathreview.backend.weights import resolve
 
-    for name, task in (("detector-crchisto", "detector"), ("enhancer-crchisto", "enhancer"),
-                       ("segmenter-monuseg-wide", "segmenter"), ("segmenter-monuseg", "segmenter")):
+    for name, task in (
+        ("detector-crchisto", "detector"),
+        ("enhancer-crchisto", "enhancer"),
+        ("segmenter-monuseg-wide", "segmenter"),
+        ("segmenter-monuseg", "segmenter"),
+    ):
         path, card = resolve(name, task)
         rec = card.training["precision"]
         assert rec["command"].startswith("pathreview bench precision")
@@ -105,6 +124,7 @@ def test_shipped_cards_record_what_bench_precision_measured():
             if task == "segmenter":
                 assert r["verified"] == (r["label_dice"] >= 0.995 and abs(r["delta"]) <= 0.005)
             else:
-                assert r["verified"] == (r["matched_f1"] >= 0.99 and abs(r["delta"]) <= 0.005
-                                         and r["same_class"] >= 0.995)
+                assert r["verified"] == (
+                    r["matched_f1"] >= 0.99 and abs(r["delta"]) <= 0.005 and r["same_class"] >= 0.995
+                )
         assert json.loads(path.with_suffix(".json").read_text())["training"]["precision"] == rec

@@ -1,4 +1,5 @@
 """Property-based tests (hypothesis): readers and conversions never fail with anything but InputError."""
+
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -1,4 +1,5 @@
 """npe2 reader and writers: real MoNuSeg tiles in, napari LayerData out, OME-Zarr written back."""
+
 from __future__ import annotations
 
 import imageio.v3 as iio
@@ -59,7 +60,9 @@ def test_pyramid_and_zarr_layers_are_scaled_in_microns(files, he):
     assert pmeta["multiscale"] is True and len(pyr) == 3
     assert pmeta["scale"] == (0.25, 0.25) and pmeta["metadata"]["mpp"] == 0.25
     assert [lv.shape for lv in pyr] == [(256, 320, 3), (128, 160, 3), (64, 80, 3)]
-    assert zmeta["scale"] == (0.5, 0.5) and zmeta["multiscale"] is True and len(zar) == 3  # 256x320 -> 160 -> 80 px (fits a 128 chunk)
+    assert (
+        zmeta["scale"] == (0.5, 0.5) and zmeta["multiscale"] is True and len(zar) == 3
+    )  # 256x320 -> 160 -> 80 px (fits a 128 chunk)
     np.testing.assert_array_equal(np.asarray(zar[0]), he)
 
 

@@ -1,5 +1,6 @@
 """Hostile and odd inputs through the real CLI: each gets a result or one line naming the problem (exit 2),
 and nothing is left in the output folder when it fails. The table in docs/reliability.md lists these cases."""
+
 import json
 
 import numpy as np
@@ -231,6 +232,7 @@ def test_segment_killed_with_sigkill_resumes_to_the_uninterrupted_result(shared_
 
 # ---- issue 31: failures 3-6 (bundled sample and tiny synthetic files only) -----------------------------
 
+
 def test_explain_that_cannot_fit_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
     """Failure 3: a lazily created 200 000² zarr (no chunk written) is refused by `explain` at once, from
     the level it would read, instead of reading it whole; the backend `explain` refuses a lazy slide too."""
@@ -244,16 +246,34 @@ def test_explain_that_cannot_fit_is_refused_before_any_work(tmp_path, capsys, mo
 
     monkeypatch.setattr(memory, "available_memory_bytes", lambda: 8 * 2**30)
     big = tmp_path / "big.zarr"
-    zarr.open_array(str(big), mode="w", shape=(200_000, 200_000, 3), chunks=(4096, 4096, 3), dtype="uint8",
-                    zarr_format=2)
-    rc, _, err = run(capsys, "explain", big, "--out", tmp_path / "o", "--mpp", "0.5", "--model",
-                     "classifier-glas", "--method", "cam", "--device", "cpu")
+    zarr.open_array(
+        str(big), mode="w", shape=(200_000, 200_000, 3), chunks=(4096, 4096, 3), dtype="uint8", zarr_format=2
+    )
+    rc, _, err = run(
+        capsys,
+        "explain",
+        big,
+        "--out",
+        tmp_path / "o",
+        "--mpp",
+        "0.5",
+        "--model",
+        "classifier-glas",
+        "--method",
+        "cam",
+        "--device",
+        "cpu",
+    )
     errors = [ln for ln in err.strip().splitlines() if not ln.startswith("pathreview: warning:")]
     assert rc == 2 and len(errors) == 1, err
     assert "big.zarr: explaining 200000 x 200000 px" in errors[0] and "GB available" in errors[0]
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
-    lazy = Slide(levels=[da.zeros((200_000, 200_000, 3), "uint8", chunks=(8192, 8192, 3))], mpp=0.5,
-                 path="lazy.zarr", name="lazy")
+    lazy = Slide(
+        levels=[da.zeros((200_000, 200_000, 3), "uint8", chunks=(8192, 8192, 3))],
+        mpp=0.5,
+        path="lazy.zarr",
+        name="lazy",
+    )
     with pytest.raises(InputError, match="lazy: explaining 200000 x 200000 px"):
         explain(lazy, "classifier-glas", "cam", device="cpu", name="lazy")
 
@@ -274,21 +294,43 @@ def test_cmyk_jpeg_is_read_as_rgb(tmp_path):
 
 
 def _geojson(tmp_path, geometries, **props):
-    feats = [{"type": "Feature", "id": f"f{i}", "geometry": g,
-              "properties": {"classification": {"name": "tumor", "color": [255, 0, 0]}}}
-             for i, g in enumerate(geometries)]
+    feats = [
+        {
+            "type": "Feature",
+            "id": f"f{i}",
+            "geometry": g,
+            "properties": {"classification": {"name": "tumor", "color": [255, 0, 0]}},
+        }
+        for i, g in enumerate(geometries)
+    ]
     path = tmp_path / "cells.geojson"
     path.write_text(json.dumps({"type": "FeatureCollection", "features": feats, "properties": props}))
     return path
 
 
-@pytest.mark.parametrize("geometry,cells", [
-    ({"type": "MultiPoint", "coordinates": [[1, 2], [3, 4], [5, 6]]}, 3),
-    ({"type": "GeometryCollection", "geometries": [{"type": "Point", "coordinates": [1, 2]},
-                                                   {"type": "MultiPoint", "coordinates": [[3, 4], [5, 6]]}]}, 3),
-    ({"type": "MultiPolygon", "coordinates": [[[[0, 0], [2, 0], [2, 2], [0, 0]]],
-                                              [[[10, 10], [12, 10], [12, 12], [10, 10]]]]}, 2),
-])
+@pytest.mark.parametrize(
+    "geometry,cells",
+    [
+        ({"type": "MultiPoint", "coordinates": [[1, 2], [3, 4], [5, 6]]}, 3),
+        (
+            {
+                "type": "GeometryCollection",
+                "geometries": [
+                    {"type": "Point", "coordinates": [1, 2]},
+                    {"type": "MultiPoint", "coordinates": [[3, 4], [5, 6]]},
+                ],
+            },
+            3,
+        ),
+        (
+            {
+                "type": "MultiPolygon",
+                "coordinates": [[[[0, 0], [2, 0], [2, 2], [0, 0]]], [[[10, 10], [12, 10], [12, 12], [10, 10]]]],
+            },
+            2,
+        ),
+    ],
+)
 def test_geojson_multipoint_and_collections_are_expanded(geometry, cells, tmp_path, capsys):
     """Failure 5: every point of a MultiPoint / GeometryCollection is a cell (convert and the reader)."""
     from napari_pathreview._reader import read_points
@@ -308,12 +350,15 @@ def test_geojson_classes_given_as_one_string_is_one_class(tmp_path, capsys):
     assert json.loads(out)["classes"] == ["tumor"]
 
 
-@pytest.mark.parametrize("geometry,needle", [
-    ({"type": "LineString", "coordinates": [[1, 2], [3, 4]]}, "is a LineString"),
-    ({"type": "Point", "coordinates": ["1", "2"]}, "malformed coordinates"),
-    ({"type": "Point", "coordinates": [float("nan"), 2]}, "NaN or infinite"),
-    ({"type": "GeometryCollection", "geometries": 5}, "malformed GeometryCollection"),
-])
+@pytest.mark.parametrize(
+    "geometry,needle",
+    [
+        ({"type": "LineString", "coordinates": [[1, 2], [3, 4]]}, "is a LineString"),
+        ({"type": "Point", "coordinates": ["1", "2"]}, "malformed coordinates"),
+        ({"type": "Point", "coordinates": [float("nan"), 2]}, "NaN or infinite"),
+        ({"type": "GeometryCollection", "geometries": 5}, "malformed GeometryCollection"),
+    ],
+)
 def test_geojson_geometries_that_are_not_cells_are_refused_by_name(geometry, needle, tmp_path, capsys):
     src = _geojson(tmp_path, [geometry])
     rc, _, err = run(capsys, "convert", src, tmp_path / "cells.csv")
@@ -334,8 +379,16 @@ def test_geojson_written_is_valid_json(tmp_path):
     from napari_pathreview.backend.exchange import write_geojson
     from napari_pathreview.backend.points import CellPoints
 
-    pts = CellPoints(np.array([[1.0, np.nan]], np.float32), np.array([0]), np.array([1.0], np.float32),
-                     np.array([[1.0]], np.float32), ["tumor"], 0.5, None, "t")
+    pts = CellPoints(
+        np.array([[1.0, np.nan]], np.float32),
+        np.array([0]),
+        np.array([1.0], np.float32),
+        np.array([[1.0]], np.float32),
+        ["tumor"],
+        0.5,
+        None,
+        "t",
+    )
     with pytest.raises(InputError, match="NaN or infinite"):
         write_geojson(pts, tmp_path / "x.geojson")
     assert not (tmp_path / "x.geojson").exists()
@@ -399,16 +452,19 @@ def test_a_fifo_named_like_an_image_is_refused_without_hanging(tmp_path, capsys)
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "f.png: is not a regular file" in err
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["detect", "--threshold", "nan"], "--threshold nan"),
-    (["detect", "--threshold", "2"], "--threshold 2"),
-    (["detect", "--threshold", "-1"], "--threshold -1"),
-    (["segment", "--overlap", "nan"], "--overlap nan"),
-    (["segment", "--tile", "100000"], "--tile 100000"),
-    (["detect", "--device", "meta"], "--device 'meta'"),
-    (["detect", "--device", "xla"], "--device 'xla'"),
-    (["detect", "--workers", "0"], "--workers 0"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["detect", "--threshold", "nan"], "--threshold nan"),
+        (["detect", "--threshold", "2"], "--threshold 2"),
+        (["detect", "--threshold", "-1"], "--threshold -1"),
+        (["segment", "--overlap", "nan"], "--overlap nan"),
+        (["segment", "--tile", "100000"], "--tile 100000"),
+        (["detect", "--device", "meta"], "--device 'meta'"),
+        (["detect", "--device", "xla"], "--device 'xla'"),
+        (["detect", "--workers", "0"], "--workers 0"),
+    ],
+)
 def test_nonsense_options_are_refused_before_any_work(args, needle, tmp_path, capsys):
     """Weak: values that used to give 0 cells and a `.done.json`, a MemoryError or an internal error."""
     from napari_pathreview._sample_data import SAMPLE_TILE

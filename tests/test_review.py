@@ -1,4 +1,5 @@
 """Review backend on real data: comparisons, exchange formats (GeoJSON / CSV / polygons), viewer samples."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,13 @@ def test_compare_points_equals_point_scores_and_lists_every_error(val_sample, cr
     pred_lab = rng.integers(0, len(classes), len(pred_yx))
     pred_yx = np.vstack([pred_yx, other["img2"].yx[:40]])
     pred_lab = np.r_[pred_lab, rng.integers(0, len(classes), 40)]
-    res = compare_points((pred_yx, [classes[k] for k in pred_lab]), (sample.yx, _names(sample, classes)),
-                         radius_um=3.3, mpp=0.55, classes=classes)
+    res = compare_points(
+        (pred_yx, [classes[k] for k in pred_lab]),
+        (sample.yx, _names(sample, classes)),
+        radius_um=3.3,
+        mpp=0.55,
+        classes=classes,
+    )
     ref = PointScores(classes, 3.3 / 0.55)
     ref.add(pred_yx, pred_lab, sample.yx, sample.labels)
     assert res.metrics == ref.as_dict(3.3)
@@ -74,7 +80,7 @@ def test_geojson_and_csv_round_trip_real_annotations(val_sample, tmp_path):
     back = read_geojson(write_geojson(pts, tmp_path / "a.geojson"))
     assert np.allclose(back.yx, pts.yx) and back.mpp == 0.55
     assert [back.classes[k] for k in back.labels] == [cl[k] for k in labels]
-    (name, csv_back), = read_points_file(write_points_csv(pts, tmp_path / "a.csv")).items()
+    ((name, csv_back),) = read_points_file(write_points_csv(pts, tmp_path / "a.csv")).items()
     assert name == "a" and np.allclose(csv_back.yx, pts.yx, atol=0.006)
     assert [csv_back.classes[k] for k in csv_back.labels] == [cl[k] for k in labels]
     assert abs(csv_back.mpp - 0.55) < 1e-3
@@ -89,8 +95,10 @@ def test_points_table_reads_dataset_and_qupath_exports(crchisto, val_sample, tmp
     assert [got.classes[k] for k in got.labels] == _names(sample, classes)
     # QuPath "Export measurements" (tab separated, centroids in µm)
     rows = ["Image\tName\tClass\tCentroid X µm\tCentroid Y µm"]
-    rows += [f"{sample.name}.png\tPathCellObject\t{n}\t{x * 0.55:.4f}\t{y * 0.55:.4f}"
-             for (y, x), n in zip(sample.yx, _names(sample, classes))]
+    rows += [
+        f"{sample.name}.png\tPathCellObject\t{n}\t{x * 0.55:.4f}\t{y * 0.55:.4f}"
+        for (y, x), n in zip(sample.yx, _names(sample, classes))
+    ]
     (tmp_path / "qp.tsv").write_text("\n".join(rows) + "\n")
     qp = read_points_table(tmp_path / "qp.tsv")[f"{sample.name}.png"]
     assert qp.mpp == 1.0 and np.allclose(qp.yx, sample.yx * 0.55, atol=1e-3)
@@ -110,12 +118,14 @@ def test_labels_export_as_qupath_polygons(shared_data, tmp_path):
     assert np.allclose(ring[0], ring[-1])
     # polygon centroids (what QuPath and our reader use) sit at the instances' centroids
     from scipy import ndimage
+
     back = read_geojson(path)
     cents = np.array(ndimage.center_of_mass(lab > 0, lab, ids))
     big = np.bincount(lab.ravel())[ids] > 60
     assert np.median(np.linalg.norm(back.yx - cents, axis=1)[big]) < 1.5
     assert labels_to_geojson(np.zeros((8, 8), np.uint16))["features"] == []
     from napari_pathreview._reader import get_points_reader
+
     layers = get_points_reader(path)(path)
     assert [kind for _, _, kind in layers] == ["points", "shapes"] and len(layers[1][0]) == len(ids)
     assert layers[1][1]["scale"] == (0.25, 0.25) and layers[0][1]["scale"] == (0.25, 0.25)

@@ -1,4 +1,5 @@
 """Review widgets in a real napari viewer on real CRCHisto data: compare, annotate, exchange, fine-tune."""
+
 from __future__ import annotations
 
 import csv
@@ -24,6 +25,7 @@ def _shipped_detector() -> Path:
     import os  # DEV-ONLY (remove when the shipped detector lands)
 
     from napari_pathreview.backend.weights import default_model, resolve
+
     if os.environ.get("PATHREVIEW_DEV_DETECTOR"):
         return Path(os.environ["PATHREVIEW_DEV_DETECTOR"])
     return resolve(default_model("detector"), "detector")[0]
@@ -60,14 +62,33 @@ def _add_cells(viewer, pts, name):
 
 
 @pytest.mark.slow
-def test_compare_widget_numbers_equal_pathreview_evaluate(make_napari_viewer, open_dock, qtbot, val_sample,
-                                                          crchisto, detection, tmp_path):
+def test_compare_widget_numbers_equal_pathreview_evaluate(
+    make_napari_viewer, open_dock, qtbot, val_sample, crchisto, detection, tmp_path
+):
     sample, classes = val_sample
     pts, weights = detection
     ds = _one_image_dataset(crchisto, sample.name, tmp_path / "ds")
-    proc = subprocess.Popen([sys.executable, "-m", "napari_pathreview.cli", "evaluate", "detector", "--data", ds,
-                             "--split", "validation", "--weights", weights, "--device", "cpu", "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "napari_pathreview.cli",
+            "evaluate",
+            "detector",
+            "--data",
+            ds,
+            "--split",
+            "validation",
+            "--weights",
+            weights,
+            "--device",
+            "cpu",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     viewer = make_napari_viewer()
     viewer.open(str(ds / "images" / f"{sample.name}.png"), plugin="napari-pathreview")
     _add_cells(viewer, pts, "cells")
@@ -85,14 +106,25 @@ def test_compare_widget_numbers_equal_pathreview_evaluate(make_napari_viewer, op
     table = w.table_values()
     res = w.result
     for k, (name, c) in enumerate(ref["classes"].items()):
-        assert table[name] == {"precision": c["precision"], "recall": c["recall"], "F1": c["f1"],
-                               "annotated": c["support"], "predicted": int((res.pred_labels == k).sum()),
-                               "matched": ref["confusion"][k][k]}
+        assert table[name] == {
+            "precision": c["precision"],
+            "recall": c["recall"],
+            "F1": c["f1"],
+            "annotated": c["support"],
+            "predicted": int((res.pred_labels == k).sum()),
+            "matched": ref["confusion"][k][k],
+        }
     d = ref["detection"]
-    assert (table["detection"]["precision"], table["detection"]["recall"], table["detection"]["F1"]) == \
-        (d["precision"], d["recall"], d["f1"])
-    assert (table["detection"]["annotated"], table["detection"]["predicted"], table["detection"]["matched"]) == \
-        (len(sample.yx), len(pts.yx), len(res.tp_pred))
+    assert (table["detection"]["precision"], table["detection"]["recall"], table["detection"]["F1"]) == (
+        d["precision"],
+        d["recall"],
+        d["f1"],
+    )
+    assert (table["detection"]["annotated"], table["detection"]["predicted"], table["detection"]["matched"]) == (
+        len(sample.yx),
+        len(pts.yx),
+        len(res.tp_pred),
+    )
     assert sum(table[name]["predicted"] for name in ref["classes"]) == len(pts.yx)
     assert table["mF1 (classes)"]["F1"] == ref["mF1"] and table["weighted F1"]["F1"] == ref["weighted_f1"]
     conf = [[w.confusion.item(i, j).data(0x0100) for j in range(len(classes))] for i in range(len(classes))]
@@ -110,8 +142,9 @@ def test_compare_widget_numbers_equal_pathreview_evaluate(make_napari_viewer, op
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         w.next_btn.click()
-    assert not [c for c in caught if issubclass(c.category, (FutureWarning, DeprecationWarning))], \
-        [str(c.message) for c in caught]
+    assert not [c for c in caught if issubclass(c.category, (FutureWarning, DeprecationWarning))], [
+        str(c.message) for c in caught
+    ]
     first = w.errors[0]
     assert np.allclose(viewer.scene.camera.center[-2:], first.yx)
     second = w.step_error(+1)
@@ -153,8 +186,18 @@ def _known_pair():
     gt[0:10, 2:12] = 1
     gt[20:30, 20:30] = 2
     # |P| = 136, |G| = 200, |P & G| = 80
-    expect = {"dice": 2 * 80 / (136 + 200), "aji": 80 / (120 + 100 + 36), "dq": 1 / (1 + 0.5 + 0.5),
-              "sq": 2 / 3, "pq": 0.5 * 2 / 3, "tp": 1, "fp": 1, "fn": 1, "n_pred": 2, "n_gt": 2}
+    expect = {
+        "dice": 2 * 80 / (136 + 200),
+        "aji": 80 / (120 + 100 + 36),
+        "dq": 1 / (1 + 0.5 + 0.5),
+        "sq": 2 / 3,
+        "pq": 0.5 * 2 / 3,
+        "tp": 1,
+        "fp": 1,
+        "fn": 1,
+        "n_pred": 2,
+        "n_gt": 2,
+    }
     return pred, gt, expect
 
 
@@ -180,8 +223,9 @@ def test_compare_labels_from_the_menu_gives_hand_computed_scores(make_napari_vie
         warnings.simplefilter("always")
         w.next_btn.click()
         w.next_btn.click()
-    assert not [c for c in caught if issubclass(c.category, (FutureWarning, DeprecationWarning))], \
-        [str(c.message) for c in caught]
+    assert not [c for c in caught if issubclass(c.category, (FutureWarning, DeprecationWarning))], [
+        str(c.message) for c in caught
+    ]
     assert w.error_index == 1 and np.allclose(viewer.scene.camera.center[-2:], w.errors[1].yx)
     assert "error 2/2: missed: annotated nucleus (label 2) overlaps no predicted nucleus" in w.error_label.text()
     assert np.allclose(viewer.layers["pred: current error"].data, [w.errors[1].yx])  # the one under review
@@ -193,8 +237,10 @@ def test_compare_labels_from_the_menu_gives_hand_computed_scores(make_napari_vie
     assert (t["tp"]["value"], t["fp"]["value"], t["fn"]["value"], t["pq"]["value"]) == (0, 2, 2, 0.0)
     assert abs(t["dice"]["value"] - expect["dice"]) < 1e-12  # Dice does not depend on matching
     texts = [e.describe() for e in w.errors]
-    assert "missed: annotated nucleus (label 1) overlaps predicted nuclei at IoU 0.67 at best " \
-           "(a match needs above 0.70)" in texts
+    assert (
+        "missed: annotated nucleus (label 1) overlaps predicted nuclei at IoU 0.67 at best "
+        "(a match needs above 0.70)" in texts
+    )
     assert len(viewer.layers["pred: missed"].data) == 2 and "pred: current error" not in viewer.layers
 
 
@@ -210,8 +256,9 @@ def test_compare_labels_binary_annotation_gives_dice_only(make_napari_viewer, op
 
 
 @pytest.mark.slow
-def test_compare_labels_on_monuseg_equals_evaluate_segmenter(make_napari_viewer, open_dock, qtbot, shared_data,
-                                                            tmp_path):
+def test_compare_labels_on_monuseg_equals_evaluate_segmenter(
+    make_napari_viewer, open_dock, qtbot, shared_data, tmp_path
+):
     """A real MoNuSeg image segmented from the menu (Segment, mpp 0.25, default model) vs its instance mask:
     Compare's Dice / AJI / PQ equal what `pathreview evaluate segmenter` reports for that image."""
     import imageio.v3 as iio
@@ -224,9 +271,25 @@ def test_compare_labels_on_monuseg_equals_evaluate_segmenter(make_napari_viewer,
         (ds / sub).mkdir(parents=True)
         shutil.copy(shared_data / "monuseg" / sub / f"{name}.png", ds / sub)
     (ds / "splits.csv").write_text(f"image,split,mask\n{name},validation,instance\n")
-    proc = subprocess.Popen([sys.executable, "-m", "napari_pathreview.cli", "evaluate", "segmenter", "--data", ds,
-                             "--split", "validation", "--device", "cpu", "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "napari_pathreview.cli",
+            "evaluate",
+            "segmenter",
+            "--data",
+            ds,
+            "--split",
+            "validation",
+            "--device",
+            "cpu",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     viewer = make_napari_viewer()
     (image,) = viewer.open(str(ds / "images" / f"{name}.png"), plugin="napari-pathreview")
     seg = open_dock(viewer, "segment")
@@ -247,8 +310,7 @@ def test_compare_labels_on_monuseg_equals_evaluate_segmenter(make_napari_viewer,
     for key in got:
         assert abs(got[key] - ref[key]) <= 1e-6, (key, got[key], ref[key])
     assert 0.5 < got["dice"] < 1.0 and 0.2 < got["pq"] < 1.0  # a real segmentation, not an artefact
-    print(f"\nMONUSEG {name}: compare {got} / evaluate segmenter "
-          f"{ {k: ref[k] for k in got} }")
+    print(f"\nMONUSEG {name}: compare {got} / evaluate segmenter { {k: ref[k] for k in got} }")
     n_err = len(viewer.layers[f"{pred.name}: missed"].data) + len(viewer.layers[f"{pred.name}: false positives"].data)
     assert n_err == len(w.errors) == t["fp"]["value"] + t["fn"]["value"]
     # labels -> QuPath polygons through napari's writer, and back as a Shapes layer
@@ -260,8 +322,16 @@ def test_compare_labels_on_monuseg_equals_evaluate_segmenter(make_napari_viewer,
     assert len(shapes.data) == ref["n_gt"]
 
 
-@pytest.mark.parametrize("case", ["points-vs-labels", "points-vs-empty-labels", "labels-different-shapes",
-                                  "labels-vs-empty-labels", "points-vs-empty-points"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "points-vs-labels",
+        "points-vs-empty-labels",
+        "labels-different-shapes",
+        "labels-vs-empty-labels",
+        "points-vs-empty-points",
+    ],
+)
 def test_mismatched_pairs_are_refused_with_one_line(make_napari_viewer, open_dock, monkeypatch, case):
     import napari.utils.notifications as notifications
 
@@ -321,10 +391,18 @@ def test_compare_exports_the_metrics_table_as_csv(make_napari_viewer, open_dock,
     assert len(rows) == w.table.rowCount() == 10
     assert sorted(p.name for p in path.parent.iterdir()) == ["metrics.csv"]  # no temporary file left
     # Points vs Points: the per-class table with counts
-    viewer.add_points([[5, 5], [20, 20], [35, 35]], name="cells", features={"class": ["a", "b", "a"]},
-                      metadata={"mpp": 0.5, "classes": ["a", "b"]})
-    viewer.add_points([[5, 6], [21, 20], [90, 90]], name="truth", features={"class": ["a", "a", "b"]},
-                      metadata={"classes": ["a", "b"]})
+    viewer.add_points(
+        [[5, 5], [20, 20], [35, 35]],
+        name="cells",
+        features={"class": ["a", "b", "a"]},
+        metadata={"mpp": 0.5, "classes": ["a", "b"]},
+    )
+    viewer.add_points(
+        [[5, 6], [21, 20], [90, 90]],
+        name="truth",
+        features={"class": ["a", "a", "b"]},
+        metadata={"classes": ["a", "b"]},
+    )
     w2 = _compare(viewer, open_dock, qtbot, "cells", "truth")
     path2 = tmp_path / "points.csv"
     w2.export_csv(str(path2))
@@ -407,6 +485,7 @@ def test_annotate_new_layer_keys_and_copy_on_write(make_napari_viewer, open_dock
     assert ann.mode == "select"
     assert list(ann.features["class"]) == [classes[0], classes[1], classes[0], classes[1]]
     from napari_pathreview.layers import hex_to_rgba
+
     assert np.allclose(ann.face_color[3], hex_to_rgba(ann.metadata["colors"][classes[1]]))
     assert np.allclose(ann.face_color[0], hex_to_rgba(ann.metadata["colors"][classes[0]]))
     ann.selected_data = set()
@@ -469,8 +548,9 @@ def test_annotate_class_key_after_a_click_sets_the_next_class_only(make_napari_v
 
 
 @pytest.mark.slow
-def test_fine_tune_in_viewer_then_f1_on_another_image(make_napari_viewer, open_dock, qtbot, val_sample, crchisto,
-                                                      user_weights, capsys):
+def test_fine_tune_in_viewer_then_f1_on_another_image(
+    make_napari_viewer, open_dock, qtbot, val_sample, crchisto, user_weights, capsys
+):
     """Fine-tune the shipped detector on ONE real annotated image in the viewer; measure validation F1 on
     another image before and after (reported, not asserted: one image and two short epochs)."""
     from napari_pathreview.backend.points import CellPoints
@@ -480,13 +560,15 @@ def test_fine_tune_in_viewer_then_f1_on_another_image(make_napari_viewer, open_d
     sample, classes = val_sample
     cl = classes + ["unlabeled"]
     labels = np.where(sample.labels < 0, len(classes), sample.labels)
-    ann_pts = CellPoints(sample.yx, labels, np.ones(len(labels), np.float32),
-                         np.eye(len(cl), dtype=np.float32)[labels], cl, 0.55)
+    ann_pts = CellPoints(
+        sample.yx, labels, np.ones(len(labels), np.float32), np.eye(len(cl), dtype=np.float32)[labels], cl, 0.55
+    )
     viewer = make_napari_viewer()
     viewer.add_image(sample.image, name="train image", rgb=True)
     _add_cells(viewer, ann_pts, "my annotations")
     shipped = _shipped_detector()
     import os  # DEV-ONLY
+
     if os.environ.get("PATHREVIEW_DEV_DETECTOR"):
         user_weights.mkdir(parents=True, exist_ok=True)
         for ext in (".safetensors", ".json"):
@@ -535,23 +617,35 @@ def test_fine_tune_in_viewer_then_f1_on_another_image(make_napari_viewer, open_d
     before, after = score(shipped), score(out.with_suffix(".safetensors"))
     for m in (before, after):
         assert 0.0 <= m["detection"]["f1"] <= 1.0 and 0.0 <= m["weighted_f1"] <= 1.0
-    report = {"train_image": sample.name, "eval_image": other_name, "epochs": 2, "lr": w.lr.value(),
-              "train_seconds": round(seconds, 1),
-              "before": {"det_f1": before["detection"]["f1"], "mF1": before["mF1"],
-                         "weighted_f1": before["weighted_f1"]},
-              "after": {"det_f1": after["detection"]["f1"], "mF1": after["mF1"], "weighted_f1": after["weighted_f1"]}}
+    report = {
+        "train_image": sample.name,
+        "eval_image": other_name,
+        "epochs": 2,
+        "lr": w.lr.value(),
+        "train_seconds": round(seconds, 1),
+        "before": {"det_f1": before["detection"]["f1"], "mF1": before["mF1"], "weighted_f1": before["weighted_f1"]},
+        "after": {"det_f1": after["detection"]["f1"], "mF1": after["mF1"], "weighted_f1": after["weighted_f1"]},
+    }
     with capsys.disabled():
         print("\nFINE-TUNE", json.dumps(report))
 
 
-def test_train_cancel_saves_nothing_and_bad_names_are_refused(make_napari_viewer, open_dock, qtbot, val_sample, user_weights):
+def test_train_cancel_saves_nothing_and_bad_names_are_refused(
+    make_napari_viewer, open_dock, qtbot, val_sample, user_weights
+):
     from napari_pathreview.backend.points import CellPoints
 
     sample, classes = val_sample
     viewer = make_napari_viewer()
     viewer.add_image(sample.image, name="img", rgb=True)
-    pts = CellPoints(sample.yx, sample.labels.clip(0), np.ones(len(sample.yx), np.float32),
-                     np.eye(len(classes), dtype=np.float32)[sample.labels.clip(0)], classes, 0.55)
+    pts = CellPoints(
+        sample.yx,
+        sample.labels.clip(0),
+        np.ones(len(sample.yx), np.float32),
+        np.eye(len(classes), dtype=np.float32)[sample.labels.clip(0)],
+        classes,
+        0.55,
+    )
     _add_cells(viewer, pts, "ann")
     w = open_dock(viewer, "train")
     w.device.setCurrentText("cpu")

@@ -1,4 +1,5 @@
 """Shipped sample data: real MoNuSeg pixels, attribution present, small, and wired into the manifest."""
+
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,5 @@
 """Segmentation metrics: Dice, AJI, PQ on hand-computed cases and a real MoNuSeg instance mask."""
+
 from __future__ import annotations
 
 import csv

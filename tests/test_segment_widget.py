@@ -1,5 +1,6 @@
 """The Segment dock, opened from Plugins > PathReview as a user opens it (``open_dock``): an aligned Labels
 layer with an instance table, at the image's full resolution."""
+
 import threading
 
 import numpy as np
@@ -48,7 +49,8 @@ def test_segment_widget_adds_aligned_labels_layer_with_features(sample_viewer, o
 
 
 def test_segment_widget_asks_for_the_pixel_size_in_gui_words_and_a_typed_one_scales_the_image(
-        make_napari_viewer, open_dock, qtbot):
+    make_napari_viewer, open_dock, qtbot
+):
     from napari_pathreview._sample_data import sample_path
 
     viewer = make_napari_viewer()
@@ -57,7 +59,9 @@ def test_segment_widget_asks_for_the_pixel_size_in_gui_words_and_a_typed_one_sca
     w = open_dock(viewer, "segment")
     w.run()
     assert w.worker is None
-    assert w.status.text() == f"'{image.name}': microns per pixel unknown; set 'mpp (µm/px)' (0.25 for 40x, 0.5 for 20x)"
+    assert (
+        w.status.text() == f"'{image.name}': microns per pixel unknown; set 'mpp (µm/px)' (0.25 for 40x, 0.5 for 20x)"
+    )
     w.mpp.setValue(0.25)
     w.tile.setValue(256)
     _run(w, qtbot)
@@ -170,8 +174,9 @@ def test_cancel_stops_a_running_segmentation(sample_viewer, open_dock, qtbot):
     """Cancel mid-run: the job stops at its next tile, no layer is added and the widget runs again."""
     viewer = sample_viewer
     image = viewer.layers[0]
-    viewer.add_image(np.tile(np.asarray(image.data), (8, 8, 1)), name="big", rgb=True, scale=(0.25, 0.25),
-                     metadata={"mpp": 0.25})
+    viewer.add_image(
+        np.tile(np.asarray(image.data), (8, 8, 1)), name="big", rgb=True, scale=(0.25, 0.25), metadata={"mpp": 0.25}
+    )
     w = open_dock(viewer, "segment")
     w.device.setCurrentText("cpu")
     w.image.setCurrentText("big")

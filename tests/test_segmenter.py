@@ -1,4 +1,5 @@
 """Nucleus segmentation on real MoNuSeg data: seams, streaming to OME-Zarr, cancel, augmentation, CLI."""
+
 import csv
 import json
 import shutil
@@ -63,7 +64,7 @@ def test_shipped_model_segments_held_out_nuclei(sample, whole):
     t = whole.table
     assert np.array_equal(t["label"], np.arange(1, len(whole) + 1))
     assert np.array_equal(t["area_px"], np.bincount(whole.labels.ravel())[1:])
-    assert np.allclose(t["area_um2"], t["area_px"] * MONUSEG_MPP ** 2)
+    assert np.allclose(t["area_um2"], t["area_px"] * MONUSEG_MPP**2)
     grey = sample.image.mean(-1)
     k = int(np.argmax(t["area_px"]))
     assert np.isclose(t["mean_intensity"][k], grey[whole.labels == k + 1].mean(), atol=0.05)
@@ -118,6 +119,7 @@ def test_a_failing_compiler_falls_back_to_eager_with_a_warning(sample, shipped, 
     def broken_compile(model, **kw):
         def run(*a, **k):
             raise RuntimeError("no C compiler found")
+
         return run
 
     monkeypatch.setattr(torch, "compile", broken_compile)
@@ -146,8 +148,7 @@ def test_segment_to_zarr_equals_in_memory_segment(sample, shipped, tmp_path):
     assert aji(banded, mem.labels) >= 0.97
     # and in 3 x 4 blocks (strips of 334 columns, bands of 300 rows): the band kept in memory is a strip
     # wide; same foreground, each instance labelled once, centroids in the table where the labels are
-    out3 = segment_to_zarr(slide, tmp_path / "blocks.zarr", model, card, tile=256, overlap=32, band=300,
-                           strip=334)
+    out3 = segment_to_zarr(slide, tmp_path / "blocks.zarr", model, card, tile=256, overlap=32, band=300, strip=334)
     blocks = np.asarray(open_slide(out3).levels[0])
     assert np.array_equal(blocks > 0, mem.labels > 0)
     assert aji(blocks, mem.labels) >= 0.95
@@ -179,8 +180,9 @@ def test_cancelled_segment_to_zarr_leaves_no_complete_looking_store(sample, ship
 
     out = tmp_path / "seg.zarr"
     with pytest.raises(Cancelled):
-        segment_to_zarr(sample.image, out, model, card, mpp=MONUSEG_MPP, tile=128, overlap=16,
-                        progress=progress, cancel=cancel)
+        segment_to_zarr(
+            sample.image, out, model, card, mpp=MONUSEG_MPP, tile=128, overlap=16, progress=progress, cancel=cancel
+        )
     assert seen[-1][0] == 2 < seen[-1][1]
     assert not out.exists()
     left = list(tmp_path.iterdir())
@@ -229,8 +231,9 @@ def test_model_variants_forward_shapes():
 
 
 def _cli(*args):
-    p = subprocess.run([sys.executable, "-m", "napari_pathreview.cli", *map(str, args)], capture_output=True,
-                       text=True, timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-m", "napari_pathreview.cli", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
     return p.returncode, p.stdout, p.stderr
 
 
@@ -254,16 +257,42 @@ def test_evaluate_segmenter_cli_json(monuseg, sample, tmp_path):
 def test_segment_cli_writes_labels_store_and_rejects_bad_input(tmp_path):
     from napari_pathreview._sample_data import SAMPLE_TILE
 
-    rc, out, err = _cli("segment", SAMPLE_TILE, "--out", tmp_path / "s.zarr", "--mpp", "0.25", "--tile", "256",
-                        "--overlap", "0.25", "--device", "cpu", "--compile")
+    rc, out, err = _cli(
+        "segment",
+        SAMPLE_TILE,
+        "--out",
+        tmp_path / "s.zarr",
+        "--mpp",
+        "0.25",
+        "--tile",
+        "256",
+        "--overlap",
+        "0.25",
+        "--device",
+        "cpu",
+        "--compile",
+    )
     assert rc == 0, err
     store = open_slide(tmp_path / "s.zarr")
     assert store.is_labels and store.shape == (512, 512) and int(np.asarray(store.levels[0]).max()) > 20
     _, card = load_model(None, "segmenter", "cpu")
     meta = json.loads((tmp_path / "s.zarr" / "pathreview.json").read_text())
     assert meta["params"]["stain_reference"] == card.params["stain_reference"] is not None
-    rc, out, err = _cli("segment", SAMPLE_TILE, "--out", tmp_path / "u.zarr", "--mpp", "0.25", "--tile", "256",
-                        "--overlap", "0.25", "--device", "cpu", "--no-stain-norm")
+    rc, out, err = _cli(
+        "segment",
+        SAMPLE_TILE,
+        "--out",
+        tmp_path / "u.zarr",
+        "--mpp",
+        "0.25",
+        "--tile",
+        "256",
+        "--overlap",
+        "0.25",
+        "--device",
+        "cpu",
+        "--no-stain-norm",
+    )
     assert rc == 0, err
     assert json.loads((tmp_path / "u.zarr" / "pathreview.json").read_text())["params"]["stain_reference"] is None
     rc, out, err = _cli("segment", tmp_path / "nope.png", "--out", tmp_path / "t.zarr")
@@ -296,10 +325,13 @@ def test_training_tile_sets_the_recorded_working_scale(monuseg, tmp_path):
 
     from napari_pathreview.backend.segmentation import train_segmenter
 
-    crops = [replace(s, image=s.image[:256, :256], labels=s.labels[:256, :256])
-             for s in load_masks_dataset(monuseg, "train")[:4]]
-    model, card = train_segmenter(crops, tmp_path / "w", epochs=1, tile=96, batch_size=4, widths=(8, 16, 32, 64),
-                                  tune_images=1, report_images=0)
+    crops = [
+        replace(s, image=s.image[:256, :256], labels=s.labels[:256, :256])
+        for s in load_masks_dataset(monuseg, "train")[:4]
+    ]
+    model, card = train_segmenter(
+        crops, tmp_path / "w", epochs=1, tile=96, batch_size=4, widths=(8, 16, 32, 64), tune_images=1, report_images=0
+    )
     assert card.mpp == 0.333 and card.training["tile"] == 96
     assert (tmp_path / "w.safetensors").is_file()
     _, saved = load_model(tmp_path / "w.safetensors", "segmenter", "cpu")
@@ -308,8 +340,16 @@ def test_training_tile_sets_the_recorded_working_scale(monuseg, tmp_path):
     assert res.labels.shape == (256, 256) and res.mpp == MONUSEG_MPP
     # fine-tuned on smaller crops at its own tile, it keeps its scale (the crops alone would give 0.26)
     small = [replace(s, image=s.image[:200, :200], labels=s.labels[:200, :200]) for s in crops]
-    _, tuned = train_segmenter(small, tmp_path / "w2", epochs=1, tile=96, batch_size=4,
-                               init=tmp_path / "w.safetensors", tune_images=1, report_images=0)
+    _, tuned = train_segmenter(
+        small,
+        tmp_path / "w2",
+        epochs=1,
+        tile=96,
+        batch_size=4,
+        init=tmp_path / "w.safetensors",
+        tune_images=1,
+        report_images=0,
+    )
     assert tuned.mpp == 0.333
 
 
@@ -322,10 +362,20 @@ def test_stain_normalised_training_records_its_reference_and_inference_applies_i
     from napari_pathreview.backend.segmentation import SegmentParams, train_segmenter
     from napari_pathreview.backend.stain import hematoxylin_factor, hematoxylin_level, scale_hematoxylin
 
-    crops = [replace(s, image=s.image[:256, :256], labels=s.labels[:256, :256])
-             for s in load_masks_dataset(monuseg, "train")[:5]]
-    model, card = train_segmenter(crops, tmp_path / "w", epochs=1, batch_size=4, widths=(8, 16, 32, 64),
-                                  tune_images=1, report_images=0, stain_norm=True)
+    crops = [
+        replace(s, image=s.image[:256, :256], labels=s.labels[:256, :256])
+        for s in load_masks_dataset(monuseg, "train")[:5]
+    ]
+    model, card = train_segmenter(
+        crops,
+        tmp_path / "w",
+        epochs=1,
+        batch_size=4,
+        widths=(8, 16, 32, 64),
+        tune_images=1,
+        report_images=0,
+        stain_norm=True,
+    )
     fitted = [s for s in crops if s.name not in card.training["tune_images"]]
     assert card.params["stain_reference"] == pytest.approx(np.median([hematoxylin_level(s.image) for s in fitted]))
     assert card.training["stain_norm"] is True
@@ -333,15 +383,17 @@ def test_stain_normalised_training_records_its_reference_and_inference_applies_i
     assert saved.params["stain_reference"] == card.params["stain_reference"]
     # a fine-tune on other images (here: one, paler) keeps the level its base learnt
     pale = [replace(crops[0], image=scale_hematoxylin(crops[0].image, 0.5).round().astype(np.uint8))]
-    _, tuned = train_segmenter(pale, tmp_path / "w2", epochs=1, batch_size=4, init=tmp_path / "w.safetensors",
-                               tune_images=0, report_images=0)
+    _, tuned = train_segmenter(
+        pale, tmp_path / "w2", epochs=1, batch_size=4, init=tmp_path / "w.safetensors", tune_images=0, report_images=0
+    )
     assert tuned.params["stain_reference"] == card.params["stain_reference"] and tuned.training["stain_norm"]
     ref = card.params["stain_reference"]
     img = max((s.image for s in crops), key=lambda im: abs(np.log(hematoxylin_factor(im, ref))))
     assert abs(np.log(hematoxylin_factor(img, ref))) > 0.1
     normed = segment(img, model, card, mpp=MONUSEG_MPP)
-    plain = segment(img, model, card, mpp=MONUSEG_MPP,
-                    params=replace(SegmentParams.from_card(card), stain_reference=None))
+    plain = segment(
+        img, model, card, mpp=MONUSEG_MPP, params=replace(SegmentParams.from_card(card), stain_reference=None)
+    )
     assert normed.params["stain_reference"] == ref and plain.params["stain_reference"] is None
     assert not np.allclose(normed.prob, plain.prob, atol=1e-3)
 

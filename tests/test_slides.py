@@ -2,6 +2,7 @@
 
 Every input is built from a real MoNuSeg H&E crop and its mask in tests/data.
 """
+
 from __future__ import annotations
 
 import json
@@ -171,9 +172,7 @@ def test_zarr_v3_ngff05_channel_first_nanometres(tmp_path, he):
                     {"name": "y", "type": "space", "unit": "nanometer"},
                     {"name": "x", "type": "space", "unit": "nanometer"},
                 ],
-                "datasets": [
-                    {"path": "s0", "coordinateTransformations": [{"type": "scale", "scale": [1, 250, 250]}]}
-                ],
+                "datasets": [{"path": "s0", "coordinateTransformations": [{"type": "scale", "scale": [1, 250, 250]}]}],
             }
         ],
     }

@@ -1,4 +1,5 @@
 """Hematoxylin level and normalisation on real MoNuSeg images."""
+
 import numpy as np
 import pytest
 
@@ -39,8 +40,9 @@ def test_factor_brings_an_image_to_the_reference_level(images):
     for img, level in ((pale, lp), (dark, ld)):
         k = hematoxylin_factor(img, reference)
         assert k == pytest.approx(reference / level)
-        assert hematoxylin_level(scale_hematoxylin(img, k).round().astype(np.uint8)) == \
-            pytest.approx(reference, rel=0.03)
+        assert hematoxylin_level(scale_hematoxylin(img, k).round().astype(np.uint8)) == pytest.approx(
+            reference, rel=0.03
+        )
     assert hematoxylin_factor(pale, 100 * lp) == FACTOR_RANGE[1]
     assert hematoxylin_factor(pale, None) == 1.0
     glass = np.full((300, 300, 3), 235, np.uint8)

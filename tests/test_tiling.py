@@ -1,4 +1,5 @@
 """Tiling: plans, blending windows, tiled inference (in memory and into zarr)."""
+
 from __future__ import annotations
 
 import math
@@ -38,9 +39,17 @@ def box_blur(batch: np.ndarray) -> np.ndarray:
     return ndimage.uniform_filter(batch, size=(1, 5, 5, 1), mode="reflect").transpose(0, 3, 1, 2)
 
 
-@pytest.mark.parametrize("shape,tile,overlap", [((100, 100), 64, 16), ((257, 513), 64, 8),
-                                                ((1000, 700), 256, 32), ((64, 65), 64, 0),
-                                                ((30, 40), 64, 16), ((30, 200), 64, 16)])
+@pytest.mark.parametrize(
+    "shape,tile,overlap",
+    [
+        ((100, 100), 64, 16),
+        ((257, 513), 64, 8),
+        ((1000, 700), 256, 32),
+        ((64, 65), 64, 0),
+        ((30, 40), 64, 16),
+        ((30, 200), 64, 16),
+    ],
+)
 def test_plan_covers_without_padding(shape, tile, overlap):
     tiles = plan_tiles(shape, tile, overlap)
     cover = np.zeros(shape, int)
@@ -93,12 +102,17 @@ def test_pad_to_and_iter_tiles():
     assert all(np.array_equal(c, img[t.slices]) for t, c in crops)
 
 
-@pytest.mark.parametrize("shape,tile,overlap,window,batch", [((100, 100), 64, 16, "hann", 1),
-                                                             ((257, 513), 64, 8, "gaussian", 3),
-                                                             ((30, 40), 64, 16, "hann", 2),
-                                                             ((30, 130), 64, 16, "constant", 4)])
+@pytest.mark.parametrize(
+    "shape,tile,overlap,window,batch",
+    [
+        ((100, 100), 64, 16, "hann", 1),
+        ((257, 513), 64, 8, "gaussian", 3),
+        ((30, 40), 64, 16, "hann", 2),
+        ((30, 130), 64, 16, "constant", 4),
+    ],
+)
 def test_identity_reproduces_real_image(real_image, shape, tile, overlap, window, batch):
-    img = real_image[:shape[0], 100:100 + shape[1]]
+    img = real_image[: shape[0], 100 : 100 + shape[1]]
     out = predict_tiled(img, identity, tile, overlap, 3, window=window, batch_size=batch)
     assert out.shape == (3, *shape) and out.dtype == np.float32
     np.testing.assert_allclose(out, img.transpose(2, 0, 1).astype(np.float32), atol=1e-5 * 255)
@@ -126,10 +140,10 @@ def test_box_blur_matches_whole_image(real_image):
     for t in plan_tiles((300, 300), 64, 16):
         for y in (t.y0, t.y1):
             if 0 < y < 300:
-                near_edge[max(0, y - 3):y + 3, t.x0:t.x1] = True
+                near_edge[max(0, y - 3) : y + 3, t.x0 : t.x1] = True
         for x in (t.x0, t.x1):
             if 0 < x < 300:
-                near_edge[t.y0:t.y1, max(0, x - 3):x + 3] = True
+                near_edge[t.y0 : t.y1, max(0, x - 3) : x + 3] = True
     assert near_edge.mean() < 0.5
     assert err_const[:, ~near_edge].max() < 1e-3
 
@@ -170,13 +184,21 @@ def test_stitcher_2d_and_out():
 def test_zarr_equals_in_memory(real_image, tmp_path, batch):
     img = real_image[:257, :190]
     mem = predict_tiled(img, box_blur, 64, 16, 3, batch_size=batch)
-    arr = zarr.create_array(store=zarr.storage.MemoryStore(), shape=(3, 257, 190), dtype="float32",
-                            chunks=(3, 64, 64))
+    arr = zarr.create_array(store=zarr.storage.MemoryStore(), shape=(3, 257, 190), dtype="float32", chunks=(3, 64, 64))
     predict_tiled_to_zarr(img, box_blur, arr, 64, 16, 3, batch_size=batch)
     np.testing.assert_allclose(arr[:], mem, atol=1e-4)
     # path output with a post-processing step (threshold -> uint8 mask), rows flushed band by band
-    z = predict_tiled_to_zarr(img, box_blur, tmp_path / "mask.zarr", 64, 16, 3, batch_size=batch,
-                              postprocess=lambda b: b[0] > 128, dtype="uint8")
+    z = predict_tiled_to_zarr(
+        img,
+        box_blur,
+        tmp_path / "mask.zarr",
+        64,
+        16,
+        3,
+        batch_size=batch,
+        postprocess=lambda b: b[0] > 128,
+        dtype="uint8",
+    )
     assert z.shape == (257, 190) and z.dtype == np.uint8
     same = np.asarray(zarr.open_array(str(tmp_path / "mask.zarr"))[:]) == (mem[0] > 128)
     assert same.mean() > 0.9999  # only float-rounding ties at exactly 128 may differ
@@ -196,8 +218,7 @@ def test_start_row_gives_bit_identical_rows_below_it(real_image):
     predict_tiled_to_zarr(img, box_blur, full, 96, 24, 3)
     part = np.full((3, 500, 300), -1.0, np.float32)
     seen = []
-    predict_tiled_to_zarr(img, box_blur, part, 96, 24, 3, start_row=230,
-                          progress=lambda i, n, m: seen.append(n))
+    predict_tiled_to_zarr(img, box_blur, part, 96, 24, 3, start_row=230, progress=lambda i, n, m: seen.append(n))
     assert np.array_equal(part[:, 230:], full[:, 230:])
     assert (part[:, :230] == -1).all()  # rows above it are not touched
     assert seen[-1] < len(plan_tiles((500, 300), 96, 24))  # fewer tiles run
@@ -263,11 +284,25 @@ def test_with_monais_importance_map_the_output_equals_monai(real_image):
 
     window = compute_importance_map((512, 512), mode="gaussian", sigma_scale=0.125).numpy()
     assert [t.y0 for t in plan_tiles((960, 960), 512, 64)][::2] == [0, 448]
-    ours = predict_tiled(img, lambda b: fn(torch.from_numpy(b.transpose(0, 3, 1, 2).copy())).numpy(),
-                         512, 64, 2, window=window, batch_size=2)
+    ours = predict_tiled(
+        img,
+        lambda b: fn(torch.from_numpy(b.transpose(0, 3, 1, 2).copy())).numpy(),
+        512,
+        64,
+        2,
+        window=window,
+        batch_size=2,
+    )
     with torch.no_grad():
-        ref = sliding_window_inference(torch.from_numpy(img.transpose(2, 0, 1)[None].copy()), (512, 512), 2,
-                                       fn, overlap=64 / 512, mode="gaussian", sigma_scale=0.125)[0].numpy()
+        ref = sliding_window_inference(
+            torch.from_numpy(img.transpose(2, 0, 1)[None].copy()),
+            (512, 512),
+            2,
+            fn,
+            overlap=64 / 512,
+            mode="gaussian",
+            sigma_scale=0.125,
+        )[0].numpy()
     scale = np.abs(ref).max()
     assert scale > 1 and np.abs(ours - ref).max() < 1e-5 * scale
     named = predict_tiled(img[:300, :300], box_blur, 64, 16, 3, window="gaussian")

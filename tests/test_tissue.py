@@ -1,4 +1,5 @@
 """Bare glass is found from a slide's coarse level before tiles are read; tissue is never skipped."""
+
 import numpy as np
 import pytest
 import torch

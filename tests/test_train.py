@@ -1,4 +1,5 @@
 """The shared training loop: the weight average (``TrainConfig.ema``) is what gets validated and kept."""
+
 import numpy as np
 import pytest
 

@@ -1,6 +1,7 @@
 """'Train / fine-tune' for the segmenter, enhancer and classifier, in a real napari viewer on real data
 (MoNuSeg nuclei masks, CRCHisto cell points, GlaS graded images): one short epoch each from the shipped
 weights, the live plot, the user weights folder, every widget's model list, Cancel and bad input."""
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,7 @@ def monuseg_sample(shared_data):
 def _window_nuclei(labels: np.ndarray, y0: int, x0: int, side: int) -> np.ndarray:
     """The real instance mask with only the nuclei lying wholly inside a window kept (an annotated region)."""
     inside = np.zeros_like(labels, bool)
-    inside[y0:y0 + side, x0:x0 + side] = True
+    inside[y0 : y0 + side, x0 : x0 + side] = True
     cut = np.unique(labels[~inside])
     out = np.where(inside & ~np.isin(labels, cut), labels, 0)
     assert len(np.unique(out)) > 10
@@ -101,8 +102,9 @@ def test_fine_tune_enhancer_on_annotated_cells(make_napari_viewer, open_dock, qt
     sample, classes = val_sample
     cl = classes + ["unlabeled"]
     labels = np.where(sample.labels < 0, len(classes), sample.labels)
-    pts = CellPoints(sample.yx, labels, np.ones(len(labels), np.float32), np.eye(len(cl), dtype=np.float32)[labels],
-                     cl, 0.55)
+    pts = CellPoints(
+        sample.yx, labels, np.ones(len(labels), np.float32), np.eye(len(cl), dtype=np.float32)[labels], cl, 0.55
+    )
     viewer = make_napari_viewer()
     _image_layer(viewer, sample.image, "crchisto", 0.55)
     data, kwargs, _ = points_layer_data(pts, "my cells")
@@ -122,7 +124,6 @@ def test_fine_tune_classifier_on_graded_images(make_napari_viewer, open_dock, qt
     import csv
 
     from skimage.io import imread
-
 
     rows = [r for r in csv.DictReader(open(shared_data / "glas" / "labels.csv")) if r["split"] == "train"]
     benign = next(r["image"] for r in rows if r["grade"] == "benign")
@@ -149,8 +150,9 @@ def test_fine_tune_classifier_on_graded_images(make_napari_viewer, open_dock, qt
 
 
 @pytest.mark.slow
-def test_cancel_mid_training_saves_nothing_and_the_widget_trains_again(make_napari_viewer, open_dock, qtbot, monuseg_sample,
-                                                                       user_weights):
+def test_cancel_mid_training_saves_nothing_and_the_widget_trains_again(
+    make_napari_viewer, open_dock, qtbot, monuseg_sample, user_weights
+):
 
     s = monuseg_sample
     viewer = make_napari_viewer()
@@ -222,7 +224,6 @@ def test_enhancer_bad_input(make_napari_viewer, open_dock, val_sample, user_weig
 def test_classifier_bad_input(make_napari_viewer, open_dock, shared_data, user_weights):
     from skimage.io import imread
 
-
     image = imread(shared_data / "glas" / "images" / "train_1.jpg")
     viewer = make_napari_viewer()
     _image_layer(viewer, image, "glas", 0.62)
@@ -248,8 +249,8 @@ def _color_pixels(img, hex_color: str, tol: int = 40) -> np.ndarray:
 
     img = img.convertToFormat(QImage.Format.Format_RGBA8888)
     arr = np.frombuffer(img.constBits().asstring(img.sizeInBytes()), np.uint8)
-    arr = arr.reshape(img.height(), img.bytesPerLine() // 4, 4)[:, :img.width(), :3].astype(int)
-    target = np.array([int(hex_color[i:i + 2], 16) for i in (1, 3, 5)])
+    arr = arr.reshape(img.height(), img.bytesPerLine() // 4, 4)[:, : img.width(), :3].astype(int)
+    target = np.array([int(hex_color[i : i + 2], 16) for i in (1, 3, 5)])
     return np.abs(arr - target).max(-1) < tol
 
 
@@ -275,12 +276,12 @@ def test_one_epoch_plot_draws_levels_and_whole_labels_in_a_narrow_dock(sample_vi
     items = plot.legend_items(240)
     for k, (_, _, r) in enumerate(items):
         assert 0 <= r.left() and r.right() < 240
-        assert all(not r.intersects(o) for _, _, o in items[k + 1:])
+        assert all(not r.intersects(o) for _, _, o in items[k + 1 :])
     assert "weighted F1 0.806" in [t for _, t, _ in items]
     legend_h = items[-1][2].bottom() + 1
     n_narrow = _color_pixels(narrow, colors["weighted_f1"])[:legend_h].sum()
     plot.setFixedSize(700, 180)
     qtbot.wait(10)
     wide = plot.grab().toImage()
-    n_wide = _color_pixels(wide, colors["weighted_f1"])[:plot.legend_items(700)[-1][2].bottom() + 1].sum()
+    n_wide = _color_pixels(wide, colors["weighted_f1"])[: plot.legend_items(700)[-1][2].bottom() + 1].sum()
     assert n_wide > 0 and n_narrow >= 0.95 * n_wide, (n_narrow, n_wide)

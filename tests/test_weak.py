@@ -1,5 +1,6 @@
 """Weakly supervised cell types (issue 6): tile labels, Puzzle-CAM loss, threshold sweep, stage-2 checkpoint
 rule, evaluation JSON."""
+
 import json
 from pathlib import Path
 
@@ -75,8 +76,21 @@ def test_shipped_card_records_the_recipe():
 def test_evaluate_json_on_one_real_validation_image(capsys, crchisto):
     from napari_pathreview.cli import main
 
-    rc = main(["evaluate", "weak-cells", "--data", str(crchisto), "--split", "validation", "--limit", "1",
-               "--device", "cpu", "--json"])
+    rc = main(
+        [
+            "evaluate",
+            "weak-cells",
+            "--data",
+            str(crchisto),
+            "--split",
+            "validation",
+            "--limit",
+            "1",
+            "--device",
+            "cpu",
+            "--json",
+        ]
+    )
     assert rc == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for key in ("cam", "puzzle_cam", "sc_cam", "two_stage", "supervised"):
@@ -120,8 +134,9 @@ def test_stage2_retrained_on_the_shipped_cams_keeps_them_and_picks_by_agreement(
     from napari_pathreview.backend.weights import resolve
 
     data = points_subset("train", 8)
-    cfg = weak.WeakConfig(seg_epochs=3, seg_steps=2, seg_batch=2, seg_crop=96, tta_scales=(1.0,), tta_flips=False,
-                          thresholds=(0.5, 0.7))
+    cfg = weak.WeakConfig(
+        seg_epochs=3, seg_steps=2, seg_batch=2, seg_crop=96, tta_scales=(1.0,), tta_flips=False, thresholds=(0.5, 0.7)
+    )
     res = weak.train_weak_cells(data, tmp_path / "w" / "weak", cfg, device="cpu", cams="weak-cells")
     assert [Path(f).name for f in res["files"]] == ["weak.safetensors"]  # no CAM models written
     seg, card, cams = weak.load_weak_cells(tmp_path / "w" / "weak.safetensors", device="cpu")
@@ -130,7 +145,9 @@ def test_stage2_retrained_on_the_shipped_cams_keeps_them_and_picks_by_agreement(
     hist = card.training["history"]
     assert len(hist) == 3 and all({"agreement", "tile_f1"} <= set(r) for r in hist)
     best = max(range(3), key=lambda i: hist[i]["agreement"])
-    assert card.training["best_epoch"] == best + 1 and card.metrics["tune_agreement"] == round(hist[best]["agreement"], 4)
+    assert card.training["best_epoch"] == best + 1 and card.metrics["tune_agreement"] == round(
+        hist[best]["agreement"], 4
+    )
     ref = weak.load_weak_cells(device="cpu")[2]
     for v in weak.VARIANTS:
         a, b = cams[v].state_dict(), ref[v].state_dict()

@@ -1,6 +1,7 @@
 """'Weak cell types' dock as users open it (Plugins > PathReview): CAM Image layers drawn like every heat
 map (translucent, clear at low values, colour bar), a Labels layer and a Points layer, all aligned (same
 scale) with the image. On the bundled sample, and on a GlaS image when the data are there."""
+
 import sys
 
 import numpy as np
@@ -56,7 +57,8 @@ def test_weak_widget_adds_readable_cams_labels_and_points(sample_viewer, open_do
     # every result layer is in the image's units (no "Inconsistent units across layers" warning)
     assert [str(u) for u in image.units] == ["micrometer", "micrometer"]
     assert all(tuple(ly.units) == tuple(image.units) for ly in sample_viewer.layers), [
-        (ly.name, ly.units) for ly in sample_viewer.layers]
+        (ly.name, ly.units) for ly in sample_viewer.layers
+    ]
 
 
 @pytest.mark.slow
@@ -65,8 +67,9 @@ def test_weak_widget_adds_readable_cams_on_a_glas_image(make_napari_viewer, open
 
     viewer = make_napari_viewer()
     rgb = iio.imread(shared_data / "glas" / "images" / "testA_2.jpg")[..., :3]
-    image = viewer.add_image(rgb, name="glas", rgb=True, scale=(0.62, 0.62), translate=(20.0, 40.0),
-                             metadata={"mpp": 0.62})
+    image = viewer.add_image(
+        rgb, name="glas", rgb=True, scale=(0.62, 0.62), translate=(20.0, 40.0), metadata={"mpp": 0.62}
+    )
     w, points = run_weak(viewer, image, qtbot, open_dock)
     assert len(points.data) > 20
 

@@ -11,8 +11,9 @@ from napari_pathreview.backend.weights import ModelCard, choose_device, load_mod
 
 def _small_card(name="tiny"):
     cfg = DetectorConfig(widths=(8, 16), feature_dim=8)
-    return build_detector(cfg), ModelCard(name=name, task="detector", config=cfg.to_dict(),
-                                          classes=list(cfg.classes), mpp=0.5)
+    return build_detector(cfg), ModelCard(
+        name=name, task="detector", config=cfg.to_dict(), classes=list(cfg.classes), mpp=0.5
+    )
 
 
 def test_safetensors_round_trip(tmp_path):
@@ -41,8 +42,11 @@ def test_pickle_checkpoint_that_runs_code_is_refused(tmp_path):
     ckpt = tmp_path / "evil.pt"
     model, card = _small_card()
     card_d = {k: v for k, v in card.__dict__.items() if k != "path"}
-    torch.save({"state_dict": model.state_dict(), "card": card_d, "x": _Payload(marker)}, ckpt,
-               pickle_protocol=pickle.DEFAULT_PROTOCOL)
+    torch.save(
+        {"state_dict": model.state_dict(), "card": card_d, "x": _Payload(marker)},
+        ckpt,
+        pickle_protocol=pickle.DEFAULT_PROTOCOL,
+    )
     with pytest.raises(InputError, match="refused"):
         load_model(ckpt, "detector", "cpu")
     assert not marker.exists()

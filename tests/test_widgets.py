@@ -1,5 +1,6 @@
 """The Detect dock in a real napari viewer (pytest-qt + Xvfb), opened from Plugins > PathReview as a user
 opens it (``open_dock``: napari hands the dock a proxied viewer)."""
+
 import numpy as np
 import pytest
 
@@ -82,8 +83,9 @@ def test_event_loop_never_stalls_while_the_detector_runs(sample_viewer, open_doc
 
     viewer = sample_viewer
     image = viewer.layers[0]
-    viewer.add_image(np.tile(np.asarray(image.data), (4, 4, 1)), name="big", rgb=True, scale=(0.25, 0.25),
-                     metadata={"mpp": 0.25})
+    viewer.add_image(
+        np.tile(np.asarray(image.data), (4, 4, 1)), name="big", rgb=True, scale=(0.25, 0.25), metadata={"mpp": 0.25}
+    )
     w = open_dock(viewer, "detect")
     w.device.setCurrentText("cpu")
     w.image.setCurrentText("big")
@@ -100,8 +102,10 @@ def test_event_loop_never_stalls_while_the_detector_runs(sample_viewer, open_doc
     assert len(gaps) > 50
     run_s = ticks[-1] - ticks[0]
     # a frozen viewer would show one gap as long as the whole run; the measured figure is in docs/reliability.md
-    print(f"\nlongest event-loop stall {gaps.max() * 1000:.0f} ms, 99th percentile "
-          f"{np.percentile(gaps, 99) * 1000:.0f} ms over a {run_s:.1f} s detection")
+    print(
+        f"\nlongest event-loop stall {gaps.max() * 1000:.0f} ms, 99th percentile "
+        f"{np.percentile(gaps, 99) * 1000:.0f} ms over a {run_s:.1f} s detection"
+    )
     assert run_s > 1.0 and gaps.max() < 0.25 * run_s, f"longest event-loop stall {gaps.max() * 1000:.0f} ms"
 
 

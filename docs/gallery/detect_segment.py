@@ -9,6 +9,7 @@ quarter of an hour on a laptop CPU, so the real detector runs once, on one copy,
 repeated at every copy's offset (~65 000 cells, as tests/test_lod.py does). Segment runs for real on the
 sample tile.
 """
+
 import sys
 from pathlib import Path
 
@@ -41,8 +42,10 @@ def _viewer():
 def _mosaic(tile, reps):
     import dask.array as da
 
-    return [da.tile(da.from_array(tile[::2 ** k, ::2 ** k], chunks=tile[::2 ** k, ::2 ** k].shape), (reps, reps, 1))
-            for k in range(6)]
+    return [
+        da.tile(da.from_array(tile[:: 2**k, :: 2**k], chunks=tile[:: 2**k, :: 2**k].shape), (reps, reps, 1))
+        for k in range(6)
+    ]
 
 
 def _repeat_detections(reps):
@@ -64,8 +67,15 @@ def _repeat_detections(reps):
 def detect(out=HERE / "detect.png") -> None:
     viewer = _viewer()
     sample = viewer.open_sample("napari-pathreview", "monuseg_tile")[0]
-    mosaic = viewer.add_image(_mosaic(np.asarray(sample.data), REPS), name="sample mosaic", rgb=True, units="um",
-                              multiscale=True, scale=(0.25, 0.25), metadata={"mpp": 0.25})
+    mosaic = viewer.add_image(
+        _mosaic(np.asarray(sample.data), REPS),
+        name="sample mosaic",
+        rgb=True,
+        units="um",
+        multiscale=True,
+        scale=(0.25, 0.25),
+        metadata={"mpp": 0.25},
+    )
     viewer.layers.remove(sample)
     _repeat_detections(REPS)
     _, w = viewer.window.add_plugin_dock_widget("napari-pathreview", "Detect cells")

@@ -7,6 +7,7 @@ MoNuSeg sample). Run under Xvfb with the xcb platform:
 GLAS_IMAGE defaults to $PATHREVIEW_DATA/glas/images/testA_22.jpg (../shared/data beside the clone);
 without it Explain runs on the bundled sample instead.
 """
+
 import os
 import sys
 from pathlib import Path
@@ -39,8 +40,14 @@ def explain(out=HERE / "explain.png", glas: str | None = None) -> None:
     viewer = _viewer()
     path = Path(glas) if glas else DATA / "glas" / "images" / "testA_22.jpg"
     if path.is_file():
-        viewer.add_image(iio.imread(path)[..., :3], name=path.stem, rgb=True, scale=(0.62, 0.62), units="um",
-                         metadata={"mpp": 0.62, "path": str(path)})  # GlaS: 20x, 0.62 µm/px
+        viewer.add_image(
+            iio.imread(path)[..., :3],
+            name=path.stem,
+            rgb=True,
+            scale=(0.62, 0.62),
+            units="um",
+            metadata={"mpp": 0.62, "path": str(path)},
+        )  # GlaS: 20x, 0.62 µm/px
     else:
         viewer.open_sample("napari-pathreview", "monuseg_tile")
     _, w = viewer.window.add_plugin_dock_widget("napari-pathreview", "Explain")

@@ -12,6 +12,7 @@ to a temporary weights folder, never the user's. Offscreen Qt renders a black ca
 detect / segment come from ``detect_segment.py``, explain / weak from ``explain_weak.py``; the other four
 are here. See README.md beside this file for what each picture shows.
 """
+
 from __future__ import annotations
 
 import os
@@ -188,9 +189,16 @@ def render(name: str) -> None:
 
     real_detect = pipelines.detect  # detect_segment.detect repeats the detections over a mosaic: undo it after
     try:
-        {"detect": detect_segment.detect, "segment": detect_segment.segment, "explain": explain_weak.explain,
-         "weak": explain_weak.weak, "enhance": enhance, "compare": compare, "annotate": annotate,
-         "train": train}[name]()
+        {
+            "detect": detect_segment.detect,
+            "segment": detect_segment.segment,
+            "explain": explain_weak.explain,
+            "weak": explain_weak.weak,
+            "enhance": enhance,
+            "compare": compare,
+            "annotate": annotate,
+            "train": train,
+        }[name]()
     finally:
         pipelines.detect = real_detect
     _compact(HERE / f"{name}.png")

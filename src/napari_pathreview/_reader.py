@@ -4,6 +4,7 @@ Every layer is scaled in microns (``scale = (mpp, mpp)``) so layers of one slide
 computed at another resolution, line up; when the file gives no pixel size the scale is ``(1, 1)``
 (pixels) and ``metadata["mpp"]`` is ``None``.
 """
+
 from __future__ import annotations
 
 import os
@@ -102,6 +103,19 @@ def _polygon_layers(path: str, name: str, scale) -> list[tuple]:
         return []
     colors = {**class_colors(list(dict.fromkeys(names))), **colors}
     edge = [hex_to_rgba(colors[n]) for n in names]
-    return [(rings, {"name": f"{name} polygons", "shape_type": "polygon", "scale": scale, "edge_color": edge,
-                     "face_color": "transparent", "edge_width": 1.0, "features": {"class": names},
-                     "metadata": {"path": path, "pathreview": "annotation", "colors": colors}}, "shapes")]
+    return [
+        (
+            rings,
+            {
+                "name": f"{name} polygons",
+                "shape_type": "polygon",
+                "scale": scale,
+                "edge_color": edge,
+                "face_color": "transparent",
+                "edge_width": 1.0,
+                "features": {"class": names},
+                "metadata": {"path": path, "pathreview": "annotation", "colors": colors},
+            },
+            "shapes",
+        )
+    ]

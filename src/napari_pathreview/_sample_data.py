@@ -2,6 +2,7 @@
 
 The files ship inside the package (``napari_pathreview/sample_data``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -4,6 +4,7 @@ The pixel size is taken from ``meta["metadata"]["mpp"]`` (set by this plugin's r
 the layer's scale when it is not ``(1, 1)`` (napari layers scaled in microns). napari asks before
 replacing an existing file, so these writers overwrite.
 """
+
 from __future__ import annotations
 
 import math
@@ -66,6 +67,7 @@ def write_labels_layer(path: str, data: Any, meta: dict) -> list[str]:
 
 
 # ---- points layers -> QuPath GeoJSON / CSV ------------------------------------------------------
+
 
 def _layer_points(data: Any, meta: dict):
     from .layers import points_from_layer_data

@@ -1,5 +1,6 @@
 """``pathreview demo``: detect cells on the bundled sample and show them in napari, or write the
 results (CSV, GeoJSON) and a rendered PNG when there is no display or ``--out`` is given."""
+
 from __future__ import annotations
 
 import os

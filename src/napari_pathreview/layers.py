@@ -3,6 +3,7 @@
 Every layer of one slide shares the slide layer's scale (µm per level-0 pixel) and translate, so they
 line up whatever the slide's resolution.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +11,7 @@ import numpy as np
 
 def hex_to_rgba(color: str, alpha: float = 1.0) -> np.ndarray:
     h = color.lstrip("#")
-    return np.array([int(h[i:i + 2], 16) / 255 for i in (0, 2, 4)] + [alpha], np.float32)
+    return np.array([int(h[i : i + 2], 16) / 255 for i in (0, 2, 4)] + [alpha], np.float32)
 
 
 def points_layer_data(points, name: str, scale=(1.0, 1.0), translate=(0.0, 0.0), size_um: float = 4.0):
@@ -23,12 +24,23 @@ def points_layer_data(points, name: str, scale=(1.0, 1.0), translate=(0.0, 0.0),
     mpp = points.mpp
     size = size_um / mpp if mpp else 8.0
     kwargs = {
-        "name": name, "scale": tuple(scale), "translate": tuple(translate), "features": table,
-        "face_color": face, "border_color": "black", "border_width": 0.1, "size": size,
-        "metadata": {"classes": list(points.classes), "colors": colors, "mpp": mpp, "source": points.source,
-                     "pathreview": "cells",
-                     # detector feature vectors (N, F), for the enhancer; dropped if the points are edited
-                     "cell_features": None if points.features is None else np.asarray(points.features)},
+        "name": name,
+        "scale": tuple(scale),
+        "translate": tuple(translate),
+        "features": table,
+        "face_color": face,
+        "border_color": "black",
+        "border_width": 0.1,
+        "size": size,
+        "metadata": {
+            "classes": list(points.classes),
+            "colors": colors,
+            "mpp": mpp,
+            "source": points.source,
+            "pathreview": "cells",
+            # detector feature vectors (N, F), for the enhancer; dropped if the points are edited
+            "cell_features": None if points.features is None else np.asarray(points.features),
+        },
     }
     return (np.asarray(points.yx, np.float32).reshape(-1, 2), kwargs, "points")
 
@@ -79,12 +91,22 @@ def points_from_layer_data(data, features=None, metadata=None, face_color=None):
         fc = np.asarray(face_color)
         for n in dict.fromkeys(names):
             colors[n] = rgba_to_hex(fc[names.index(n)])
-    return CellPoints(yx, labels, scores, probs, classes, metadata.get("mpp"), None,
-                      str(metadata.get("source", "")), colors)
+    return CellPoints(
+        yx, labels, scores, probs, classes, metadata.get("mpp"), None, str(metadata.get("source", "")), colors
+    )
 
 
-def edges_layer_data(yx, edges, name: str, scale=(1.0, 1.0), translate=(0.0, 0.0), colormap: str = "magma",
-                     width: float = 1.0, style: str = "line", contrast_limits=None):
+def edges_layer_data(
+    yx,
+    edges,
+    name: str,
+    scale=(1.0, 1.0),
+    translate=(0.0, 0.0),
+    colormap: str = "magma",
+    width: float = 1.0,
+    style: str = "line",
+    contrast_limits=None,
+):
     """Edges (src, dst, weight) between points ``yx`` (N, 2) -> ("vectors") LayerData.
 
     Vectors data (E, 2, 2): start (yx of src) and direction (yx of dst - yx of src); colour by weight
@@ -99,11 +121,19 @@ def edges_layer_data(yx, edges, name: str, scale=(1.0, 1.0), translate=(0.0, 0.0
     if contrast_limits is None:
         lo, hi = (float(w.min()), float(w.max())) if len(w) else (0.0, 1.0)
         contrast_limits = (lo, hi if hi > lo else lo + 1e-6)
-    kwargs = {"name": name, "scale": tuple(scale), "translate": tuple(translate),
-              "features": {"weight": w, "src": np.asarray(src, np.int64), "dst": np.asarray(dst, np.int64)},
-              "edge_color": "weight", "edge_colormap": colormap, "edge_contrast_limits": contrast_limits,
-              "edge_width": width, "vector_style": style, "length": 1.0,
-              "metadata": {"pathreview": "edges"}}
+    kwargs = {
+        "name": name,
+        "scale": tuple(scale),
+        "translate": tuple(translate),
+        "features": {"weight": w, "src": np.asarray(src, np.int64), "dst": np.asarray(dst, np.int64)},
+        "edge_color": "weight",
+        "edge_colormap": colormap,
+        "edge_contrast_limits": contrast_limits,
+        "edge_width": width,
+        "vector_style": style,
+        "length": 1.0,
+        "metadata": {"pathreview": "edges"},
+    }
     return (data, kwargs, "vectors")
 
 
@@ -121,14 +151,24 @@ def labels_layer_data(result, name: str, scale=(1.0, 1.0), translate=(0.0, 0.0))
         down = float(meta.get("downsample", 1.0))
     else:
         data, table, down = result.labels, result.table, float(result.downsample)
-        meta = {"mpp": result.mpp, "classes": list(result.classes), "source": result.source,
-                "params": dict(result.params)}
+        meta = {
+            "mpp": result.mpp,
+            "classes": list(result.classes),
+            "source": result.source,
+            "params": dict(result.params),
+        }
     scale = np.asarray(scale, np.float64)[-2:]
     translate = np.asarray(translate, np.float64)[-2:] + (down - 1) / 2.0 * scale
     features = {"index": np.asarray(table["label"], np.int64)}
     features.update({k: np.asarray(v) for k, v in table.items() if k != "label"})
-    kwargs = {"name": name, "scale": tuple(scale * down), "translate": tuple(translate), "features": features,
-              "opacity": 0.5, "metadata": {**meta, "pathreview": "segmentation", "downsample": down}}
+    kwargs = {
+        "name": name,
+        "scale": tuple(scale * down),
+        "translate": tuple(translate),
+        "features": features,
+        "opacity": 0.5,
+        "metadata": {**meta, "pathreview": "segmentation", "downsample": down},
+    }
     if isinstance(data, (list, tuple)):
         kwargs["multiscale"] = len(data) > 1
         data = list(data) if len(data) > 1 else data[0]
@@ -136,6 +176,7 @@ def labels_layer_data(result, name: str, scale=(1.0, 1.0), translate=(0.0, 0.0))
 
 
 # ---------------------------------------------------------------- heat maps (CAM, Grad-CAM, LRP, rollout)
+
 
 def heat_colormap(colors, name: str, knee: float = 1.0, start: float = 0.0, display_name: str = "") -> dict:
     """Colours from low to high (``(N, 3|4)`` floats in [0, 1]) -> a napari colormap (dict form) that is
@@ -148,8 +189,12 @@ def heat_colormap(colors, name: str, knee: float = 1.0, start: float = 0.0, disp
     pos = start + (1.0 - start) * v
     rgb = np.stack([np.interp(pos, src, colors[:, i]) for i in range(3)], 1)
     alpha = np.clip(v / max(knee, 1e-6), 0.0, 1.0)
-    return {"colors": np.column_stack([rgb, alpha]).astype(np.float32), "controls": v.astype(np.float32),
-            "name": name, "display_name": display_name or name}
+    return {
+        "colors": np.column_stack([rgb, alpha]).astype(np.float32),
+        "controls": v.astype(np.float32),
+        "name": name,
+        "display_name": display_name or name,
+    }
 
 
 def named_heat_colormap(name: str) -> dict:
@@ -169,26 +214,42 @@ def has_evidence(heat) -> bool:
     return bool(heat.size and np.nanmax(heat) > 0)
 
 
-def heat_layer_data(heat, name: str, colormap: dict, scale=(1.0, 1.0), translate=(0.0, 0.0),
-                    contrast_limits=(0.0, 1.0), opacity: float = 0.7, gamma: float = 1.0, metadata=None,
-                    units=None):
+def heat_layer_data(
+    heat,
+    name: str,
+    colormap: dict,
+    scale=(1.0, 1.0),
+    translate=(0.0, 0.0),
+    contrast_limits=(0.0, 1.0),
+    opacity: float = 0.7,
+    gamma: float = 1.0,
+    metadata=None,
+    units=None,
+):
     """A heat map ``(H, W)`` -> ("image") LayerData drawn over the slide: translucent blending (additive
     washes pale H&E out to white), ``colormap`` transparent at low values (:func:`heat_colormap`), values
     from ``contrast_limits``; ``units``: the slide layer's (so a scale bar reads the same). The widget turns
     on the layer's colour bar once it is added."""
     lo, hi = (float(c) for c in contrast_limits)
-    kwargs = {"name": name, "colormap": colormap, "blending": "translucent", "opacity": float(opacity),
-              "contrast_limits": (lo, hi if hi > lo else lo + 1e-6), "gamma": float(gamma),
-              "scale": tuple(scale), "translate": tuple(translate), "interpolation2d": "linear",
-              "metadata": {**dict(metadata or {}), "pathreview": (metadata or {}).get("pathreview", "heat")}}
+    kwargs = {
+        "name": name,
+        "colormap": colormap,
+        "blending": "translucent",
+        "opacity": float(opacity),
+        "contrast_limits": (lo, hi if hi > lo else lo + 1e-6),
+        "gamma": float(gamma),
+        "scale": tuple(scale),
+        "translate": tuple(translate),
+        "interpolation2d": "linear",
+        "metadata": {**dict(metadata or {}), "pathreview": (metadata or {}).get("pathreview", "heat")},
+    }
     if units is not None:
         kwargs["units"] = tuple(str(u) for u in units)[-2:]
     return (np.asarray(heat, np.float32), kwargs, "image")
 
 
 #: where the dark low end of a colour map stops: lines drawn in it over H&E would read as black
-LINE_COLORMAP_START = {"magma": 0.4, "inferno": 0.4, "viridis": 0.35, "cividis": 0.45, "turbo": 0.15,
-                       "plasma": 0.3}
+LINE_COLORMAP_START = {"magma": 0.4, "inferno": 0.4, "viridis": 0.35, "cividis": 0.45, "turbo": 0.15, "plasma": 0.3}
 
 
 def line_colormap(name: str) -> dict:
@@ -198,7 +259,8 @@ def line_colormap(name: str) -> dict:
     from napari.utils.colormaps import ensure_colormap  # napari's colour tables; no Qt
 
     colors = ensure_colormap(name).map(np.linspace(0.0, 1.0, 64, dtype=np.float32))
-    cmap = heat_colormap(colors, f"pathreview-line-{name}", start=LINE_COLORMAP_START.get(name, 0.0),
-                         display_name=f"{name} (bright)")
+    cmap = heat_colormap(
+        colors, f"pathreview-line-{name}", start=LINE_COLORMAP_START.get(name, 0.0), display_name=f"{name} (bright)"
+    )
     cmap["colors"][:, 3] = 1.0
     return cmap

@@ -29,6 +29,7 @@ points.
 Coordinates are the layer's data pixels (row, col); a view is the axis-aligned data rectangle that
 the canvas shows plus the canvas size in screen pixels.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -65,7 +66,7 @@ class View:
         return View(self.y0 - dy, self.x0 - dx, self.y1 + dy, self.x1 + dx, self.height, self.width)
 
     def contains(self, other: View) -> bool:
-        return (self.y0 <= other.y0 and self.x0 <= other.x0 and self.y1 >= other.y1 and self.x1 >= other.x1)
+        return self.y0 <= other.y0 and self.x0 <= other.x0 and self.y1 >= other.y1 and self.x1 >= other.x1
 
 
 def in_view(yx: np.ndarray, view: View) -> np.ndarray:
@@ -98,7 +99,7 @@ class DensityPyramid:
     counts: np.ndarray  # level-0 cell counts (H, W), int32
 
     def bin_of(self, k: int) -> float:
-        return self.bin * 2 ** k
+        return self.bin * 2**k
 
     def level_for(self, view: View) -> int:
         """The coarsest level whose bins are still no larger than ~2 screen pixels in this view."""
@@ -112,9 +113,18 @@ class DensityPyramid:
         return (b, b), (self.origin[0] + b / 2.0, self.origin[1] + b / 2.0)
 
 
-def density_pyramid(yx: np.ndarray, codes: np.ndarray, palette: np.ndarray, *, bin: float | None = None,
-                    max_raster: int = 2048, min_side: int = 256, extent=None, min_alpha: float = 0.3,
-                    max_classes: int = 16) -> DensityPyramid:
+def density_pyramid(
+    yx: np.ndarray,
+    codes: np.ndarray,
+    palette: np.ndarray,
+    *,
+    bin: float | None = None,
+    max_raster: int = 2048,
+    min_side: int = 256,
+    extent=None,
+    min_alpha: float = 0.3,
+    max_classes: int = 16,
+) -> DensityPyramid:
     """Class-colour density pyramid of N cells.
 
     yx: (N, 2) data pixels; codes: (N,) index into ``palette`` (K, 4) float RGBA of each cell's class
@@ -141,7 +151,7 @@ def density_pyramid(yx: np.ndarray, codes: np.ndarray, palette: np.ndarray, *, b
     codes = codes[keep]
     # levels 1..top halve exactly: level 0 is padded to a multiple of 2**top bins
     top = int(max(0, np.ceil(np.log2(max(int(shape0.max()), 1) / max(min_side, 1)))))
-    shape0 = -(-shape0 // 2 ** top) * 2 ** top
+    shape0 = -(-shape0 // 2**top) * 2**top
     h0, w0 = int(shape0[0]), int(shape0[1])
     flat0 = rel[:, 0] * w0 + rel[:, 1]
     ucodes, local = np.unique(codes, return_inverse=True)
@@ -192,8 +202,17 @@ class PointsLOD:
     image); shown: (N,) bool, cells filtered out by the user (never drawn, not in the density).
     """
 
-    def __init__(self, yx, colors=None, shown=None, *, budget: int = DEFAULT_POINT_BUDGET,
-                 screen_px_per_cell: float = 64.0, margin: float = 0.25, max_raster: int = 2048):
+    def __init__(
+        self,
+        yx,
+        colors=None,
+        shown=None,
+        *,
+        budget: int = DEFAULT_POINT_BUDGET,
+        screen_px_per_cell: float = 64.0,
+        margin: float = 0.25,
+        max_raster: int = 2048,
+    ):
         self.yx = np.asarray(yx, np.float32).reshape(-1, 2)
         n = len(self.yx)
         self.shown = np.ones(n, bool) if shown is None else np.broadcast_to(np.asarray(shown, bool), (n,))
@@ -214,9 +233,14 @@ class PointsLOD:
         """The density pyramid of the shown cells (computed on first use, then kept)."""
         if self._pyramid is None:
             codes, pal = palette_codes(self.colors) if len(self.colors) else (np.zeros(0, np.int64), np.ones((1, 4)))
-            ext = ((self.yx.min(0), self.yx.max(0)) if len(self.yx) else None)
-            self._pyramid = density_pyramid(self.yx[self.shown], codes[self.shown] if len(codes) else codes, pal,
-                                            max_raster=self.max_raster, extent=ext)
+            ext = (self.yx.min(0), self.yx.max(0)) if len(self.yx) else None
+            self._pyramid = density_pyramid(
+                self.yx[self.shown],
+                codes[self.shown] if len(codes) else codes,
+                pal,
+                max_raster=self.max_raster,
+                extent=ext,
+            )
         return self._pyramid
 
     def limit(self, view: View) -> int:
@@ -249,8 +273,16 @@ class LinesDecision:
 class LinesLOD:
     """What to draw of E lines (starts (E, 2), ends (E, 2), data pixels; weights (E,), larger first)."""
 
-    def __init__(self, starts, ends, weights=None, *, budget: int = DEFAULT_LINE_BUDGET,
-                 margin: float = 0.25, min_line_px: float = 1.5):
+    def __init__(
+        self,
+        starts,
+        ends,
+        weights=None,
+        *,
+        budget: int = DEFAULT_LINE_BUDGET,
+        margin: float = 0.25,
+        min_line_px: float = 1.5,
+    ):
         self.starts = np.asarray(starts, np.float32).reshape(-1, 2)
         self.ends = np.asarray(ends, np.float32).reshape(-1, 2)
         e = len(self.starts)
@@ -269,5 +301,5 @@ class LinesLOD:
         idx = np.flatnonzero(in_view(self.starts, covered) | in_view(self.ends, covered))
         if len(idx) <= self.budget:
             return LinesDecision("all", len(idx), idx, covered)
-        top = idx[np.argpartition(-self.weights[idx], self.budget - 1)[:self.budget]]
+        top = idx[np.argpartition(-self.weights[idx], self.budget - 1)[: self.budget]]
         return LinesDecision("top", len(idx), np.sort(top), covered)

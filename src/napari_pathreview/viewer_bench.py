@@ -6,6 +6,7 @@ force a draw of the canvas (``QOpenGLWidget.grab()``, which runs vispy's paint) 
 and the Qt events it queues; with level of detail the controller's update (normally 50 ms after the
 last camera event) is run first and counted. Medians over a few frames.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,8 +44,15 @@ def synthetic_slide(n_cells: int, n_lines: int, side: float, seed: int = 0):
     labels = np.concatenate([labels_blob, labels_rest]).astype(np.int64)
     probs = np.full((n_cells, k), 0.05, np.float32)
     probs[np.arange(n_cells), labels] = 0.8
-    cells = CellPoints(yx, labels, rng.uniform(0.3, 1.0, n_cells).astype(np.float32), probs, list(CLASSES),
-                       mpp=0.25, source="synthetic")
+    cells = CellPoints(
+        yx,
+        labels,
+        rng.uniform(0.3, 1.0, n_cells).astype(np.float32),
+        probs,
+        list(CLASSES),
+        mpp=0.25,
+        source="synthetic",
+    )
     _, nn = cKDTree(yx).query(yx, k=6)
     src = rng.permutation(n_cells)[np.arange(n_lines) % n_cells]
     dst = nn[src, rng.integers(1, 6, n_lines)]
@@ -56,13 +64,21 @@ def _median(xs) -> float:
     return float(np.median(np.asarray(xs, float)))
 
 
-def run_viewer_bench(n_cells: int = 1_000_000, n_lines: int = 1_000_000, side: float = 40_000.0,
-                     frames: int = 3, window=(1200, 900), seed: int = 0) -> dict:
+def run_viewer_bench(
+    n_cells: int = 1_000_000,
+    n_lines: int = 1_000_000,
+    side: float = 40_000.0,
+    frames: int = 3,
+    window=(1200, 900),
+    seed: int = 0,
+) -> dict:
     from .backend.errors import InputError
 
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        raise InputError("the viewer bench draws in a napari window and needs a display: run it under "
-                         "xvfb-run, e.g. xvfb-run -a -s '-screen 0 1280x1024x24' pathreview bench viewer --json")
+        raise InputError(
+            "the viewer bench draws in a napari window and needs a display: run it under "
+            "xvfb-run, e.g. xvfb-run -a -s '-screen 0 1280x1024x24' pathreview bench viewer --json"
+        )
     import napari
     from qtpy.QtWidgets import QApplication
 
@@ -150,16 +166,33 @@ def run_viewer_bench(n_cells: int = 1_000_000, n_lines: int = 1_000_000, side: f
 
     ours, ref = _median(lod_out), _median(ref_out)
     r = lambda x: round(float(x), 4)
-    return {"name": "viewer",
-            "reference": "napari drawing all cells and lines (no level of detail), same viewer and layers",
-            "n_cells": n_cells, "n_lines": n_lines, "slide_px": side, "canvas_hw": [h, w],
-            "ours_s": r(ours), "reference_s": r(ref), "ratio": round(ours / ref, 5),
-            "zoomed_in_ours_s": r(_median(lod_in)), "zoomed_in_reference_s": r(_median(ref_in)),
-            "zoomed_in_ratio": round(_median(lod_in) / _median(ref_in), 5),
-            "switch_to_zoomed_in_s": r(switch_in_s), "switch_back_out_s": r(switch_out_s),
-            "build_reference_s": r(build_s), "build_ours_s": r(build_s + attach_s), "lod_attach_s": r(attach_s),
-            "first_frame_reference_s": r(first_frame_s), "first_frame_ours_s": r(lod_first_s),
-            "frames_ours_s": [r(x) for x in lod_out], "frames_reference_s": [r(x) for x in ref_out],
-            "zoomed_out_modes": out_modes, "zoomed_in_modes": in_modes, "zoomed_in_drawn": in_counts,
-            "density_levels": [list(lv.shape[:2]) for lv in pyr.levels], "density_bin_px": pyr.bin,
-            "synthetic_data_s": r(synth_s), "gl_renderer": renderer}
+    return {
+        "name": "viewer",
+        "reference": "napari drawing all cells and lines (no level of detail), same viewer and layers",
+        "n_cells": n_cells,
+        "n_lines": n_lines,
+        "slide_px": side,
+        "canvas_hw": [h, w],
+        "ours_s": r(ours),
+        "reference_s": r(ref),
+        "ratio": round(ours / ref, 5),
+        "zoomed_in_ours_s": r(_median(lod_in)),
+        "zoomed_in_reference_s": r(_median(ref_in)),
+        "zoomed_in_ratio": round(_median(lod_in) / _median(ref_in), 5),
+        "switch_to_zoomed_in_s": r(switch_in_s),
+        "switch_back_out_s": r(switch_out_s),
+        "build_reference_s": r(build_s),
+        "build_ours_s": r(build_s + attach_s),
+        "lod_attach_s": r(attach_s),
+        "first_frame_reference_s": r(first_frame_s),
+        "first_frame_ours_s": r(lod_first_s),
+        "frames_ours_s": [r(x) for x in lod_out],
+        "frames_reference_s": [r(x) for x in ref_out],
+        "zoomed_out_modes": out_modes,
+        "zoomed_in_modes": in_modes,
+        "zoomed_in_drawn": in_counts,
+        "density_levels": [list(lv.shape[:2]) for lv in pyr.levels],
+        "density_bin_px": pyr.bin,
+        "synthetic_data_s": r(synth_s),
+        "gl_renderer": renderer,
+    }

@@ -3,6 +3,7 @@
 A region someone annotated is taken to be annotated *completely*: the training crop is the bounding box
 of the annotated cells plus a margin, so cells outside the annotated region are not taught as background.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,8 +13,17 @@ from .datasets import PointsSample
 from .errors import InputError
 
 
-def points_sample(image, yx, names, classes, mpp: float | None, model_mpp: float | None,
-                  name: str = "viewer", margin_um: float = 8.0, min_size: int = 256) -> PointsSample:
+def points_sample(
+    image,
+    yx,
+    names,
+    classes,
+    mpp: float | None,
+    model_mpp: float | None,
+    name: str = "viewer",
+    margin_um: float = 8.0,
+    min_size: int = 256,
+) -> PointsSample:
     """One annotated image region as a PointsSample at the model's pixel size.
 
     Args:
@@ -58,8 +68,16 @@ def points_sample(image, yx, names, classes, mpp: float | None, model_mpp: float
     return PointsSample(name, "train", crop, pts.astype(np.float32), labels)
 
 
-def mask_sample(image, labels, mpp: float, data_mpp: float, name: str = "viewer", offset=(0, 0),
-                margin_um: float = 4.0, max_pixels: float = 1e8):
+def mask_sample(
+    image,
+    labels,
+    mpp: float,
+    data_mpp: float,
+    name: str = "viewer",
+    offset=(0, 0),
+    margin_um: float = 4.0,
+    max_pixels: float = 1e8,
+):
     """Nuclei painted in a Labels array -> one ``segmentation.MaskSample`` at ``data_mpp``.
 
     The training region is the bounding box of the painted pixels plus ``margin_um`` (taken to be
@@ -81,8 +99,10 @@ def mask_sample(image, labels, mpp: float, data_mpp: float, name: str = "viewer"
     if len(labels.shape) != 2:
         raise InputError(f"{name}: labels of shape {tuple(labels.shape)}; paint nuclei in a 2-D Labels layer")
     if float(np.prod(labels.shape)) > max_pixels:
-        raise InputError(f"{name}: a {labels.shape[0]}x{labels.shape[1]} Labels layer is too large to read; "
-                         "paint the nuclei in a Labels layer of a region (crop the image first)")
+        raise InputError(
+            f"{name}: a {labels.shape[0]}x{labels.shape[1]} Labels layer is too large to read; "
+            "paint the nuclei in a Labels layer of a region (crop the image first)"
+        )
     lab = np.asarray(labels)
     if not np.issubdtype(lab.dtype, np.integer) and lab.dtype != bool:
         raise InputError(f"{name}: labels must be integers (instance ids), got {lab.dtype}")
@@ -100,7 +120,7 @@ def mask_sample(image, labels, mpp: float, data_mpp: float, name: str = "viewer"
     ly0, lx0 = max(0, y0 - oy), max(0, x0 - ox)
     ly1, lx1 = min(lab.shape[0], y1 - oy), min(lab.shape[1], x1 - ox)
     region = np.zeros((y1 - y0, x1 - x0), np.int32)
-    region[ly0 + oy - y0:ly1 + oy - y0, lx0 + ox - x0:lx1 + ox - x0] = lab[ly0:ly1, lx0:lx1]
+    region[ly0 + oy - y0 : ly1 + oy - y0, lx0 + ox - x0 : lx1 + ox - x0] = lab[ly0:ly1, lx0:lx1]
     ids = np.unique(region[region > 0])
     instances = not (len(ids) == 1 and ndimage.label(region > 0)[1] > 1)
     scale = float(mpp) / float(data_mpp)
@@ -113,8 +133,9 @@ def mask_sample(image, labels, mpp: float, data_mpp: float, name: str = "viewer"
     return MaskSample(name, "train", crop, region, instances)
 
 
-def labelled_region(image, label: str, mpp: float | None, model_mpp: float, name: str = "viewer", box=None,
-                    max_pixels: float = 16e6):
+def labelled_region(
+    image, label: str, mpp: float | None, model_mpp: float, name: str = "viewer", box=None, max_pixels: float = 16e6
+):
     """An image (or a ``box`` of it) with one class -> ``classification.LabelledImage`` for training.
 
     Args:
@@ -138,6 +159,8 @@ def labelled_region(image, label: str, mpp: float | None, model_mpp: float, name
         image, shape = np.asarray(level0[y0:y1, x0:x1]), (y1 - y0, x1 - x0)
     f = (float(mpp) / float(model_mpp)) if mpp else 1.0
     if shape[0] * shape[1] * f * f > max_pixels:
-        raise InputError(f"{name}: {shape[0]}x{shape[1]} px is too large to train on as one image; draw "
-                         "rectangles over the regions to use in a Shapes layer with a 'class' feature")
+        raise InputError(
+            f"{name}: {shape[0]}x{shape[1]} px is too large to train on as one image; draw "
+            "rectangles over the regions to use in a Shapes layer with a 'class' feature"
+        )
     return LabelledImage(name, Path(name), "train", [str(label)], image=image, mpp=mpp)

@@ -5,6 +5,7 @@ Rules (see docs/reliability.md): a command never writes over its own input (not 
 ``--overwrite``), and never over an existing file it did not write unless ``--overwrite`` is given. What
 pathreview wrote is recorded per output in the batch records (``backend.batch``), not guessed.
 """
+
 from __future__ import annotations
 
 import os
@@ -53,11 +54,13 @@ def writable_folder(folder: str | Path, option: str = "--out") -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise InputError(f"{folder}: cannot create this folder ({e.strerror}); give {option} a folder you "
-                         "can write to") from None
+        raise InputError(
+            f"{folder}: cannot create this folder ({e.strerror}); give {option} a folder you can write to"
+        ) from None
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"{folder}: cannot write in this folder (permission denied); give {option} a folder "
-                         "you can write to")
+        raise InputError(
+            f"{folder}: cannot write in this folder (permission denied); give {option} a folder you can write to"
+        )
     return folder
 
 
@@ -83,8 +86,10 @@ def refuse_input_as_output(target: str | Path, inputs) -> None:
     Never lifted by ``--overwrite``: a command's input is the user's and is read while it runs."""
     for i in inputs:
         if same_or_nested(target, i):
-            raise InputError(f"{target}: is the input {i} (or holds it, or lies inside it); pathreview never "
-                             "writes over its input, not even with --overwrite - choose another --out")
+            raise InputError(
+                f"{target}: is the input {i} (or holds it, or lies inside it); pathreview never "
+                "writes over its input, not even with --overwrite - choose another --out"
+            )
 
 
 def refuse_foreign(target: str | Path, owned: bool = False, overwrite: bool = False) -> None:
@@ -92,5 +97,7 @@ def refuse_foreign(target: str | Path, owned: bool = False, overwrite: bool = Fa
     ``overwrite`` is not given: a file beside the slide (a QuPath export, a hand-corrected table) is the
     user's."""
     if not overwrite and not owned and os.path.lexists(target):
-        raise InputError(f"{target}: already exists and was not written by this pathreview job (or was changed "
-                         "since); pass --overwrite to replace it, or choose another --out")
+        raise InputError(
+            f"{target}: already exists and was not written by this pathreview job (or was changed "
+            "since); pass --overwrite to replace it, or choose another --out"
+        )

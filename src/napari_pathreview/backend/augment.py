@@ -1,4 +1,5 @@
 """Augmentations for H&E tiles (numpy, channel-last uint8 or float in [0, 1])."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,8 +25,9 @@ def hed_jitter(img: np.ndarray, rng: np.random.Generator, sigma: float = 0.05, b
     return np.clip(out, 0, 1).astype(np.float32)
 
 
-def pale_nuclei(img: np.ndarray, fg: np.ndarray, rng: np.random.Generator, low: float = 0.35,
-                high: float = 0.8, rim_px: float = 3.0) -> np.ndarray:
+def pale_nuclei(
+    img: np.ndarray, fg: np.ndarray, rng: np.random.Generator, low: float = 0.35, high: float = 0.8, rim_px: float = 3.0
+) -> np.ndarray:
     """Vesicular-nucleus augmentation: the stain (optical density, every channel, so the hue stays) inside
     the foreground scaled by one factor in [low, high], fully from ``rim_px`` pixels inside each
     nucleus' border and ramping to 1 at the border, so nuclei keep a darker rim and get a pale centre;
@@ -63,8 +65,10 @@ def random_dihedral(arrays: list[np.ndarray], rng: np.random.Generator) -> list[
 
 # ---- segmentation augmentations (HSV, blur, noise, grid distortion, Laplacian-pyramid blending) -----
 
-def hsv_jitter(img: np.ndarray, rng: np.random.Generator, h: float = 0.03, s: float = 0.15,
-               v: float = 0.1) -> np.ndarray:
+
+def hsv_jitter(
+    img: np.ndarray, rng: np.random.Generator, h: float = 0.03, s: float = 0.15, v: float = 0.1
+) -> np.ndarray:
     """Random hue shift (±h of the circle), saturation (×1±s) and value (×1±v); img (H, W, 3) float [0, 1]."""
     from skimage.color import hsv2rgb, rgb2hsv
 
@@ -88,8 +92,13 @@ def gaussian_noise(img: np.ndarray, rng: np.random.Generator, max_std: float = 0
     return np.clip(img + rng.normal(0, rng.uniform(0, max_std), img.shape), 0, 1).astype(np.float32)
 
 
-def grid_distortion(arrays: list[np.ndarray], rng: np.random.Generator, steps: int = 5,
-                    limit: float = 0.3, orders: list[int] | None = None) -> list[np.ndarray]:
+def grid_distortion(
+    arrays: list[np.ndarray],
+    rng: np.random.Generator,
+    steps: int = 5,
+    limit: float = 0.3,
+    orders: list[int] | None = None,
+) -> list[np.ndarray]:
     """The same random grid distortion of every (H, W[, C]) array (albumentations' GridDistortion).
 
     The image is cut into ``steps`` x ``steps`` cells whose sides are stretched by 1±``limit`` (smoothly
@@ -112,8 +121,11 @@ def grid_distortion(arrays: list[np.ndarray], rng: np.random.Generator, steps: i
         if a.ndim == 2:
             out.append(map_coordinates(a, [yy, xx], order=order, mode="reflect").astype(a.dtype))
         else:
-            out.append(np.stack([map_coordinates(a[..., c], [yy, xx], order=order, mode="reflect")
-                                 for c in range(a.shape[2])], -1).astype(a.dtype))
+            out.append(
+                np.stack(
+                    [map_coordinates(a[..., c], [yy, xx], order=order, mode="reflect") for c in range(a.shape[2])], -1
+                ).astype(a.dtype)
+            )
     return out
 
 

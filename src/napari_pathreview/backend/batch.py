@@ -11,6 +11,7 @@ the rest, so each output is written once. ``scheduler``: the address of an exist
 ``dask.distributed`` scheduler; otherwise ``workers > 1`` starts a LocalCluster of that many
 single-threaded workers; ``workers <= 1`` runs here.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -81,8 +82,12 @@ class SlideJob:
 
     def is_done(self) -> bool:
         entry = (self.entries() or {}).get(str(self.key.get("job")))
-        return bool(entry and entry.get("done") and entry.get("key") == self.key
-                    and all((self.record.parent / o["name"]).exists() for o in entry.get("outputs", [])))
+        return bool(
+            entry
+            and entry.get("done")
+            and entry.get("key") == self.key
+            and all((self.record.parent / o["name"]).exists() for o in entry.get("outputs", []))
+        )
 
     def owns(self, path: Path) -> bool:
         """True when a record of this stem lists ``path`` as written (unchanged) or claimed by pathreview."""
@@ -97,20 +102,32 @@ class SlideJob:
             _remove(self.record)
             return
         with atomic_path(self.record) as tmp:
-            Path(tmp).write_text(json.dumps({"format": RECORD_FORMAT, "writer": "pathreview", "jobs": jobs},
-                                            indent=1))
+            Path(tmp).write_text(json.dumps({"format": RECORD_FORMAT, "writer": "pathreview", "jobs": jobs}, indent=1))
 
     def claim(self, planned) -> dict:
         """Record that this job is about to write ``planned`` (unfinished); returns the record before."""
         before = self.entries() or {}
-        self._write({**before, str(self.key.get("job")): {
-            "key": self.key, "done": False, "input": self.path, "outputs": [{"name": Path(p).name} for p in planned]}})
+        self._write(
+            {
+                **before,
+                str(self.key.get("job")): {
+                    "key": self.key,
+                    "done": False,
+                    "input": self.path,
+                    "outputs": [{"name": Path(p).name} for p in planned],
+                },
+            }
+        )
         return before
 
     def finish(self, written) -> None:
         jobs = self.entries() or {}
-        jobs[str(self.key.get("job"))] = {"key": self.key, "done": True, "input": self.path,
-                                          "outputs": [fingerprint(Path(p)) for p in written]}
+        jobs[str(self.key.get("job"))] = {
+            "key": self.key,
+            "done": True,
+            "input": self.path,
+            "outputs": [fingerprint(Path(p)) for p in written],
+        }
         self._write(jobs)
 
 
@@ -139,16 +156,27 @@ def check_outputs(jobs, planned: Callable | None, inputs, overwrite: bool = Fals
     another kind."""
     for job in jobs:
         if job.entries() is None and not overwrite:
-            raise InputError(f"{job.record}: exists and is not a pathreview record; pass --overwrite to "
-                             "replace it, or choose another --out")
-        for p in (planned(job.stem) if planned else []):
+            raise InputError(
+                f"{job.record}: exists and is not a pathreview record; pass --overwrite to "
+                "replace it, or choose another --out"
+            )
+        for p in planned(job.stem) if planned else []:
             refuse_input_as_output(p, inputs)
             refuse_foreign(p, owned=job.owns(p), overwrite=overwrite)
 
 
-def run_batch(inputs, out: str | Path, run: Callable, job_key: dict, workers: int = 1,
-              scheduler: str | None = None, progress: ProgressFn | None = None, cancel=None,
-              planned: Callable | None = None, overwrite: bool = False) -> dict:
+def run_batch(
+    inputs,
+    out: str | Path,
+    run: Callable,
+    job_key: dict,
+    workers: int = 1,
+    scheduler: str | None = None,
+    progress: ProgressFn | None = None,
+    cancel=None,
+    planned: Callable | None = None,
+    overwrite: bool = False,
+) -> dict:
     """Run ``run(path, stem)`` for every input not already done with the same ``job_key``.
 
     Returns ``{"written": [...], "skipped": [inputs already done], "ran": [inputs computed]}``.
@@ -183,13 +211,24 @@ def run_batch(inputs, out: str | Path, run: Callable, job_key: dict, workers: in
         return result
     from distributed import Client, LocalCluster, as_completed
 
-    cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                                  dashboard_address=None)
+    cluster = (
+        None
+        if scheduler
+        else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    )
     try:
         with Client(scheduler or cluster) as client:
-            futures = [client.submit(_run_one, run, job, planned(job.stem) if planned else None,
-                                     key=f"pathreview-{job.stem.name}-{abs(hash(job.path))}", pure=False)
-                       for job in todo]
+            futures = [
+                client.submit(
+                    _run_one,
+                    run,
+                    job,
+                    planned(job.stem) if planned else None,
+                    key=f"pathreview-{job.stem.name}-{abs(hash(job.path))}",
+                    pure=False,
+                )
+                for job in todo
+            ]
             for i, fut in enumerate(as_completed(futures)):
                 if cancel is not None and cancel.is_set():
                     client.cancel(futures)

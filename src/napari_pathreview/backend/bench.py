@@ -3,6 +3,7 @@
 Each benchmark returns a dict with at least ``name``, ``reference``, ``ours_s``, ``reference_s`` and
 ``ratio`` (our time over the reference's; < 1 means faster), plus whatever else it measured.
 """
+
 from __future__ import annotations
 
 import gc
@@ -20,6 +21,7 @@ def bench(name: str):
     def deco(fn):
         BENCHES[name] = fn
         return fn
+
     return deco
 
 
@@ -41,8 +43,7 @@ def _cells(n: int, rng, density_per_px2: float = 1 / 250.0, jitter: float = 2.0)
     side = float(np.sqrt(n / density_per_px2))
     gt = rng.uniform(0, side, (n, 2))
     k = int(0.9 * n)
-    pred = np.vstack([gt[rng.permutation(n)[:k]] + rng.normal(0, jitter, (k, 2)),
-                      rng.uniform(0, side, (n - k, 2))])
+    pred = np.vstack([gt[rng.permutation(n)[:k]] + rng.normal(0, jitter, (k, 2)), rng.uniform(0, side, (n - k, 2))])
     return pred, gt
 
 
@@ -69,14 +70,21 @@ def bench_matching(n: int = 1_000_000, dense_n: int = 5000, radius: float = 6.0,
     f1 = lambda tp, a, b: 2 * tp / (a + b)
     pred_l, gt_l = _cells(n, rng)
     m_big, t_big = timed(match_points, pred_l, gt_l, radius)
-    return {"name": "matching", "reference": f"scipy linear_sum_assignment dense {dense_n}x{dense_n}",
-            "n": n, "dense_n": dense_n, "ours_s": round(t_small, 4), "reference_s": round(t_dense, 4),
-            "ratio": round(t_small / t_dense, 5),
-            "same_f1": bool(len(m_small.pred_idx) == n_dense),
-            "f1_ours": round(f1(len(m_small.pred_idx), dense_n, dense_n), 6),
-            "f1_dense": round(f1(n_dense, dense_n, dense_n), 6),
-            "large_n_s": round(t_big, 2), "large_n_f1": round(f1(len(m_big.pred_idx), n, n), 4),
-            "peak_rss_mb": round(peak_rss_mb(), 1)}
+    return {
+        "name": "matching",
+        "reference": f"scipy linear_sum_assignment dense {dense_n}x{dense_n}",
+        "n": n,
+        "dense_n": dense_n,
+        "ours_s": round(t_small, 4),
+        "reference_s": round(t_dense, 4),
+        "ratio": round(t_small / t_dense, 5),
+        "same_f1": bool(len(m_small.pred_idx) == n_dense),
+        "f1_ours": round(f1(len(m_small.pred_idx), dense_n, dense_n), 6),
+        "f1_dense": round(f1(n_dense, dense_n, dense_n), 6),
+        "large_n_s": round(t_big, 2),
+        "large_n_f1": round(f1(len(m_big.pred_idx), n, n), 4),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
 
 
 def run_bench(name: str, **kw) -> dict:
@@ -113,7 +121,7 @@ def matmul_ceiling_gflops(n: int = 2048, repeats: int = 8) -> float:
         t = time.perf_counter()
         a @ b
         best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best / 1e9
+    return 2 * n**3 / best / 1e9
 
 
 def _dense_model(task: str | None, compile: bool = False):
@@ -158,8 +166,16 @@ def _dense_model(task: str | None, compile: bool = False):
 
 
 @bench("tiling")
-def bench_tiling(size: int = 4096, tile: int = 512, overlap: int = 64, batch: int = 4,
-                 task: str | None = None, repeats: int = 2, compile: bool = True, precision: str = "fp32") -> dict:
+def bench_tiling(
+    size: int = 4096,
+    tile: int = 512,
+    overlap: int = 64,
+    batch: int = 4,
+    task: str | None = None,
+    repeats: int = 2,
+    compile: bool = True,
+    precision: str = "fp32",
+) -> dict:
     """Ours: tiling.predict_tiled (minimal-padding plan). Reference: MONAI's sliding_window_inference with
     the same model, tile, overlap and Gaussian blending, same image. Both blend with MONAI's own
     importance map (``compute_importance_map``, sigma 0.125 of the tile), so the outputs must agree to
@@ -213,8 +229,16 @@ def bench_tiling(size: int = 4096, tile: int = 512, overlap: int = 64, batch: in
 
     def run_ref():
         with torch.inference_mode():
-            out, t = timed(sliding_window_inference, x, (tile, tile), batch, fn, overlap=overlap / tile,
-                           mode="gaussian", sigma_scale=0.125)
+            out, t = timed(
+                sliding_window_inference,
+                x,
+                (tile, tile),
+                batch,
+                fn,
+                overlap=overlap / tile,
+                mode="gaussian",
+                sigma_scale=0.125,
+            )
         t_ref_all.append(t)
         return out
 
@@ -235,24 +259,42 @@ def bench_tiling(size: int = 4096, tile: int = 512, overlap: int = 64, batch: in
     ref = ref[0].numpy()
     step = int(tile * (1 - overlap / tile))
     n_ref = (-(-(size - tile) // step) + 1) ** 2
-    return {"name": "tiling", "reference": "monai.inferers.sliding_window_inference (gaussian)",
-            "model": card.name, "size": size, "tile": tile, "overlap": overlap, "batch": batch,
-            "ours_s": round(t_ours, 2), "reference_s": round(t_ref, 2), "ratio": round(t_ours / t_ref, 3),
-            "ours_all_s": [round(t, 2) for t in t_ours_all], "reference_all_s": [round(t, 2) for t in t_ref_all],
-            "tiles_ours": n_tiles, "tiles_reference": n_ref,
-            "max_abs_diff": float(np.abs(ours - ref).max()), "mean_abs_diff": float(np.abs(ours - ref).mean()),
-            "gflops_achieved": round(flops_tile * n_tiles / t_ours / 1e9, 1),
-            "gflops_ceiling_matmul": round(ceiling, 1),
-            "fraction_of_ceiling": round(flops_tile * n_tiles / t_ours / 1e9 / ceiling, 3),
-            "peak_rss_mb_before": round(rss0, 1), "peak_rss_mb_after_ours": round(rss_ours, 1),
-            "peak_rss_mb": round(peak_rss_mb(), 1), "compiled": bool(compile),
-            "warmup_s": round(t_compile, 1), "device": "cpu", "threads": torch.get_num_threads(),
-            "precision_ours": precision, "precision_reference": "fp32"}
+    return {
+        "name": "tiling",
+        "reference": "monai.inferers.sliding_window_inference (gaussian)",
+        "model": card.name,
+        "size": size,
+        "tile": tile,
+        "overlap": overlap,
+        "batch": batch,
+        "ours_s": round(t_ours, 2),
+        "reference_s": round(t_ref, 2),
+        "ratio": round(t_ours / t_ref, 3),
+        "ours_all_s": [round(t, 2) for t in t_ours_all],
+        "reference_all_s": [round(t, 2) for t in t_ref_all],
+        "tiles_ours": n_tiles,
+        "tiles_reference": n_ref,
+        "max_abs_diff": float(np.abs(ours - ref).max()),
+        "mean_abs_diff": float(np.abs(ours - ref).mean()),
+        "gflops_achieved": round(flops_tile * n_tiles / t_ours / 1e9, 1),
+        "gflops_ceiling_matmul": round(ceiling, 1),
+        "fraction_of_ceiling": round(flops_tile * n_tiles / t_ours / 1e9 / ceiling, 3),
+        "peak_rss_mb_before": round(rss0, 1),
+        "peak_rss_mb_after_ours": round(rss_ours, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "compiled": bool(compile),
+        "warmup_s": round(t_compile, 1),
+        "device": "cpu",
+        "threads": torch.get_num_threads(),
+        "precision_ours": precision,
+        "precision_reference": "fp32",
+    }
 
 
 @bench("segment-zarr")
-def bench_segment_zarr(height: int = 6144, width: int = 1536, mpp: float = 0.5, tile: int = 512,
-                       overlap: int = 64) -> dict:
+def bench_segment_zarr(
+    height: int = 6144, width: int = 1536, mpp: float = 0.5, tile: int = 512, overlap: int = 64
+) -> dict:
     """Ours: segmentation.segment_to_zarr over a lazy OME-Zarr slide (bands of rows streamed to an
     OME-Zarr labels store). Reference: the in-memory segmentation.segment of the same slide (whole maps
     in memory). Peak RSS is measured after ours and then after the reference (it only grows), so
@@ -287,14 +329,27 @@ def bench_segment_zarr(height: int = 6144, width: int = 1536, mpp: float = 0.5, 
         n_ours = int(ours.max())
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return {"name": "segment-zarr", "reference": "segmentation.segment (in memory, same slide)",
-            "model": card.name, "shape": [height, width], "mpp": mpp, "tile": tile, "overlap": overlap,
-            "ours_s": round(t_ours, 2), "reference_s": round(t_ref, 2), "ratio": round(t_ours / t_ref, 3),
-            "peak_rss_mb_before": round(rss0, 1), "peak_rss_mb_after_ours": round(rss_ours, 1),
-            "peak_rss_mb_after_reference": round(rss_ref, 1),
-            "full_maps_mb": round(4 * 4 * height * width / 2 ** 20, 1),
-            "foreground_agreement": same_fg, "instances_ours": n_ours, "instances_reference": len(res),
-            "device": "cpu", "threads": torch.get_num_threads()}
+    return {
+        "name": "segment-zarr",
+        "reference": "segmentation.segment (in memory, same slide)",
+        "model": card.name,
+        "shape": [height, width],
+        "mpp": mpp,
+        "tile": tile,
+        "overlap": overlap,
+        "ours_s": round(t_ours, 2),
+        "reference_s": round(t_ref, 2),
+        "ratio": round(t_ours / t_ref, 3),
+        "peak_rss_mb_before": round(rss0, 1),
+        "peak_rss_mb_after_ours": round(rss_ours, 1),
+        "peak_rss_mb_after_reference": round(rss_ref, 1),
+        "full_maps_mb": round(4 * 4 * height * width / 2**20, 1),
+        "foreground_agreement": same_fg,
+        "instances_ours": n_ours,
+        "instances_reference": len(res),
+        "device": "cpu",
+        "threads": torch.get_num_threads(),
+    }
 
 
 def _child_target(q, fn, args):
@@ -360,12 +415,21 @@ def bench_enhancer(sizes=(1_000, 10_000, 100_000, 1_000_000), dense_max: int = 1
             row["dense_s"], row["dense_rss_mb"] = _in_child(_enhancer_forward, n, "dense")
         rows.append({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
     ref = [r for r in rows if "dense_s" in r][-1]
-    return {"name": "enhancer", "reference": "dense masked N x N attention (same model, same mask)",
-            "model": default_model("enhancer"), "rows": rows, "n_compared": ref["n"], "ours_s": ref["sparse_s"],
-            "reference_s": ref["dense_s"], "ratio": round(ref["sparse_s"] / ref["dense_s"], 3),
-            "largest_n": rows[-1]["n"], "largest_sparse_s": rows[-1]["sparse_s"],
-            "largest_sparse_rss_mb": rows[-1]["sparse_rss_mb"], "device": "cpu",
-            "threads": torch.get_num_threads()}
+    return {
+        "name": "enhancer",
+        "reference": "dense masked N x N attention (same model, same mask)",
+        "model": default_model("enhancer"),
+        "rows": rows,
+        "n_compared": ref["n"],
+        "ours_s": ref["sparse_s"],
+        "reference_s": ref["dense_s"],
+        "ratio": round(ref["sparse_s"] / ref["dense_s"], 3),
+        "largest_n": rows[-1]["n"],
+        "largest_sparse_s": rows[-1]["sparse_s"],
+        "largest_sparse_rss_mb": rows[-1]["sparse_rss_mb"],
+        "device": "cpu",
+        "threads": torch.get_num_threads(),
+    }
 
 
 GLASS = 236  # the bright grey of bare glass in bright-field scans (tissue.is_background treats it as glass)
@@ -384,22 +448,32 @@ def _sparse_slide(path, size: int, mpp: float, n_blocks: int = 16) -> int:
     from .slides import write_ome_zarr
 
     block = int(round(1000 * 0.25 / mpp))
-    files = sorted((Path(__file__).resolve().parents[3].parent / "shared" / "data" / "monuseg" / "images")
-                   .glob("*.png"))
+    files = sorted(
+        (Path(__file__).resolve().parents[3].parent / "shared" / "data" / "monuseg" / "images").glob("*.png")
+    )
     if files:
         tissue = [imread(f)[:1000, :1000, :3] for f in files[:n_blocks]]
     else:  # installed without ../shared: the bundled sample
         tissue = [_mosaic(1000)] * n_blocks
     if block != 1000:
-        tissue = [(resize(t, (block, block), anti_aliasing=True, preserve_range=True) + 0.5).astype(np.uint8)
-                  for t in tissue]
+        tissue = [
+            (resize(t, (block, block), anti_aliasing=True, preserve_range=True) + 0.5).astype(np.uint8) for t in tissue
+        ]
     n = size // block
     side = int(np.ceil(np.sqrt(n_blocks)))
-    where = {(round((i + 0.5) * n / side - 0.5), round((j + 0.5) * n / side - 0.5)): k
-             for k, (i, j) in enumerate((i, j) for i in range(side) for j in range(side)) if k < n_blocks}
+    where = {
+        (round((i + 0.5) * n / side - 0.5), round((j + 0.5) * n / side - 0.5)): k
+        for k, (i, j) in enumerate((i, j) for i in range(side) for j in range(side))
+        if k < n_blocks
+    }
     glass = da.full((block, block, 3), GLASS, dtype=np.uint8, chunks=(block, block, 3))
-    grid = [[da.from_array(tissue[where[(i, j)] % len(tissue)], chunks=(block, block, 3)) if (i, j) in where
-             else glass for j in range(n)] for i in range(n)]
+    grid = [
+        [
+            da.from_array(tissue[where[(i, j)] % len(tissue)], chunks=(block, block, 3)) if (i, j) in where else glass
+            for j in range(n)
+        ]
+        for i in range(n)
+    ]
     image = da.concatenate([da.concatenate(row, axis=1) for row in grid], axis=0)
     write_ome_zarr(path, image, mpp, chunks=1024, fill_value=GLASS)
     return len(where) * block * block
@@ -412,8 +486,7 @@ def _segment_slide(path: str, out: str) -> tuple:
     store = segment_file(path, out, device="cpu")
     from .segmentation import read_table_csv
 
-    return (time.perf_counter() - t, int(len(read_table_csv(Path(store) / "instances.csv")["label"])),
-            peak_rss_mb())
+    return (time.perf_counter() - t, int(len(read_table_csv(Path(store) / "instances.csv")["label"])), peak_rss_mb())
 
 
 def _detect_slide(path: str) -> tuple:
@@ -449,22 +522,40 @@ def bench_slide_memory(sizes=(10_000, 40_000), mpp: float = 0.5, n_blocks: int =
             write_s = time.perf_counter() - t
             (seg_s, n_inst, seg_mb), _ = _in_child(_segment_slide, str(slide), str(work / f"seg{size}.zarr"))
             (det_s, n_cells, det_mb), _ = _in_child(_detect_slide, str(slide))
-            rows.append({"size": size, "gigapixels": round(size * size / 1e9, 3), "tissue_px": tissue,
-                         "write_slide_s": round(write_s, 1), "segment_s": round(seg_s, 1),
-                         "segment_peak_rss_mb": round(seg_mb, 1), "instances": n_inst, "detect_s": round(det_s, 1),
-                         "detect_peak_rss_mb": round(det_mb, 1), "cells": n_cells})
+            rows.append(
+                {
+                    "size": size,
+                    "gigapixels": round(size * size / 1e9, 3),
+                    "tissue_px": tissue,
+                    "write_slide_s": round(write_s, 1),
+                    "segment_s": round(seg_s, 1),
+                    "segment_peak_rss_mb": round(seg_mb, 1),
+                    "instances": n_inst,
+                    "detect_s": round(det_s, 1),
+                    "detect_peak_rss_mb": round(det_mb, 1),
+                    "cells": n_cells,
+                }
+            )
             shutil.rmtree(slide, ignore_errors=True)
             shutil.rmtree(work / f"seg{size}.zarr", ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     small, large = rows[0], rows[-1]
-    return {"name": "slide-memory", "reference": f"the same pipeline on the {small['size']}² slide",
-            "rows": rows, "mpp": mpp, "ours_s": large["segment_s"], "reference_s": small["segment_s"],
-            "ratio": round(large["segment_peak_rss_mb"] / small["segment_peak_rss_mb"], 3),
-            "ratio_is": "segmentation peak RSS, largest slide / smallest",
-            "detect_rss_ratio": round(large["detect_peak_rss_mb"] / small["detect_peak_rss_mb"], 3),
-            "area_ratio": round((large["size"] / small["size"]) ** 2, 1), "device": "cpu",
-            "threads": torch.get_num_threads()}
+    return {
+        "name": "slide-memory",
+        "reference": f"the same pipeline on the {small['size']}² slide",
+        "rows": rows,
+        "mpp": mpp,
+        "ours_s": large["segment_s"],
+        "reference_s": small["segment_s"],
+        "ratio": round(large["segment_peak_rss_mb"] / small["segment_peak_rss_mb"], 3),
+        "ratio_is": "segmentation peak RSS, largest slide / smallest",
+        "detect_rss_ratio": round(large["detect_peak_rss_mb"] / small["detect_peak_rss_mb"], 3),
+        "area_ratio": round((large["size"] / small["size"]) ** 2, 1),
+        "device": "cpu",
+        "threads": torch.get_num_threads(),
+    }
+
 
 def _segment_slide_at(path: str, out: str, precision: str) -> tuple:
     from .pipelines import segment_file
@@ -511,8 +602,14 @@ def bench_slide_throughput(size: int = 40_000, mpp: float = 0.5, n_blocks: int =
         for p in ("fp32", precision):
             (seg_s, n_inst), _ = _in_child(_segment_slide_at, str(slide), str(work / f"seg-{p}.zarr"), p)
             (det_s, yx, labels), _ = _in_child(_detect_slide_at, str(slide), p)
-            res[p] = {"segment_s": round(seg_s, 1), "instances": n_inst, "detect_s": round(det_s, 1),
-                      "cells": len(yx), "yx": yx, "labels": labels}
+            res[p] = {
+                "segment_s": round(seg_s, 1),
+                "instances": n_inst,
+                "detect_s": round(det_s, 1),
+                "cells": len(yx),
+                "yx": yx,
+                "labels": labels,
+            }
         a = open_slide(work / "seg-fp32.zarr").levels[0]
         b = open_slide(work / f"seg-{precision}.zarr").levels[0]
         fa, fb = da.asarray(a) > 0, da.asarray(b) > 0
@@ -527,14 +624,24 @@ def bench_slide_throughput(size: int = 40_000, mpp: float = 0.5, n_blocks: int =
         r["detect_mpx_per_s"] = round(mpx / r["detect_s"], 1)
     same = float((ref["labels"][m.gt_idx] == low["labels"][m.pred_idx]).mean()) if len(m.gt_idx) else 1.0
     strip = lambda r: {k: v for k, v in r.items() if k not in ("yx", "labels")}
-    return {"name": "slide-throughput", "reference": "the same pipelines at fp32", "size": size, "mpp": mpp,
-            "precision": precision, "ours": strip(low), "fp32": strip(ref),
-            "ours_s": low["segment_s"], "reference_s": ref["segment_s"],
-            "ratio": round(low["segment_s"] / ref["segment_s"], 3),
-            "detect_ratio": round(low["detect_s"] / ref["detect_s"], 3),
-            "label_dice": round(2 * int(inter) / max(1, int(sa) + int(sb)), 5),
-            "matched_cell_f1": round(2 * len(m.gt_idx) / max(1, ref["cells"] + low["cells"]), 4),
-            "same_class": round(same, 4), "device": "cpu", "threads": torch.get_num_threads()}
+    return {
+        "name": "slide-throughput",
+        "reference": "the same pipelines at fp32",
+        "size": size,
+        "mpp": mpp,
+        "precision": precision,
+        "ours": strip(low),
+        "fp32": strip(ref),
+        "ours_s": low["segment_s"],
+        "reference_s": ref["segment_s"],
+        "ratio": round(low["segment_s"] / ref["segment_s"], 3),
+        "detect_ratio": round(low["detect_s"] / ref["detect_s"], 3),
+        "label_dice": round(2 * int(inter) / max(1, int(sa) + int(sb)), 5),
+        "matched_cell_f1": round(2 * len(m.gt_idx) / max(1, ref["cells"] + low["cells"]), 4),
+        "same_class": round(same, 4),
+        "device": "cpu",
+        "threads": torch.get_num_threads(),
+    }
 
 
 def _cpu_flags() -> list[str]:
@@ -547,8 +654,9 @@ def _cpu_flags() -> list[str]:
 
 
 @bench("train-step")
-def bench_train_step(widths=((16, 32, 64, 128), (32, 64, 128, 256)), batch: int = 8, tile: int = 256,
-                     repeats: int = 4, seed: int = 0) -> dict:
+def bench_train_step(
+    widths=((16, 32, 64, 128), (32, 64, 128, 256)), batch: int = 8, tile: int = 256, repeats: int = 4, seed: int = 0
+) -> dict:
     """Ours: one segmenter training step (forward, segmenter loss, backward, AdamW) under bfloat16
     autocast (``train --amp``). Reference: the same step in float32. Batch of ``batch`` random
     ``tile``² tiles; median of ``repeats`` steps after two warm-up steps, per encoder ``widths``; the
@@ -581,9 +689,18 @@ def bench_train_step(widths=((16, 32, 64, 128), (32, 64, 128, 256)), batch: int 
         row["ratio"] = round(row["bf16_s"] / row["fp32_s"], 3)
         rows.append(row)
     last = rows[-1]
-    return {"name": "train-step", "reference": "the same segmenter training step in float32",
-            "ours_s": last["bf16_s"], "reference_s": last["fp32_s"], "ratio": last["ratio"], "rows": rows,
-            "batch": batch, "tile": tile, "threads": torch.get_num_threads(), "cpu_flags": _cpu_flags()}
+    return {
+        "name": "train-step",
+        "reference": "the same segmenter training step in float32",
+        "ours_s": last["bf16_s"],
+        "reference_s": last["fp32_s"],
+        "ratio": last["ratio"],
+        "rows": rows,
+        "batch": batch,
+        "tile": tile,
+        "threads": torch.get_num_threads(),
+        "cpu_flags": _cpu_flags(),
+    }
 
 
 # ---------------------------------------------------------------- reduced precision (issue 30)
@@ -598,8 +715,10 @@ def _data_root() -> Path:
     env = os.environ.get("PATHREVIEW_DATA")
     root = Path(env) if env else Path(__file__).resolve().parents[4] / "shared" / "data"
     if not (root / "crchisto").is_dir() or not (root / "monuseg").is_dir():
-        raise InputError(f"bench precision needs the annotated data sets (crchisto/, monuseg/) at {root}; "
-                         "set PATHREVIEW_DATA to their folder (docs/data-formats.md)")
+        raise InputError(
+            f"bench precision needs the annotated data sets (crchisto/, monuseg/) at {root}; "
+            "set PATHREVIEW_DATA to their folder (docs/data-formats.md)"
+        )
     return root
 
 
@@ -643,8 +762,13 @@ def bench_precision(precisions=("bf16",), device: str = "cpu", record: bool = Fa
     dev = torch.device(device)
     for p in precisions:
         resolve(p, dev)  # refuses fp16 on a CPU
-    res = {"device": str(dev), "native": list(native(dev.type)), "cpu_flags": _cpu_flags(),
-           "bounds": PRECISION_BOUNDS, "models": {}}
+    res = {
+        "device": str(dev),
+        "native": list(native(dev.type)),
+        "cpu_flags": _cpu_flags(),
+        "bounds": PRECISION_BOUNDS,
+        "models": {},
+    }
     samples, _ = load_points_dataset(root / "crchisto", "validation")
     samples = samples[:limit] if limit else samples
 
@@ -663,8 +787,12 @@ def bench_precision(precisions=("bf16",), device: str = "cpu", record: bool = Fa
         return [pipelines.detect(s.image, det_name, mpp=card.mpp, device=device, precision=p) for s in samples]
 
     def enh_run(p):
-        return [pipelines.enhance(s.image, weights=enh_name, mpp=card.mpp, device=device, return_attention=False,
-                                  precision=p).enhanced for s in samples]
+        return [
+            pipelines.enhance(
+                s.image, weights=enh_name, mpp=card.mpp, device=device, return_attention=False, precision=p
+            ).enhanced
+            for s in samples
+        ]
 
     for name, task, run in ((det_name, "detector", det_run), (enh_name, "enhancer", enh_run)):
         ref, t_ref = timed_runs(run, "fp32")
@@ -684,11 +812,20 @@ def bench_precision(precisions=("bf16",), device: str = "cpu", record: bool = Fa
             n = sum(a["n"] for a in agree)
             f1 = 2 * n / max(1, sum(a["na"] + a["nb"] for a in agree))
             same = sum(a["same"] * a["n"] for a in agree) / max(1, n)
-            ok = (f1 >= PRECISION_BOUNDS["matched_f1"] and abs(wf - wf_ref) <= PRECISION_BOUNDS["metric_delta"]
-                  and same >= PRECISION_BOUNDS["same_class"])
-            entry["by_precision"][p] = {"matched_f1": round(f1, 4), "same_class": round(same, 4),
-                                        "weighted_f1": round(wf, 4), "delta": round(wf - wf_ref, 4),
-                                        "seconds": round(t, 2), "time_ratio": round(t / t_ref, 3), "verified": ok}
+            ok = (
+                f1 >= PRECISION_BOUNDS["matched_f1"]
+                and abs(wf - wf_ref) <= PRECISION_BOUNDS["metric_delta"]
+                and same >= PRECISION_BOUNDS["same_class"]
+            )
+            entry["by_precision"][p] = {
+                "matched_f1": round(f1, 4),
+                "same_class": round(same, 4),
+                "weighted_f1": round(wf, 4),
+                "delta": round(wf - wf_ref, 4),
+                "seconds": round(t, 2),
+                "time_ratio": round(t / t_ref, 3),
+                "verified": ok,
+            }
         res["models"][name] = entry
 
     # segmenters on their held-out MoNuSeg images
@@ -705,16 +842,27 @@ def bench_precision(precisions=("bf16",), device: str = "cpu", record: bool = Fa
         ref, t_ref = timed_runs(seg_run, "fp32")
         m_ref = [score_pair(r, s.labels, s.instances) for r, s in zip(ref, segs)]
         d_ref = float(np.mean([m["dice"] for m in m_ref]))
-        entry = {"task": "segmenter", "images": len(segs), "fp32_seconds": round(t_ref, 2),
-                 "fp32_dice": round(d_ref, 4), "by_precision": {}}
+        entry = {
+            "task": "segmenter",
+            "images": len(segs),
+            "fp32_seconds": round(t_ref, 2),
+            "fp32_dice": round(d_ref, 4),
+            "by_precision": {},
+        }
         for p in precisions:
             out, t = timed_runs(seg_run, p)
             ld = float(np.mean([dice(a > 0, b > 0) for a, b in zip(ref, out)]))
             m = [score_pair(o, s.labels, s.instances) for o, s in zip(out, segs)]
             d = float(np.mean([x["dice"] for x in m]))
             ok = ld >= PRECISION_BOUNDS["label_dice"] and abs(d - d_ref) <= PRECISION_BOUNDS["metric_delta"]
-            entry["by_precision"][p] = {"label_dice": round(ld, 5), "dice": round(d, 4), "delta": round(d - d_ref, 4),
-                                        "seconds": round(t, 2), "time_ratio": round(t / t_ref, 3), "verified": ok}
+            entry["by_precision"][p] = {
+                "label_dice": round(ld, 5),
+                "dice": round(d, 4),
+                "delta": round(d - d_ref, 4),
+                "seconds": round(t, 2),
+                "time_ratio": round(t / t_ref, 3),
+                "verified": ok,
+            }
         res["models"][name] = entry
 
     if record:
@@ -723,9 +871,12 @@ def bench_precision(precisions=("bf16",), device: str = "cpu", record: bool = Fa
             card_json = json.loads(path.read_text())
             card_json["training"]["precision"] = {
                 "verified": [p for p, r in entry["by_precision"].items() if r["verified"]],
-                "measured": entry, "device": res["device"], "bounds": PRECISION_BOUNDS,
+                "measured": entry,
+                "device": res["device"],
+                "bounds": PRECISION_BOUNDS,
                 "command": "pathreview bench precision --record --json",
-                "date": datetime.date.today().isoformat()}
+                "date": datetime.date.today().isoformat(),
+            }
             tmp = path.with_suffix(".json.tmp")
             tmp.write_text(json.dumps(card_json, indent=2) + "\n")
             tmp.replace(path)

@@ -5,6 +5,7 @@ Pixels vs microns: a classifier works at its card's ``mpp``. An input at ``mpp``
 training data's scale: GlaS 0.62 µm/px). Images whose model-scale side exceeds ``card.params["tile"]``
 are classified (and explained, see ``backend.explain``) tile by tile; tile probabilities are averaged.
 """
+
 from __future__ import annotations
 
 import csv
@@ -94,6 +95,7 @@ def targets_of(images: list[LabelledImage], classes: list[str]) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- input at the model's scale
+
 
 def to_model_scale(image, card, mpp: float | None = None) -> np.ndarray:
     """An ``(H, W, C)`` array or a Slide -> float32 ``(h, w, C)`` in [0, 1] at the card's mpp.
@@ -193,7 +195,7 @@ def predict_probs(model, card, images_hwc: np.ndarray, tta: bool = False, cancel
     with torch.no_grad():
         for t in tiles:
             check_cancel(cancel)
-            crops = np.stack([pad_for_model(im[t.y0:t.y1, t.x0:t.x1], card) for im in images_hwc])
+            crops = np.stack([pad_for_model(im[t.y0 : t.y1, t.x0 : t.x1], card) for im in images_hwc])
             for f in flips:
                 c = np.flip(crops, f) if f else crops
                 acc = acc + probabilities(model(normalise(c, card).to(dev)), card).float().cpu().numpy()
@@ -216,6 +218,7 @@ def decide(probs: np.ndarray, card) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- metrics and threshold search
+
 
 def binary_auc(scores: np.ndarray, target: np.ndarray) -> float | None:
     """Area under the ROC curve (Mann-Whitney U, ties count half); None when one class is absent."""
@@ -254,7 +257,8 @@ def classification_metrics(probs: np.ndarray, targets: np.ndarray, card) -> dict
         "balanced_accuracy": float(np.mean(recalls)) if recalls else None,
         "auc": per[classes[1]]["auc"] if binary else (float(np.mean(aucs)) if aucs else None),
         "f1": per[classes[1]]["f1"] if binary else float(np.mean([per[c]["f1"] for c in classes])),
-        "per_class": per, "n_images": int(len(t)),
+        "per_class": per,
+        "n_images": int(len(t)),
     }
 
 
@@ -278,6 +282,7 @@ def search_thresholds(probs: np.ndarray, targets: np.ndarray, multilabel: bool) 
 
 # ---------------------------------------------------------------- training
 
+
 def _holdout(targets: np.ndarray, n: int, rng) -> np.ndarray:
     """Indices of ``n`` held-out images, stratified by each image's first label."""
     key = targets.argmax(1)
@@ -295,7 +300,7 @@ def _crop(img: np.ndarray, side: int, rng) -> np.ndarray:
     img = pad_to(img, side, side)[0]
     y = int(rng.integers(img.shape[0] - side + 1))
     x = int(rng.integers(img.shape[1] - side + 1))
-    return img[y:y + side, x:x + side]
+    return img[y : y + side, x : x + side]
 
 
 def _augment(crop: np.ndarray, rng) -> np.ndarray:
@@ -330,13 +335,32 @@ def classifier_loss(model, x, y, loss_fn, multilabel: bool, recon_weight: float 
     return loss
 
 
-def train_classifier(data, out, epochs: int = 30, seed: int = 0, device=None, crop: int = 192,
-                     batch_size: int = 16, steps_per_epoch: int = 16, data_mpp: float = GLAS_MPP,
-                     model_mpp: float = 2 * GLAS_MPP, tune_images: int = 10, lr: float | None = None,
-                     widths=(16, 32, 64, 128), se: bool = False, loss: str = "ce", head: str = "linear",
-                     decoder: bool = False, arch: str = "cnn", progress: ProgressFn | None = None, cancel=None,
-                     command: str = "", on_epoch=None, checkpoints: bool = False,
-                     init: str | Path | None = None):
+def train_classifier(
+    data,
+    out,
+    epochs: int = 30,
+    seed: int = 0,
+    device=None,
+    crop: int = 192,
+    batch_size: int = 16,
+    steps_per_epoch: int = 16,
+    data_mpp: float = GLAS_MPP,
+    model_mpp: float = 2 * GLAS_MPP,
+    tune_images: int = 10,
+    lr: float | None = None,
+    widths=(16, 32, 64, 128),
+    se: bool = False,
+    loss: str = "ce",
+    head: str = "linear",
+    decoder: bool = False,
+    arch: str = "cnn",
+    progress: ProgressFn | None = None,
+    cancel=None,
+    command: str = "",
+    on_epoch=None,
+    checkpoints: bool = False,
+    init: str | Path | None = None,
+):
     """Train a classifier on ``data/labels.csv`` (split ``train``) and save weights + card to ``out``.
 
     ``tune_images`` train images (stratified, chosen by ``seed``) are held out to pick the checkpoint
@@ -371,8 +395,7 @@ def train_classifier(data, out, epochs: int = 30, seed: int = 0, device=None, cr
         data_desc = "in-memory: " + ", ".join(s.name for s in images)[:300]
     present = sorted({c for s in images for c in s.labels})
     if len(present) < 2:
-        raise InputError(f"{data_desc}: need images of at least two classes to train a classifier, "
-                         f"found {present}")
+        raise InputError(f"{data_desc}: need images of at least two classes to train a classifier, found {present}")
     base = None
     if init is not None:
         model, base = load_model(init, None, dev)
@@ -393,14 +416,19 @@ def train_classifier(data, out, epochs: int = 30, seed: int = 0, device=None, cr
         cfg = ViTConfig(classes=tuple(classes), img_size=crop, multilabel=multi)
         model = build_vit(cfg).to(dev)
     else:
-        cfg = ClassifierConfig(classes=tuple(classes), widths=tuple(widths), se=se, multilabel=multi, head=head,
-                               decoder=decoder)
+        cfg = ClassifierConfig(
+            classes=tuple(classes), widths=tuple(widths), se=se, multilabel=multi, head=head, decoder=decoder
+        )
         model = build_classifier(cfg).to(dev)
-    card = ModelCard(name=Path(out).stem, task="vit" if arch == "vit" else "classifier", config=cfg.to_dict(),
-                     classes=list(classes),
-                     mpp=float(model_mpp), params={"input_mpp": float(data_mpp), "tile": 512, "tta": True,
-                                                   "thresholds": [0.5] * len(classes)},
-                     licence="research use only (inherited from the GlaS training data)")
+    card = ModelCard(
+        name=Path(out).stem,
+        task="vit" if arch == "vit" else "classifier",
+        config=cfg.to_dict(),
+        classes=list(classes),
+        mpp=float(model_mpp),
+        params={"input_mpp": float(data_mpp), "tile": 512, "tta": True, "thresholds": [0.5] * len(classes)},
+        licence="research use only (inherited from the GlaS training data)",
+    )
     if base is not None:  # a fine-tuned model keeps its base's scales, normalisation and inference settings
         card.mpp, card.normalisation, card.colors = base.mpp, base.normalisation, base.colors
         card.licence = base.licence
@@ -411,8 +439,9 @@ def train_classifier(data, out, epochs: int = 30, seed: int = 0, device=None, cr
     fit_i = np.setdiff1d(np.arange(len(images)), tune_i)
     if tune_images and len(np.unique(targets[fit_i].argmax(1))) < len(np.unique(targets.argmax(1))):
         fit_i = tune_i = np.arange(len(images))  # too few images to hold any out
-    pix = [to_model_scale(s.image if s.image is not None else open_slide(s.path), card, s.mpp or data_mpp)
-           for s in images]
+    pix = [
+        to_model_scale(s.image if s.image is not None else open_slide(s.path), card, s.mpp or data_mpp) for s in images
+    ]
     fit_pix, fit_t = [pix[i] for i in fit_i], targets[fit_i]
     weights = _sample_weights(fit_t)
     loss_fn = build_loss(loss, multi)
@@ -432,8 +461,9 @@ def train_classifier(data, out, epochs: int = 30, seed: int = 0, device=None, cr
         if not len(tune_i):
             return {"score": 0.0}
         p, t = tune_probs(m), targets[tune_i]
-        nll = float(-np.mean(np.log(np.clip((p * t).sum(1) if not multi else np.where(t > 0, p, 1 - p).prod(1),
-                                            1e-6, 1))))
+        nll = float(
+            -np.mean(np.log(np.clip((p * t).sum(1) if not multi else np.where(t > 0, p, 1 - p).prod(1), 1e-6, 1)))
+        )
         acc = classification_metrics(p, t, card)["accuracy"]
         return {"score": acc - 0.1 * nll, "accuracy": acc, "nll": nll}
 
@@ -443,10 +473,12 @@ def train_classifier(data, out, epochs: int = 30, seed: int = 0, device=None, cr
             save_model(m, card, Path(str(out) + ".checkpoint"))
 
     t0 = time.time()
-    step_loss = ((lambda m, b: loss_fn(m(b[0]), b[1])) if arch == "vit"
-                 else (lambda m, b: classifier_loss(m, b[0], b[1], loss_fn, multi)))
-    res = fit(model, step_loss, batches, validate, tcfg,
-              steps_per_epoch, progress, cancel, on_epoch, checkpoint)
+    step_loss = (
+        (lambda m, b: loss_fn(m(b[0]), b[1]))
+        if arch == "vit"
+        else (lambda m, b: classifier_loss(m, b[0], b[1], loss_fn, multi))
+    )
+    res = fit(model, step_loss, batches, validate, tcfg, steps_per_epoch, progress, cancel, on_epoch, checkpoint)
     model.load_state_dict(res.best_state)
     model.eval()
     if len(tune_i):
@@ -454,21 +486,46 @@ def train_classifier(data, out, epochs: int = 30, seed: int = 0, device=None, cr
         card.params["thresholds"] = search_thresholds(p, targets[tune_i], multi)
         m = classification_metrics(p, targets[tune_i], card)
         card.metrics = {"tune": {k: m[k] for k in ("accuracy", "balanced_accuracy", "auc", "f1", "n_images")}}
-    card.training = {"command": command, "data": data_desc, "data_mpp": data_mpp, "seed": seed,
-                     "init": None if init is None else str(init),
-                     "epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": batch_size,
-                     "crop": crop, "arch": arch, "loss": loss, "lr": lr, "best_epoch": res.best_epoch,
-                     "seconds": round(time.time() - t0, 1), "device": str(dev), "fit_images": len(fit_i),
-                     "tune_images": [images[i].name for i in tune_i], "history": res.history}
+    card.training = {
+        "command": command,
+        "data": data_desc,
+        "data_mpp": data_mpp,
+        "seed": seed,
+        "init": None if init is None else str(init),
+        "epochs": epochs,
+        "steps_per_epoch": steps_per_epoch,
+        "batch_size": batch_size,
+        "crop": crop,
+        "arch": arch,
+        "loss": loss,
+        "lr": lr,
+        "best_epoch": res.best_epoch,
+        "seconds": round(time.time() - t0, 1),
+        "device": str(dev),
+        "fit_images": len(fit_i),
+        "tune_images": [images[i].name for i in tune_i],
+        "history": res.history,
+    }
     save_model(model, card, out)
     return model, card
 
 
 # ---------------------------------------------------------------- evaluation
 
-def evaluate_classifier(data, split: str | None = "testA", weights=None, device=None, mpp: float | None = None,
-                        faithfulness: bool = True, methods=None, limit: int | None = None,
-                        progress: ProgressFn | None = None, cancel=None, task: str = "classifier") -> dict:
+
+def evaluate_classifier(
+    data,
+    split: str | None = "testA",
+    weights=None,
+    device=None,
+    mpp: float | None = None,
+    faithfulness: bool = True,
+    methods=None,
+    limit: int | None = None,
+    progress: ProgressFn | None = None,
+    cancel=None,
+    task: str = "classifier",
+) -> dict:
     """Score a classifier on a labels.csv split (TTA and thresholds as its card says).
 
     Returns ``{accuracy, balanced_accuracy, auc, f1, per_class, n_images, faithfulness}``;
@@ -505,6 +562,5 @@ def evaluate_classifier(data, split: str | None = "testA", weights=None, device=
     out["model"] = card.name
     out["split"] = split
     if faithfulness:
-        out["faithfulness"] = {m: {k: float(np.mean([c[k] for c in curves[m]])) for k in curves[m][0]}
-                               for m in methods}
+        out["faithfulness"] = {m: {k: float(np.mean([c[k] for c in curves[m]])) for k in curves[m][0]} for m in methods}
     return out

@@ -8,6 +8,7 @@ ordered list of errors to step through. Labels: Dice, AJI and panoptic quality (
 
 All coordinates are (row, col) pixels of the prediction; ``mpp`` converts the radius from microns.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -46,8 +47,10 @@ class ErrorItem:
             else:
                 what, other = f"missed: annotated nucleus (label {self.gt})", "predicted"
             if self.best_iou > 0:
-                return (f"{what} overlaps {other} nuclei at IoU {self.best_iou:.2f} at best "
-                        f"(a match needs above {self.iou_thresh:.2f})")
+                return (
+                    f"{what} overlaps {other} nuclei at IoU {self.best_iou:.2f} at best "
+                    f"(a match needs above {self.iou_thresh:.2f})"
+                )
             return f"{what} overlaps no {other} nucleus"
         if self.kind == "fp":
             return "false positive" + (f" ({self.pred_class})" if self.pred_class else "")
@@ -95,11 +98,21 @@ class PointComparison:
         conf = np.asarray(m["confusion"], np.int64).reshape(len(self.classes), len(self.classes))
         rows = []
         for k, (name, c) in enumerate(m["classes"].items()):
-            rows.append((name, c["precision"], c["recall"], c["f1"], c["support"],
-                         int(np.count_nonzero(self.pred_labels == k)), int(conf[k, k])))
+            rows.append(
+                (
+                    name,
+                    c["precision"],
+                    c["recall"],
+                    c["f1"],
+                    c["support"],
+                    int(np.count_nonzero(self.pred_labels == k)),
+                    int(conf[k, k]),
+                )
+            )
         d = m["detection"]
-        rows.append(("detection", d["precision"], d["recall"], d["f1"], len(self.gt_yx), len(self.pred_yx),
-                     len(self.tp_pred)))
+        rows.append(
+            ("detection", d["precision"], d["recall"], d["f1"], len(self.gt_yx), len(self.pred_yx), len(self.tp_pred))
+        )
         rows.append(("mF1 (classes)", None, None, m["mF1"], None, None, None))
         rows.append(("weighted F1", None, None, m["weighted_f1"], None, None, None))
         return rows
@@ -126,8 +139,9 @@ def _yx_names(x, what: str):
 def class_index(names, classes) -> np.ndarray:
     """Class names -> indices into ``classes``; unknown / unlabeled names -> ``UNLABELED`` (-1)."""
     index = {c: i for i, c in enumerate(classes)}
-    return np.array([index.get(str(n), UNLABELED) if str(n).lower() not in UNLABELED_NAMES else UNLABELED
-                     for n in names], np.int64).reshape(-1)
+    return np.array(
+        [index.get(str(n), UNLABELED) if str(n).lower() not in UNLABELED_NAMES else UNLABELED for n in names], np.int64
+    ).reshape(-1)
 
 
 def reading_order(yx: np.ndarray, band: float) -> np.ndarray:
@@ -139,8 +153,15 @@ def reading_order(yx: np.ndarray, band: float) -> np.ndarray:
     return np.lexsort((x, b))
 
 
-def compare_points(pred, gt, radius_um: float = 3.3, mpp: float | None = None, classes=None,
-                   method: str = "hungarian", band_um: float = 50.0) -> PointComparison:
+def compare_points(
+    pred,
+    gt,
+    radius_um: float = 3.3,
+    mpp: float | None = None,
+    classes=None,
+    method: str = "hungarian",
+    band_um: float = 50.0,
+) -> PointComparison:
     """Match predicted to annotated cells and score them exactly as ``pathreview evaluate detector``.
 
     Args:
@@ -182,10 +203,21 @@ def compare_points(pred, gt, radius_um: float = 3.3, mpp: float | None = None, c
     wrong = np.flatnonzero((gl != UNLABELED) & (pl != UNLABELED) & (pl != gl))
     seg = np.stack([pyx[tp_p], gyx[tp_g]], 1) if len(tp_p) else np.zeros((0, 2, 2))
     name = lambda lab: classes[lab] if lab >= 0 else ""
-    items = ([ErrorItem("fp", tuple(map(float, pyx[i])), pred=int(i), pred_class=name(plab[i])) for i in fp]
-             + [ErrorItem("fn", tuple(map(float, gyx[j])), gt=int(j), gt_class=name(glab[j])) for j in fn]
-             + [ErrorItem("class", tuple(map(float, gyx[tp_g[k]])), pred=int(tp_p[k]), gt=int(tp_g[k]),
-                          pred_class=name(pl[k]), gt_class=name(gl[k])) for k in wrong])
+    items = (
+        [ErrorItem("fp", tuple(map(float, pyx[i])), pred=int(i), pred_class=name(plab[i])) for i in fp]
+        + [ErrorItem("fn", tuple(map(float, gyx[j])), gt=int(j), gt_class=name(glab[j])) for j in fn]
+        + [
+            ErrorItem(
+                "class",
+                tuple(map(float, gyx[tp_g[k]])),
+                pred=int(tp_p[k]),
+                gt=int(tp_g[k]),
+                pred_class=name(pl[k]),
+                gt_class=name(gl[k]),
+            )
+            for k in wrong
+        ]
+    )
     if items:
         order = reading_order(np.array([e.yx for e in items]), band_um / scale)
         items = [items[i] for i in order]
@@ -211,6 +243,7 @@ def _add(scores: PointScores, pyx, plab, gyx, glab, method: str = "hungarian"):
 
 # ------------------------------------------------------------------------------------------ labels
 
+
 def compare_labels(pred: np.ndarray, gt: np.ndarray, iou_thresh: float = 0.5) -> dict:
     """Dice (foreground), AJI and panoptic quality of two label images of the same shape, computed by
     :func:`seg_metrics.score_pair`, the scoring of ``pathreview evaluate segmenter``: on a segmenter's
@@ -225,8 +258,10 @@ def compare_labels(pred: np.ndarray, gt: np.ndarray, iou_thresh: float = 0.5) ->
 
     pred, gt = np.asarray(pred), np.asarray(gt)
     if pred.shape != gt.shape:
-        raise InputError(f"labels: prediction shape {pred.shape} differs from annotation {gt.shape}; "
-                         "compare layers of the same image and level")
+        raise InputError(
+            f"labels: prediction shape {pred.shape} differs from annotation {gt.shape}; "
+            "compare layers of the same image and level"
+        )
     binary = is_binary_mask(gt)
     res = score_pair(pred, gt, instances=not binary, iou_thresh=iou_thresh)
     res.update(binary=binary, iou_thresh=float(iou_thresh))
@@ -253,16 +288,26 @@ def label_errors(pred: np.ndarray, gt: np.ndarray, iou_thresh: float = 0.5, band
         np.maximum.at(g_best, inter.row, iou)
         np.maximum.at(p_best, inter.col, iou)
     items = []
-    for ids, ok, area, best, img, kind in ((p_ids, p_ok, pred_area, p_best, pred, "fp"),
-                                           (g_ids, g_ok, gt_area, g_best, gt, "fn")):
+    for ids, ok, area, best, img, kind in (
+        (p_ids, p_ok, pred_area, p_best, pred, "fp"),
+        (g_ids, g_ok, gt_area, g_best, gt, "fn"),
+    ):
         miss = ids[~ok]
         if len(miss):
             cents = ndimage.center_of_mass(np.ones(img.shape, np.uint8), img, miss)
             diam = 2.0 * np.sqrt(area[~ok] / np.pi)
             for lab, c, d, b in zip(miss, cents, diam, best[~ok]):
-                items.append(ErrorItem(kind, tuple(float(v) for v in c[-2:]),
-                                       pred=int(lab) if kind == "fp" else -1, gt=int(lab) if kind == "fn" else -1,
-                                       diameter=float(max(d, 1.0)), best_iou=float(b), iou_thresh=float(iou_thresh)))
+                items.append(
+                    ErrorItem(
+                        kind,
+                        tuple(float(v) for v in c[-2:]),
+                        pred=int(lab) if kind == "fp" else -1,
+                        gt=int(lab) if kind == "fn" else -1,
+                        diameter=float(max(d, 1.0)),
+                        best_iou=float(b),
+                        iou_thresh=float(iou_thresh),
+                    )
+                )
     if items:
         order = reading_order(np.array([e.yx for e in items]), band)
         items = [items[i] for i in order]

@@ -34,8 +34,12 @@ def compile_for_inference(model):
                     if is_out_of_memory(exc) or isinstance(exc, KeyboardInterrupt):
                         raise
                     self.failed = True
-                    warnings.warn(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); "
-                                  "running the model without compiling", RuntimeWarning, stacklevel=2)
+                    warnings.warn(
+                        f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); "
+                        "running the model without compiling",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
             return self.eager(*args, **kwargs)
 
         def __getattr__(self, name):

@@ -4,6 +4,7 @@
 - masks:   ``images/NAME.png`` + ``masks/NAME.png`` + ``splits.csv`` (image, split, mask).
 - labels:  ``images/NAME.*`` + ``labels.csv`` (image, split, grade|labels).
 """
+
 from __future__ import annotations
 
 import csv
@@ -50,8 +51,9 @@ def read_points_csv(path: Path) -> list[dict]:
     return rows
 
 
-def load_points_dataset(root: str | Path, splits: str | list[str] | None = None,
-                        classes: list[str] | None = None) -> tuple[list[PointsSample], list[str]]:
+def load_points_dataset(
+    root: str | Path, splits: str | list[str] | None = None, classes: list[str] | None = None
+) -> tuple[list[PointsSample], list[str]]:
     """Load a points dataset.
 
     Returns the samples of the requested split(s) (all when None) and the class names, in the order

@@ -3,6 +3,7 @@
 Pixels vs microns: a model works at its card's ``mpp``; inputs at another mpp are resampled per tile,
 and points come back in the input's pixels. Distances users give (min distance, match radius) are µm.
 """
+
 from __future__ import annotations
 
 import time
@@ -100,9 +101,11 @@ def _predict_once(model, img: np.ndarray, device=None) -> dict:
         out = model(x.contiguous(memory_format=torch.channels_last))
     out = {k: v.float() for k, v in out.items()}
     crop = (slice(None), slice(None), slice(0, h), slice(0, w))
-    return {"objectness": torch.sigmoid(out["objectness"][crop])[0, 0].float().cpu().numpy(),
-            "probs": torch.softmax(out["class_logits"][crop], 1)[0].float().cpu().numpy(),
-            "features": out["features"][crop][0].float().cpu().numpy()}
+    return {
+        "objectness": torch.sigmoid(out["objectness"][crop])[0, 0].float().cpu().numpy(),
+        "probs": torch.softmax(out["class_logits"][crop], 1)[0].float().cpu().numpy(),
+        "features": out["features"][crop][0].float().cpu().numpy(),
+    }
 
 
 def _predict_tile(model, img: np.ndarray, tta: bool = False) -> dict:
@@ -115,8 +118,10 @@ def _predict_tile(model, img: np.ndarray, tta: bool = False) -> dict:
         if not is_out_of_memory(exc):
             raise
     free_accelerator_memory()
-    raise InputError(f"out of accelerator memory on one {img.shape[0]}x{img.shape[1]} tile; use a smaller "
-                     "tile or run on the CPU (--device cpu)")
+    raise InputError(
+        f"out of accelerator memory on one {img.shape[0]}x{img.shape[1]} tile; use a smaller "
+        "tile or run on the CPU (--device cpu)"
+    )
 
 
 def decode(maps: dict, classes, params: DetectParams, mpp: float) -> CellPoints:
@@ -128,8 +133,15 @@ def decode(maps: dict, classes, params: DetectParams, mpp: float) -> CellPoints:
         return CellPoints.empty(classes, maps["features"].shape[0], mpp=mpp)
     probs = maps["probs"][:, peaks[:, 0], peaks[:, 1]].T
     feats = sample_bilinear(maps["features"], peaks.astype(np.float32))
-    return CellPoints(peaks.astype(np.float32), probs.argmax(1), obj[peaks[:, 0], peaks[:, 1]],
-                      probs.astype(np.float32), list(classes), mpp, feats)
+    return CellPoints(
+        peaks.astype(np.float32),
+        probs.argmax(1),
+        obj[peaks[:, 0], peaks[:, 1]],
+        probs.astype(np.float32),
+        list(classes),
+        mpp,
+        feats,
+    )
 
 
 def smooth_objectness(objectness: np.ndarray, sigma_px: float) -> np.ndarray:
@@ -191,9 +203,18 @@ def _stain_factor(arr, params: DetectParams, to_uint8, image=None, level: int = 
     return image_factor(arr, params.stain_reference, image, level)
 
 
-def detect(image, model, card, mpp: float | None = None, params: DetectParams | None = None,
-           level: int | None = None, progress: ProgressFn | None = None, cancel=None, name: str = "image",
-           skip_background: bool = True) -> CellPoints:
+def detect(
+    image,
+    model,
+    card,
+    mpp: float | None = None,
+    params: DetectParams | None = None,
+    level: int | None = None,
+    progress: ProgressFn | None = None,
+    cancel=None,
+    name: str = "image",
+    skip_background: bool = True,
+) -> CellPoints:
     """Detect cells in an image or a lazy slide.
 
     Args:
@@ -235,7 +256,11 @@ def detect(image, model, card, mpp: float | None = None, params: DetectParams | 
     level_mpp = mpp * down
     lo = hi = None
     if np.dtype(arr.dtype) != np.uint8:  # one intensity stretch for the whole slide, not per tile
-        small = image.levels[-1] if isinstance(image, Slide) else arr[::max(1, arr.shape[0] // 512), ::max(1, arr.shape[1] // 512)]
+        small = (
+            image.levels[-1]
+            if isinstance(image, Slide)
+            else arr[:: max(1, arr.shape[0] // 512), :: max(1, arr.shape[1] // 512)]
+        )
         small = np.asarray(small, np.float64)
         if not np.isfinite(small).all():
             raise InputError(f"{name}: image has NaN or infinite pixels; fix or export the image again")
@@ -248,9 +273,12 @@ def detect(image, model, card, mpp: float | None = None, params: DetectParams | 
     overlap_in = min(tile_in - 8, max(0, int(round(params.overlap / scale))))
     from .memory import detect_bytes, require_memory
 
-    require_memory(detect_bytes((h, w), level_mpp, params.tile, len(card.classes) + 40),
-                   f"{name}: detecting cells in {h} x {w} px at {level_mpp:.3g} µm/px",
-                   "detect a region or a coarser level, or use a machine with more memory", 0.9)
+    require_memory(
+        detect_bytes((h, w), level_mpp, params.tile, len(card.classes) + 40),
+        f"{name}: detecting cells in {h} x {w} px at {level_mpp:.3g} µm/px",
+        "detect a region or a coarser level, or use a machine with more memory",
+        0.9,
+    )
     tiles = plan_tiles((h, w), tile_in, overlap_in)
     by = _axis_bounds(np.array([t.y0 for t in tiles]), tile_in)
     bx = _axis_bounds(np.array([t.x0 for t in tiles]), tile_in)
@@ -276,24 +304,30 @@ def detect(image, model, card, mpp: float | None = None, params: DetectParams | 
         pts.yx = (pts.yx + 0.5) * np.array([th / crop.shape[0], tw / crop.shape[1]], np.float32) - 0.5
         pts.yx += np.array([t.y0, t.x0], np.float32)
         iy, ix = np.searchsorted(ys, t.y0), np.searchsorted(xs, t.x0)
-        own = ((pts.yx[:, 0] >= by[iy]) & (pts.yx[:, 0] < by[iy + 1]) &
-               (pts.yx[:, 1] >= bx[ix]) & (pts.yx[:, 1] < bx[ix + 1]))
+        own = (
+            (pts.yx[:, 0] >= by[iy])
+            & (pts.yx[:, 0] < by[iy + 1])
+            & (pts.yx[:, 1] >= bx[ix])
+            & (pts.yx[:, 1] < bx[ix + 1])
+        )
         parts.append(pts.select(own))
         report(progress, i + 1, len(tiles), f"tile {i + 1}/{len(tiles)}")
-    pts = CellPoints.concat(parts) if parts else CellPoints.empty(card.classes, model.cfg.feature_dim,
-                                                                    mpp=card.mpp)
+    pts = CellPoints.concat(parts) if parts else CellPoints.empty(card.classes, model.cfg.feature_dim, mpp=card.mpp)
     pts = dedupe(pts, params.min_distance_um / level_mpp)
     pts.yx = (pts.yx + 0.5) * down - 0.5
     pts.mpp, pts.source = mpp, card.name
     from .weights import class_colors
+
     pts.colors = card.colors or class_colors(card.classes)
     return pts
 
 
 # ---------------------------------------------------------------- training
 
-def _crop_batches(samples, targets, rng, n_crops: int, crop: int, batch_size: int, class_freq: np.ndarray,
-                  scale_jitter: float = 0.0):
+
+def _crop_batches(
+    samples, targets, rng, n_crops: int, crop: int, batch_size: int, class_freq: np.ndarray, scale_jitter: float = 0.0
+):
     """Random crops centred on annotated cells, rarer classes drawn more often; dihedral + stain jitter.
 
     ``scale_jitter`` j > 0: each crop is read at a random zoom s, log-uniform in [1 - j, 1 + j] (a
@@ -366,7 +400,7 @@ def detector_loss(model, batch, class_weights, obj_loss: str = "bce"):
         p = torch.sigmoid(logit)
         pos = obj >= 0.999
         l_pos = -(F.logsigmoid(logit) * (1 - p) ** 2)[pos].sum()
-        l_neg = -(F.logsigmoid(-logit) * p ** 2 * (1 - obj) ** 4)[~pos].sum()
+        l_neg = -(F.logsigmoid(-logit) * p**2 * (1 - obj) ** 4)[~pos].sum()
         l_obj = (l_pos + l_neg) / pos.sum().clamp(min=1)
     else:
         w = 1.0 + 9.0 * obj
@@ -387,8 +421,11 @@ def _deepened(model, card, samples, channels: int):
     with torch.no_grad():
         for smp in samples[:20]:
             h, w = (smp.image.shape[0] // s) * s, (smp.image.shape[1] // s) * s
-            x = torch.from_numpy(normalise(smp.image[:h, :w], card)).permute(2, 0, 1)[None].to(
-                next(model.parameters()).device)
+            x = (
+                torch.from_numpy(normalise(smp.image[:h, :w], card))
+                .permute(2, 0, 1)[None]
+                .to(next(model.parameters()).device)
+            )
             f = encode(model.down, x)[-1]
             feats.append(f.permute(1, 0, 2, 3).reshape(f.shape[1], -1))
     f = torch.cat(feats, 1)
@@ -407,15 +444,36 @@ def score_points(model, card, samples, params: DetectParams, radius_um: float, m
     return scores.as_dict(radius_um)
 
 
-def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, device=None,
-                   crops_per_image: int = 4, crop: int = 256, batch_size: int = 8, tune_images: int = 8,
-                   radius_um: float = 3.3, mpp: float = CRCHISTO_MPP, init: str | Path | None = None,
-                   progress: ProgressFn | None = None, cancel=None, command: str = "", on_epoch=None,
-                   checkpoints: bool = False, lr: float | None = None, classes: list | None = None,
-                   target_sigma_um: float | None = None, ema: float = 0.0, amp: bool = False,
-                   widths: tuple | None = None, target_crowding: float | None = None,
-                   stain_norm: bool | None = None, obj_loss: str | None = None, deepen: int | None = None,
-                   scale_jitter: float = 0.0):
+def train_detector(
+    data,
+    out: str | Path,
+    epochs: int = 30,
+    seed: int = 0,
+    device=None,
+    crops_per_image: int = 4,
+    crop: int = 256,
+    batch_size: int = 8,
+    tune_images: int = 8,
+    radius_um: float = 3.3,
+    mpp: float = CRCHISTO_MPP,
+    init: str | Path | None = None,
+    progress: ProgressFn | None = None,
+    cancel=None,
+    command: str = "",
+    on_epoch=None,
+    checkpoints: bool = False,
+    lr: float | None = None,
+    classes: list | None = None,
+    target_sigma_um: float | None = None,
+    ema: float = 0.0,
+    amp: bool = False,
+    widths: tuple | None = None,
+    target_crowding: float | None = None,
+    stain_norm: bool | None = None,
+    obj_loss: str | None = None,
+    deepen: int | None = None,
+    scale_jitter: float = 0.0,
+):
     """Train the point detector on a points dataset and save weights + card to ``out``.
 
     ``tune_images`` training images (chosen by ``seed``) are held out to select the checkpoint and
@@ -460,6 +518,7 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
             if init is None:
                 raise InputError("in-memory training samples need `classes` or an `init` model")
             from .weights import resolve
+
             classes = list(resolve(init, "detector")[1].classes)
         data_desc = "in-memory: " + ", ".join(s.name for s in train)[:300]
     check_new_architecture(init, widths)
@@ -484,7 +543,8 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
         from .stain import normalised_training_sets
 
         reference, fit_set, tune = normalised_training_sets(
-            fit_set, tune, reference=(base.params or {}).get("stain_reference") if init is not None else None)
+            fit_set, tune, reference=(base.params or {}).get("stain_reference") if init is not None else None
+        )
     if deepen:
         model = _deepened(model, base, fit_set, deepen)
         cfg = model.cfg
@@ -500,21 +560,30 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
     if not 0.0 <= scale_jitter < 0.5:
         raise InputError(f"scale jitter must be a fraction from 0 up to 0.5, got {scale_jitter!r}")
     sigma_px = target_sigma_um / mpp if target_sigma_um else 2.0
-    targets = [point_targets(s.image.shape[:2], s.yx, s.labels, sigma=sigma_px, crowding=target_crowding)
-               for s in fit_set]
+    targets = [
+        point_targets(s.image.shape[:2], s.yx, s.labels, sigma=sigma_px, crowding=target_crowding) for s in fit_set
+    ]
     freq = np.bincount(np.concatenate([s.labels[s.labels >= 0] for s in fit_set]), minlength=len(classes))
     cw = torch.tensor((freq.sum() / np.maximum(freq, 1) / len(classes)) ** 0.5, dtype=torch.float32, device=dev)
-    card = ModelCard(name=Path(out).stem, task="detector", config=cfg.to_dict(), classes=list(classes), mpp=mpp,
-                     colors=class_colors(classes), params=DetectParams().__dict__.copy(),
-                     licence="research use only (inherited from the training data's licence)")
+    card = ModelCard(
+        name=Path(out).stem,
+        task="detector",
+        config=cfg.to_dict(),
+        classes=list(classes),
+        mpp=mpp,
+        colors=class_colors(classes),
+        params=DetectParams().__dict__.copy(),
+        licence="research use only (inherited from the training data's licence)",
+    )
     if init is not None:  # a fine-tuned model keeps its base's input normalisation, colours and decoding
         card.normalisation, card.colors = base.normalisation, base.colors
         card.licence = base.licence or card.licence
         card.params.update(base.params or {})
     card.params["stain_reference"] = reference  # tuning and validation below see normalised images
     steps = max(1, (len(fit_set) * crops_per_image) // batch_size)
-    tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=str(dev), ema=ema, amp=amp,
-                       **({"lr": lr} if lr else {}))
+    tcfg = TrainConfig(
+        epochs=epochs, batch_size=batch_size, seed=seed, device=str(dev), ema=ema, amp=amp, **({"lr": lr} if lr else {})
+    )
 
     def batches(epoch):
         for b in _crop_batches(fit_set, targets, rng, steps * batch_size, crop, batch_size, freq, scale_jitter):
@@ -531,28 +600,60 @@ def train_detector(data, out: str | Path, epochs: int = 30, seed: int = 0, devic
             save_model(m, card, Path(str(out) + ".checkpoint"))
 
     t0 = time.time()
-    res = fit(model, lambda m, b: detector_loss(m, b, cw, obj_loss), batches, validate, tcfg, steps, progress, cancel,
-              on_epoch, checkpoint)
+    res = fit(
+        model,
+        lambda m, b: detector_loss(m, b, cw, obj_loss),
+        batches,
+        validate,
+        tcfg,
+        steps,
+        progress,
+        cancel,
+        on_epoch,
+        checkpoint,
+    )
     model.load_state_dict(res.best_state)
     model.eval()
     params = tune_params(model, card, tune, radius_um)
     card.params.update({k: params[k] for k in ("threshold", "min_distance_um", "smooth_um")})
-    card.training = {"command": command, "data": data_desc, "seed": seed, "epochs": epochs, "lr": tcfg.lr,
-                     "ema": ema, "amp": amp, "init": str(init) if init is not None else None,
-                     "target_sigma_um": round(sigma_px * mpp, 3), "target_crowding": target_crowding,
-                     "stain_norm": bool(stain_norm), "obj_loss": obj_loss, "deepen": deepen,
-                     "crop": crop, "crops_per_image": crops_per_image, "scale_jitter": scale_jitter,
-                     "best_epoch": res.best_epoch,
-                     "seconds": round(time.time() - t0, 1), "device": str(dev),
-                     "fit_images": len(fit_set), "tune_images": [s.name for s in tune],
-                     "history": res.history}
+    card.training = {
+        "command": command,
+        "data": data_desc,
+        "seed": seed,
+        "epochs": epochs,
+        "lr": tcfg.lr,
+        "ema": ema,
+        "amp": amp,
+        "init": str(init) if init is not None else None,
+        "target_sigma_um": round(sigma_px * mpp, 3),
+        "target_crowding": target_crowding,
+        "stain_norm": bool(stain_norm),
+        "obj_loss": obj_loss,
+        "deepen": deepen,
+        "crop": crop,
+        "crops_per_image": crops_per_image,
+        "scale_jitter": scale_jitter,
+        "best_epoch": res.best_epoch,
+        "seconds": round(time.time() - t0, 1),
+        "device": str(dev),
+        "fit_images": len(fit_set),
+        "tune_images": [s.name for s in tune],
+        "history": res.history,
+    }
     save_model(model, card, out)
     return model, card
 
 
-def tune_params(model, card, samples, radius_um: float,
-                thresholds=(0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7),
-                min_distances=(1.6, 2.2, 2.8), smooths=(0.0, 0.8, 1.1, 1.4, 1.7), maps=None) -> dict:
+def tune_params(
+    model,
+    card,
+    samples,
+    radius_um: float,
+    thresholds=(0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7),
+    min_distances=(1.6, 2.2, 2.8),
+    smooths=(0.0, 0.8, 1.1, 1.4, 1.7),
+    maps=None,
+) -> dict:
     """Grid search of threshold, min distance (µm) and smoothing sigma (µm) on held-out samples
     (maximises detection F1 + weighted F1). Returns the best ``DetectParams`` fields and ``score``."""
     maps = maps if maps is not None else [predict_maps(model, normalise(s.image, card)) for s in samples]
@@ -565,15 +666,32 @@ def tune_params(model, card, samples, radius_um: float,
                 r = score_points(model, card, samples, p, radius_um, cache)
                 s = r["detection"]["f1"] + r["weighted_f1"]
                 if s > best:
-                    best, best_p = s, {"threshold": th, "min_distance_um": md, "smooth_um": sm, "score": s,
-                                       "det_f1": r["detection"]["f1"], "weighted_f1": r["weighted_f1"],
-                                       "mF1": r["mF1"]}
+                    best, best_p = (
+                        s,
+                        {
+                            "threshold": th,
+                            "min_distance_um": md,
+                            "smooth_um": sm,
+                            "score": s,
+                            "det_f1": r["detection"]["f1"],
+                            "weighted_f1": r["weighted_f1"],
+                            "mF1": r["mF1"],
+                        },
+                    )
     return best_p
 
 
-def evaluate_detector(data, split: str | None = "validation", weights=None, radius_um: float = 3.3,
-                      mpp: float | None = None, device=None, tta: bool = False, progress=None,
-                      cancel=None) -> dict:
+def evaluate_detector(
+    data,
+    split: str | None = "validation",
+    weights=None,
+    radius_um: float = 3.3,
+    mpp: float | None = None,
+    device=None,
+    tta: bool = False,
+    progress=None,
+    cancel=None,
+) -> dict:
     """Detect on every image of a points dataset and score against its annotations (see metrics).
     ``tta``: average the 8 rotations / flips of every tile."""
     from .datasets import load_points_dataset
@@ -586,8 +704,7 @@ def evaluate_detector(data, split: str | None = "validation", weights=None, radi
     scores = PointScores(card.classes, radius_um / mpp)
     for i, s in enumerate(samples):
         check_cancel(cancel)
-        pts = detect(s.image, model, card, mpp=mpp, params=DetectParams.from_card(card, tta=tta or None),
-                     name=s.name)
+        pts = detect(s.image, model, card, mpp=mpp, params=DetectParams.from_card(card, tta=tta or None), name=s.name)
         scores.add(pts.yx, pts.labels, s.yx, s.labels)
         report(progress, i + 1, len(samples), s.name)
     return scores.as_dict(radius_um)

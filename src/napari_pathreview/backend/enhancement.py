@@ -21,6 +21,7 @@ per cell replaced by uniform probabilities (``prob_dropout``), so the model cann
 Evaluation (:func:`evaluate_enhancer`) scores the base classes and the enhanced classes of the *same*
 detected points against the annotations, with the detector's metric (see ``metrics.PointScores``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,6 +41,7 @@ MATCH_RADIUS_UM = 3.3
 
 # ---------------------------------------------------------------- inference
 
+
 @dataclass
 class EnhanceResult:
     """Base and enhanced cells (same points, same order), which changed class, and the attention
@@ -58,43 +60,52 @@ def _positions_um(points: CellPoints, card) -> np.ndarray:
     return np.asarray(points.yx, np.float64) * float(mpp)
 
 
-def enhance_points(points: CellPoints, model, card, return_attention: bool = False,
-                   chunk: int = 2048) -> EnhanceResult:
+def enhance_points(points: CellPoints, model, card, return_attention: bool = False, chunk: int = 2048) -> EnhanceResult:
     """Run the enhancer on detected cells (with feature vectors) -> :class:`EnhanceResult`."""
     import torch
 
     if points.features is None:
-        raise InputError("these cells carry no detector feature vectors; detect them with the detector "
-                         f"'{card.params.get('detector', '?')}' (or give the image so they can be sampled)")
+        raise InputError(
+            "these cells carry no detector feature vectors; detect them with the detector "
+            f"'{card.params.get('detector', '?')}' (or give the image so they can be sampled)"
+        )
     if list(points.classes) != list(card.classes):
         raise InputError(f"cells have classes {list(points.classes)}, the enhancer expects {list(card.classes)}")
     if points.features.shape[1] != model.cfg.feature_dim:
-        raise InputError(f"cells carry {points.features.shape[1]}-d features, the enhancer expects "
-                         f"{model.cfg.feature_dim}-d (features of detector '{card.params.get('detector')}')")
+        raise InputError(
+            f"cells carry {points.features.shape[1]}-d features, the enhancer expects "
+            f"{model.cfg.feature_dim}-d (features of detector '{card.params.get('detector')}')"
+        )
     if len(points) == 0:
         return EnhanceResult(points, points.select(np.zeros(0, bool)), np.zeros(0, bool), None)
     from .memory import enhance_bytes, require_memory
 
     cfg = model.cfg
-    require_memory(enhance_bytes(len(points), cfg.width, cfg.heads, cfg.layers, cfg.max_neighbours, return_attention),
-                   f"enhancing {len(points)} cells" + (" with attention" if return_attention else ""),
-                   "enhance a region at a time (fewer cells)" + (", or without attention lines" if return_attention
-                                                                 else ""))
+    require_memory(
+        enhance_bytes(len(points), cfg.width, cfg.heads, cfg.layers, cfg.max_neighbours, return_attention),
+        f"enhancing {len(points)} cells" + (" with attention" if return_attention else ""),
+        "enhance a region at a time (fewer cells)" + (", or without attention lines" if return_attention else ""),
+    )
     from .precision import autocast
 
     with torch.inference_mode(), autocast(next(model.parameters()).device):
-        out = model(points.features, points.probs, _positions_um(points, card), chunk=chunk,
-                    return_attention=return_attention)
-        logits = out["logits"].float().cpu() + torch.tensor(card.params.get("class_bias") or
-                                                            [0.0] * len(card.classes))
+        out = model(
+            points.features, points.probs, _positions_um(points, card), chunk=chunk, return_attention=return_attention
+        )
+        logits = out["logits"].float().cpu() + torch.tensor(card.params.get("class_bias") or [0.0] * len(card.classes))
         probs = torch.softmax(logits, 1).numpy().astype(np.float32)
-    enhanced = replace(points, labels=probs.argmax(1).astype(np.int64), probs=probs,
-                       source=f"{points.source}+{card.name}" if points.source else card.name)
+    enhanced = replace(
+        points,
+        labels=probs.argmax(1).astype(np.int64),
+        probs=probs,
+        source=f"{points.source}+{card.name}" if points.source else card.name,
+    )
     return EnhanceResult(points, enhanced, enhanced.labels != points.labels, out.get("attention"))
 
 
-def features_at_points(image, yx: np.ndarray, model, card, mpp: float | None, progress=None, cancel=None,
-                       max_pixels: float = 64e6) -> tuple[np.ndarray, np.ndarray]:
+def features_at_points(
+    image, yx: np.ndarray, model, card, mpp: float | None, progress=None, cancel=None, max_pixels: float = 64e6
+) -> tuple[np.ndarray, np.ndarray]:
     """Detector feature vectors (N, F) and class probabilities (N, K) sampled at given points.
 
     For Points layers that do not carry the features (hand-made or edited): runs the detector's maps
@@ -114,12 +125,19 @@ def features_at_points(image, yx: np.ndarray, model, card, mpp: float | None, pr
     scale = check_model_scale(mpp, card.mpp, "image")
     h, w = image.shape[:2]
     if h * w * scale * scale > max_pixels:
-        raise InputError(f"image of {h}x{w} px is too large to sample features at arbitrary points; "
-                         "run 'Detect cells' first (its points keep their feature vectors)")
+        raise InputError(
+            f"image of {h}x{w} px is too large to sample features at arbitrary points; "
+            "run 'Detect cells' first (its points keep their feature vectors)"
+        )
     img = stain_normalised(to_rgb_uint8(np.asarray(image)), card)
     if abs(scale - 1) > 0.02:
-        img = resize(img, (max(1, round(h * scale)), max(1, round(w * scale))), order=1,
-                     anti_aliasing=scale < 1, preserve_range=True).astype(np.uint8)
+        img = resize(
+            img,
+            (max(1, round(h * scale)), max(1, round(w * scale))),
+            order=1,
+            anti_aliasing=scale < 1,
+            preserve_range=True,
+        ).astype(np.uint8)
     nf, nk = model.cfg.feature_dim, len(card.classes)
 
     def predict(batch):
@@ -137,6 +155,7 @@ def features_at_points(image, yx: np.ndarray, model, card, mpp: float | None, pr
 
 
 # ---------------------------------------------------------------- cached detections
+
 
 @dataclass
 class CachedImage:
@@ -157,14 +176,32 @@ class CachedImage:
 def _cache_file(det_card, data, split) -> Path:
     w = Path(det_card.path).with_suffix(".safetensors")
     st = w.stat() if w.exists() else None
-    key = json.dumps([str(w.resolve()), st.st_size if st else 0, st.st_mtime_ns if st else 0, det_card.params,
-                      str(Path(data).resolve()), split], sort_keys=True, default=str)
+    key = json.dumps(
+        [
+            str(w.resolve()),
+            st.st_size if st else 0,
+            st.st_mtime_ns if st else 0,
+            det_card.params,
+            str(Path(data).resolve()),
+            split,
+        ],
+        sort_keys=True,
+        default=str,
+    )
     root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "napari-pathreview" / "enhancer"
     return root / f"{det_card.name}-{split}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz"
 
 
-def cache_detections(data, split, det_model, det_card, mpp: float | None = None, use_disk: bool = True,
-                     progress: ProgressFn | None = None, cancel=None) -> tuple[list[CachedImage], list[str]]:
+def cache_detections(
+    data,
+    split,
+    det_model,
+    det_card,
+    mpp: float | None = None,
+    use_disk: bool = True,
+    progress: ProgressFn | None = None,
+    cancel=None,
+) -> tuple[list[CachedImage], list[str]]:
     """Detect on every image of a points dataset split (disk-cached) -> ([CachedImage], classes).
 
     ``data``: a points dataset folder, or a list of ``PointsSample`` at ``mpp`` whose labels index the
@@ -183,8 +220,19 @@ def cache_detections(data, split, det_model, det_card, mpp: float | None = None,
         z = np.load(path)
         names = list(z["names"])
         if names == [s.name for s in samples]:
-            return [CachedImage(s.name, z[f"{i}_yx"], z[f"{i}_probs"], z[f"{i}_features"], z[f"{i}_scores"],
-                                s.yx, s.labels, s.image.shape[:2]) for i, s in enumerate(samples)], classes
+            return [
+                CachedImage(
+                    s.name,
+                    z[f"{i}_yx"],
+                    z[f"{i}_probs"],
+                    z[f"{i}_features"],
+                    z[f"{i}_scores"],
+                    s.yx,
+                    s.labels,
+                    s.image.shape[:2],
+                )
+                for i, s in enumerate(samples)
+            ], classes
     out = []
     for i, s in enumerate(samples):
         check_cancel(cancel)
@@ -195,8 +243,9 @@ def cache_detections(data, split, det_model, det_card, mpp: float | None = None,
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {"names": np.array([c.name for c in out])}
         for i, c in enumerate(out):
-            arrays.update({f"{i}_yx": c.yx, f"{i}_probs": c.probs, f"{i}_features": c.features,
-                           f"{i}_scores": c.scores})
+            arrays.update(
+                {f"{i}_yx": c.yx, f"{i}_probs": c.probs, f"{i}_features": c.features, f"{i}_scores": c.scores}
+            )
         tmp = path.with_name(path.name + ".partial.npz")
         np.savez(tmp, **arrays)
         os.replace(tmp, path)
@@ -227,6 +276,7 @@ def _tune_names(det_card, train_names: list[str]) -> list[str]:
 
 
 # ---------------------------------------------------------------- training
+
 
 @dataclass
 class EnhancerTrainOptions:
@@ -290,8 +340,14 @@ def _batch(cache_part, rng, opt, feat_std, mpp, noise=True):
         feats.append(f), probs.append(p), pos.append(q), targets.append(c.target)
         groups.append(np.full(len(f), g))
         gts.append(c)
-    return (np.concatenate(feats), np.concatenate(probs), np.concatenate(pos), np.concatenate(targets),
-            np.concatenate(groups), gts)
+    return (
+        np.concatenate(feats),
+        np.concatenate(probs),
+        np.concatenate(pos),
+        np.concatenate(targets),
+        np.concatenate(groups),
+        gts,
+    )
 
 
 def _bipartite_loss(out, batch, cw, opt, mpp, radius_um):
@@ -316,8 +372,14 @@ def _bipartite_loss(out, batch, cw, opt, mpp, radius_um):
         gl = torch.as_tensor(c.gt_labels, device=dev)
         cls_cost = -logp[sel][:, gl.clamp_min(0)].exp() * (gl >= 0)
         cost = (cls_cost + opt.l1_weight * l1).detach().cpu().numpy()
-        far = (torch.cdist(pred[sel].detach(), torch.as_tensor(c.gt_yx * mpp, dtype=torch.float32, device=dev)) >
-               radius_um).cpu().numpy()
+        far = (
+            (
+                torch.cdist(pred[sel].detach(), torch.as_tensor(c.gt_yx * mpp, dtype=torch.float32, device=dev))
+                > radius_um
+            )
+            .cpu()
+            .numpy()
+        )
         cost[far] = 1e6
         if opt.matching == "greedy":
             order = np.argsort(cost, axis=None)
@@ -339,8 +401,9 @@ def _bipartite_loss(out, batch, cw, opt, mpp, radius_um):
         lab = gl[cc]
         has = lab >= 0
         if has.any():
-            total = total + F.nll_loss(logp[torch.as_tensor(sel, device=dev)[r]][has], lab[has], weight=cw,
-                                       reduction="sum")
+            total = total + F.nll_loss(
+                logp[torch.as_tensor(sel, device=dev)[r]][has], lab[has], weight=cw, reduction="sum"
+            )
         total = total + opt.l1_weight * l1[r, cc].sum()
         n += len(r)
     return total / max(n, 1)
@@ -379,8 +442,9 @@ def predict_cached(model, cache: list[CachedImage], mpp: float, class_bias=None)
     return out
 
 
-def score_cached(cache: list[CachedImage], labels: list[np.ndarray] | None, classes, radius_px: float,
-                 radius_um: float) -> dict:
+def score_cached(
+    cache: list[CachedImage], labels: list[np.ndarray] | None, classes, radius_px: float, radius_um: float
+) -> dict:
     """PointScores dict of the cached detections with ``labels`` (base classes when None)."""
     from .metrics import PointScores
 
@@ -394,12 +458,23 @@ def _logits_cached(model, cache, mpp):
     import torch
 
     with torch.inference_mode():
-        return [model(c.features, c.probs, c.yx * mpp)["logits"].float().cpu().numpy() if len(c.yx) else
-                np.zeros((0, c.probs.shape[1]), np.float32) for c in cache]
+        return [
+            model(c.features, c.probs, c.yx * mpp)["logits"].float().cpu().numpy()
+            if len(c.yx)
+            else np.zeros((0, c.probs.shape[1]), np.float32)
+            for c in cache
+        ]
 
 
-def search_class_bias(logits: list[np.ndarray], cache, classes, radius_px, radius_um,
-                      steps=(-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0), rounds: int = 2) -> np.ndarray:
+def search_class_bias(
+    logits: list[np.ndarray],
+    cache,
+    classes,
+    radius_px,
+    radius_um,
+    steps=(-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0),
+    rounds: int = 2,
+) -> np.ndarray:
     """Per-class logit offsets that maximise mF1 on held-out images (coordinate ascent)."""
     k = len(classes)
     bias = np.zeros(k)
@@ -411,15 +486,27 @@ def search_class_bias(logits: list[np.ndarray], cache, classes, radius_px, radiu
                 b[j] += s
                 if s == 0:
                     continue
-                m = score_cached(cache, [(lg + b).argmax(1) for lg in logits], classes, radius_px,
-                                 radius_um)["mF1"]
+                m = score_cached(cache, [(lg + b).argmax(1) for lg in logits], classes, radius_px, radius_um)["mF1"]
                 if m > best + 1e-9:
                     best, bias = m, b
     return bias
 
 
-def fit_enhancer(train_cache, tune_cache, classes, cfg, opt: EnhancerTrainOptions, mpp, seed=0, device=None,
-                 radius_um=MATCH_RADIUS_UM, progress=None, cancel=None, on_epoch=None, init_state=None):
+def fit_enhancer(
+    train_cache,
+    tune_cache,
+    classes,
+    cfg,
+    opt: EnhancerTrainOptions,
+    mpp,
+    seed=0,
+    device=None,
+    radius_um=MATCH_RADIUS_UM,
+    progress=None,
+    cancel=None,
+    on_epoch=None,
+    init_state=None,
+):
     """Train one enhancer on cached detections; select the epoch on ``tune_cache`` (mF1).
     ``init_state``: a state dict of ``cfg``'s architecture to fine-tune from (else from scratch).
     -> (model, FitResult, {"base": tune dict, "enhanced": tune dict})."""
@@ -436,30 +523,40 @@ def fit_enhancer(train_cache, tune_cache, classes, cfg, opt: EnhancerTrainOption
         model.load_state_dict(init_state)
     model = model.to(dev)
     radius_px = radius_um / mpp
-    cw = torch.tensor(_class_weights(train_cache, len(classes), opt.class_weight_power), dtype=torch.float32,
-                      device=dev)
+    cw = torch.tensor(
+        _class_weights(train_cache, len(classes), opt.class_weight_power), dtype=torch.float32, device=dev
+    )
     feat_std = np.concatenate([c.features for c in train_cache]).std(0).astype(np.float32) + 1e-6
     bs = max(1, opt.batch_images)
     steps = max(1, int(np.ceil(len(train_cache) / bs)))
-    tcfg = TrainConfig(epochs=opt.epochs, lr=opt.lr, schedule=opt.schedule, seed=seed, batch_size=bs,
-                       device=str(dev))
+    tcfg = TrainConfig(epochs=opt.epochs, lr=opt.lr, schedule=opt.schedule, seed=seed, batch_size=bs, device=str(dev))
 
     def batches(epoch):
         order = rng.permutation(len(train_cache))
         for s in range(0, len(order), bs):
-            yield _batch([train_cache[i] for i in order[s:s + bs]], rng, opt, feat_std, mpp)
+            yield _batch([train_cache[i] for i in order[s : s + bs]], rng, opt, feat_std, mpp)
 
     def validate(m):
         r = score_cached(tune_cache, predict_cached(m, tune_cache, mpp), classes, radius_px, radius_um)
         return {"score": r["mF1"], "mF1": r["mF1"], "weighted_f1": r["weighted_f1"]}
 
-    res = fit(model, lambda m, b: _loss(m, b, cw, opt, mpp, radius_um, cfg), batches, validate, tcfg, steps,
-              progress, cancel, on_epoch)
+    res = fit(
+        model,
+        lambda m, b: _loss(m, b, cw, opt, mpp, radius_um, cfg),
+        batches,
+        validate,
+        tcfg,
+        steps,
+        progress,
+        cancel,
+        on_epoch,
+    )
     model.load_state_dict(res.best_state)
     model.eval()
-    tune = {"base": score_cached(tune_cache, None, classes, radius_px, radius_um),
-            "enhanced": score_cached(tune_cache, predict_cached(model, tune_cache, mpp), classes, radius_px,
-                                     radius_um)}
+    tune = {
+        "base": score_cached(tune_cache, None, classes, radius_px, radius_um),
+        "enhanced": score_cached(tune_cache, predict_cached(model, tune_cache, mpp), classes, radius_px, radius_um),
+    }
     return model, res, tune
 
 
@@ -476,11 +573,22 @@ def _split_cache(data, det_model, det_card, mpp, progress, cancel, matching, rad
     return train_cache, tune_cache, classes
 
 
-def train_enhancer(data, out: str | Path, detector: str | None = None, seed: int = 0, device=None,
-                   options: EnhancerTrainOptions | None = None, config: dict | None = None,
-                   mpp: float | None = None, radius_um: float = MATCH_RADIUS_UM,
-                   progress: ProgressFn | None = None, cancel=None, command: str = "", on_epoch=None,
-                   init: str | Path | None = None):
+def train_enhancer(
+    data,
+    out: str | Path,
+    detector: str | None = None,
+    seed: int = 0,
+    device=None,
+    options: EnhancerTrainOptions | None = None,
+    config: dict | None = None,
+    mpp: float | None = None,
+    radius_um: float = MATCH_RADIUS_UM,
+    progress: ProgressFn | None = None,
+    cancel=None,
+    command: str = "",
+    on_epoch=None,
+    init: str | Path | None = None,
+):
     """Train the enhancer on a points dataset for a given detector and save weights + card to ``out``.
 
     Training images: the ``train`` split minus the detector's tune images; selection: those tune images
@@ -502,37 +610,78 @@ def train_enhancer(data, out: str | Path, detector: str | None = None, seed: int
     det_model, det_card = load_model(detector, "detector", device)
     mpp = mpp or CRCHISTO_MPP
     t0 = time.time()
-    train_cache, tune_cache, classes = _split_cache(data, det_model, det_card, mpp, progress, cancel,
-                                                    opt.matching, radius_um)
+    train_cache, tune_cache, classes = _split_cache(
+        data, det_model, det_card, mpp, progress, cancel, opt.matching, radius_um
+    )
     t_cache = time.time() - t0
-    cfg = EnhancerConfig.from_dict({"classes": tuple(classes), "feature_dim": train_cache[0].features.shape[1],
-                                    "position_head": opt.mode == "bipartite", **(config or {})})
+    cfg = EnhancerConfig.from_dict(
+        {
+            "classes": tuple(classes),
+            "feature_dim": train_cache[0].features.shape[1],
+            "position_head": opt.mode == "bipartite",
+            **(config or {}),
+        }
+    )
     if base is not None:
         cfg = EnhancerConfig.from_dict(base.config)
         if list(base.classes) != list(classes) or cfg.feature_dim != train_cache[0].features.shape[1]:
-            raise InputError(f"enhancer '{base.name}' does not fit detector '{det_card.name}' (classes "
-                             f"{base.classes} vs {classes}, or another feature size)")
-    model, res, tune = fit_enhancer(train_cache, tune_cache, classes, cfg, opt, mpp, seed, device, radius_um,
-                                    progress, cancel, on_epoch,
-                                    None if base is None else base_model.state_dict())
+            raise InputError(
+                f"enhancer '{base.name}' does not fit detector '{det_card.name}' (classes "
+                f"{base.classes} vs {classes}, or another feature size)"
+            )
+    model, res, tune = fit_enhancer(
+        train_cache,
+        tune_cache,
+        classes,
+        cfg,
+        opt,
+        mpp,
+        seed,
+        device,
+        radius_um,
+        progress,
+        cancel,
+        on_epoch,
+        None if base is None else base_model.state_dict(),
+    )
     bias = None
     if opt.tune_bias:
-        bias = search_class_bias(_logits_cached(model, tune_cache, mpp), tune_cache, classes, radius_um / mpp,
-                                 radius_um)
-        tune["enhanced_bias"] = score_cached(tune_cache, predict_cached(model, tune_cache, mpp, bias), classes,
-                                             radius_um / mpp, radius_um)
-    card = ModelCard(name=Path(out).stem, task="enhancer", config=cfg.to_dict(), classes=list(classes),
-                     mpp=det_card.mpp, colors=dict(det_card.colors),
-                     params={"detector": reference(detector or det_card.name, "detector"), "match_radius_um": radius_um,
-                             "class_bias": None if bias is None else [float(b) for b in bias]},
-                     licence="research use only (trained on CRCHisto)")
+        bias = search_class_bias(
+            _logits_cached(model, tune_cache, mpp), tune_cache, classes, radius_um / mpp, radius_um
+        )
+        tune["enhanced_bias"] = score_cached(
+            tune_cache, predict_cached(model, tune_cache, mpp, bias), classes, radius_um / mpp, radius_um
+        )
+    card = ModelCard(
+        name=Path(out).stem,
+        task="enhancer",
+        config=cfg.to_dict(),
+        classes=list(classes),
+        mpp=det_card.mpp,
+        colors=dict(det_card.colors),
+        params={
+            "detector": reference(detector or det_card.name, "detector"),
+            "match_radius_um": radius_um,
+            "class_bias": None if bias is None else [float(b) for b in bias],
+        },
+        licence="research use only (trained on CRCHisto)",
+    )
     data_desc = str(data) if isinstance(data, (str, Path)) else "in-memory: " + ", ".join(s.name for s in data)[:300]
-    card.training = {"command": command, "data": data_desc, "seed": seed, "detector": card.params["detector"],
-                     "init": None if init is None else str(init),
-                     "options": opt.__dict__.copy(), "fit_images": len(train_cache),
-                     "tune_images": [c.name for c in tune_cache], "best_epoch": res.best_epoch,
-                     "seconds": round(time.time() - t0, 1), "cache_seconds": round(t_cache, 1),
-                     "device": str(device or "cpu"), "history": res.history}
+    card.training = {
+        "command": command,
+        "data": data_desc,
+        "seed": seed,
+        "detector": card.params["detector"],
+        "init": None if init is None else str(init),
+        "options": opt.__dict__.copy(),
+        "fit_images": len(train_cache),
+        "tune_images": [c.name for c in tune_cache],
+        "best_epoch": res.best_epoch,
+        "seconds": round(time.time() - t0, 1),
+        "cache_seconds": round(t_cache, 1),
+        "device": str(device or "cpu"),
+        "history": res.history,
+    }
     card.metrics = {"tune": {k: {"mF1": v["mF1"], "weighted_f1": v["weighted_f1"]} for k, v in tune.items()}}
     save_model(model, card, out)
     return model, card
@@ -550,10 +699,20 @@ ABLATION = [
 ]
 
 
-def evaluate_enhancer(data, split: str | None = "validation", weights=None, detector=None,
-                      radius_um: float = MATCH_RADIUS_UM, mpp: float | None = None, device=None,
-                      ablation: bool = False, ablation_epochs: int = 15, tta: bool = False, progress=None,
-                      cancel=None) -> dict:
+def evaluate_enhancer(
+    data,
+    split: str | None = "validation",
+    weights=None,
+    detector=None,
+    radius_um: float = MATCH_RADIUS_UM,
+    mpp: float | None = None,
+    device=None,
+    ablation: bool = False,
+    ablation_epochs: int = 15,
+    tta: bool = False,
+    progress=None,
+    cancel=None,
+) -> dict:
     """Score base vs enhanced classes of the same detected points on a split (detected with the 8-fold
     rotation / flip test-time augmentation when ``tta``).
 
@@ -575,30 +734,46 @@ def evaluate_enhancer(data, split: str | None = "validation", weights=None, dete
         raise InputError(f"{data}: classes {classes} differ from the enhancer's {card.classes}")
     rp = radius_um / mpp
     bias = card.params.get("class_bias")
-    res = {"base": score_cached(cache, None, classes, rp, radius_um),
-           "enhanced": score_cached(cache, predict_cached(model, cache, mpp, bias), classes, rp, radius_um),
-           "enhancer": card.name, "detector": det_card.name, "split": split}
+    res = {
+        "base": score_cached(cache, None, classes, rp, radius_um),
+        "enhanced": score_cached(cache, predict_cached(model, cache, mpp, bias), classes, rp, radius_um),
+        "enhancer": card.name,
+        "detector": det_card.name,
+        "split": split,
+    }
     if ablation:
         t0 = time.time()
-        train_cache, tune_cache, _ = _split_cache(data, det_model, det_card, mpp, None, cancel, "hungarian",
-                                                  radius_um)
+        train_cache, tune_cache, _ = _split_cache(data, det_model, det_card, mpp, None, cancel, "hungarian", radius_um)
         base_cfg = EnhancerConfig.from_dict(card.config).to_dict()
-        opts = EnhancerTrainOptions(**{k: v for k, v in (card.training or {}).get("options", {}).items()
-                                       if k in EnhancerTrainOptions.__dataclass_fields__})
+        opts = EnhancerTrainOptions(
+            **{
+                k: v
+                for k, v in (card.training or {}).get("options", {}).items()
+                if k in EnhancerTrainOptions.__dataclass_fields__
+            }
+        )
         opts = replace(opts, epochs=ablation_epochs, tune_bias=False)
         rows = []
         for i, v in enumerate(ABLATION):
             check_cancel(cancel)
             t1 = time.time()
             cfg = EnhancerConfig.from_dict({**base_cfg, "position": v["position"], "radius_um": v["radius_um"]})
-            m, fr, tune = fit_enhancer(train_cache, tune_cache, classes, cfg, opts, mpp, 0, device, radius_um,
-                                       cancel=cancel)
+            m, fr, tune = fit_enhancer(
+                train_cache, tune_cache, classes, cfg, opts, mpp, 0, device, radius_um, cancel=cancel
+            )
             r = score_cached(cache, predict_cached(m, cache, mpp), classes, rp, radius_um)
-            rows.append({**v, "epochs": ablation_epochs, "best_epoch": fr.best_epoch,
-                         "tune_mF1": tune["enhanced"]["mF1"], "mF1": r["mF1"], "weighted_f1": r["weighted_f1"],
-                         "classes": {k: c["f1"] for k, c in r["classes"].items()},
-                         "seconds": round(time.time() - t1, 1)})
+            rows.append(
+                {
+                    **v,
+                    "epochs": ablation_epochs,
+                    "best_epoch": fr.best_epoch,
+                    "tune_mF1": tune["enhanced"]["mF1"],
+                    "mF1": r["mF1"],
+                    "weighted_f1": r["weighted_f1"],
+                    "classes": {k: c["f1"] for k, c in r["classes"].items()},
+                    "seconds": round(time.time() - t1, 1),
+                }
+            )
             report(progress, i + 1, len(ABLATION), f"ablation {v['variant']}: mF1 {r['mF1']:.4f}")
-        res["ablation"] = {"base_mF1": res["base"]["mF1"], "variants": rows,
-                           "seconds": round(time.time() - t0, 1)}
+        res["ablation"] = {"base_mF1": res["base"]["mF1"], "variants": rows, "seconds": round(time.time() - t0, 1)}
     return res

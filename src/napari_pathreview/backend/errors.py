@@ -7,6 +7,7 @@ Every long backend function takes two optional keyword arguments:
 
 Widgets forward these to a napari progress bar and a Cancel button; the CLI prints progress to stderr.
 """
+
 from __future__ import annotations
 
 import threading

@@ -4,6 +4,7 @@ GeoJSON follows QuPath's export: a FeatureCollection of Point features with
 ``properties.objectType = "detection"``, ``classification: {name, color: [r, g, b]}`` and
 ``measurements`` (score, p_<class>). Coordinates are (x, y) in level-0 pixels, as QuPath uses.
 """
+
 from __future__ import annotations
 
 import csv
@@ -20,7 +21,7 @@ from .weights import class_colors
 
 def _rgb(hex_color: str) -> list[int]:
     h = hex_color.lstrip("#")
-    return [int(h[i:i + 2], 16) for i in (0, 2, 4)]
+    return [int(h[i : i + 2], 16) for i in (0, 2, 4)]
 
 
 def _hex(rgb) -> str:
@@ -35,16 +36,23 @@ def points_to_geojson(points: CellPoints) -> dict:
     for i in range(len(points)):
         name = str(table["class"][i])
         meas = {k: float(v[i]) for k, v in table.items() if k != "class"}
-        feats.append({
-            "type": "Feature",
-            "id": f"cell-{i}",
-            "geometry": {"type": "Point", "coordinates": [float(points.yx[i, 1]), float(points.yx[i, 0])]},
-            "properties": {"objectType": "detection",
-                           "classification": {"name": name, "color": _rgb(colors.get(name, "#ffffff"))},
-                           "measurements": meas},
-        })
-    return {"type": "FeatureCollection", "features": feats,
-            "properties": {"mpp": points.mpp, "source": points.source, "classes": list(points.classes)}}
+        feats.append(
+            {
+                "type": "Feature",
+                "id": f"cell-{i}",
+                "geometry": {"type": "Point", "coordinates": [float(points.yx[i, 1]), float(points.yx[i, 0])]},
+                "properties": {
+                    "objectType": "detection",
+                    "classification": {"name": name, "color": _rgb(colors.get(name, "#ffffff"))},
+                    "measurements": meas,
+                },
+            }
+        )
+    return {
+        "type": "FeatureCollection",
+        "features": feats,
+        "properties": {"mpp": points.mpp, "source": points.source, "classes": list(points.classes)},
+    }
 
 
 def _dumps(doc: dict, path) -> str:
@@ -52,8 +60,10 @@ def _dumps(doc: dict, path) -> str:
     try:
         return json.dumps(doc, allow_nan=False)
     except ValueError:
-        raise InputError(f"{path}: the points hold NaN or infinite values (not valid JSON); "
-                         "check the positions and scores, or write a CSV") from None
+        raise InputError(
+            f"{path}: the points hold NaN or infinite values (not valid JSON); "
+            "check the positions and scores, or write a CSV"
+        ) from None
 
 
 def write_geojson(points: CellPoints, path: str | Path) -> Path:
@@ -85,8 +95,9 @@ def _xy(value, path, fid) -> tuple[float, float]:
             raise TypeError
         x, y = float(value[0]), float(value[1])
     except (IndexError, KeyError, TypeError, ValueError):
-        raise InputError(f"{path}: feature {fid} has malformed coordinates {str(value)[:40]}; "
-                         "expected numbers [x, y]") from None
+        raise InputError(
+            f"{path}: feature {fid} has malformed coordinates {str(value)[:40]}; expected numbers [x, y]"
+        ) from None
     if not (np.isfinite(x) and np.isfinite(y)):
         raise InputError(f"{path}: feature {fid} has a NaN or infinite coordinate; fix or remove it")
     return x, y
@@ -114,8 +125,10 @@ def _centres(g, path, fid, depth: int = 0) -> list[tuple[float, float]]:
             return [pt for m in g.get("geometries") for pt in _centres(m, path, fid, depth + 1)]
     except (IndexError, KeyError, TypeError):
         raise InputError(f"{path}: feature {fid} has a malformed {kind}; export it again") from None
-    raise InputError(f"{path}: feature {fid} is a {str(kind)[:40]}; pathreview reads cells as "
-                     f"{', '.join(POINT_GEOMETRIES)} - remove it or export detections only")
+    raise InputError(
+        f"{path}: feature {fid} is a {str(kind)[:40]}; pathreview reads cells as "
+        f"{', '.join(POINT_GEOMETRIES)} - remove it or export detections only"
+    )
 
 
 def _class_name(props: dict, path, fid) -> tuple[str, list | None]:
@@ -127,11 +140,16 @@ def _class_name(props: dict, path, fid) -> tuple[str, list | None]:
         return cl or "unclassified", None
     if isinstance(cl, dict) and isinstance(cl.get("name", ""), str):
         color = cl.get("color")
-        ok = isinstance(color, list) and len(color) >= 3 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 255 for v in color[:3])
+        ok = (
+            isinstance(color, list)
+            and len(color) >= 3
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 255 for v in color[:3])
+        )
         return cl.get("name") or "unclassified", color if ok else None
-    raise InputError(f"{path}: feature {fid} has a classification that is neither a name nor "
-                     "{\"name\": ..., \"color\": [r, g, b]}; fix or remove it")
+    raise InputError(
+        f"{path}: feature {fid} has a classification that is neither a name nor "
+        '{"name": ..., "color": [r, g, b]}; fix or remove it'
+    )
 
 
 def read_geojson(path: str | Path, classes: list[str] | None = None) -> CellPoints:
@@ -247,8 +265,9 @@ def read_points_table(path: str | Path, classes: list[str] | None = None) -> dic
     px = next((c for c in _PX_COLUMNS if set(c) <= head), None)
     um = next((c for c in _UM_COLUMNS if set(c) <= head), None)
     if px is None and um is None:
-        raise InputError(f"{path}: no point coordinates; expected columns x,y (pixels) or "
-                         f"'Centroid X µm','Centroid Y µm' (QuPath)")
+        raise InputError(
+            f"{path}: no point coordinates; expected columns x,y (pixels) or 'Centroid X µm','Centroid Y µm' (QuPath)"
+        )
     cls_col = next((c for c in _CLASS_COLUMNS if c in head), None)
     img_col = next((c for c in ("image", "Image") if c in head), None)
     groups: dict[str, list[dict]] = {}
@@ -315,8 +334,10 @@ def read_points_file(path: str | Path) -> dict[str, CellPoints]:
 
 # ---- labels -> GeoJSON polygons -----------------------------------------------------------------
 
-def labels_to_geojson(labels: np.ndarray, mpp: float | None = None, class_name: str = "nucleus",
-                      color: str = "#ffe119", min_area: int = 1) -> dict:
+
+def labels_to_geojson(
+    labels: np.ndarray, mpp: float | None = None, class_name: str = "nucleus", color: str = "#ffe119", min_area: int = 1
+) -> dict:
     """Instance labels (H, W) -> QuPath FeatureCollection of Polygon ``detection`` features.
 
     One polygon per instance: the outer boundary of its largest connected part (x then y, closed ring;
@@ -345,13 +366,18 @@ def labels_to_geojson(labels: np.ndarray, mpp: float | None = None, class_name: 
         cs = find_contours(np.pad(m, 1).astype(np.float32), 0.5)
         ring = max(cs, key=len) - 1 + np.array([sl[0].start, sl[1].start])  # (row, col)
         ring = np.vstack([ring, ring[:1]])
-        feats.append({
-            "type": "Feature", "id": f"object-{value}",
-            "geometry": {"type": "Polygon", "coordinates": [[[float(x), float(y)] for y, x in ring]]},
-            "properties": {"objectType": "detection",
-                           "classification": {"name": class_name, "color": _rgb(color)},
-                           "measurements": {"label": value, "area_px": area}},
-        })
+        feats.append(
+            {
+                "type": "Feature",
+                "id": f"object-{value}",
+                "geometry": {"type": "Polygon", "coordinates": [[[float(x), float(y)] for y, x in ring]]},
+                "properties": {
+                    "objectType": "detection",
+                    "classification": {"name": class_name, "color": _rgb(color)},
+                    "measurements": {"label": value, "area_px": area},
+                },
+            }
+        )
     return {"type": "FeatureCollection", "features": feats, "properties": {"mpp": mpp, "classes": [class_name]}}
 
 
@@ -375,8 +401,11 @@ def read_geojson_polygons(path: str | Path) -> tuple[list[np.ndarray], list[str]
             raise InputError(f"{path}: feature {i} is not a JSON object; export it again")
         fid = f.get("id", i) if isinstance(f.get("id", i), (str, int)) else i
         g = f.get("geometry") if isinstance(f.get("geometry"), dict) else {}
-        polys = [g.get("coordinates")] if g.get("type") == "Polygon" else (
-            g.get("coordinates") if g.get("type") == "MultiPolygon" else [])
+        polys = (
+            [g.get("coordinates")]
+            if g.get("type") == "Polygon"
+            else (g.get("coordinates") if g.get("type") == "MultiPolygon" else [])
+        )
         props = f.get("properties") if isinstance(f.get("properties"), dict) else {}
         name, color = _class_name(props, path, fid)
         if color is not None:

@@ -17,6 +17,7 @@ Every method takes one normalised input ``x`` ``(1, C, H, W)`` (model scale) and
 tile by tile when larger than the model's input, blended with a Hann window, resized back to the input's
 pixel grid. :func:`faithfulness` scores a map by deletion/insertion curves against random maps.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -48,6 +49,7 @@ def methods_for(card) -> tuple:
 
 # ---------------------------------------------------------------- CAM and Grad-CAM
 
+
 def _up(maps, size):
     import torch.nn.functional as F
 
@@ -75,8 +77,11 @@ def default_gradcam_layer(model) -> str:
     """Name of the last feature module that is not a pooling (the last conv block's output)."""
     from torch import nn
 
-    names = [n for n, m in model.named_modules() if n.startswith("features.") and n.count(".") == 1
-             and not isinstance(m, (nn.MaxPool2d, nn.AvgPool2d))]
+    names = [
+        n
+        for n, m in model.named_modules()
+        if n.startswith("features.") and n.count(".") == 1 and not isinstance(m, (nn.MaxPool2d, nn.AvgPool2d))
+    ]
     if not names:
         raise InputError("Grad-CAM: the model has no feature layers; name one with layer=")
     return names[-1]
@@ -106,6 +111,7 @@ def gradcam(model, x, targets, layer: str | None = None, **_):
 
 
 # ---------------------------------------------------------------- LRP
+
 
 def _canonise(seq: list) -> list:
     """Steps ``(kind, module(s), weight, bias)``: a conv followed by BatchNorm becomes one linear step
@@ -277,6 +283,7 @@ def lrp(model, x, targets, rule: str = "epsilon", **_):
 
 # ---------------------------------------------------------------- ViT attention rollout
 
+
 def attention_rollout(attentions) -> torch.Tensor:
     """Rollout (Abnar & Zuidema 2020): per layer, mean over heads, + identity (residual), rows
     normalised, multiplied through the layers; returns the class token's row over the patches ``(B, N)``."""
@@ -307,8 +314,9 @@ def method_fn(name: str, card):
     if name not in METHODS:
         raise InputError(f"unknown method '{name}'; choose from {', '.join(METHODS)}")
     if name not in methods_for(card):
-        raise InputError(f"{card.name}: method '{name}' does not apply to this {card.task} model; "
-                         f"use {', '.join(methods_for(card))}")
+        raise InputError(
+            f"{card.name}: method '{name}' does not apply to this {card.task} model; use {', '.join(methods_for(card))}"
+        )
     if name in LRP_RULES:
         return lambda model, x, t, **kw: lrp(model, x, t, LRP_RULES[name])
     return {"cam": cam, "gradcam": gradcam, "rollout": rollout}[name]
@@ -316,8 +324,17 @@ def method_fn(name: str, card):
 
 # ---------------------------------------------------------------- images and slides, tile by tile
 
-def explain_array(model, card, image: np.ndarray, method: str, targets, layer: str | None = None,
-                  progress: ProgressFn | None = None, cancel=None) -> tuple[np.ndarray, np.ndarray]:
+
+def explain_array(
+    model,
+    card,
+    image: np.ndarray,
+    method: str,
+    targets,
+    layer: str | None = None,
+    progress: ProgressFn | None = None,
+    cancel=None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Explain a model-scale float image ``(H, W, C)`` in [0, 1] -> (maps ``(n, H, W)``, probs ``(K,)``).
 
     Larger than the model's input (``classification.model_tiles``): tile by tile, maps blended with a
@@ -333,10 +350,10 @@ def explain_array(model, card, image: np.ndarray, method: str, targets, layer: s
     probs = 0.0
     for i, t in enumerate(tiles):
         check_cancel(cancel)
-        crop = image[t.y0:t.y1, t.x0:t.x1]
+        crop = image[t.y0 : t.y1, t.x0 : t.x1]
         x = normalise(pad_for_model(crop, card)[None], card).to(dev)
         maps, logits = fn(model, x, list(targets), layer=layer)
-        st.add(t, maps[:, :crop.shape[0], :crop.shape[1]].float().cpu().numpy())
+        st.add(t, maps[:, : crop.shape[0], : crop.shape[1]].float().cpu().numpy())
         probs = probs + probabilities(logits[None].detach(), card)[0].float().cpu().numpy()
         report(progress, i + 1, len(tiles), f"{method}: tile {i + 1} of {len(tiles)}")
     return st.result(), probs / len(tiles)
@@ -368,7 +385,7 @@ def _targets(classes, card) -> list[int]:
     if classes is None or classes == "all" or (isinstance(classes, (list, tuple)) and not classes):
         return list(range(len(names)))
     out = []
-    for c in ([classes] if isinstance(classes, (str, int)) else classes):
+    for c in [classes] if isinstance(classes, (str, int)) else classes:
         if isinstance(c, (int, np.integer)) and 0 <= c < len(names):
             out.append(int(c))
         elif c in names:
@@ -378,9 +395,18 @@ def _targets(classes, card) -> list[int]:
     return out
 
 
-def explain_image(image, model, card, method: str = "gradcam", classes=None, mpp: float | None = None,
-                  layer: str | None = None, progress: ProgressFn | None = None, cancel=None,
-                  name: str = "image") -> ExplainResult:
+def explain_image(
+    image,
+    model,
+    card,
+    method: str = "gradcam",
+    classes=None,
+    mpp: float | None = None,
+    layer: str | None = None,
+    progress: ProgressFn | None = None,
+    cancel=None,
+    name: str = "image",
+) -> ExplainResult:
     """Probabilities + heat maps of an ``(H, W, C)`` array or a Slide, maps at the input's pixel grid."""
     from skimage.transform import resize
 
@@ -401,11 +427,21 @@ def explain_image(image, model, card, method: str = "gradcam", classes=None, mpp
         down = shape[0] / img.shape[0]
     else:
         maps = resize(maps, (len(targets), *shape), order=1, preserve_range=True, anti_aliasing=False)
-    return ExplainResult(np.asarray(maps, np.float32), probs.astype(np.float32), list(card.classes),
-                         [card.classes[t] for t in targets], method, card.name, input_mpp(card, mpp), down, name)
+    return ExplainResult(
+        np.asarray(maps, np.float32),
+        probs.astype(np.float32),
+        list(card.classes),
+        [card.classes[t] for t in targets],
+        method,
+        card.name,
+        input_mpp(card, mpp),
+        down,
+        name,
+    )
 
 
 # ---------------------------------------------------------------- faithfulness
+
 
 def _blocks(heat: np.ndarray, block: int) -> np.ndarray:
     from .tiling import pad_to
@@ -415,8 +451,9 @@ def _blocks(heat: np.ndarray, block: int) -> np.ndarray:
     return p.reshape(p.shape[0] // block, block, p.shape[1] // block, block).mean((1, 3))
 
 
-def deletion_curves(model, card, image: np.ndarray, heat: np.ndarray, target: int, steps: int = 10,
-                    block: int = 8, blur: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
+def deletion_curves(
+    model, card, image: np.ndarray, heat: np.ndarray, target: int, steps: int = 10, block: int = 8, blur: float = 10.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Probability of ``target`` as the most relevant ``block`` x ``block`` cells of a model-scale image
     ``(H, W, C)`` are replaced by a blurred copy (deletion) or revealed on it (insertion).
 
@@ -434,7 +471,7 @@ def deletion_curves(model, card, image: np.ndarray, heat: np.ndarray, target: in
     masks = []
     for i in range(steps + 1):
         m = np.zeros(cells.size, np.float32)
-        m[order[:round(i / steps * cells.size)]] = 1
+        m[order[: round(i / steps * cells.size)]] = 1
         masks.append(np.kron(m.reshape(cells.shape), np.ones((block, block), np.float32))[:h, :w, None])
     masks = np.stack(masks)
     dele = predict_probs(model, card, image * (1 - masks) + base * masks)[:, target]
@@ -448,8 +485,17 @@ def curve_auc(curve: np.ndarray) -> float:
     return float(((c[1:] + c[:-1]) / 2).mean())
 
 
-def faithfulness(model, card, image: np.ndarray, target: int, methods, seed: int = 0, n_random: int = 2,
-                 block: int = 8, steps: int = 10) -> dict:
+def faithfulness(
+    model,
+    card,
+    image: np.ndarray,
+    target: int,
+    methods,
+    seed: int = 0,
+    n_random: int = 2,
+    block: int = 8,
+    steps: int = 10,
+) -> dict:
     """Deletion / insertion AUCs of each method's map for class ``target`` on a model-scale image, and of
     ``n_random`` random maps (same cells): ``{method: {deletion_auc, random_deletion_auc, insertion_auc,
     random_insertion_auc}}``. A faithful map has a lower deletion and a higher insertion AUC than random.
@@ -464,12 +510,17 @@ def faithfulness(model, card, image: np.ndarray, target: int, methods, seed: int
     for m in methods:
         heat = explain_array(model, card, image, m, [target])[0][0]
         d, i = deletion_curves(model, card, image, heat, target, steps, block)
-        out[m] = {"deletion_auc": curve_auc(d), "random_deletion_auc": float(np.mean(rd)),
-                  "insertion_auc": curve_auc(i), "random_insertion_auc": float(np.mean(ri))}
+        out[m] = {
+            "deletion_auc": curve_auc(d),
+            "random_deletion_auc": float(np.mean(rd)),
+            "insertion_auc": curve_auc(i),
+            "random_insertion_auc": float(np.mean(ri)),
+        }
     return out
 
 
 # ---------------------------------------------------------------- files
+
 
 def display_range(heat: np.ndarray) -> float:
     """Upper display limit of a map: the 99th percentile of its positive values (1 when none).
@@ -522,10 +573,17 @@ def write_explanation(result: ExplainResult, slide, out) -> list[Path]:
         with atomic_path(png) as tmp:
             iio.imwrite(tmp, overlay, extension=".png")
         written += [tif, png]
-    meta = {"image": result.name, "model": result.model, "method": result.method, "mpp": result.mpp,
-            "downsample": result.downsample, "classes": result.classes,
-            "probabilities": {c: float(p) for c, p in zip(result.classes, result.probs)},
-            "explained": result.targets, "files": [w.name for w in written]}
+    meta = {
+        "image": result.name,
+        "model": result.model,
+        "method": result.method,
+        "mpp": result.mpp,
+        "downsample": result.downsample,
+        "classes": result.classes,
+        "probabilities": {c: float(p) for c, p in zip(result.classes, result.probs)},
+        "explained": result.targets,
+        "files": [w.name for w in written],
+    }
     j = out / f"{stem}.{result.method}.json"
     with atomic_path(j) as tmp:
         Path(tmp).write_text(json.dumps(meta, indent=2))

@@ -4,6 +4,7 @@ Every function returns :class:`Edges` (``src``, ``dst`` int64 and ``weight`` flo
 length, E); ``layers.edges_layer_data`` turns them into a napari Vectors layer. Candidate pairs always
 come from a KD-tree, so graphs over 10^6 cells stay sparse (no N×N matrix).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -53,8 +54,9 @@ def radius_graph(yx: np.ndarray, r: float) -> Edges:
     if len(pairs) == 0:
         return Edges.empty()
     d = np.linalg.norm(yx[pairs[:, 0]] - yx[pairs[:, 1]], axis=1).astype(np.float32)
-    return Edges(np.r_[pairs[:, 0], pairs[:, 1]].astype(np.int64), np.r_[pairs[:, 1], pairs[:, 0]].astype(np.int64),
-                 np.r_[d, d])
+    return Edges(
+        np.r_[pairs[:, 0], pairs[:, 1]].astype(np.int64), np.r_[pairs[:, 1], pairs[:, 0]].astype(np.int64), np.r_[d, d]
+    )
 
 
 def cosine_similarity(features: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -64,8 +66,13 @@ def cosine_similarity(features: np.ndarray, src: np.ndarray, dst: np.ndarray) ->
     return np.einsum("ef,ef->e", f[src], f[dst]).astype(np.float32)
 
 
-def feature_similarity_graph(features: np.ndarray, threshold: float = 0.97, yx: np.ndarray | None = None,
-                             k: int = 16, radius: float | None = None) -> Edges:
+def feature_similarity_graph(
+    features: np.ndarray,
+    threshold: float = 0.97,
+    yx: np.ndarray | None = None,
+    k: int = 16,
+    radius: float | None = None,
+) -> Edges:
     """Pairs of cells whose feature vectors have cosine similarity >= ``threshold`` (0.97 in the original).
 
     Candidates (to stay sparse): the pairs closer than ``radius`` when given with ``yx``; else the ``k``
@@ -90,4 +97,3 @@ def feature_similarity_graph(features: np.ndarray, threshold: float = 0.97, yx: 
     sim = cosine_similarity(f, pair[:, 0], pair[:, 1])
     keep = sim >= threshold
     return Edges(pair[keep, 0].astype(np.int64), pair[keep, 1].astype(np.int64), sim[keep])
-

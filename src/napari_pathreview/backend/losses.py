@@ -3,6 +3,7 @@
 Shapes: ``logits`` ``(B, K)``; ``target`` ``(B, K)`` float 0/1 for multi-label losses, ``(B,)`` class
 indices for single-label ones. Every function returns a scalar tensor (mean over the batch).
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,7 +23,7 @@ def focal_loss(logits, target, gamma: float = 2.0, multilabel: bool = True):
         p_t = torch.exp(-ce)
         return ((1 - p_t) ** gamma * ce).mean()
     logp = F.log_softmax(logits, 1).gather(1, target[:, None])[:, 0]
-    return (-(1 - logp.exp()) ** gamma * logp).mean()
+    return (-((1 - logp.exp()) ** gamma) * logp).mean()
 
 
 def soft_f1_loss(logits, target, eps: float = 1e-6):
@@ -93,8 +94,11 @@ def build_loss(name: str, multilabel: bool, pos_weight=None):
     parts = []
     for part in name.split("+"):
         if part in ("ce", "bce"):
-            parts.append((lambda lo, t: weighted_bce(lo, t, pos_weight)) if multilabel
-                         else (lambda lo, t: F.cross_entropy(lo, t)))
+            parts.append(
+                (lambda lo, t: weighted_bce(lo, t, pos_weight))
+                if multilabel
+                else (lambda lo, t: F.cross_entropy(lo, t))
+            )
         elif part == "focal":
             parts.append(lambda lo, t: focal_loss(lo, t, multilabel=multilabel))
         elif part == "f1":

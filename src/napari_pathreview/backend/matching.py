@@ -4,6 +4,7 @@ Candidates come from a KD-tree (pairs closer than the radius); the optimal assig
 minimum total distance, maximum cardinality) is solved per connected component of the candidate
 graph, so 10^6 x 10^6 points match in seconds instead of needing an N x M cost matrix.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -4,6 +4,7 @@ Counting follows the CRCHisto papers: detection counts every annotated nucleus; 
 only annotated nuclei that carry a class (``unlabeled`` is detection-only). A matched cell whose class
 is wrong counts as a false negative of the true class and a false positive of the predicted class.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

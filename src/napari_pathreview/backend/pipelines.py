@@ -1,4 +1,5 @@
 """Pipelines: image in, plain results out. The widgets, the CLI and the tests call these same functions."""
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -34,10 +35,19 @@ def _at_precision(precision: str | None, model, card):
     return use(resolve(precision, next(model.parameters()).device, card))
 
 
-def detect(image, weights: str | None = None, mpp: float | None = None, device: str | None = None,
-           threshold: float | None = None, min_distance_um: float | None = None, tta: bool | None = None,
-           progress: ProgressFn | None = None, cancel=None, name: str = "image",
-           precision: str | None = None) -> CellPoints:
+def detect(
+    image,
+    weights: str | None = None,
+    mpp: float | None = None,
+    device: str | None = None,
+    threshold: float | None = None,
+    min_distance_um: float | None = None,
+    tta: bool | None = None,
+    progress: ProgressFn | None = None,
+    cancel=None,
+    name: str = "image",
+    precision: str | None = None,
+) -> CellPoints:
     """Detect cells in an (H, W, 3) array or a Slide -> CellPoints in level-0 pixels of the input.
 
     ``tta``: average the 8 rotations / flips of every tile (8x slower; None: the card's setting).
@@ -60,8 +70,9 @@ def _detect_outputs(stem: Path) -> list[Path]:
     return [_sibling(stem, ".csv"), _sibling(stem, ".geojson")]
 
 
-def _detect_one(path: str, stem: Path, weights=None, mpp=None, device=None, threshold=None,
-                tta=None, precision=None) -> list[Path]:
+def _detect_one(
+    path: str, stem: Path, weights=None, mpp=None, device=None, threshold=None, tta=None, precision=None
+) -> list[Path]:
     """One slide of ``detect_files``: ``stem.csv`` + ``stem.geojson`` (each written atomically)."""
     from .exchange import write_geojson, write_points_csv
     from .slides import open_slide
@@ -72,9 +83,21 @@ def _detect_one(path: str, stem: Path, weights=None, mpp=None, device=None, thre
     return [write_points_csv(pts, csv_path), write_geojson(pts, geojson)]
 
 
-def detect_files(inputs, out: str | Path, weights=None, mpp=None, device=None, threshold=None, tta=None,
-                 workers: int = 1, scheduler: str | None = None, progress: ProgressFn | None = None,
-                 cancel=None, overwrite: bool = False, precision: str | None = None) -> dict:
+def detect_files(
+    inputs,
+    out: str | Path,
+    weights=None,
+    mpp=None,
+    device=None,
+    threshold=None,
+    tta=None,
+    workers: int = 1,
+    scheduler: str | None = None,
+    progress: ProgressFn | None = None,
+    cancel=None,
+    overwrite: bool = False,
+    precision: str | None = None,
+) -> dict:
     """Detect cells in each input file; write ``OUT/<name>.csv`` and ``OUT/<name>.geojson`` per input.
 
     Every input is opened (validated) before any work. Slides already done by the same job (model,
@@ -97,10 +120,21 @@ def detect_files(inputs, out: str | Path, weights=None, mpp=None, device=None, t
         key["tta"] = True  # keeps the key of earlier non-TTA jobs unchanged
     if precision not in (None, "fp32"):
         key["precision"] = precision
-    run = partial(_detect_one, weights=weights, mpp=mpp, device=device, threshold=threshold, tta=tta,
-                  precision=precision)
-    return run_batch(inputs, out, run, key, workers=workers, scheduler=scheduler, progress=progress,
-                     cancel=cancel, planned=_detect_outputs, overwrite=overwrite)
+    run = partial(
+        _detect_one, weights=weights, mpp=mpp, device=device, threshold=threshold, tta=tta, precision=precision
+    )
+    return run_batch(
+        inputs,
+        out,
+        run,
+        key,
+        workers=workers,
+        scheduler=scheduler,
+        progress=progress,
+        cancel=cancel,
+        planned=_detect_outputs,
+        overwrite=overwrite,
+    )
 
 
 def _common_card(cards):
@@ -122,10 +156,21 @@ def _models(weights, task: str, device):
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def segment(image, weights=None, mpp: float | None = None, device: str | None = None, tile: int | None = None,
-            overlap: float | None = None, tta: bool | None = None, ensemble: str = "mean",
-            progress: ProgressFn | None = None, cancel=None, name: str = "image", stain_norm: bool | None = None,
-            precision: str | None = None):
+def segment(
+    image,
+    weights=None,
+    mpp: float | None = None,
+    device: str | None = None,
+    tile: int | None = None,
+    overlap: float | None = None,
+    tta: bool | None = None,
+    ensemble: str = "mean",
+    progress: ProgressFn | None = None,
+    cancel=None,
+    name: str = "image",
+    stain_norm: bool | None = None,
+    precision: str | None = None,
+):
     """Segment an (H, W, 3) array or a Slide in memory -> SegmentationResult (instances + probabilities).
 
     ``weights``: a model name/path, a list of them (ensemble: ``"mean"`` or ``"union"``), or None (shipped).
@@ -137,15 +182,39 @@ def segment(image, weights=None, mpp: float | None = None, device: str | None = 
 
     models, cards = _models(weights, "segmenter", device)
     with _at_precision(precision, models[0], _common_card(cards)):
-        return _segment(image, models, cards, mpp=mpp, tile=tile, overlap=overlap, tta=tta, ensemble=ensemble,
-                        progress=progress, cancel=cancel, name=name, stain_norm=stain_norm)
+        return _segment(
+            image,
+            models,
+            cards,
+            mpp=mpp,
+            tile=tile,
+            overlap=overlap,
+            tta=tta,
+            ensemble=ensemble,
+            progress=progress,
+            cancel=cancel,
+            name=name,
+            stain_norm=stain_norm,
+        )
 
 
-def segment_file(input, out: str | Path, weights=None, mpp: float | None = None, device: str | None = None,
-                 tile: int | None = None, overlap: float | None = None, tta: bool | None = None,
-                 ensemble: str = "mean", overwrite: bool = False, progress: ProgressFn | None = None,
-                 cancel=None, compile: bool = False, stain_norm: bool | None = None,
-                 precision: str | None = None) -> Path:
+def segment_file(
+    input,
+    out: str | Path,
+    weights=None,
+    mpp: float | None = None,
+    device: str | None = None,
+    tile: int | None = None,
+    overlap: float | None = None,
+    tta: bool | None = None,
+    ensemble: str = "mean",
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+    cancel=None,
+    compile: bool = False,
+    stain_norm: bool | None = None,
+    precision: str | None = None,
+) -> Path:
     """Segment one slide/image file tile by tile into an OME-Zarr labels store at ``out`` (bounded memory).
     ``compile``: ``torch.compile`` the network (faster per tile after a ~20-30 s first call);
     ``stain_norm``: False ignores the card's hematoxylin reference; ``precision``: see :func:`segment`."""
@@ -161,9 +230,22 @@ def segment_file(input, out: str | Path, weights=None, mpp: float | None = None,
     slide = open_slide(input, mpp=mpp)
     models, cards = _models(weights, "segmenter", device)
     with _at_precision(precision, models[0], _common_card(cards)):
-        return segment_to_zarr(slide, out, models, cards, tile=tile, overlap=overlap, tta=tta, ensemble=ensemble,
-                               overwrite=overwrite, progress=progress, cancel=cancel, name=slide.path,
-                               compile=compile, stain_norm=stain_norm)
+        return segment_to_zarr(
+            slide,
+            out,
+            models,
+            cards,
+            tile=tile,
+            overlap=overlap,
+            tta=tta,
+            ensemble=ensemble,
+            overwrite=overwrite,
+            progress=progress,
+            cancel=cancel,
+            name=slide.path,
+            compile=compile,
+            stain_norm=stain_norm,
+        )
 
 
 def _segment_outputs(stem: Path) -> list[Path]:
@@ -176,10 +258,25 @@ def _segment_one(path: str, stem: Path, **kw) -> list[Path]:
     return [segment_file(path, _sibling(stem, ".zarr"), overwrite=True, **kw)]
 
 
-def segment_files(inputs, out: str | Path, weights=None, mpp=None, device=None, tile=None, overlap=None,
-                  tta=None, ensemble: str = "mean", overwrite: bool = False, workers: int = 1,
-                  scheduler: str | None = None, progress: ProgressFn | None = None, cancel=None,
-                  compile: bool = False, stain_norm: bool | None = None, precision: str | None = None) -> dict:
+def segment_files(
+    inputs,
+    out: str | Path,
+    weights=None,
+    mpp=None,
+    device=None,
+    tile=None,
+    overlap=None,
+    tta=None,
+    ensemble: str = "mean",
+    overwrite: bool = False,
+    workers: int = 1,
+    scheduler: str | None = None,
+    progress: ProgressFn | None = None,
+    cancel=None,
+    compile: bool = False,
+    stain_norm: bool | None = None,
+    precision: str | None = None,
+) -> dict:
     """Segment many slides into ``OUT/<name>.zarr`` each (tile by tile, bounded memory), one idempotent
     task per slide on this process or a Dask cluster; reruns skip slides already done by the same job
     (see ``backend.batch``). An existing store pathreview did not write (its record does not list it) is
@@ -194,19 +291,58 @@ def segment_files(inputs, out: str | Path, weights=None, mpp=None, device=None, 
         open_slide(p, mpp=mpp)
     refs = list(weights) if isinstance(weights, (list, tuple)) else [weights]
     names = [str(r) if r else default_model("segmenter") for r in refs]
-    key = {"job": "segment", "weights": names, "mpp": mpp, "tile": tile, "overlap": overlap, "tta": tta,
-           "ensemble": ensemble, **({"stain_norm": False} if stain_norm is False else {}),
-           **({"precision": precision} if precision not in (None, "fp32") else {})}
-    run = partial(_segment_one, weights=weights, mpp=mpp, device=device, tile=tile, overlap=overlap, tta=tta,
-                  ensemble=ensemble, compile=compile, stain_norm=stain_norm, precision=precision)
-    return run_batch(inputs, out, run, key, workers=workers, scheduler=scheduler, progress=progress,
-                     cancel=cancel, planned=_segment_outputs, overwrite=overwrite)
+    key = {
+        "job": "segment",
+        "weights": names,
+        "mpp": mpp,
+        "tile": tile,
+        "overlap": overlap,
+        "tta": tta,
+        "ensemble": ensemble,
+        **({"stain_norm": False} if stain_norm is False else {}),
+        **({"precision": precision} if precision not in (None, "fp32") else {}),
+    }
+    run = partial(
+        _segment_one,
+        weights=weights,
+        mpp=mpp,
+        device=device,
+        tile=tile,
+        overlap=overlap,
+        tta=tta,
+        ensemble=ensemble,
+        compile=compile,
+        stain_norm=stain_norm,
+        precision=precision,
+    )
+    return run_batch(
+        inputs,
+        out,
+        run,
+        key,
+        workers=workers,
+        scheduler=scheduler,
+        progress=progress,
+        cancel=cancel,
+        planned=_segment_outputs,
+        overwrite=overwrite,
+    )
 
 
-def enhance(image=None, points: CellPoints | None = None, weights: str | None = None, detector: str | None = None,
-            mpp: float | None = None, device: str | None = None, return_attention: bool = True,
-            tta: bool | None = None, progress: ProgressFn | None = None, cancel=None, name: str = "image",
-            precision: str | None = None):
+def enhance(
+    image=None,
+    points: CellPoints | None = None,
+    weights: str | None = None,
+    detector: str | None = None,
+    mpp: float | None = None,
+    device: str | None = None,
+    return_attention: bool = True,
+    tta: bool | None = None,
+    progress: ProgressFn | None = None,
+    cancel=None,
+    name: str = "image",
+    precision: str | None = None,
+):
     """Correct cell classes with the enhancer -> ``enhancement.EnhanceResult`` (base, enhanced, changed,
     attention edges).
 
@@ -222,8 +358,9 @@ def enhance(image=None, points: CellPoints | None = None, weights: str | None = 
         from .precision import resolve, use
 
         with use(resolve(precision, next(model.parameters()).device, card)):
-            return _enhance(image, points, model, card, det, mpp, device, return_attention, tta, progress, cancel,
-                            name, precision)
+            return _enhance(
+                image, points, model, card, det, mpp, device, return_attention, tta, progress, cancel, name, precision
+            )
     return _enhance(image, points, model, card, det, mpp, device, return_attention, tta, progress, cancel, name, None)
 
 
@@ -235,8 +372,17 @@ def _enhance(image, points, model, card, det, mpp, device, return_attention, tta
     if points is None:
         if image is None:
             raise InputError("enhance: give an image or detected points")
-        points = detect(image, det, mpp=mpp, device=device, tta=tta, progress=progress, cancel=cancel, name=name,
-                        precision=precision)
+        points = detect(
+            image,
+            det,
+            mpp=mpp,
+            device=device,
+            tta=tta,
+            progress=progress,
+            cancel=cancel,
+            name=name,
+            precision=precision,
+        )
     elif points.features is None:
         if image is None:
             raise InputError("these points carry no detector features: give their image so they can be sampled")
@@ -254,27 +400,59 @@ def _enhance_outputs(stem: Path) -> list[Path]:
     return [_sibling(stem, ".csv"), _sibling(stem, ".geojson"), _sibling(stem, ".base.csv")]
 
 
-def _enhance_one(path: str, stem: Path, weights=None, detector=None, mpp=None, device=None, tta=None,
-                 progress=None, cancel=None, precision=None) -> list[Path]:
+def _enhance_one(
+    path: str,
+    stem: Path,
+    weights=None,
+    detector=None,
+    mpp=None,
+    device=None,
+    tta=None,
+    progress=None,
+    cancel=None,
+    precision=None,
+) -> list[Path]:
     """One slide of ``enhance_files``: ``stem.csv``, ``stem.geojson`` (enhanced) and ``stem.base.csv``."""
     from .exchange import write_geojson, write_points_csv
     from .slides import open_slide
 
     s = open_slide(path, mpp=mpp)
-    r = enhance(s, weights=weights, detector=detector, device=device, return_attention=False, tta=tta,
-                cancel=cancel, name=s.path, precision=precision,
-                progress=None if progress is None else (lambda a, b, m: progress(a, b, f"{s.name}: {m}")))
+    r = enhance(
+        s,
+        weights=weights,
+        detector=detector,
+        device=device,
+        return_attention=False,
+        tta=tta,
+        cancel=cancel,
+        name=s.path,
+        precision=precision,
+        progress=None if progress is None else (lambda a, b, m: progress(a, b, f"{s.name}: {m}")),
+    )
     csv_path, geojson, base = _enhance_outputs(stem)
-    written = [write_points_csv(r.enhanced, csv_path), write_geojson(r.enhanced, geojson),
-               write_points_csv(r.base, base)]
+    written = [
+        write_points_csv(r.enhanced, csv_path),
+        write_geojson(r.enhanced, geojson),
+        write_points_csv(r.base, base),
+    ]
     if progress is not None:
         progress(1, 1, f"{s.name}: {len(r.enhanced)} cells, {int(r.changed.sum())} changed")
     return written
 
 
-def enhance_files(inputs, out: str | Path, weights=None, detector=None, mpp=None, device=None, tta=None,
-                  progress: ProgressFn | None = None, cancel=None, overwrite: bool = False,
-                  precision: str | None = None) -> dict:
+def enhance_files(
+    inputs,
+    out: str | Path,
+    weights=None,
+    detector=None,
+    mpp=None,
+    device=None,
+    tta=None,
+    progress: ProgressFn | None = None,
+    cancel=None,
+    overwrite: bool = False,
+    precision: str | None = None,
+) -> dict:
     """Detect + enhance each input file; write ``OUT/<name>.csv`` and ``OUT/<name>.geojson`` (enhanced
     classes; the base detector's classes are in ``OUT/<name>.base.csv``). One idempotent task per slide
     (``backend.batch``): reruns skip slides already done by the same job; an existing output pathreview
@@ -291,13 +469,28 @@ def enhance_files(inputs, out: str | Path, weights=None, detector=None, mpp=None
         raise InputError(f"{out}: exists and is not a folder; give --out a folder")
     for p in inputs:
         open_slide(p, mpp=mpp)
-    key = {"job": "enhance", "weights": str(weights) if weights else default_model("enhancer"),
-           "detector": detector, "mpp": mpp, **({"tta": True} if tta else {}),
-           **({"precision": precision} if precision not in (None, "fp32") else {})}
-    run = partial(_enhance_one, weights=weights, detector=detector, mpp=mpp, device=device, tta=tta,
-                  progress=progress, cancel=cancel, precision=precision)
-    return run_batch(inputs, out, run, key, progress=progress, cancel=cancel, planned=_enhance_outputs,
-                     overwrite=overwrite)
+    key = {
+        "job": "enhance",
+        "weights": str(weights) if weights else default_model("enhancer"),
+        "detector": detector,
+        "mpp": mpp,
+        **({"tta": True} if tta else {}),
+        **({"precision": precision} if precision not in (None, "fp32") else {}),
+    }
+    run = partial(
+        _enhance_one,
+        weights=weights,
+        detector=detector,
+        mpp=mpp,
+        device=device,
+        tta=tta,
+        progress=progress,
+        cancel=cancel,
+        precision=precision,
+    )
+    return run_batch(
+        inputs, out, run, key, progress=progress, cancel=cancel, planned=_enhance_outputs, overwrite=overwrite
+    )
 
 
 # ---------------------------------------------------------------- classifiers and their heat maps
@@ -317,8 +510,9 @@ def get_classifier(ref: str | None = None, device: str | None = None):
     return get_model(ref, card.task, device)
 
 
-def explain_memory_check(image, card, mpp: float | None = None, classes=None, write: bool = False,
-                         name: str = "image") -> None:
+def explain_memory_check(
+    image, card, mpp: float | None = None, classes=None, write: bool = False, name: str = "image"
+) -> None:
     """Refuse (InputError) an explanation that cannot fit in memory, before any pixel is read: estimated
     (``memory.explain_bytes``) from the level ``classification.to_model_scale`` would read, the model's
     scale, the number of maps and their output grid; ``write``: also the overlays ``explain_files`` writes
@@ -345,14 +539,25 @@ def explain_memory_check(image, card, mpp: float | None = None, classes=None, wr
     out = full if full[0] * full[1] <= MAX_PIXELS else model_yx
     n = len(_targets(classes, card))
     need = explain_bytes(read, channels, factor, n, out, full if write else None)
-    require_memory(need, f"{name}: explaining {full[0]} x {full[1]} px ({n} maps)",
-                   "explain a region or a downsampled copy of the slide (export one from QuPath or napari), "
-                   "or fewer --classes")
+    require_memory(
+        need,
+        f"{name}: explaining {full[0]} x {full[1]} px ({n} maps)",
+        "explain a region or a downsampled copy of the slide (export one from QuPath or napari), or fewer --classes",
+    )
 
 
-def explain(image, weights: str | None = None, method: str = "gradcam", classes=None, mpp: float | None = None,
-            device: str | None = None, layer: str | None = None, progress: ProgressFn | None = None,
-            cancel=None, name: str = "image"):
+def explain(
+    image,
+    weights: str | None = None,
+    method: str = "gradcam",
+    classes=None,
+    mpp: float | None = None,
+    device: str | None = None,
+    layer: str | None = None,
+    progress: ProgressFn | None = None,
+    cancel=None,
+    name: str = "image",
+):
     """Class probabilities + heat maps of an (H, W, C) array or a Slide -> ``explain.ExplainResult``.
 
     ``method``: cam, gradcam, lrp-epsilon, lrp-gamma, lrp-a1b0, lrp-a2b1 or rollout (ViT); ``classes``:
@@ -364,19 +569,30 @@ def explain(image, weights: str | None = None, method: str = "gradcam", classes=
 
     model, card = get_classifier(weights, device)
     explain_memory_check(image, card, mpp, classes, name=name)
-    return explain_image(image, model, card, method, classes=classes, mpp=mpp, layer=layer,
-                         progress=progress, cancel=cancel, name=name)
+    return explain_image(
+        image, model, card, method, classes=classes, mpp=mpp, layer=layer, progress=progress, cancel=cancel, name=name
+    )
 
 
 def _explain_names(stem: Path, method: str, targets) -> list[Path]:
     """The files ``explain.write_explanation`` writes for ``stem`` (its name without ``.ome``)."""
     base = stem.with_name(stem.name.replace(".ome", ""))
-    return ([_sibling(base, f".{method}.{c}{ext}") for c in targets for ext in (".tif", ".png")]
-            + [_sibling(base, f".{method}.json")])
+    return [_sibling(base, f".{method}.{c}{ext}") for c in targets for ext in (".tif", ".png")] + [
+        _sibling(base, f".{method}.json")
+    ]
 
 
-def _explain_one(path: str, stem: Path, weights=None, method="gradcam", classes=None, mpp=None, device=None,
-                 progress=None, cancel=None) -> list[Path]:
+def _explain_one(
+    path: str,
+    stem: Path,
+    weights=None,
+    method="gradcam",
+    classes=None,
+    mpp=None,
+    device=None,
+    progress=None,
+    cancel=None,
+) -> list[Path]:
     """One slide of ``explain_files``: its maps, overlays and JSON (see ``_explain_names``)."""
     from dataclasses import replace
 
@@ -384,16 +600,34 @@ def _explain_one(path: str, stem: Path, weights=None, method="gradcam", classes=
     from .slides import open_slide
 
     s = open_slide(path, mpp=mpp)
-    r = explain(s, weights, method, classes=classes, device=device, cancel=cancel, name=s.name,
-                progress=None if progress is None else (lambda a, b, m: progress(a, b, f"{s.name}: {m}")))
+    r = explain(
+        s,
+        weights,
+        method,
+        classes=classes,
+        device=device,
+        cancel=cancel,
+        name=s.name,
+        progress=None if progress is None else (lambda a, b, m: progress(a, b, f"{s.name}: {m}")),
+    )
     written = write_explanation(r, replace(s, name=stem.name + ".x"), stem.parent)
     if progress is not None:
         progress(1, 1, f"{s.name}: " + ", ".join(f"{c} {p:.2f}" for c, p in zip(r.classes, r.probs)))
     return written
 
 
-def explain_files(inputs, out: str | Path, weights=None, method: str = "gradcam", classes=None, mpp=None,
-                  device=None, progress: ProgressFn | None = None, cancel=None, overwrite: bool = False) -> dict:
+def explain_files(
+    inputs,
+    out: str | Path,
+    weights=None,
+    method: str = "gradcam",
+    classes=None,
+    mpp=None,
+    device=None,
+    progress: ProgressFn | None = None,
+    cancel=None,
+    overwrite: bool = False,
+) -> dict:
     """Explain each input; write ``OUT/<name>.<method>.<class>.tif`` (float32 map at the input grid),
     a ``.png`` overlay per class and ``OUT/<name>.<method>.json`` (probabilities, classes, files).
 
@@ -416,17 +650,42 @@ def explain_files(inputs, out: str | Path, weights=None, method: str = "gradcam"
     for p in inputs:  # validate every input before writing anything
         explain_memory_check(open_slide(p, mpp=mpp), card, mpp, classes, write=True, name=str(p))
     key = {"job": f"explain-{method}", "model": card.name, "classes": targets, "mpp": mpp}
-    run = partial(_explain_one, weights=weights, method=method, classes=classes, mpp=mpp, device=device,
-                  progress=progress, cancel=cancel)
-    return run_batch(inputs, out, run, key, progress=progress, cancel=cancel, overwrite=overwrite,
-                     planned=lambda stem: _explain_names(stem, method, targets))
+    run = partial(
+        _explain_one,
+        weights=weights,
+        method=method,
+        classes=classes,
+        mpp=mpp,
+        device=device,
+        progress=progress,
+        cancel=cancel,
+    )
+    return run_batch(
+        inputs,
+        out,
+        run,
+        key,
+        progress=progress,
+        cancel=cancel,
+        overwrite=overwrite,
+        planned=lambda stem: _explain_names(stem, method, targets),
+    )
 
 
 # ---------------------------------------------------------------- weakly supervised cell types
 
-def weak_cells(image, weights: str | None = None, points: CellPoints | None = None, detector: str | None = None,
-               mpp: float | None = None, device: str | None = None, progress: ProgressFn | None = None,
-               cancel=None, name: str = "image"):
+
+def weak_cells(
+    image,
+    weights: str | None = None,
+    points: CellPoints | None = None,
+    detector: str | None = None,
+    mpp: float | None = None,
+    device: str | None = None,
+    progress: ProgressFn | None = None,
+    cancel=None,
+    name: str = "image",
+):
     """Weakly supervised cell types of an (H, W, 3) array or a Slide (level 0) -> ``weak.WeakCellsResult``
     (per-class CAMs, pseudo-labels, stage-2 map, typed cells), all at the input's pixel grid.
 

@@ -1,4 +1,5 @@
 """Cell points <-> dense maps: training targets from annotated points, and points from predicted maps."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -6,9 +7,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
-def point_targets(shape: tuple[int, int], yx: np.ndarray, labels: np.ndarray,
-                  sigma: float = 2.0, class_radius: float = 4.0,
-                  crowding: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def point_targets(
+    shape: tuple[int, int],
+    yx: np.ndarray,
+    labels: np.ndarray,
+    sigma: float = 2.0,
+    class_radius: float = 4.0,
+    crowding: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Dense training targets for the point detector.
 
     Args:
@@ -47,7 +53,7 @@ def point_targets(shape: tuple[int, int], yx: np.ndarray, labels: np.ndarray,
 
         nn = cKDTree(yx).query(yx, k=2)[0][:, 1]
         sig = np.maximum(np.minimum(sig, crowding * nn), 1.0)
-    obj = np.exp(-(dist ** 2) / (2 * sig[nearest] ** 2)).astype(np.float32)
+    obj = np.exp(-(dist**2) / (2 * sig[nearest] ** 2)).astype(np.float32)
     near = dist <= class_radius
     cls[near] = labels[nearest[near]]
     return obj, cls
@@ -78,29 +84,50 @@ class CellPoints:
     @classmethod
     def empty(cls, classes, feature_dim: int = 0, **kw) -> CellPoints:
         k = len(classes)
-        return cls(np.zeros((0, 2), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32),
-                   np.zeros((0, k), np.float32), list(classes),
-                   features=np.zeros((0, feature_dim), np.float32) if feature_dim else None, **kw)
+        return cls(
+            np.zeros((0, 2), np.float32),
+            np.zeros(0, np.int64),
+            np.zeros(0, np.float32),
+            np.zeros((0, k), np.float32),
+            list(classes),
+            features=np.zeros((0, feature_dim), np.float32) if feature_dim else None,
+            **kw,
+        )
 
     def select(self, keep: np.ndarray) -> CellPoints:
         """Subset by boolean mask or index array."""
-        return CellPoints(self.yx[keep], self.labels[keep], self.scores[keep], self.probs[keep],
-                          self.classes, self.mpp,
-                          None if self.features is None else self.features[keep], self.source, self.colors)
+        return CellPoints(
+            self.yx[keep],
+            self.labels[keep],
+            self.scores[keep],
+            self.probs[keep],
+            self.classes,
+            self.mpp,
+            None if self.features is None else self.features[keep],
+            self.source,
+            self.colors,
+        )
 
     @staticmethod
     def concat(parts: list[CellPoints]) -> CellPoints:
         first = parts[0]
         feats = None if first.features is None else np.concatenate([p.features for p in parts])
-        return CellPoints(np.concatenate([p.yx for p in parts]), np.concatenate([p.labels for p in parts]),
-                          np.concatenate([p.scores for p in parts]), np.concatenate([p.probs for p in parts]),
-                          first.classes, first.mpp, feats, first.source, first.colors)
+        return CellPoints(
+            np.concatenate([p.yx for p in parts]),
+            np.concatenate([p.labels for p in parts]),
+            np.concatenate([p.scores for p in parts]),
+            np.concatenate([p.probs for p in parts]),
+            first.classes,
+            first.mpp,
+            feats,
+            first.source,
+            first.colors,
+        )
 
     def table(self) -> dict:
         """Column table (class, score, p_<class>) for a napari features table, CSV or GeoJSON."""
         names = np.array(self.classes, dtype=object)
-        t = {"class": names[self.labels] if len(self) else np.zeros(0, object),
-             "score": self.scores.astype(np.float32)}
+        t = {"class": names[self.labels] if len(self) else np.zeros(0, object), "score": self.scores.astype(np.float32)}
         for k, c in enumerate(self.classes):
             t[f"p_{c}"] = self.probs[:, k].astype(np.float32)
         return t
@@ -110,8 +137,9 @@ def find_peaks(objectness: np.ndarray, threshold: float, min_distance: int) -> n
     """Local maxima of an objectness map (H, W) in [0, 1] -> (N, 2) int (row, col) pixels."""
     from skimage.feature import peak_local_max
 
-    return peak_local_max(objectness, min_distance=max(1, int(min_distance)), threshold_abs=threshold,
-                          exclude_border=False).astype(np.int64)
+    return peak_local_max(
+        objectness, min_distance=max(1, int(min_distance)), threshold_abs=threshold, exclude_border=False
+    ).astype(np.int64)
 
 
 def sample_bilinear(fmap: np.ndarray, yx: np.ndarray) -> np.ndarray:
@@ -125,5 +153,6 @@ def sample_bilinear(fmap: np.ndarray, yx: np.ndarray) -> np.ndarray:
     y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
     wy, wx = (y - y0)[:, None], (x - x0)[:, None]
     f = lambda a, b: fmap[:, a, b].T
-    return ((1 - wy) * (1 - wx) * f(y0, x0) + (1 - wy) * wx * f(y0, x1)
-            + wy * (1 - wx) * f(y1, x0) + wy * wx * f(y1, x1)).astype(fmap.dtype)
+    return (
+        (1 - wy) * (1 - wx) * f(y0, x0) + (1 - wy) * wx * f(y0, x1) + wy * (1 - wx) * f(y1, x0) + wy * wx * f(y1, x1)
+    ).astype(fmap.dtype)

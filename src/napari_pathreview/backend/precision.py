@@ -7,6 +7,7 @@ Only the network runs in reduced precision; decoding, watershed, matching and bl
 verified equal to float32 (``card.training["precision"]["verified"]``, written by
 ``pathreview bench precision``); anything else runs in float32.
 """
+
 from __future__ import annotations
 
 import contextlib

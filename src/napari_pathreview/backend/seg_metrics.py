@@ -8,6 +8,7 @@ sparse contingency matrix (pixel overlaps of every GT/prediction pair that touch
 Empty-image conventions: Dice of two empty masks is ``empty`` (default 1.0: nothing to find, nothing
 found); AJI and PQ of two empty instance masks are 1.0; if only one side is empty they are 0.0.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,8 +30,7 @@ def dice(pred_mask: np.ndarray, gt_mask: np.ndarray, empty: float = 1.0) -> floa
     return float(empty) if s == 0 else 2.0 * int(np.count_nonzero(p & g)) / s
 
 
-def dice_per_class(pred_labels: np.ndarray, gt_labels: np.ndarray, n_classes: int,
-                   empty: float = 1.0) -> np.ndarray:
+def dice_per_class(pred_labels: np.ndarray, gt_labels: np.ndarray, n_classes: int, empty: float = 1.0) -> np.ndarray:
     """Dice of each class ``0..n_classes-1`` of two semantic label maps: float64 ``(n_classes,)``.
 
     A class absent from both maps scores ``empty`` (1.0 by default, as :func:`dice`; pass ``np.nan``
@@ -103,8 +103,7 @@ def aji(pred_instances: np.ndarray, gt_instances: np.ndarray) -> float:
     return c / u if u else 1.0
 
 
-def panoptic_quality(pred_instances: np.ndarray, gt_instances: np.ndarray,
-                     iou_thresh: float = 0.5) -> dict:
+def panoptic_quality(pred_instances: np.ndarray, gt_instances: np.ndarray, iou_thresh: float = 0.5) -> dict:
     """Panoptic quality (Kirillov et al. 2019) of instance masks: ``{"pq", "dq", "sq", "tp", "fp", "fn"}``.
 
     Pairs with IoU > ``iou_thresh`` are true positives. For ``iou_thresh >= 0.5`` the matching is unique
@@ -158,8 +157,18 @@ def score_pair(pred: np.ndarray, gt: np.ndarray, instances: bool = True, iou_thr
     """
     pred, gt = np.asarray(pred), np.asarray(gt)
     _same_shape(pred, gt, "segmentation scores")
-    out = {"dice": dice(pred > 0, gt > 0), "aji": None, "pq": None, "dq": None, "sq": None,
-           "tp": None, "fp": None, "fn": None, "n_pred": int(np.unique(pred[pred != 0]).size), "n_gt": None}
+    out = {
+        "dice": dice(pred > 0, gt > 0),
+        "aji": None,
+        "pq": None,
+        "dq": None,
+        "sq": None,
+        "tp": None,
+        "fp": None,
+        "fn": None,
+        "n_pred": int(np.unique(pred[pred != 0]).size),
+        "n_gt": None,
+    }
     if instances:
         out.update(panoptic_quality(pred, gt, iou_thresh))
         out["aji"] = aji(pred, gt)

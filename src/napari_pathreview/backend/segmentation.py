@@ -11,6 +11,7 @@ inside the foreground). Over slides, :func:`segment_to_zarr` streams the same ma
 (``tiling.predict_tiled_to_zarr``) into an instance labeller that keeps ``halo`` rows of context, so
 memory is bounded by a band of rows whatever the slide height.
 """
+
 from __future__ import annotations
 
 import csv
@@ -32,6 +33,7 @@ MASK_KINDS = ("instance", "binary")
 
 # ---------------------------------------------------------------- data
 
+
 @dataclass
 class MaskSample:
     """One annotated image: ``image`` (H, W, 3) uint8 and ``labels`` (H, W) int32 — instance ids
@@ -47,8 +49,10 @@ class MaskSample:
 def read_splits_csv(root: Path) -> list[dict]:
     path = Path(root) / "splits.csv"
     if not path.is_file():
-        raise InputError(f"{root}: no splits.csv; a masks dataset needs images/, masks/ and splits.csv "
-                         "(image,split,mask); see docs/data-formats.md")
+        raise InputError(
+            f"{root}: no splits.csv; a masks dataset needs images/, masks/ and splits.csv "
+            "(image,split,mask); see docs/data-formats.md"
+        )
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
     if not rows or not {"image", "split"} <= set(rows[0]):
@@ -61,8 +65,9 @@ def read_splits_csv(root: Path) -> list[dict]:
     return rows
 
 
-def load_masks_dataset(root: str | Path, splits: str | list[str] | None = None,
-                       names: list[str] | None = None) -> list[MaskSample]:
+def load_masks_dataset(
+    root: str | Path, splits: str | list[str] | None = None, names: list[str] | None = None
+) -> list[MaskSample]:
     """Load an images + masks + splits.csv dataset (splits: a name, comma list or list; None: all).
 
     ``names``: keep only these images (in this order). ``mask=instance`` rows: uint16/int instance labels;
@@ -124,6 +129,7 @@ def distance_target(labels: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- parameters and results
 
+
 @dataclass
 class SegmentParams:
     """Post-processing and tiling. threshold: foreground probability; marker_threshold: normalised
@@ -175,8 +181,9 @@ class SegmentationResult:
         return int(len(self.table["label"]))
 
 
-def label_instances(prob: np.ndarray, distance: np.ndarray, threshold: float = 0.5,
-                    marker_threshold: float = 0.5, min_area_px: int = 0) -> np.ndarray:
+def label_instances(
+    prob: np.ndarray, distance: np.ndarray, threshold: float = 0.5, marker_threshold: float = 0.5, min_area_px: int = 0
+) -> np.ndarray:
     """Instances from a foreground probability and a normalised distance map, both (H, W) in [0, 1].
 
     Foreground = ``prob > threshold``; markers = connected parts of ``distance > marker_threshold``
@@ -215,8 +222,14 @@ def _raster_relabel(lab: np.ndarray) -> np.ndarray:
     return lut[lab]
 
 
-def instance_table(labels: np.ndarray, intensity: np.ndarray | None = None, mpp: float | None = None,
-                   y0: int = 0, downsample: float = 1.0, x0: int = 0) -> dict:
+def instance_table(
+    labels: np.ndarray,
+    intensity: np.ndarray | None = None,
+    mpp: float | None = None,
+    y0: int = 0,
+    downsample: float = 1.0,
+    x0: int = 0,
+) -> dict:
     """Per-instance features of a label image: ``label, area_px, area_um2, centroid_y, centroid_x,
     mean_intensity`` (numpy columns). ``intensity``: (H, W) grey values (mean of RGB, 0..255) or None;
     ``y0``, ``x0``: row / column offset of ``labels``; centroids are scaled by ``downsample`` to level-0 pixels and
@@ -226,8 +239,14 @@ def instance_table(labels: np.ndarray, intensity: np.ndarray | None = None, mpp:
     ids = ids[ids > 0]
     if ids.size == 0:
         z = np.zeros(0, np.float32)
-        return {"label": np.zeros(0, np.int64), "area_px": np.zeros(0, np.int64), "area_um2": z,
-                "centroid_y": z, "centroid_x": z, "mean_intensity": z}
+        return {
+            "label": np.zeros(0, np.int64),
+            "area_px": np.zeros(0, np.int64),
+            "area_um2": z,
+            "centroid_y": z,
+            "centroid_x": z,
+            "mean_intensity": z,
+        }
     idx = np.searchsorted(ids, flat)
     inside = flat > 0
     idx, n = idx[inside], ids.size
@@ -235,17 +254,22 @@ def instance_table(labels: np.ndarray, intensity: np.ndarray | None = None, mpp:
     area = np.bincount(idx, minlength=n)
     cy = np.bincount(idx, yy, minlength=n) / area + y0
     cx = np.bincount(idx, xx, minlength=n) / area + x0
-    mi = (np.bincount(idx, intensity.ravel()[inside], minlength=n) / area if intensity is not None
-          else np.full(n, np.nan))
+    mi = (
+        np.bincount(idx, intensity.ravel()[inside], minlength=n) / area if intensity is not None else np.full(n, np.nan)
+    )
     px_um2 = (mpp * downsample) ** 2 if mpp else np.nan
-    return {"label": ids.astype(np.int64), "area_px": area.astype(np.int64),
-            "area_um2": (area * px_um2).astype(np.float32),
-            "centroid_y": ((cy + 0.5) * downsample - 0.5).astype(np.float32),
-            "centroid_x": ((cx + 0.5) * downsample - 0.5).astype(np.float32),
-            "mean_intensity": mi.astype(np.float32)}
+    return {
+        "label": ids.astype(np.int64),
+        "area_px": area.astype(np.int64),
+        "area_um2": (area * px_um2).astype(np.float32),
+        "centroid_y": ((cy + 0.5) * downsample - 0.5).astype(np.float32),
+        "centroid_x": ((cx + 0.5) * downsample - 0.5).astype(np.float32),
+        "mean_intensity": mi.astype(np.float32),
+    }
 
 
 # ---------------------------------------------------------------- inference
+
 
 def _as_list(x) -> list:
     return list(x) if isinstance(x, (list, tuple)) else [x]
@@ -258,8 +282,10 @@ def _check_ensemble(models, cards):
     c0 = cards[0]
     for c in cards[1:]:
         if list(c.classes) != list(c0.classes) or abs((c.mpp or 0) - (c0.mpp or 0)) > 1e-6:
-            raise InputError(f"ensemble members differ: {c.name} ({c.classes}, {c.mpp} µm/px) vs "
-                             f"{c0.name} ({c0.classes}, {c0.mpp} µm/px); combine models of one task and scale")
+            raise InputError(
+                f"ensemble members differ: {c.name} ({c.classes}, {c.mpp} µm/px) vs "
+                f"{c0.name} ({c0.classes}, {c0.mpp} µm/px); combine models of one task and scale"
+            )
     return models, cards
 
 
@@ -267,8 +293,17 @@ def n_fg_channels(card) -> int:
     return 1 if len(card.classes) == 1 else len(card.classes) + 1
 
 
-def make_predict_fn(models, cards, scale: float, tta: bool = False, ensemble: str = "mean",
-                    skip_background: bool = True, compile: bool = False, h_factor: float = 1.0, cancel=None):
+def make_predict_fn(
+    models,
+    cards,
+    scale: float,
+    tta: bool = False,
+    ensemble: str = "mean",
+    skip_background: bool = True,
+    compile: bool = False,
+    h_factor: float = 1.0,
+    cancel=None,
+):
     """Wrap model(s) as a ``tiling`` predict function over input-pixel tiles.
 
     (B, t, t, C) float32 (raw 0..255 RGB values) -> (B, K + 2, t, t) float32: foreground
@@ -428,16 +463,29 @@ def _postprocess_maps(maps: np.ndarray, n_fg: int, params: SegmentParams, level_
         if params.majority_class and (semantic > 0).any():
             semantic[semantic > 0] = np.bincount(semantic[semantic > 0]).argmax()
     dist, grey = maps[n_fg], maps[n_fg + 1]
-    min_px = int(round(params.min_area_um2 / level_mpp ** 2))
+    min_px = int(round(params.min_area_um2 / level_mpp**2))
     labels = label_instances(prob, dist, params.threshold, params.marker_threshold, min_px)
     return prob, dist, labels, semantic, grey
 
 
-def segment(image, model, card, mpp: float | None = None, params: SegmentParams | None = None,
-            tile: int | None = None, overlap: int | None = None, tta: bool | None = None,
-            level: int | None = None, ensemble: str = "mean", progress: ProgressFn | None = None,
-            cancel=None, name: str = "image", skip_background: bool = True,
-            compile: bool = False, stain_norm: bool | None = None) -> SegmentationResult:
+def segment(
+    image,
+    model,
+    card,
+    mpp: float | None = None,
+    params: SegmentParams | None = None,
+    tile: int | None = None,
+    overlap: int | None = None,
+    tta: bool | None = None,
+    level: int | None = None,
+    ensemble: str = "mean",
+    progress: ProgressFn | None = None,
+    cancel=None,
+    name: str = "image",
+    skip_background: bool = True,
+    compile: bool = False,
+    stain_norm: bool | None = None,
+) -> SegmentationResult:
     """Segment an image (or one level of a slide) in memory: overlapping tiles, blended, watershed.
 
     Args:
@@ -462,17 +510,45 @@ def segment(image, model, card, mpp: float | None = None, params: SegmentParams 
     arr, level, down, mpp, level_mpp, name = _resolve_input(image, c0, mpp, level, name)
     scale = level_mpp / c0.mpp
     tile_in, overlap_in = _tiling(params, scale, arr.shape[:2])
-    fn = make_predict_fn(models, cards, scale, params.tta, ensemble, skip_background, compile,
-                         image_factor(arr, params.stain_reference, image, level), cancel=cancel)
+    fn = make_predict_fn(
+        models,
+        cards,
+        scale,
+        params.tta,
+        ensemble,
+        skip_background,
+        compile,
+        image_factor(arr, params.stain_reference, image, level),
+        cancel=cancel,
+    )
     check_fits_in_memory(arr.shape[:2], fn.out_channels, name)
-    maps = predict_tiled(arr, fn, tile_in, overlap_in, fn.out_channels, batch_size=fn.batch_size,
-                         glass=glass_tiles(image, level, skip_background),
-                         progress=progress, cancel=cancel)
+    maps = predict_tiled(
+        arr,
+        fn,
+        tile_in,
+        overlap_in,
+        fn.out_channels,
+        batch_size=fn.batch_size,
+        glass=glass_tiles(image, level, skip_background),
+        progress=progress,
+        cancel=cancel,
+    )
     check_cancel(cancel)
     prob, dist, labels, semantic, grey = _postprocess_maps(maps, n_fg_channels(c0), params, level_mpp)
     table = instance_table(labels, grey, mpp, downsample=down)
-    return SegmentationResult(labels, prob, dist, list(c0.classes), mpp, table, semantic, level, down,
-                              "+".join(c.name for c in cards), params.__dict__.copy())
+    return SegmentationResult(
+        labels,
+        prob,
+        dist,
+        list(c0.classes),
+        mpp,
+        table,
+        semantic,
+        level,
+        down,
+        "+".join(c.name for c in cards),
+        params.__dict__.copy(),
+    )
 
 
 def in_memory_bytes(shape_yx, channels: int) -> int:
@@ -488,9 +564,13 @@ def check_fits_in_memory(shape_yx, channels: int, name: str, fraction: float = 0
     available memory; the tile-by-tile zarr path (``segment_to_zarr``) has bounded memory instead."""
     from .memory import require_memory
 
-    require_memory(in_memory_bytes(shape_yx, channels), f"{name}: segmenting {shape_yx[0]} x {shape_yx[1]} px in memory",
-                   "write to an OME-Zarr instead (`pathreview segment INPUT --out OUT.zarr`, bounded memory) "
-                   "or pick a coarser level", fraction)
+    require_memory(
+        in_memory_bytes(shape_yx, channels),
+        f"{name}: segmenting {shape_yx[0]} x {shape_yx[1]} px in memory",
+        "write to an OME-Zarr instead (`pathreview segment INPUT --out OUT.zarr`, bounded memory) "
+        "or pick a coarser level",
+        fraction,
+    )
 
 
 def _override(params: SegmentParams, tile, overlap, tta, stain_norm=None) -> SegmentParams:
@@ -525,9 +605,22 @@ class BandLabeller:
     cut's new instances or None), for checkpoints; :meth:`resume_at` restores a labeller from one.
     """
 
-    def __init__(self, out, shape, n_fg: int, params: SegmentParams, level_mpp: float, band: int, halo: int,
-                 mpp: float | None = None, downsample: float = 1.0, on_cut=None, cols=None, core=None,
-                 strip: int = 0):
+    def __init__(
+        self,
+        out,
+        shape,
+        n_fg: int,
+        params: SegmentParams,
+        level_mpp: float,
+        band: int,
+        halo: int,
+        mpp: float | None = None,
+        downsample: float = 1.0,
+        on_cut=None,
+        cols=None,
+        core=None,
+        strip: int = 0,
+    ):
         self.out, (self.h, self.w_all) = out, shape
         self.x0, self.x1 = cols or (0, self.w_all)
         self.c0, self.c1 = core or (self.x0, self.x1)
@@ -567,21 +660,22 @@ class BandLabeller:
 
     def _label(self, cut: int) -> None:
         w0, w1 = max(0, self.final - self.halo), min(cut + self.halo, self.h)
-        maps = self.buf[:, w0 - self.r0:w1 - self.r0]
+        maps = self.buf[:, w0 - self.r0 : w1 - self.r0]
         prob, dist, lab, _, grey = _postprocess_maps(maps, self.n_fg, self.params, self.level_mpp)
         owned = self._owned(lab, w0, cut)
         table = None
         if owned.size:  # else nothing to write (bare glass, or only instances another cut owns)
             lut = np.zeros(int(lab.max()) + 1, np.int64)
             lut[owned] = np.arange(self.next_id, self.next_id + owned.size)
-            new = lut[lab[self.final - w0:]]
+            new = lut[lab[self.final - w0 :]]
             rows, cols = slice(self.final, w1), slice(self.x0, self.x1)
             old = np.asarray(self.out[rows, cols])
             merged = np.where(old > 0, old, new).astype(old.dtype)
             self.out[rows, cols] = merged
             m = np.where(merged >= self.next_id, merged, 0)
-            table = instance_table(m, grey[self.final - w0:], self.mpp, y0=self.final, x0=self.x0,
-                                   downsample=self.down)
+            table = instance_table(
+                m, grey[self.final - w0 :], self.mpp, y0=self.final, x0=self.x0, downsample=self.down
+            )
             self.tables.append(table)
         self.next_id += owned.size
         self.final = cut
@@ -644,8 +738,17 @@ class ResumeCheckpoint:
             _write_table_csv(table, self.folder / "parts" / name)
             self.parts.append(name)
         tmp = self.folder / "state.json.tmp"
-        tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "strip": labeller.strip,
-                                   "final": labeller.final, "next_id": labeller.next_id, "parts": self.parts}))
+        tmp.write_text(
+            json.dumps(
+                {
+                    "fingerprint": self.fingerprint,
+                    "strip": labeller.strip,
+                    "final": labeller.final,
+                    "next_id": labeller.next_id,
+                    "parts": self.parts,
+                }
+            )
+        )
         os.replace(tmp, self.folder / "state.json")
 
 
@@ -659,8 +762,9 @@ def _file_digest(path) -> str:
     return h.hexdigest()[:16]
 
 
-def _fingerprint(image, arr, name, level, mpp, cards, params, tile_in, overlap_in, band, halo,
-                 ensemble, compiled: bool = False) -> dict:
+def _fingerprint(
+    image, arr, name, level, mpp, cards, params, tile_in, overlap_in, band, halo, ensemble, compiled: bool = False
+) -> dict:
     """What a resumable scratch must agree on: the input (path, size, mtime), scale, models, settings."""
     from .slides import Slide
 
@@ -675,19 +779,45 @@ def _fingerprint(image, arr, name, level, mpp, cards, params, tile_in, overlap_i
     for c in cards:
         wpath = Path(c.path).with_suffix(".safetensors") if getattr(c, "path", "") else None
         weights.append(_file_digest(wpath) if wpath is not None and wpath.exists() else c.name)
-    return {"source": src, "weights": weights, "params": dict(params.__dict__), "tile": tile_in,
-            "overlap": overlap_in, "band": band, "halo": halo, "ensemble": ensemble, "compiled": bool(compiled)}
+    return {
+        "source": src,
+        "weights": weights,
+        "params": dict(params.__dict__),
+        "tile": tile_in,
+        "overlap": overlap_in,
+        "band": band,
+        "halo": halo,
+        "ensemble": ensemble,
+        "compiled": bool(compiled),
+    }
 
 
 INCOMPLETE_MARKER = "INCOMPLETE"
 
 
-def segment_to_zarr(image, out, model, card, mpp: float | None = None, params: SegmentParams | None = None,
-                    tile: int | None = None, overlap: int | None = None, tta: bool | None = None,
-                    level: int | None = None, ensemble: str = "mean", band: int = 1024, halo_um: float = 40.0,
-                    strip: int = 8192, overwrite: bool = False, progress: ProgressFn | None = None, cancel=None,
-                    name: str = "image", skip_background: bool = True, compile: bool = False,
-                    stain_norm: bool | None = None) -> Path:
+def segment_to_zarr(
+    image,
+    out,
+    model,
+    card,
+    mpp: float | None = None,
+    params: SegmentParams | None = None,
+    tile: int | None = None,
+    overlap: int | None = None,
+    tta: bool | None = None,
+    level: int | None = None,
+    ensemble: str = "mean",
+    band: int = 1024,
+    halo_um: float = 40.0,
+    strip: int = 8192,
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+    cancel=None,
+    name: str = "image",
+    skip_background: bool = True,
+    compile: bool = False,
+    stain_norm: bool | None = None,
+) -> Path:
     """Segment a slide (or array) tile by tile into an OME-Zarr labels pyramid at ``out``.
 
     Bounded memory, whatever the slide's size: the level is cut into vertical strips of ``strip``
@@ -721,15 +851,28 @@ def segment_to_zarr(image, out, model, card, mpp: float | None = None, params: S
     arr, level, down, mpp, level_mpp, name = _resolve_input(image, c0, mpp, level, name)
     scale = level_mpp / c0.mpp
     tile_in, overlap_in = _tiling(params, scale, arr.shape[:2])
-    fn = make_predict_fn(models, cards, scale, params.tta, ensemble, skip_background, compile,
-                         image_factor(arr, params.stain_reference, image, level), cancel=cancel)
+    fn = make_predict_fn(
+        models,
+        cards,
+        scale,
+        params.tta,
+        ensemble,
+        skip_background,
+        compile,
+        image_factor(arr, params.stain_reference, image, level),
+        cancel=cancel,
+    )
     h, w = (int(s) for s in arr.shape[:2])
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = out.with_name(f".{out.name}.scratch")
     halo = int(math.ceil(halo_um / level_mpp))
     chunk = min(1024, max(256, tile_in))
-    ckpt = ResumeCheckpoint(scratch, _fingerprint(image, arr, name, level, mpp, cards, params, tile_in,
-                                                  overlap_in, [band, strip], halo, ensemble, compile))
+    ckpt = ResumeCheckpoint(
+        scratch,
+        _fingerprint(
+            image, arr, name, level, mpp, cards, params, tile_in, overlap_in, [band, strip], halo, ensemble, compile
+        ),
+    )
     resumed = ckpt.load() if (scratch / "labels0").exists() else None
     if resumed is None and scratch.exists():
         shutil.rmtree(scratch)
@@ -737,42 +880,97 @@ def segment_to_zarr(image, out, model, card, mpp: float | None = None, params: S
     try:
         if resumed is None:
             scratch.mkdir()
-            (scratch / INCOMPLETE_MARKER).write_text("pathreview segment: still running, killed or cancelled; "
-                                                     "rerun the same command to resume\n")
-            lab0 = zarr.open_array(str(scratch / "labels0"), mode="w", shape=(h, w), dtype=np.uint32,
-                                   chunks=(min(chunk, h), min(chunk, w)), fill_value=0)
+            (scratch / INCOMPLETE_MARKER).write_text(
+                "pathreview segment: still running, killed or cancelled; rerun the same command to resume\n"
+            )
+            lab0 = zarr.open_array(
+                str(scratch / "labels0"),
+                mode="w",
+                shape=(h, w),
+                dtype=np.uint32,
+                chunks=(min(chunk, h), min(chunk, w)),
+                fill_value=0,
+            )
         else:
             lab0 = zarr.open_array(str(scratch / "labels0"), mode="r+")
         glass = glass_tiles(image, level, skip_background)
         strips = strip_plan(w, strip, halo)
         first, final, next_id, tables = resumed if resumed is not None else (0, 0, 1, [])
         if resumed is not None:
-            report(progress, 0, 1, f"resuming {name} at row {final} of {h}" +
-                   (f" in strip {first + 1} of {len(strips)}" if len(strips) > 1 else ""))
+            report(
+                progress,
+                0,
+                1,
+                f"resuming {name} at row {final} of {h}"
+                + (f" in strip {first + 1} of {len(strips)}" if len(strips) > 1 else ""),
+            )
         for k in range(first, len(strips)):
             core, cols = strips[k]
-            labeller = BandLabeller(lab0, (h, w), n_fg_channels(c0), params, level_mpp, band, halo, mpp, down,
-                                    on_cut=ckpt.save, cols=cols, core=core, strip=k)
+            labeller = BandLabeller(
+                lab0,
+                (h, w),
+                n_fg_channels(c0),
+                params,
+                level_mpp,
+                band,
+                halo,
+                mpp,
+                down,
+                on_cut=ckpt.save,
+                cols=cols,
+                core=core,
+                strip=k,
+            )
             labeller.resume_at(final if k == first else 0, next_id, tables)
             if labeller.final < h:
-                predict_tiled_to_zarr(arr, fn, labeller, tile_in, overlap_in, fn.out_channels,
-                                      batch_size=fn.batch_size, progress=_strip_progress(progress, k, len(strips)),
-                                      cancel=cancel, start_row=labeller.start_row, cols=cols, glass=glass)
+                predict_tiled_to_zarr(
+                    arr,
+                    fn,
+                    labeller,
+                    tile_in,
+                    overlap_in,
+                    fn.out_channels,
+                    batch_size=fn.batch_size,
+                    progress=_strip_progress(progress, k, len(strips)),
+                    cancel=cancel,
+                    start_row=labeller.start_row,
+                    cols=cols,
+                    glass=glass,
+                )
             next_id, tables = labeller.next_id, labeller.tables
         check_cancel(cancel)
         with atomic_path(out, overwrite=overwrite) as tmp:
             n_levels = _default_levels((h, w), chunk)
             if isinstance(image, Slide):  # as many levels as the input pyramid has from the level read
                 n_levels = max(n_levels, min(len(image.levels) - level, 1 + int(math.log2(max(1, min(h, w))))))
-            write_ome_zarr(tmp, lab0, level_mpp, labels=True, name=out.name.replace(".ome.zarr", "")
-                           .replace(".zarr", ""), chunks=chunk, n_levels=n_levels, cancel=cancel)
+            write_ome_zarr(
+                tmp,
+                lab0,
+                level_mpp,
+                labels=True,
+                name=out.name.replace(".ome.zarr", "").replace(".zarr", ""),
+                chunks=chunk,
+                n_levels=n_levels,
+                cancel=cancel,
+            )
             _write_table_csv(labeller.table(), Path(tmp) / "instances.csv")
             import json
 
-            (Path(tmp) / "pathreview.json").write_text(json.dumps({
-                "source": name, "level": level, "downsample": down, "mpp": mpp, "classes": list(c0.classes),
-                "models": [c.name for c in cards], "params": params.__dict__, "n_instances":
-                int(labeller.next_id - 1)}, indent=2))
+            (Path(tmp) / "pathreview.json").write_text(
+                json.dumps(
+                    {
+                        "source": name,
+                        "level": level,
+                        "downsample": down,
+                        "mpp": mpp,
+                        "classes": list(c0.classes),
+                        "models": [c.name for c in cards],
+                        "params": params.__dict__,
+                        "n_instances": int(labeller.next_id - 1),
+                    },
+                    indent=2,
+                )
+            )
         done = True
     except Cancelled:
         done = True  # a cancel is the user's choice: nothing to resume
@@ -819,14 +1017,16 @@ def read_table_csv(path: Path) -> dict:
 
 # ---------------------------------------------------------------- training
 
+
 def _resize(a: np.ndarray, size: int, order: int = 1) -> np.ndarray:
     from skimage.transform import resize
 
     if a.shape[0] == size and a.shape[1] == size:
         return a
     down = a.shape[0] > size
-    return resize(a, (size, size) + a.shape[2:], order=order, mode="reflect", anti_aliasing=down,
-                  preserve_range=True).astype(np.float32)
+    return resize(
+        a, (size, size) + a.shape[2:], order=order, mode="reflect", anti_aliasing=down, preserve_range=True
+    ).astype(np.float32)
 
 
 class MultiScaleTiles:
@@ -844,8 +1044,9 @@ class MultiScaleTiles:
         self.per_grid = tuple(per_grid) if per_grid is not None else tuple(g * g for g in grids)
         self.images = [s.image.astype(np.float32) / 255.0 for s in samples]
         self.fg = [(s.labels > 0).astype(np.float32) for s in samples]
-        self.dist = [distance_target(s.labels) if s.instances else np.zeros(s.labels.shape, np.float32)
-                     for s in samples]
+        self.dist = [
+            distance_target(s.labels) if s.instances else np.zeros(s.labels.shape, np.float32) for s in samples
+        ]
 
     def cells(self, rng: np.random.Generator) -> list[tuple[int, int, int, int]]:
         """One epoch's (sample index, y0, x0, side) windows in random order."""
@@ -857,10 +1058,24 @@ class MultiScaleTiles:
                 grid = [(i, j) for i in range(g) for j in range(g)]
                 for c in rng.permutation(len(grid))[:k]:
                     i, j = grid[c]
-                    y0 = int(np.clip(i * (h - side) / max(1, g - 1) + rng.integers(-side // 4, side // 4 + 1),
-                                     0, h - side)) if g > 1 else int(rng.integers(0, h - side + 1))
-                    x0 = int(np.clip(j * (w - side) / max(1, g - 1) + rng.integers(-side // 4, side // 4 + 1),
-                                     0, w - side)) if g > 1 else int(rng.integers(0, w - side + 1))
+                    y0 = (
+                        int(
+                            np.clip(
+                                i * (h - side) / max(1, g - 1) + rng.integers(-side // 4, side // 4 + 1), 0, h - side
+                            )
+                        )
+                        if g > 1
+                        else int(rng.integers(0, h - side + 1))
+                    )
+                    x0 = (
+                        int(
+                            np.clip(
+                                j * (w - side) / max(1, g - 1) + rng.integers(-side // 4, side // 4 + 1), 0, w - side
+                            )
+                        )
+                        if g > 1
+                        else int(rng.integers(0, w - side + 1))
+                    )
                     out.append((si, y0, x0, side))
         return [out[i] for i in rng.permutation(len(out))]
 
@@ -868,8 +1083,12 @@ class MultiScaleTiles:
         si, y0, x0, side = cell
         sl = (slice(y0, y0 + side), slice(x0, x0 + side))
         t = self.tile
-        return (np.clip(_resize(self.images[si][sl], t), 0, 1), _resize(self.fg[si][sl], t),
-                _resize(self.dist[si][sl], t), self.samples[si].instances)
+        return (
+            np.clip(_resize(self.images[si][sl], t), 0, 1),
+            _resize(self.fg[si][sl], t),
+            _resize(self.dist[si][sl], t),
+            self.samples[si].instances,
+        )
 
 
 def augment_item(item, other, rng: np.random.Generator, p_blend: float = 0.2, p_pale: float = 0.0):
@@ -961,8 +1180,7 @@ def _batch_tensors(items, card, device):
     fg = torch.from_numpy(np.stack([it[1] for it in items]).astype(np.float32))
     dist = torch.from_numpy(np.stack([it[2] for it in items]).astype(np.float32))
     inst = torch.tensor([float(it[3]) for it in items])
-    return (x.to(device).contiguous(memory_format=torch.channels_last), fg.to(device), dist.to(device),
-            inst.to(device))
+    return (x.to(device).contiguous(memory_format=torch.channels_last), fg.to(device), dist.to(device), inst.to(device))
 
 
 def _holdout(samples: list[MaskSample], rng, n_tune, n_report):
@@ -990,27 +1208,44 @@ def score_samples(maps_list, samples, params: SegmentParams, mpp: float, n_fg: i
     for maps, s in zip(maps_list, samples):
         prob, dist, lab, _, _ = _postprocess_maps(maps, n_fg, params, mpp)
         sc = score_pair(lab, s.labels, s.instances)  # the same function Compare scores a Labels pair with
-        row = {"image": s.name, "mask": "instance" if s.instances else "binary", "dice": sc["dice"],
-               "n_pred": int(lab.max()), "aji": sc["aji"], "pq": sc["pq"], "n_gt": sc["n_gt"]}
+        row = {
+            "image": s.name,
+            "mask": "instance" if s.instances else "binary",
+            "dice": sc["dice"],
+            "n_pred": int(lab.max()),
+            "aji": sc["aji"],
+            "pq": sc["pq"],
+            "n_gt": sc["n_gt"],
+        }
         if s.instances:
             row.update(dq=sc["dq"], sq=sc["sq"])
         per.append(row)
     inst = [r for r in per if r["aji"] is not None]
-    return {"dice": float(np.mean([r["dice"] for r in per])) if per else float("nan"),
-            "aji": float(np.mean([r["aji"] for r in inst])) if inst else None,
-            "pq": float(np.mean([r["pq"] for r in inst])) if inst else None,
-            "n_images": len(per), "per_image": per}
+    return {
+        "dice": float(np.mean([r["dice"] for r in per])) if per else float("nan"),
+        "aji": float(np.mean([r["aji"] for r in inst])) if inst else None,
+        "pq": float(np.mean([r["pq"] for r in inst])) if inst else None,
+        "n_images": len(per),
+        "per_image": per,
+    }
 
 
-def predict_maps(model, card, image: np.ndarray, mpp: float, tta: bool = False, tile: int = 512,
-                 overlap: int = 64, stain_reference: float | None = None) -> np.ndarray:
+def predict_maps(
+    model,
+    card,
+    image: np.ndarray,
+    mpp: float,
+    tta: bool = False,
+    tile: int = 512,
+    overlap: int = 64,
+    stain_reference: float | None = None,
+) -> np.ndarray:
     """Blended maps (K + 2, H, W) of one in-memory image at ``mpp`` (one tile when it fits);
     ``stain_reference``: see :class:`SegmentParams`."""
     from .tiling import predict_tiled
 
     scale = mpp / card.mpp
-    fn = make_predict_fn([model], [card], scale, tta,
-                         h_factor=image_factor(image, stain_reference))
+    fn = make_predict_fn([model], [card], scale, tta, h_factor=image_factor(image, stain_reference))
     t_in = max(16, int(round(tile / scale)))
     return predict_tiled(image, fn, t_in, min(t_in // 2, int(round(overlap / scale))), fn.out_channels)
 
@@ -1030,14 +1265,35 @@ def tune_params(maps_list, samples, mpp: float, base: SegmentParams) -> dict:
     return best_p
 
 
-def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, device=None,
-                    tile: int = 256, batch_size: int = 8, data_mpp: float = MONUSEG_MPP,
-                    model_mpp: float | None = None, tune_images: int = 3, report_images: int = 4,
-                    decoder: str = "unet", aspp: bool = True, lovasz: bool = False, lr: float = 2e-3,
-                    per_grid=(1, 4, 4), init: str | Path | None = None, progress: ProgressFn | None = None,
-                    cancel=None, command: str = "", on_epoch=None, checkpoints: bool = False,
-                    ema: float = 0.0, amp: bool = False, widths: tuple | None = None, pale: float = 0.0,
-                    stain_norm: bool | None = None):
+def train_segmenter(
+    data,
+    out: str | Path,
+    epochs: int = 12,
+    seed: int = 0,
+    device=None,
+    tile: int = 256,
+    batch_size: int = 8,
+    data_mpp: float = MONUSEG_MPP,
+    model_mpp: float | None = None,
+    tune_images: int = 3,
+    report_images: int = 4,
+    decoder: str = "unet",
+    aspp: bool = True,
+    lovasz: bool = False,
+    lr: float = 2e-3,
+    per_grid=(1, 4, 4),
+    init: str | Path | None = None,
+    progress: ProgressFn | None = None,
+    cancel=None,
+    command: str = "",
+    on_epoch=None,
+    checkpoints: bool = False,
+    ema: float = 0.0,
+    amp: bool = False,
+    widths: tuple | None = None,
+    pale: float = 0.0,
+    stain_norm: bool | None = None,
+):
     """Train a binary (nucleus) segmenter on a masks dataset and save weights + card to ``out``.
 
     All ``train`` images are used; ``tune_images`` of them (chosen by ``seed``, half with instance masks)
@@ -1073,8 +1329,9 @@ def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, devi
         model, base = load_model(init, "segmenter", dev)
         cfg = SegmenterConfig.from_dict(base.config)
     else:
-        cfg = SegmenterConfig(classes=("nucleus",), decoder=decoder, aspp=aspp,
-                              **({"widths": tuple(widths)} if widths else {}))
+        cfg = SegmenterConfig(
+            classes=("nucleus",), decoder=decoder, aspp=aspp, **({"widths": tuple(widths)} if widths else {})
+        )
         model = build_segmenter(cfg).to(dev)
     model = model.to(memory_format=torch.channels_last)
     tune_i, rep_i, fit_i = _holdout(samples, rng, tune_images, report_images)
@@ -1088,27 +1345,33 @@ def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, devi
         from .stain import normalised_training_sets
 
         reference, fit_set, tune, rep = normalised_training_sets(
-            fit_set, tune, rep, reference=(base.params or {}).get("stain_reference") if init is not None else None)
+            fit_set, tune, rep, reference=(base.params or {}).get("stain_reference") if init is not None else None
+        )
     dataset = MultiScaleTiles(fit_set, tile, per_grid=per_grid)
     if model_mpp is None and init is not None and tile == (base.training or {}).get("tile", 256):
         model_mpp = base.mpp  # fine-tuning at the tile it was trained with keeps its scale
     if model_mpp is None:
         side = float(np.median([min(s.image.shape[:2]) for s in fit_set]))
         model_mpp = MODEL_MPP if tile == 256 else round(data_mpp * side / 2 / tile, 3)
-    card = ModelCard(name=Path(out).stem, task="segmenter", config=cfg.to_dict(), classes=list(cfg.classes),
-                     mpp=float(model_mpp), params=SegmentParams().__dict__.copy(),
-                     colors={"nucleus": "#ffe119"},
-                     licence="CC BY-NC-SA 4.0 (inherited from the MoNuSeg training data)")
+    card = ModelCard(
+        name=Path(out).stem,
+        task="segmenter",
+        config=cfg.to_dict(),
+        classes=list(cfg.classes),
+        mpp=float(model_mpp),
+        params=SegmentParams().__dict__.copy(),
+        colors={"nucleus": "#ffe119"},
+        licence="CC BY-NC-SA 4.0 (inherited from the MoNuSeg training data)",
+    )
     n_cells = len(dataset.cells(np.random.default_rng(0)))
     steps = max(1, n_cells // batch_size)
-    tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=str(dev), ema=ema,
-                       amp=amp)
+    tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=str(dev), ema=ema, amp=amp)
 
     def batches(epoch):
         cells = dataset.cells(rng)
         for b in range(steps):
             items = []
-            for c in cells[b * batch_size:(b + 1) * batch_size]:
+            for c in cells[b * batch_size : (b + 1) * batch_size]:
                 other = dataset.item(cells[int(rng.integers(len(cells)))])
                 items.append(augment_item(dataset.item(c), other, rng, p_pale=pale))
             yield _batch_tensors(items, card, dev)
@@ -1126,8 +1389,18 @@ def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, devi
             save_model(m, card, Path(str(out) + ".checkpoint"))
 
     t0 = time.time()
-    res = fit(model, lambda m, b: segmenter_loss(m, b, lovasz), batches, validate, tcfg, steps, progress,
-              cancel, on_epoch, checkpoint)
+    res = fit(
+        model,
+        lambda m, b: segmenter_loss(m, b, lovasz),
+        batches,
+        validate,
+        tcfg,
+        steps,
+        progress,
+        cancel,
+        on_epoch,
+        checkpoint,
+    )
     model.load_state_dict(res.best_state)
     model.eval()
     maps = [predict_maps(model, card, s.image, data_mpp) for s in tune]
@@ -1135,27 +1408,55 @@ def train_segmenter(data, out: str | Path, epochs: int = 12, seed: int = 0, devi
     train_seconds = round(time.time() - t0, 1)
     metrics = {}
     if rep:
-        r = score_samples([predict_maps(model, card, s.image, data_mpp) for s in rep], rep,
-                          SegmentParams.from_card(card), data_mpp)
-        metrics = {"heldout": {k: r[k] for k in ("dice", "aji", "pq", "n_images")},
-                   "heldout_images": [s.name for s in rep]}
+        r = score_samples(
+            [predict_maps(model, card, s.image, data_mpp) for s in rep], rep, SegmentParams.from_card(card), data_mpp
+        )
+        metrics = {
+            "heldout": {k: r[k] for k in ("dice", "aji", "pq", "n_images")},
+            "heldout_images": [s.name for s in rep],
+        }
     card.metrics = metrics
-    card.training = {"command": command, "data": data_desc, "data_mpp": data_mpp, "seed": seed,
-                     "init": None if init is None else str(init), "lr": lr, "ema": ema, "amp": amp,
-                     "epochs": epochs, "best_epoch": res.best_epoch, "seconds": train_seconds,
-                     "device": str(dev), "tile": tile, "grids": list(dataset.grids),
-                     "per_grid": list(dataset.per_grid), "lovasz": lovasz, "pale": pale,
-                     "stain_norm": bool(stain_norm),
-                     "fit_images": len(fit_set), "tune_images": [s.name for s in tune],
-                     "heldout_images": [s.name for s in rep], "history": res.history}
+    card.training = {
+        "command": command,
+        "data": data_desc,
+        "data_mpp": data_mpp,
+        "seed": seed,
+        "init": None if init is None else str(init),
+        "lr": lr,
+        "ema": ema,
+        "amp": amp,
+        "epochs": epochs,
+        "best_epoch": res.best_epoch,
+        "seconds": train_seconds,
+        "device": str(dev),
+        "tile": tile,
+        "grids": list(dataset.grids),
+        "per_grid": list(dataset.per_grid),
+        "lovasz": lovasz,
+        "pale": pale,
+        "stain_norm": bool(stain_norm),
+        "fit_images": len(fit_set),
+        "tune_images": [s.name for s in tune],
+        "heldout_images": [s.name for s in rep],
+        "history": res.history,
+    }
     save_model(model, card, out)
     return model, card
 
 
 # ---------------------------------------------------------------- evaluation
 
-def evaluate_segmenter(data, split: str | None = "validation", weights=None, mpp: float | None = None,
-                       device=None, tta: bool = False, progress: ProgressFn | None = None, cancel=None) -> dict:
+
+def evaluate_segmenter(
+    data,
+    split: str | None = "validation",
+    weights=None,
+    mpp: float | None = None,
+    device=None,
+    tta: bool = False,
+    progress: ProgressFn | None = None,
+    cancel=None,
+) -> dict:
     """Segment every image of a masks dataset split and score it.
 
     ``split``: a split of splits.csv (comma list allowed), ``"all"``, or ``"heldout"`` / ``"tune"``: the
@@ -1177,8 +1478,18 @@ def evaluate_segmenter(data, split: str | None = "validation", weights=None, mpp
     maps = []
     for i, s in enumerate(samples):
         check_cancel(cancel)
-        maps.append(predict_maps(model, card, s.image, mpp, tta=params.tta, tile=params.tile,
-                                 overlap=params.overlap, stain_reference=params.stain_reference))
+        maps.append(
+            predict_maps(
+                model,
+                card,
+                s.image,
+                mpp,
+                tta=params.tta,
+                tile=params.tile,
+                overlap=params.overlap,
+                stain_reference=params.stain_reference,
+            )
+        )
         report(progress, i + 1, len(samples), s.name)
     res = score_samples(maps, samples, params, mpp, n_fg_channels(card))
     res.update(model=card.name, split=split, mpp=mpp)

@@ -18,6 +18,7 @@ Formats read by :func:`open_slide`:
 Writers: :func:`write_ome_zarr` (tile by tile, atomic, bounded memory) and :func:`write_tiff_pyramid`
 (a tiled SubIFD OME-TIFF, in memory; for tests and sample data).
 """
+
 from __future__ import annotations
 
 import math
@@ -61,12 +62,30 @@ MPP_MAX = 100.0  # inclusive
 
 _UNIT_TO_UM = {
     # OME-XML symbols
-    "µm": 1.0, "μm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0,
-    "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6, "Å": 1e-4, "pm": 1e-6,
+    "µm": 1.0,
+    "μm": 1.0,
+    "um": 1.0,
+    "micron": 1.0,
+    "microns": 1.0,
+    "nm": 1e-3,
+    "mm": 1e3,
+    "cm": 1e4,
+    "m": 1e6,
+    "Å": 1e-4,
+    "pm": 1e-6,
     # NGFF (UDUNITS-2) names
-    "micrometer": 1.0, "micrometre": 1.0, "nanometer": 1e-3, "nanometre": 1e-3,
-    "millimeter": 1e3, "millimetre": 1e3, "centimeter": 1e4, "centimetre": 1e4,
-    "meter": 1e6, "metre": 1e6, "angstrom": 1e-4, "picometer": 1e-6,
+    "micrometer": 1.0,
+    "micrometre": 1.0,
+    "nanometer": 1e-3,
+    "nanometre": 1e-3,
+    "millimeter": 1e3,
+    "millimetre": 1e3,
+    "centimeter": 1e4,
+    "centimetre": 1e4,
+    "meter": 1e6,
+    "metre": 1e6,
+    "angstrom": 1e-4,
+    "picometer": 1e-6,
 }
 
 
@@ -178,7 +197,8 @@ def check_model_scale(mpp: float, model_mpp: float | None, source: str = "image"
         raise InputError(
             f"{source}: {mpp:g} µm/px is {max(scale, 1 / scale):.0f}x {'coarser' if scale > 1 else 'finer'} than "
             f"the model's {model_mpp:g} µm/px (a nucleus would be ~{8.0 / mpp:.1f} px across); check --mpp "
-            "(e.g. 0.25 for 40x, 0.5 for 20x)")
+            "(e.g. 0.25 for 40x, 0.5 for 20x)"
+        )
     return scale
 
 
@@ -285,9 +305,7 @@ def _open_plain_image(path: str) -> list:
     if img.ndim == 3 and img.shape[2] == 2:  # grey + alpha (PNG "LA"): keep the grey
         img = img[..., 0]
     if img.ndim not in (2, 3) or img.size == 0:
-        raise InputError(
-            f"{path}: unexpected image shape {img.shape}; expected a 2-D grey or RGB(A) image"
-        )
+        raise InputError(f"{path}: unexpected image shape {img.shape}; expected a 2-D grey or RGB(A) image")
     arr = da.from_array(img, chunks=(1024, 1024) + img.shape[2:])
     return [_arrange(arr, "yx" if img.ndim == 2 else "yxc", path)]
 
@@ -512,9 +530,13 @@ def _warn_missing_chunks(arr, path: str) -> None:
     if stored < n and not fill:
         import warnings
 
-        warnings.warn(f"{path}: {n - stored} of {n} chunks of the full-resolution level are not stored and "
-                      f"read as {fill} (black); fine if its writer skipped empty chunks, otherwise the copy is "
-                      "incomplete - copy the store again", UserWarning, stacklevel=3)
+        warnings.warn(
+            f"{path}: {n - stored} of {n} chunks of the full-resolution level are not stored and "
+            f"read as {fill} (black); fine if its writer skipped empty chunks, otherwise the copy is "
+            "incomplete - copy the store again",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def open_slide(path, mpp: float | None = None) -> Slide:
@@ -536,25 +558,21 @@ def open_slide(path, mpp: float | None = None) -> Slide:
         raise InputError(f"{path}: no such file or folder; check the path")
     mode = os.stat(path).st_mode
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        raise InputError(f"{path}: is not a regular file (a pipe, device or socket); give an image file or "
-                         "a .zarr folder")
+        raise InputError(
+            f"{path}: is not a regular file (a pipe, device or socket); give an image file or a .zarr folder"
+        )
     low = path.lower()
     is_labels = False
     if is_zarr_path(path):
         levels, file_mpp, is_labels = _open_zarr(path)
     elif os.path.isdir(path):
-        raise InputError(
-            f"{path}: is a folder but not a zarr store; give an image file or a .zarr folder"
-        )
+        raise InputError(f"{path}: is a folder but not a zarr store; give an image file or a .zarr folder")
     elif low.endswith(IMAGE_EXTENSIONS):
         levels, file_mpp = _open_plain_image(path), None
     elif low.endswith(TIFF_EXTENSIONS):
         levels, file_mpp = _open_tiff(path)
     else:
-        raise InputError(
-            f"{path}: unsupported file type; give one of "
-            + ", ".join(SLIDE_EXTENSIONS)
-        )
+        raise InputError(f"{path}: unsupported file type; give one of " + ", ".join(SLIDE_EXTENSIONS))
     if not levels or any(min(a.shape[:2]) == 0 for a in levels):
         raise InputError(f"{path}: the image is empty")
     return Slide(
@@ -592,14 +610,11 @@ def to_rgb_uint8(
     if a.ndim == 2:
         a = a[..., None]
     elif a.ndim != 3:
-        raise InputError(
-            f"{source}: expected a 2-D grey or RGB image (Y, X[, C]) but got shape {a.shape}"
-        )
+        raise InputError(f"{source}: expected a 2-D grey or RGB image (Y, X[, C]) but got shape {a.shape}")
     c = a.shape[2]
     if c == 2 or c > 4:
         raise InputError(
-            f"{source}: has {c} channels; pathreview needs grey, RGB or RGBA (H&E brightfield) - "
-            "export an RGB image"
+            f"{source}: has {c} channels; pathreview needs grey, RGB or RGBA (H&E brightfield) - export an RGB image"
         )
     if c == 4:
         a = a[..., :3]
@@ -612,9 +627,7 @@ def to_rgb_uint8(
             raise InputError(f"{source}: unsupported pixel type {a.dtype}; export uint8 RGB")
         af = a.astype(np.float64) if a.dtype.kind == "f" else a
         if a.dtype.kind == "f" and not np.all(np.isfinite(af)):
-            raise InputError(
-                f"{source}: contains NaN or infinite pixel values; fix or mask them before analysis"
-            )
+            raise InputError(f"{source}: contains NaN or infinite pixel values; fix or mask them before analysis")
         if lo is None and hi is None and a.dtype.kind == "f" and a.size and af.min() >= 0 and af.max() <= 1:
             out = np.clip(np.rint(af * 255.0), 0, 255).astype(np.uint8)
         else:
@@ -656,8 +669,9 @@ def lazy_rgb_uint8(level, small, source: str = "image"):
     if arr.ndim == 3:
         arr = arr.rechunk({2: -1})
     chunks = (arr.chunks[0], arr.chunks[1], (3,))
-    return arr.map_blocks(to_rgb_uint8, source, lo, hi, dtype=np.uint8, chunks=chunks,
-                          **({"new_axis": 2} if arr.ndim == 2 else {}))
+    return arr.map_blocks(
+        to_rgb_uint8, source, lo, hi, dtype=np.uint8, chunks=chunks, **({"new_axis": 2} if arr.ndim == 2 else {})
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -763,17 +777,13 @@ def write_ome_zarr(
 
     path = os.fspath(path).rstrip("/" + os.sep)
     if os.path.lexists(path) and not overwrite:
-        raise InputError(
-            f"{path}: already exists; choose another output path or pass overwrite=True (--overwrite)"
-        )
+        raise InputError(f"{path}: already exists; choose another output path or pass overwrite=True (--overwrite)")
     if mpp is not None:
         mpp = validate_mpp(mpp, path)
     arr, nch = _as_yxc(image, path, int(chunks))
     if labels:
         if nch != 1 or arr.dtype.kind not in "uib":
-            raise InputError(
-                f"{path}: labels must be a 2-D integer image, got shape {arr.shape} dtype {arr.dtype}"
-            )
+            raise InputError(f"{path}: labels must be a 2-D integer image, got shape {arr.shape} dtype {arr.dtype}")
         if arr.dtype == bool:
             arr = arr.astype(np.uint8)
     chunks = int(chunks)
@@ -796,9 +806,7 @@ def write_ome_zarr(
     if not os.path.isdir(parent):
         raise InputError(f"{path}: the folder {parent} does not exist; create it first")
 
-    tiles_per_level = [
-        math.ceil(s[0] / chunks) * math.ceil(s[1] / chunks) for s in shapes
-    ]
+    tiles_per_level = [math.ceil(s[0] / chunks) * math.ceil(s[1] / chunks) for s in shapes]
     total = sum(tiles_per_level)
     done = 0
     try:
@@ -848,9 +856,7 @@ def write_ome_zarr(
         for k, (ly, lx) in enumerate(shapes):
             sy, sx = base * shape[0] / ly, base * shape[1] / lx
             sc = [1.0, sy, sx] if nch > 1 else [sy, sx]
-            datasets.append(
-                {"path": str(k), "coordinateTransformations": [{"type": "scale", "scale": sc}]}
-            )
+            datasets.append({"path": str(k), "coordinateTransformations": [{"type": "scale", "scale": sc}]})
         attrs = {
             "multiscales": [
                 {
@@ -916,9 +922,7 @@ def write_tiff_pyramid(
         levels = [np.ascontiguousarray(np.moveaxis(lv, -1, 0)) for lv in levels]
     meta: dict = {"axes": axes}
     if mpp is not None:
-        meta.update(
-            PhysicalSizeX=mpp, PhysicalSizeXUnit="µm", PhysicalSizeY=mpp, PhysicalSizeYUnit="µm"
-        )
+        meta.update(PhysicalSizeX=mpp, PhysicalSizeXUnit="µm", PhysicalSizeY=mpp, PhysicalSizeYUnit="µm")
     opts: dict = dict(tile=(tile, tile), photometric=photometric, compression=compression)
     if planar:
         opts["planarconfig"] = planar

@@ -6,6 +6,7 @@ under-segments the palest ones. :func:`hematoxylin_factor` gives one factor per 
 percentile to a model's reference; :func:`scale_hematoxylin` applies it pixel by pixel, so the same factor
 gives the same result tile by tile as on the whole image.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -51,8 +52,10 @@ def _window_origins(h: int, w: int, tissue=None) -> list[tuple[int, int]]:
         g = int(np.sqrt(_N_WINDOWS))
         centres = [(fy * h, fx * w) for fy in (np.arange(g) + 0.5) / g for fx in (np.arange(g) + 0.5) / g]
     half = _WINDOW / 2
-    return [(int(np.clip(y - half, 0, max(0, h - _WINDOW))), int(np.clip(x - half, 0, max(0, w - _WINDOW))))
-            for y, x in centres]
+    return [
+        (int(np.clip(y - half, 0, max(0, h - _WINDOW))), int(np.clip(x - half, 0, max(0, w - _WINDOW))))
+        for y, x in centres
+    ]
 
 
 def _samples(arr, tissue=None) -> np.ndarray:
@@ -66,8 +69,12 @@ def _samples(arr, tissue=None) -> np.ndarray:
         return np.asarray(arr[0:h, 0:w])[..., :3].reshape(-1, 3)
     if tissue is None and isinstance(arr, np.ndarray):
         tissue = CoarseTissue(tissue_mask(arr[::32, ::32]), 32.0)
-    return np.concatenate([np.asarray(arr[y0:y0 + _WINDOW, x0:x0 + _WINDOW])[..., :3].reshape(-1, 3)
-                           for y0, x0 in _window_origins(h, w, tissue)])
+    return np.concatenate(
+        [
+            np.asarray(arr[y0 : y0 + _WINDOW, x0 : x0 + _WINDOW])[..., :3].reshape(-1, 3)
+            for y0, x0 in _window_origins(h, w, tissue)
+        ]
+    )
 
 
 def hematoxylin_level(arr, percentile: float = PERCENTILE, tissue=None) -> float | None:
@@ -86,8 +93,13 @@ def hematoxylin_level(arr, percentile: float = PERCENTILE, tissue=None) -> float
     return float(np.percentile(stain_density(px)[:, 0], percentile))
 
 
-def hematoxylin_factor(arr, reference: float | None, percentile: float = PERCENTILE,
-                       limits: tuple[float, float] = FACTOR_RANGE, tissue=None) -> float:
+def hematoxylin_factor(
+    arr,
+    reference: float | None,
+    percentile: float = PERCENTILE,
+    limits: tuple[float, float] = FACTOR_RANGE,
+    tissue=None,
+) -> float:
     """Factor for :func:`scale_hematoxylin` that brings ``arr``'s hematoxylin level to ``reference``,
     clipped to ``limits``; 1.0 when ``reference`` is None or the image holds no tissue."""
     if reference is None:
@@ -124,8 +136,9 @@ def reference_level(images) -> float:
 
     levels = [v for v in (hematoxylin_level(im) for im in images) if v is not None]
     if not levels:
-        raise InputError("no tissue in any training image: no hematoxylin level to normalise to; "
-                         "train without --stain-norm")
+        raise InputError(
+            "no tissue in any training image: no hematoxylin level to normalise to; train without --stain-norm"
+        )
     return float(np.median(levels))
 
 

@@ -9,6 +9,7 @@ then fully inside the image (no padding when ``size >= tile``) and neighbours ov
 ``overlap`` pixels. Overlapping predictions are blended with a smooth window that is small near tile
 edges (where a network sees little context), which removes seams.
 """
+
 from __future__ import annotations
 
 import math
@@ -127,11 +128,13 @@ def blend_window(h: int, w: int, kind: str = "hann", border: int | None = None) 
     if isinstance(kind, np.ndarray):
         win = np.asarray(kind, np.float32)
         if win.ndim != 2 or win.shape[0] < h or win.shape[1] < w or not (win > 0).all():
-            raise InputError(f"a blending window array must be 2-D, positive and at least {h} x {w}, "
-                             f"got shape {win.shape}")
+            raise InputError(
+                f"a blending window array must be 2-D, positive and at least {h} x {w}, got shape {win.shape}"
+            )
         return np.ascontiguousarray(win[:h, :w])
-    wy, wx = (np.maximum(p / p.max(), WEIGHT_FLOOR) for p in (_profile(int(h), kind, border),
-                                                             _profile(int(w), kind, border)))
+    wy, wx = (
+        np.maximum(p / p.max(), WEIGHT_FLOOR) for p in (_profile(int(h), kind, border), _profile(int(w), kind, border))
+    )
     return np.outer(wy, wx).astype(np.float32)
 
 
@@ -146,8 +149,14 @@ class Stitcher:
     that, use :func:`predict_tiled_to_zarr`, which only keeps one band of tile rows.
     """
 
-    def __init__(self, out_shape: tuple[int, ...], window: str = "hann", dtype=np.float32,
-                 out: np.ndarray | None = None, border: int | None = None):
+    def __init__(
+        self,
+        out_shape: tuple[int, ...],
+        window: str = "hann",
+        dtype=np.float32,
+        out: np.ndarray | None = None,
+        border: int | None = None,
+    ):
         if len(out_shape) not in (2, 3):
             raise InputError(f"Stitcher needs a (C, H, W) or (H, W) shape, got {tuple(out_shape)}")
         self._squeeze = len(out_shape) == 2
@@ -178,8 +187,9 @@ class Stitcher:
         if pred.ndim == 2:
             pred = pred[None]
         if pred.shape != (self._sum.shape[0], *tile.shape):
-            raise InputError(f"prediction shape {pred.shape} does not fit tile {tile.shape} "
-                             f"with {self._sum.shape[0]} channels")
+            raise InputError(
+                f"prediction shape {pred.shape} does not fit tile {tile.shape} with {self._sum.shape[0]} channels"
+            )
         win = self._win(*tile.shape)
         sy, sx = tile.slices
         # weighted into a C-ordered scratch: a channels-last prediction (torch's channels_last output
@@ -239,7 +249,7 @@ def iter_tiles(image_yx_c, tiles: Iterable[Tile], glass: GlassFn = None) -> Iter
 def read_tile(image_yx_c, t: Tile) -> np.ndarray:
     """``image[y0:y1, x0:x1]`` as numpy; a dask input is computed in this thread (one small read:
     dask's thread pool costs more than it saves)."""
-    crop = image_yx_c[t.y0:t.y1, t.x0:t.x1]
+    crop = image_yx_c[t.y0 : t.y1, t.x0 : t.x1]
     if hasattr(crop, "dask"):
         crop = crop.compute(scheduler="synchronous")
     return np.asarray(crop)
@@ -297,7 +307,7 @@ class OomSplitter:
         n = len(batch)
         if self.limit is not None and n > self.limit:
             k = self.limit
-            return np.concatenate([self(batch[i:i + k]) for i in range(0, n, k)])
+            return np.concatenate([self(batch[i : i + k]) for i in range(0, n, k)])
         try:
             return np.asarray(self.predict_fn(batch))
         except Exception as exc:
@@ -306,8 +316,10 @@ class OomSplitter:
         free_accelerator_memory()
         self.retries += 1
         if n == 1:
-            raise InputError(f"out of accelerator memory on a single {batch.shape[1]}x{batch.shape[2]} tile; "
-                             "use a smaller --tile or run on the CPU (--device cpu)")
+            raise InputError(
+                f"out of accelerator memory on a single {batch.shape[1]}x{batch.shape[2]} tile; "
+                "use a smaller --tile or run on the CPU (--device cpu)"
+            )
         self.limit = n // 2
         return self(batch)
 
@@ -318,13 +330,22 @@ def _run_batch(predict_fn: PredictFn, tiles: list[Tile], batch: np.ndarray, out_
     want = (len(tiles), out_channels, batch.shape[1], batch.shape[2])
     if pred.shape != want:
         raise ValueError(f"predict_fn returned shape {pred.shape}, expected {want} (B, C, h, w)")
-    return [p[:, :t.y1 - t.y0, :t.x1 - t.x0] for t, p in zip(tiles, pred)]
+    return [p[:, : t.y1 - t.y0, : t.x1 - t.x0] for t, p in zip(tiles, pred)]
 
 
-def predict_tiled(image_hwc, predict_fn: PredictFn, tile: int, overlap: int, out_channels: int,
-                  window: str = "hann", batch_size: int = 1, progress: ProgressFn | None = None,
-                  cancel: threading.Event | None = None, border: int | None = None,
-                  glass: GlassFn = None) -> np.ndarray:
+def predict_tiled(
+    image_hwc,
+    predict_fn: PredictFn,
+    tile: int,
+    overlap: int,
+    out_channels: int,
+    window: str = "hann",
+    batch_size: int = 1,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+    border: int | None = None,
+    glass: GlassFn = None,
+) -> np.ndarray:
     """Run ``predict_fn`` over overlapping tiles of ``image_hwc`` and blend: float32 ``(C, H, W)``.
 
     ``image_hwc``: numpy or dask ``(H, W, C)`` or ``(H, W)``; only one batch of crops is read at a time.
@@ -350,12 +371,24 @@ def predict_tiled(image_hwc, predict_fn: PredictFn, tile: int, overlap: int, out
     return st.result()
 
 
-def predict_tiled_to_zarr(image_hwc, predict_fn: PredictFn, out, tile: int, overlap: int,
-                          out_channels: int, window: str = "hann", batch_size: int = 1,
-                          postprocess: Callable[[np.ndarray], np.ndarray] | None = None,
-                          dtype=np.float32, progress: ProgressFn | None = None,
-                          cancel: threading.Event | None = None, border: int | None = None,
-                          start_row: int = 0, cols: tuple[int, int] | None = None, glass: GlassFn = None):
+def predict_tiled_to_zarr(
+    image_hwc,
+    predict_fn: PredictFn,
+    out,
+    tile: int,
+    overlap: int,
+    out_channels: int,
+    window: str = "hann",
+    batch_size: int = 1,
+    postprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+    dtype=np.float32,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+    border: int | None = None,
+    start_row: int = 0,
+    cols: tuple[int, int] | None = None,
+    glass: GlassFn = None,
+):
     """Same blending as :func:`predict_tiled`, written band by band into a zarr array; returns it.
 
     Bounded memory: tiles are processed in row-major plan order. Because tile rows start at increasing
@@ -400,7 +433,7 @@ def predict_tiled_to_zarr(image_hwc, predict_fn: PredictFn, out, tile: int, over
             return
         lo = max(b0, start_row)
         if y_end > lo:
-            band = acc[:, lo - b0:k, cx0 - xa:cx1 - xa] / wsum[lo - b0:k, cx0 - xa:cx1 - xa]
+            band = acc[:, lo - b0 : k, cx0 - xa : cx1 - xa] / wsum[lo - b0 : k, cx0 - xa : cx1 - xa]
             if postprocess is not None:
                 band = np.asarray(postprocess(band))
             if isinstance(state["out"], (str, Path)):
@@ -408,8 +441,7 @@ def predict_tiled_to_zarr(image_hwc, predict_fn: PredictFn, out, tile: int, over
 
                 shape = (*band.shape[:-2], h, w)
                 chunks = (*band.shape[:-2], min(tile, h), min(tile, w))
-                state["out"] = zarr.open_array(str(state["out"]), mode="w", shape=shape, dtype=dtype,
-                                               chunks=chunks)
+                state["out"] = zarr.open_array(str(state["out"]), mode="w", shape=shape, dtype=dtype, chunks=chunks)
             state["out"][..., lo:y_end, cx0:cx1] = band
         acc = np.concatenate([acc[:, k:], np.zeros((out_channels, k, xb - xa), np.float32)], axis=1)
         wsum = np.concatenate([wsum[k:], np.zeros((k, xb - xa), np.float32)], axis=0)
@@ -424,8 +456,8 @@ def predict_tiled_to_zarr(image_hwc, predict_fn: PredictFn, out, tile: int, over
             if t.shape not in wins:
                 wins[t.shape] = blend_window(*t.shape, window, border)
             win = wins[t.shape]
-            acc[:, t.y0 - b0:t.y1 - b0, t.x0 - xa:t.x1 - xa] += p * win
-            wsum[t.y0 - b0:t.y1 - b0, t.x0 - xa:t.x1 - xa] += win
+            acc[:, t.y0 - b0 : t.y1 - b0, t.x0 - xa : t.x1 - xa] += p * win
+            wsum[t.y0 - b0 : t.y1 - b0, t.x0 - xa : t.x1 - xa] += win
         report(progress, i + 1, n, f"tiles {ts[0].index + 1}-{ts[-1].index + 1} of {len(tiles)}")
     flush(h)
     return state["out"]

@@ -5,6 +5,7 @@ bright and grey. A tile with fewer than ``MIN_FRACTION`` tissue pixels (0.1 %: a
 nucleus already counts as tissue) is background. Not for fluorescence, where the background is dark:
 callers take ``skip_background=False`` there.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """One training loop for every task: epochs, validation, best-checkpoint keeping, progress and cancel."""
+
 from __future__ import annotations
 
 import contextlib
@@ -72,13 +73,22 @@ def build_scheduler(opt, cfg: TrainConfig, steps_per_epoch: int):
     if cfg.schedule == "cosine-restarts":
         return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=max(1, total // 3))
     return torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+        opt, lambda s: 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+    )
 
 
-def fit(model, loss_fn: Callable, batches: Callable[[int], Iterable], validate: Callable[[object], dict],
-        cfg: TrainConfig, steps_per_epoch: int, progress: ProgressFn | None = None, cancel=None,
-        on_epoch: Callable[[dict], None] | None = None,
-        on_best: Callable[[object, dict], None] | None = None) -> FitResult:
+def fit(
+    model,
+    loss_fn: Callable,
+    batches: Callable[[int], Iterable],
+    validate: Callable[[object], dict],
+    cfg: TrainConfig,
+    steps_per_epoch: int,
+    progress: ProgressFn | None = None,
+    cancel=None,
+    on_epoch: Callable[[dict], None] | None = None,
+    on_best: Callable[[object, dict], None] | None = None,
+) -> FitResult:
     """Train ``model`` and keep the weights with the best validation score.
 
     loss_fn(model, batch) -> scalar tensor; batches(epoch) -> iterable of ``steps_per_epoch`` batches;
@@ -116,17 +126,27 @@ def fit(model, loss_fn: Callable, batches: Callable[[int], Iterable], validate: 
         scored.eval()
         with torch.no_grad():
             val = validate(scored)
-        row = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
-               "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - t0, 1), **val}
+        row = {
+            "epoch": epoch + 1,
+            "loss": float(np.mean(losses)) if losses else float("nan"),
+            "lr": opt.param_groups[0]["lr"],
+            "seconds": round(time.time() - t0, 1),
+            **val,
+        }
         history.append(row)
         if best is None or val["score"] > best.best_val["score"]:
-            best = FitResult(copy.deepcopy({k: v.detach().cpu() for k, v in scored.state_dict().items()}),
-                             epoch + 1, val)
+            best = FitResult(
+                copy.deepcopy({k: v.detach().cpu() for k, v in scored.state_dict().items()}), epoch + 1, val
+            )
             if on_best:
                 on_best(scored, row)
         if on_epoch:
             on_epoch(row)
-        report(progress, epoch + 1, cfg.epochs, f"epoch {epoch + 1}/{cfg.epochs} loss {row['loss']:.4f} "
-                                                 f"val {val['score']:.4f}")
+        report(
+            progress,
+            epoch + 1,
+            cfg.epochs,
+            f"epoch {epoch + 1}/{cfg.epochs} loss {row['loss']:.4f} val {val['score']:.4f}",
+        )
     best.history, best.seconds = history, time.time() - t0
     return best

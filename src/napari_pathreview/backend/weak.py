@@ -21,6 +21,7 @@ the tile-level F1 of the classes present in each crop's pseudo-label map (tile l
 Stage 2: the segmenter's U-Net (softmax over background + K types) trained on the pseudo-label maps.
 A cell's type is the class with the highest mean probability in a ``cell_radius`` px box around it.
 """
+
 from __future__ import annotations
 
 import time
@@ -64,8 +65,10 @@ class WeakConfig:
 
 # ---------------------------------------------------------------- tile labels and crops
 
-def tile_labels(yx: np.ndarray, labels: np.ndarray, y0: int, x0: int, size: int, n_classes: int,
-                margin: float = 2.0) -> np.ndarray:
+
+def tile_labels(
+    yx: np.ndarray, labels: np.ndarray, y0: int, x0: int, size: int, n_classes: int, margin: float = 2.0
+) -> np.ndarray:
     """Types present in the crop ``[y0, y0+size) x [x0, x0+size)`` -> ``(K,)`` float32 0/1.
 
     yx ``(N, 2)`` pixels, labels ``(N,)`` (-1 = unlabelled, ignored). Points closer than ``margin`` px
@@ -74,8 +77,13 @@ def tile_labels(yx: np.ndarray, labels: np.ndarray, y0: int, x0: int, size: int,
     out = np.zeros(n_classes, np.float32)
     if len(yx) == 0:
         return out
-    inside = ((yx[:, 0] >= y0 + margin) & (yx[:, 0] < y0 + size - margin) &
-              (yx[:, 1] >= x0 + margin) & (yx[:, 1] < x0 + size - margin) & (labels >= 0))
+    inside = (
+        (yx[:, 0] >= y0 + margin)
+        & (yx[:, 0] < y0 + size - margin)
+        & (yx[:, 1] >= x0 + margin)
+        & (yx[:, 1] < x0 + size - margin)
+        & (labels >= 0)
+    )
     out[np.unique(labels[inside])] = 1.0
     return out
 
@@ -96,7 +104,7 @@ def random_crops(samples, n: int, size: int, n_classes: int, rng: np.random.Gene
         s = samples[rng.integers(len(samples))]
         h, w = s.image.shape[:2]
         y0, x0 = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
-        img = s.image[y0:y0 + size, x0:x0 + size]
+        img = s.image[y0 : y0 + size, x0 : x0 + size]
         img = brightness_contrast(hed_jitter(img / 255.0, rng), rng)
         k = int(rng.integers(4))
         img = np.rot90(img, k)
@@ -119,6 +127,7 @@ def grid_crops(samples, size: int, n_classes: int):
 
 
 # ---------------------------------------------------------------- stage-1 model and losses
+
 
 def build_weak_cam(cfg: dict | None = None):
     """A :class:`WeakCAMNet` from a card config (``classes``, ``widths``, ``n_sub``)."""
@@ -213,7 +222,7 @@ def sub_categories(model, samples, cfg: WeakConfig, n_classes: int, rng, device,
     feats = []
     with torch.no_grad():
         for i in range(0, n, 256):
-            feats.append(model.features(torch.from_numpy(x[i:i + 256]).to(device)).mean((2, 3)).cpu().numpy())
+            feats.append(model.features(torch.from_numpy(x[i : i + 256]).to(device)).mean((2, 3)).cpu().numpy())
     feats = np.concatenate(feats)
     kms = []
     for k in range(n_classes):
@@ -263,6 +272,7 @@ def sub_labels(model, x, y, kms, n_sub: int):
 
 # ---------------------------------------------------------------- CAM inference, pseudo-labels, cell types
 
+
 def cam_probs(models, img: np.ndarray, scales=(1.0,), flips: bool = False, device=None):
     """Per-pixel class presence probabilities ``(K, H, W)`` float32 of an (H, W, 3) uint8 image at the
     models' scale: sigmoid of the bilinearly upsampled local logits, averaged over models and TTA."""
@@ -307,7 +317,7 @@ def crop_presence_f1(maps: list[np.ndarray], crops, n_classes: int, min_px: int)
     fp = np.zeros(n_classes)
     fn = np.zeros(n_classes)
     for i, y0, x0, size, lab in crops:
-        sub = maps[i][y0:y0 + size, x0:x0 + size]
+        sub = maps[i][y0 : y0 + size, x0 : x0 + size]
         counts = np.bincount(sub.ravel(), minlength=n_classes + 1)[1:]
         pred = counts >= min_px
         tp += pred & (lab > 0)
@@ -324,8 +334,13 @@ def threshold_sweep(prob_maps: list[np.ndarray], crops, n_classes: int, threshol
     for t in thresholds:
         maps = [pseudo_labels(p, t) for p in prob_maps]
         fg = float(np.mean([np.mean(m > 0) for m in maps]))
-        rows.append({"threshold": float(t), "tile_f1": round(crop_presence_f1(maps, crops, n_classes, min_px), 4),
-                     "foreground": round(fg, 4)})
+        rows.append(
+            {
+                "threshold": float(t),
+                "tile_f1": round(crop_presence_f1(maps, crops, n_classes, min_px), 4),
+                "foreground": round(fg, 4),
+            }
+        )
     return rows
 
 
@@ -358,7 +373,7 @@ def seg_probs(model, img: np.ndarray, device=None, flips: bool = True) -> np.nda
     x = F.pad(x, (0, (-w) % s, 0, (-h) % s), mode="reflect")
     acc, n = 0, 0
     with torch.inference_mode():
-        for fl in ([(), (-1,), (-2,), (-2, -1)] if flips else [()]):
+        for fl in [(), (-1,), (-2,), (-2, -1)] if flips else [()]:
             xi = x.flip(fl) if fl else x
             p = torch.softmax(model(xi)["logits"], 1)
             acc = acc + (p.flip(fl) if fl else p)
@@ -369,8 +384,13 @@ def seg_probs(model, img: np.ndarray, device=None, flips: bool = True) -> np.nda
 def class_f1(pred: np.ndarray, true: np.ndarray, n_classes: int) -> np.ndarray:
     """``(K,)`` F1 of each class index 0..K-1 between two equally long label arrays (0 where a class is
     absent from both)."""
-    return np.array([2 * np.sum((pred == k) & (true == k)) / max(np.sum(pred == k) + np.sum(true == k), 1)
-                     for k in range(n_classes)], np.float64)
+    return np.array(
+        [
+            2 * np.sum((pred == k) & (true == k)) / max(np.sum(pred == k) + np.sum(true == k), 1)
+            for k in range(n_classes)
+        ],
+        np.float64,
+    )
 
 
 def type_scores(pred: np.ndarray, gt: np.ndarray, classes) -> dict:
@@ -386,6 +406,7 @@ def type_scores(pred: np.ndarray, gt: np.ndarray, classes) -> dict:
 
 # ---------------------------------------------------------------- training
 
+
 def _split(samples, every: int):
     """(train, tune): every ``every``-th training image is held out (stopping, threshold choice)."""
     tune = samples[::every]
@@ -393,7 +414,7 @@ def _split(samples, every: int):
 
 
 def _crop_tensor(samples, crops):
-    x = np.stack([normalise(samples[i].image[y0:y0 + s, x0:x0 + s]) for i, y0, x0, s, _ in crops])
+    x = np.stack([normalise(samples[i].image[y0 : y0 + s, x0 : x0 + s]) for i, y0, x0, s, _ in crops])
     return x, np.stack([c[-1] for c in crops])
 
 
@@ -417,8 +438,20 @@ def _tile_f1(pred: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(2 * tp / np.maximum(2 * tp + fp + fn, 1)))
 
 
-def train_stage1(variant: str, train_s, tune_s, classes, cfg: WeakConfig, device, init=None, kms=None,
-                 ref=None, progress: ProgressFn | None = None, cancel=None, on_epoch=None):
+def train_stage1(
+    variant: str,
+    train_s,
+    tune_s,
+    classes,
+    cfg: WeakConfig,
+    device,
+    init=None,
+    kms=None,
+    ref=None,
+    progress: ProgressFn | None = None,
+    cancel=None,
+    on_epoch=None,
+):
     """Train one CAM variant ('cam', 'puzzle', 'sc') on random crops -> (model, FitResult).
 
     ``init``: weights to start from (SC-CAM starts from the CAM model); ``kms``/``ref``: the SC-CAM
@@ -431,8 +464,9 @@ def train_stage1(variant: str, train_s, tune_s, classes, cfg: WeakConfig, device
     k = len(classes)
     seed_everything(cfg.seed + VARIANTS.index(variant))
     rng = np.random.default_rng(cfg.seed + 10 * VARIANTS.index(variant))
-    model = build_weak_cam({"classes": list(classes), "widths": list(cfg.widths),
-                            "n_sub": cfg.n_sub if variant == "sc" else 0}).to(device)
+    model = build_weak_cam(
+        {"classes": list(classes), "widths": list(cfg.widths), "n_sub": cfg.n_sub if variant == "sc" else 0}
+    ).to(device)
     if init is not None:
         model.load_state_dict(init.state_dict(), strict=False)
     xt, yt = _crop_tensor(tune_s, grid_crops(tune_s, cfg.crop, k))
@@ -445,18 +479,37 @@ def train_stage1(variant: str, train_s, tune_s, classes, cfg: WeakConfig, device
             yield x, y, (sub_labels(ref, x, y, kms, cfg.n_sub) if variant == "sc" else None)
 
     def validate(m):
-        logits = torch.cat([m(xt[i:i + 512]) for i in range(0, len(xt), 512)]).cpu().numpy()
+        logits = torch.cat([m(xt[i : i + 512]) for i in range(0, len(xt), 512)]).cpu().numpy()
         return {"score": _tile_f1(logits > 0, yt)}
 
     tc = TrainConfig(epochs=cfg.cam_epochs, batch_size=cfg.cam_batch, lr=cfg.lr, seed=cfg.seed)
-    res = fit(model, lambda m, b: stage1_loss(m, b[0], b[1], variant, b[2], cfg.puzzle_alpha), batches,
-              validate, tc, cfg.cam_steps, progress=progress, cancel=cancel, on_epoch=on_epoch)
+    res = fit(
+        model,
+        lambda m, b: stage1_loss(m, b[0], b[1], variant, b[2], cfg.puzzle_alpha),
+        batches,
+        validate,
+        tc,
+        cfg.cam_steps,
+        progress=progress,
+        cancel=cancel,
+        on_epoch=on_epoch,
+    )
     model.load_state_dict(res.best_state)
     return model.eval(), res
 
 
-def train_stage2(train_s, tune_s, train_maps, classes, cfg: WeakConfig, device, tune_maps=None,
-                 progress: ProgressFn | None = None, cancel=None, on_epoch=None):
+def train_stage2(
+    train_s,
+    tune_s,
+    train_maps,
+    classes,
+    cfg: WeakConfig,
+    device,
+    tune_maps=None,
+    progress: ProgressFn | None = None,
+    cancel=None,
+    on_epoch=None,
+):
     """U-Net on the pseudo-label maps (``(H, W)`` int, 0 = background, -1 = ignored) -> (segmenter, FitResult).
 
     Validation on the held-out train images, both recorded each epoch: ``tile_f1`` (crop-level presence F1
@@ -488,8 +541,8 @@ def train_stage2(train_s, tune_s, train_maps, classes, cfg: WeakConfig, device, 
                 j = int(rng.integers(len(train_s)))
                 img, lab = train_s[j].image, train_maps[j]
                 y0, x0 = int(rng.integers(0, img.shape[0] - c + 1)), int(rng.integers(0, img.shape[1] - c + 1))
-                im = brightness_contrast(hed_jitter(img[y0:y0 + c, x0:x0 + c] / 255.0, rng), rng)
-                lb = lab[y0:y0 + c, x0:x0 + c]
+                im = brightness_contrast(hed_jitter(img[y0 : y0 + c, x0 : x0 + c] / 255.0, rng), rng)
+                lb = lab[y0 : y0 + c, x0 : x0 + c]
                 r = int(rng.integers(4))
                 im, lb = np.rot90(im, r), np.rot90(lb, r)
                 if rng.random() < 0.5:
@@ -514,8 +567,7 @@ def train_stage2(train_s, tune_s, train_maps, classes, cfg: WeakConfig, device, 
         return {"score": row[cfg.seg_select], **row}
 
     tc = TrainConfig(epochs=cfg.seg_epochs, batch_size=cfg.seg_batch, lr=cfg.lr, seed=cfg.seed)
-    res = fit(seg, loss_fn, batches, validate, tc, cfg.seg_steps, progress=progress, cancel=cancel,
-              on_epoch=on_epoch)
+    res = fit(seg, loss_fn, batches, validate, tc, cfg.seg_steps, progress=progress, cancel=cancel, on_epoch=on_epoch)
     seg.load_state_dict(res.best_state)
     return seg.eval(), res
 
@@ -526,8 +578,17 @@ def _stage(progress, name: str, i: int, n: int):
     return lambda a, b, m: progress(i, n, f"{name}: {m}")
 
 
-def train_weak_cells(data, out, cfg: WeakConfig | None = None, device=None, command: str = "",
-                     cams=None, progress: ProgressFn | None = None, cancel=None, on_epoch=None) -> dict:
+def train_weak_cells(
+    data,
+    out,
+    cfg: WeakConfig | None = None,
+    device=None,
+    command: str = "",
+    cams=None,
+    progress: ProgressFn | None = None,
+    cancel=None,
+    on_epoch=None,
+) -> dict:
     """The whole recipe on a points dataset's ``train`` split; writes ``OUT-{cam,puzzle,sc}`` (stage 1,
     task ``weak-cam``) and ``OUT`` (stage-2 U-Net, task ``weak-cells``) as safetensors + cards.
 
@@ -558,15 +619,29 @@ def train_weak_cells(data, out, cfg: WeakConfig | None = None, device=None, comm
         kw = {}
         if v == "sc":
             ref = models["cam"]
-            kw = {"init": ref, "ref": ref,
-                  "kms": sub_categories(ref, train_s, cfg, len(classes), np.random.default_rng(cfg.seed), dev)}
-        models[v], fits[v] = train_stage1(v, train_s, tune_s, classes, cfg, dev, progress=_stage(progress, v, i, n_steps),
-                                          cancel=cancel, on_epoch=on_epoch, **kw)
+            kw = {
+                "init": ref,
+                "ref": ref,
+                "kms": sub_categories(ref, train_s, cfg, len(classes), np.random.default_rng(cfg.seed), dev),
+            }
+        models[v], fits[v] = train_stage1(
+            v,
+            train_s,
+            tune_s,
+            classes,
+            cfg,
+            dev,
+            progress=_stage(progress, v, i, n_steps),
+            cancel=cancel,
+            on_epoch=on_epoch,
+            **kw,
+        )
         report(progress, i + 1, n_steps, f"{v}: tile F1 {fits[v].best_val['score']:.3f}")
     ens = [models[v] for v in VARIANTS]
     probs_tune = [cam_probs(ens, s.image, cfg.tta_scales, cfg.tta_flips) for s in tune_s]
-    curve = threshold_sweep(probs_tune, grid_crops(tune_s, cfg.crop, len(classes)), len(classes),
-                            cfg.thresholds, cfg.min_px)
+    curve = threshold_sweep(
+        probs_tune, grid_crops(tune_s, cfg.crop, len(classes)), len(classes), cfg.thresholds, cfg.min_px
+    )
     threshold = max(curve, key=lambda r: r["tile_f1"])["threshold"]
     train_maps = []
     for s in train_s:
@@ -574,35 +649,76 @@ def train_weak_cells(data, out, cfg: WeakConfig | None = None, device=None, comm
         train_maps.append(pseudo_labels(cam_probs(ens, s.image, cfg.tta_scales, cfg.tta_flips), threshold))
     report(progress, 4, n_steps, f"pseudo-labels at threshold {threshold}")
     tune_maps = [pseudo_labels(p, threshold) for p in probs_tune]
-    seg, seg_fit = train_stage2(train_s, tune_s, train_maps, classes, cfg, dev, tune_maps=tune_maps,
-                                progress=_stage(progress, "u-net", 4, n_steps), cancel=cancel, on_epoch=on_epoch)
+    seg, seg_fit = train_stage2(
+        train_s,
+        tune_s,
+        train_maps,
+        classes,
+        cfg,
+        dev,
+        tune_maps=tune_maps,
+        progress=_stage(progress, "u-net", 4, n_steps),
+        cancel=cancel,
+        on_epoch=on_epoch,
+    )
     seconds = round(time.time() - t0, 1)
     licence = "research use only (trained on CRCHisto; the weights inherit its licence)"
     common = {"mpp": cfg.mpp, "classes": list(classes), "licence": licence, "colors": class_colors(classes)}
-    training = {"command": command, "seed": cfg.seed, "data": str(data), "device": str(dev),
-                "torch": torch.__version__, "crop_px": cfg.crop, "crop_um": round(cfg.crop * cfg.mpp, 1),
-                "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
-                "train_images": len(train_s), "tune_images": [s.name for s in tune_s],
-                "labels": "tile level only: the set of types present in each crop"}
+    training = {
+        "command": command,
+        "seed": cfg.seed,
+        "data": str(data),
+        "device": str(dev),
+        "torch": torch.__version__,
+        "crop_px": cfg.crop,
+        "crop_um": round(cfg.crop * cfg.mpp, 1),
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+        "train_images": len(train_s),
+        "tune_images": [s.name for s in tune_s],
+        "labels": "tile level only: the set of types present in each crop",
+    }
     files = []
     for v in VARIANTS if cams is None else ():
-        card = ModelCard(name=f"{out.name}-{v}", task="weak-cam", in_channels=3,
-                         config={"classes": list(classes), "widths": list(cfg.widths),
-                                 "n_sub": cfg.n_sub if v == "sc" else 0},
-                         params={"variant": v, "crop": cfg.crop, "stride": 8},
-                         training={**training, "best_epoch": fits[v].best_epoch,
-                                   "seconds": round(fits[v].seconds, 1), "history": fits[v].history},
-                         metrics={"tune_tile_f1": round(fits[v].best_val["score"], 4)}, **common)
+        card = ModelCard(
+            name=f"{out.name}-{v}",
+            task="weak-cam",
+            in_channels=3,
+            config={"classes": list(classes), "widths": list(cfg.widths), "n_sub": cfg.n_sub if v == "sc" else 0},
+            params={"variant": v, "crop": cfg.crop, "stride": 8},
+            training={
+                **training,
+                "best_epoch": fits[v].best_epoch,
+                "seconds": round(fits[v].seconds, 1),
+                "history": fits[v].history,
+            },
+            metrics={"tune_tile_f1": round(fits[v].best_val["score"], 4)},
+            **common,
+        )
         files.append(str(save_model(models[v], card, out.with_name(f"{out.name}-{v}"))))
-    card = ModelCard(name=out.name, task="weak-cells", config=seg.cfg.to_dict(), in_channels=3,
-                     params={"cams": cam_refs or {v: f"{out.name}-{v}" for v in VARIANTS}, "threshold": threshold,
-                             "tta_scales": list(cfg.tta_scales), "tta_flips": cfg.tta_flips,
-                             "cell_radius_px": cfg.cell_radius, "crop": cfg.crop},
-                     training={**training, "threshold_curve": curve, "best_epoch": seg_fit.best_epoch,
-                               "seconds": seconds, "seg_seconds": round(seg_fit.seconds, 1),
-                               "history": seg_fit.history},
-                     metrics={"tune_" + k: round(v, 4) for k, v in seg_fit.best_val.items() if k != "score"},
-                     **common)
+    card = ModelCard(
+        name=out.name,
+        task="weak-cells",
+        config=seg.cfg.to_dict(),
+        in_channels=3,
+        params={
+            "cams": cam_refs or {v: f"{out.name}-{v}" for v in VARIANTS},
+            "threshold": threshold,
+            "tta_scales": list(cfg.tta_scales),
+            "tta_flips": cfg.tta_flips,
+            "cell_radius_px": cfg.cell_radius,
+            "crop": cfg.crop,
+        },
+        training={
+            **training,
+            "threshold_curve": curve,
+            "best_epoch": seg_fit.best_epoch,
+            "seconds": seconds,
+            "seg_seconds": round(seg_fit.seconds, 1),
+            "history": seg_fit.history,
+        },
+        metrics={"tune_" + k: round(v, 4) for k, v in seg_fit.best_val.items() if k != "score"},
+        **common,
+    )
     if cams is not None:
         card.training["stage1_from"] = str(cams)
     files.append(str(save_model(seg, card, out)))
@@ -611,6 +727,7 @@ def train_weak_cells(data, out, cfg: WeakConfig | None = None, device=None, comm
 
 
 # ---------------------------------------------------------------- loading, inference, evaluation
+
 
 def load_weak_cells(weights=None, device=None):
     """(segmenter, its card, {variant: CAM model}) for a name/path (shipped ``weak-cells`` when None).
@@ -656,8 +773,17 @@ class WeakCellsResult:
     params: dict = field(default_factory=dict)
 
 
-def infer(img: np.ndarray, yx: np.ndarray, seg, card, cams: dict, mpp: float | None = None,
-          progress: ProgressFn | None = None, cancel=None, name: str = "image") -> WeakCellsResult:
+def infer(
+    img: np.ndarray,
+    yx: np.ndarray,
+    seg,
+    card,
+    cams: dict,
+    mpp: float | None = None,
+    progress: ProgressFn | None = None,
+    cancel=None,
+    name: str = "image",
+) -> WeakCellsResult:
     """Run the weak-cells models on an (H, W, 3) uint8 image at ``mpp`` µm/px (None: the models')
     and type the cells at ``yx`` ``(N, 2)`` (input pixels)."""
     import torch
@@ -669,8 +795,15 @@ def infer(img: np.ndarray, yx: np.ndarray, seg, card, cams: dict, mpp: float | N
 
     h, w = img.shape[:2]
     f = check_model_scale(mpp, card.mpp, name) if mpp else 1.0
-    small = img if abs(f - 1) < 1e-3 else (resize(img, (max(8, round(h * f)), max(8, round(w * f))), order=1,
-                                                   preserve_range=True, anti_aliasing=f < 1).astype(np.uint8))
+    small = (
+        img
+        if abs(f - 1) < 1e-3
+        else (
+            resize(
+                img, (max(8, round(h * f)), max(8, round(w * f))), order=1, preserve_range=True, anti_aliasing=f < 1
+            ).astype(np.uint8)
+        )
+    )
     p = card.params
     report(progress, 0, 3, "CAMs")
     probs = cam_probs(list(cams.values()), small, tuple(p.get("tta_scales", (1.0,))), bool(p.get("tta_flips")))
@@ -678,27 +811,46 @@ def infer(img: np.ndarray, yx: np.ndarray, seg, card, cams: dict, mpp: float | N
     report(progress, 1, 3, "U-Net")
     sp = seg_probs(seg, small)
     check_cancel(cancel)
-    labels, scores = cell_types(sp[1:], np.asarray(yx, np.float32).reshape(-1, 2) * f,
-                                int(p.get("cell_radius_px", 3)))
+    labels, scores = cell_types(sp[1:], np.asarray(yx, np.float32).reshape(-1, 2) * f, int(p.get("cell_radius_px", 3)))
 
     def up(a):
         if a.shape[-2:] == (h, w):
             return a
-        return F.interpolate(torch.from_numpy(a)[None], size=(h, w), mode="bilinear",
-                             align_corners=False)[0].numpy()
+        return F.interpolate(torch.from_numpy(a)[None], size=(h, w), mode="bilinear", align_corners=False)[0].numpy()
 
     probs_in, sp_in = up(probs), up(sp)
-    pts = CellPoints(np.asarray(yx, np.float32).reshape(-1, 2), labels, scores.max(1) if len(labels) else
-                     np.zeros(0, np.float32), scores, list(card.classes), mpp=mpp, source=card.name,
-                     colors=dict(card.colors))
+    pts = CellPoints(
+        np.asarray(yx, np.float32).reshape(-1, 2),
+        labels,
+        scores.max(1) if len(labels) else np.zeros(0, np.float32),
+        scores,
+        list(card.classes),
+        mpp=mpp,
+        source=card.name,
+        colors=dict(card.colors),
+    )
     report(progress, 2, 3, f"{len(pts)} cells typed")
-    return WeakCellsResult(probs_in.astype(np.float32), pseudo_labels(probs_in, float(p["threshold"])),
-                           sp_in.argmax(0).astype(np.int32), pts, list(card.classes), float(p["threshold"]),
-                           {"mpp": mpp, "model_mpp": card.mpp, "name": name})
+    return WeakCellsResult(
+        probs_in.astype(np.float32),
+        pseudo_labels(probs_in, float(p["threshold"])),
+        sp_in.argmax(0).astype(np.int32),
+        pts,
+        list(card.classes),
+        float(p["threshold"]),
+        {"mpp": mpp, "model_mpp": card.mpp, "name": name},
+    )
 
 
-def evaluate_weak_cells(data, split: str = "validation", weights=None, device=None, detector=None,
-                        limit: int | None = None, progress: ProgressFn | None = None, cancel=None) -> dict:
+def evaluate_weak_cells(
+    data,
+    split: str = "validation",
+    weights=None,
+    device=None,
+    detector=None,
+    limit: int | None = None,
+    progress: ProgressFn | None = None,
+    cancel=None,
+) -> dict:
     """Cell types at the annotated (labelled) positions of ``split``, per variant.
 
     Rows: ``cam``, ``puzzle_cam``, ``sc_cam`` (each its own CAM with TTA, argmax in a box of
@@ -736,7 +888,14 @@ def evaluate_weak_cells(data, split: str = "validation", weights=None, device=No
     res = {k: type_scores(np.concatenate(v), gt, classes) for k, v in rows.items()}
     sup = res["supervised"]["mF1"]
     res["ratio_two_stage_to_supervised"] = round(res["two_stage"]["mF1"] / sup, 4) if sup else None
-    res.update({"split": split, "n_images": len(samples), "weights": card.name, "threshold": p["threshold"],
-                "supervised_method": "detector class map sampled at the annotated position",
-                "classes": list(classes)})
+    res.update(
+        {
+            "split": split,
+            "n_images": len(samples),
+            "weights": card.name,
+            "threshold": p["threshold"],
+            "supervised_method": "detector class map sampled at the annotated position",
+            "classes": list(classes),
+        }
+    )
     return res

@@ -3,6 +3,7 @@
 Loading never unpickles: weights are safetensors, or ``torch.load(weights_only=True)`` for user
 ``.pt`` / ``.pth`` checkpoints (a checkpoint that would run code is refused).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -27,8 +28,14 @@ BUILDERS = {
 }
 
 DEFAULT_COLORS = {
-    "epithelial": "#e6194b", "inflammatory": "#3cb44b", "fibroblast": "#4363d8", "others": "#f58231",
-    "unlabeled": "#a9a9a9", "benign": "#3cb44b", "malignant": "#e6194b", "nucleus": "#ffe119",
+    "epithelial": "#e6194b",
+    "inflammatory": "#3cb44b",
+    "fibroblast": "#4363d8",
+    "others": "#f58231",
+    "unlabeled": "#a9a9a9",
+    "benign": "#3cb44b",
+    "malignant": "#e6194b",
+    "nucleus": "#ffe119",
 }
 PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c"]
 
@@ -152,8 +159,10 @@ def _torch_load_safe(path: Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0][:160]
-        raise InputError(f"{path}: refused to load: the checkpoint holds pickled objects that could run "
-                         f"code ({first}); save a plain state_dict or safetensors") from None
+        raise InputError(
+            f"{path}: refused to load: the checkpoint holds pickled objects that could run "
+            f"code ({first}); save a plain state_dict or safetensors"
+        ) from None
     except Exception as e:  # truncated or not a torch file
         raise InputError(f"{path}: not a readable torch checkpoint ({type(e).__name__})") from None
 
@@ -222,8 +231,9 @@ def load_model(ref: str | Path | None = None, task: str | None = None, device=No
         model.load_state_dict(sd, strict=True)
     except RuntimeError as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        raise InputError(f"{weights}: weights do not match the card's architecture "
-                         f"({'; '.join(lines[1:3])[:200]})") from None
+        raise InputError(
+            f"{weights}: weights do not match the card's architecture ({'; '.join(lines[1:3])[:200]})"
+        ) from None
     return model.to(choose_device(device)).eval(), card
 
 

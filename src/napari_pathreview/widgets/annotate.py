@@ -9,6 +9,7 @@
   not re-class it: there the key only chooses the class of the next clicks. napari's mode keys P (add),
   S (select), Z (pan/zoom) keep working.
 """
+
 from __future__ import annotations
 
 import copy
@@ -86,9 +87,11 @@ class AnnotateWidget(TabifiedDock):
             b = QPushButton(f"{k + 1}  {name}" if k < 9 else name)
             b.setCheckable(True)  # the current class (of the next points) shows pressed
             b.setProperty("class_name", name)
-            b.setStyleSheet(f"QPushButton {{border-left: 10px solid {colors.get(name, '#ffffff')}; text-align: left;}}"
-                            "QPushButton:checked {font-weight: bold; border-top: 2px solid white; "
-                            "border-bottom: 2px solid white; border-right: 2px solid white;}")
+            b.setStyleSheet(
+                f"QPushButton {{border-left: 10px solid {colors.get(name, '#ffffff')}; text-align: left;}}"
+                "QPushButton:checked {font-weight: bold; border-top: 2px solid white; "
+                "border-bottom: 2px solid white; border-right: 2px solid white;}"
+            )
             b.clicked.connect(lambda _=False, n=name: self.set_class(self.layer, n))
             self.class_grid.addWidget(b, k // 2, k % 2)
         self._check_current()
@@ -144,17 +147,26 @@ class AnnotateWidget(TabifiedDock):
         md.update({"pathreview": "annotation", "corrected_from": src.name})
         if "classes" not in md:
             md["classes"] = sorted({str(c) for c in src.features.get("class", [])}) or ["cell"]
-        per_point = {"face_color": np.array(src.face_color, copy=True),
-                     "border_color": np.array(src.border_color, copy=True),
-                     "border_width": np.array(src.border_width, copy=True),
-                     "size": np.array(src.size, copy=True), "symbol": np.array(src.symbol, copy=True)}
+        per_point = {
+            "face_color": np.array(src.face_color, copy=True),
+            "border_color": np.array(src.border_color, copy=True),
+            "border_width": np.array(src.border_width, copy=True),
+            "size": np.array(src.size, copy=True),
+            "symbol": np.array(src.symbol, copy=True),
+        }
         layer = self.viewer.add_points(
-            np.array(src.data, copy=True), features=src.features.copy(deep=True),
-            scale=tuple(src.scale), translate=tuple(src.translate), units=tuple(src.units), metadata=md,
+            np.array(src.data, copy=True),
+            features=src.features.copy(deep=True),
+            scale=tuple(src.scale),
+            translate=tuple(src.translate),
+            units=tuple(src.units),
+            metadata=md,
             name=f"{src.name} (corrected)",
-            **(per_point if len(src.data) else {}))
+            **(per_point if len(src.data) else {}),
+        )
         if "colors" not in md:
             from ..layers import rgba_to_hex
+
             cls = [str(c) for c in layer.features.get("class", [])]
             md["colors"] = {c: rgba_to_hex(layer.face_color[cls.index(c)]) for c in dict.fromkeys(cls)}
             layer.metadata["colors"] = md["colors"]

@@ -1,5 +1,6 @@
 """What every task widget shares: layer pickers that follow the layer list, model / device / mpp
 selectors, Run and Cancel, a napari progress bar, and errors shown as notifications."""
+
 from __future__ import annotations
 
 import contextlib
@@ -53,15 +54,17 @@ class LayerPicker(QComboBox):
     def __init__(self, viewer, layer_types: tuple[str, ...], parent=None):
         super().__init__(parent)
         self.viewer, self.layer_types = viewer, layer_types
-        for ev in (viewer.layers.events.inserted, viewer.layers.events.removed,
-                   viewer.layers.events.reordered):
+        for ev in (viewer.layers.events.inserted, viewer.layers.events.removed, viewer.layers.events.reordered):
             ev.connect(self.refresh)
         self.refresh()
 
     def names(self) -> list[str]:
         """Layers of the picker's types, without level-of-detail display proxies (``widgets/lod.py``)."""
-        return [ly.name for ly in self.viewer.layers if layer_kind(ly) in self.layer_types
-                and (ly.metadata or {}).get("pathreview") != "lod-proxy"]
+        return [
+            ly.name
+            for ly in self.viewer.layers
+            if layer_kind(ly) in self.layer_types and (ly.metadata or {}).get("pathreview") != "lod-proxy"
+        ]
 
     def refresh(self, *_):
         set_items(self, self.names(), self.currentText())
@@ -212,8 +215,11 @@ def tabify_dock(widget) -> bool:
     if dock is None or not isinstance(main, QMainWindow) or dock.isFloating():
         return False
     area = main.dockWidgetArea(dock)
-    others = [d for d in main.findChildren(QDockWidget)
-              if d is not dock and not d.isFloating() and main.dockWidgetArea(d) == area and not d.isHidden()]
+    others = [
+        d
+        for d in main.findChildren(QDockWidget)
+        if d is not dock and not d.isFloating() and main.dockWidgetArea(d) == area and not d.isHidden()
+    ]
     if not others or dock in main.tabifiedDockWidgets(others[-1]):
         return False
     main.tabifyDockWidget(others[-1], dock)
@@ -270,7 +276,8 @@ class TaskWidget(TabifiedDock):
             self.precision.addItems(["fp32", "auto", "bf16", "fp16"])
             self.precision.setToolTip(
                 "the network's number format (decoding stays fp32). auto: bf16 / fp16 where the device runs it "
-                "natively and the model card records it as giving fp32's results (pathreview bench precision)")
+                "natively and the model card records it as giving fp32's results (pathreview bench precision)"
+            )
             self.form.addRow("precision", self.precision)
         self.mpp = QDoubleSpinBox()
         self.mpp.setRange(0.0, 100.0)
@@ -401,8 +408,10 @@ class TaskWidget(TabifiedDock):
         typed = float(self.mpp.value())
         if typed > 0:
             if not MPP_MIN < typed <= MPP_MAX:
-                raise InputError(f"mpp {typed:g} µm/px is not plausible; set {MPP_FIELD} between {MPP_MIN:g} and "
-                                 f"{MPP_MAX:g} ({MPP_EXAMPLES})")
+                raise InputError(
+                    f"mpp {typed:g} µm/px is not plausible; set {MPP_FIELD} between {MPP_MIN:g} and "
+                    f"{MPP_MAX:g} ({MPP_EXAMPLES})"
+                )
             if apply_mpp(layer, typed, self.viewer):
                 show_info(f"'{layer.name}' is now shown at {typed:g} µm/px (scale in µm), as its results will be")
                 with contextlib.suppress(Exception):

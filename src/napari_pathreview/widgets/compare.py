@@ -8,6 +8,7 @@ scores one image (``seg_metrics.score_pair``), unmatched instances as errors.
 "Next error" / "Previous error" centre the camera on each error in reading order; "Export table (CSV)"
 writes the metrics table.
 """
+
 from __future__ import annotations
 
 import csv
@@ -32,15 +33,21 @@ from .base import LayerPicker, TaskWidget, layer_kind, layer_mpp
 #: ``PALETTE`` and the shipped cards: red, green, blue, orange, purple, cyan, magenta, lime, yellow, grey),
 #: so an error marker never reads as a class: true positives white, false positives black, missed cells
 #: spring green, wrong-class squares and match lines pale yellow / white.
-COLORS = {"tp": "#ffffff", "fp": "#000000", "fn": "#00fa9a", "class": "#fffac8", "match": "#ffffff",
-          "current": "#ffffff"}
+COLORS = {
+    "tp": "#ffffff",
+    "fp": "#000000",
+    "fn": "#00fa9a",
+    "class": "#fffac8",
+    "match": "#ffffff",
+    "current": "#ffffff",
+}
 #: border of the markers (contrast on pale and dark tissue alike)
 BORDERS = {"tp": "#000000", "fp": "#ffffff", "fn": "#000000"}
 
 TIPS = {  # what each Labels metric means, shown on hover
     "dice": "overlap of the nucleus foregrounds, nuclei not told apart: 2|P∩A| / (|P| + |A|)",
     "aji": "Aggregated Jaccard Index (Kumar et al. 2017): each annotated nucleus with its best-overlapping "
-           "prediction; split, merged and extra nuclei lower it",
+    "prediction; split, merged and extra nuclei lower it",
     "pq": "panoptic quality = DQ × SQ (Kirillov et al. 2019)",
     "dq": "detection quality: matched / (matched + ½ false positives + ½ missed), an F1 of nuclei",
     "sq": "segmentation quality: mean IoU of the matched nuclei (how well their outlines agree)",
@@ -56,14 +63,21 @@ HEADER_TIPS = {  # the Points table's columns, on hover
     "annotated": "annotated cells of the class (unlabelled annotations count for the detection row only)",
     "predicted": "cells the prediction gave the class",
     "matched": "annotated cells of the class matched by a prediction of the same class "
-               "(detection row: matched whatever the class)",
+    "(detection row: matched whatever the class)",
 }
 
 LABEL_ROWS = (  # key, what the table shows
-    ("dice", "Dice (foreground)"), ("aji", "AJI"), ("pq", "PQ (panoptic quality)"),
-    ("dq", "DQ (detection quality)"), ("sq", "SQ (mean IoU of matches)"), ("tp", "matched nuclei"),
-    ("fp", "false positives (predicted, unmatched)"), ("fn", "missed (annotated, unmatched)"),
-    ("n_pred", "predicted nuclei"), ("n_gt", "annotated nuclei"))
+    ("dice", "Dice (foreground)"),
+    ("aji", "AJI"),
+    ("pq", "PQ (panoptic quality)"),
+    ("dq", "DQ (detection quality)"),
+    ("sq", "SQ (mean IoU of matches)"),
+    ("tp", "matched nuclei"),
+    ("fp", "false positives (predicted, unmatched)"),
+    ("fn", "missed (annotated, unmatched)"),
+    ("n_pred", "predicted nuclei"),
+    ("n_gt", "annotated nuclei"),
+)
 
 
 def to_pixels_of(layer, ref):
@@ -110,8 +124,9 @@ class FitTable(QTableWidget):
         head.setDefaultSectionSize(24)  # a stretched last section is at least this wide (Qt's default: 100 px)
         head.setStretchLastSection(False)
         for j in range(n):
-            head.setSectionResizeMode(j, QHeaderView.ResizeMode.ResizeToContents if j < n - 1
-                                      else QHeaderView.ResizeMode.Stretch)
+            head.setSectionResizeMode(
+                j, QHeaderView.ResizeMode.ResizeToContents if j < n - 1 else QHeaderView.ResizeMode.Stretch
+            )
         # as wide as its columns (up to a bound): the dock widens rather than hiding a column behind a scroll bar
         width = sum(head.sectionSize(j) for j in range(n - 1)) + 2 * self.frameWidth()
         if n:
@@ -125,9 +140,9 @@ class FitTable(QTableWidget):
 #: the key to the error markers, shown in the dock under the error line
 MARKER_KEY = {
     "points": "markers: white disc = matched cell · black × = false positive · green ring = missed cell · "
-              "pale square = matched, wrong class · pale line = a match · white diamond = error under review",
+    "pale square = matched, wrong class · pale line = a match · white diamond = error under review",
     "labels": "markers: black square = predicted nucleus with no match (false positive) · green circle = "
-              "annotated nucleus with no match (missed) · white diamond = error under review",
+    "annotated nucleus with no match (missed) · white diamond = error under review",
 }
 
 
@@ -171,8 +186,9 @@ class CompareWidget(TaskWidget):
         self.iou.setRange(0.05, 0.95)
         self.iou.setSingleStep(0.05)
         self.iou.setValue(0.5)
-        self.iou.setToolTip("two nuclei match when their IoU is above this (panoptic quality; "
-                            "pathreview evaluate segmenter uses 0.5)")
+        self.iou.setToolTip(
+            "two nuclei match when their IoU is above this (panoptic quality; pathreview evaluate segmenter uses 0.5)"
+        )
         self.form.addRow("match IoU above", self.iou)
         self.image.currentTextChanged.connect(self._show_rows)
         self.run_btn.setText("Compare")
@@ -240,8 +256,10 @@ class CompareWidget(TaskWidget):
             raise InputError("prediction and annotation are the same layer; pick two different layers")
         pk, gk = layer_kind(pred), layer_kind(gt)
         if pk != gk:
-            raise InputError(f"'{pred.name}' is {pk.capitalize()} and '{gt.name}' is {gk.capitalize()}: "
-                             "compare Points with Points or Labels with Labels")
+            raise InputError(
+                f"'{pred.name}' is {pk.capitalize()} and '{gt.name}' is {gk.capitalize()}: "
+                "compare Points with Points or Labels with Labels"
+            )
         self._ref = pred
         self._align_pixel_annotation(gt, pred)
         if pk == "labels":
@@ -290,8 +308,11 @@ class CompareWidget(TaskWidget):
         mpp = layer_mpp(pred, self.mpp.value() if layer_kind(pred) == "points" else 0.0)
         if mpp:
             gt.metadata = {**dict(gt.metadata or {}), "mpp": mpp}
-        show_info(f"'{gt.name}' had no pixel size: its coordinates are taken as pixels of '{pred.name}'"
-                  + (f" ({mpp:g} µm/px)" if mpp else "") + " and it is now drawn over it")
+        show_info(
+            f"'{gt.name}' had no pixel size: its coordinates are taken as pixels of '{pred.name}'"
+            + (f" ({mpp:g} µm/px)" if mpp else "")
+            + " and it is now drawn over it"
+        )
         return True
 
     def _labels_job(self, pred, gt):
@@ -300,14 +321,15 @@ class CompareWidget(TaskWidget):
         p = np.asarray(pred.data[0] if pred.multiscale else pred.data)
         g = np.asarray(gt.data[0] if gt.multiscale else gt.data)
         if p.shape != g.shape:
-            raise InputError(f"'{pred.name}' is {'×'.join(map(str, p.shape))} pixels and '{gt.name}' "
-                             f"{'×'.join(map(str, g.shape))}: compare masks of the same image at the same "
-                             "resolution")
+            raise InputError(
+                f"'{pred.name}' is {'×'.join(map(str, p.shape))} pixels and '{gt.name}' "
+                f"{'×'.join(map(str, g.shape))}: compare masks of the same image at the same "
+                "resolution"
+            )
         if p.ndim != 2:
             raise InputError(f"'{pred.name}' has {p.ndim} dimensions: compare 2-D masks")
         if not np.any(g):
-            raise InputError(f"'{gt.name}' has no labelled pixels: nothing to compare with; pick the "
-                             "annotation mask")
+            raise InputError(f"'{gt.name}' has no labelled pixels: nothing to compare with; pick the annotation mask")
         iou = self.iou.value()
         self._compared = (pred.name, gt.name, f"IoU above {iou:g}")
 
@@ -333,10 +355,20 @@ class CompareWidget(TaskWidget):
 
     def _add_points(self, yx, name, symbol, color, size, features=None, border=None, border_width=0.1):
         ref = self._ref
-        ly = self.viewer.add_points(np.asarray(yx, np.float32).reshape(-1, 2), name=name, symbol=symbol,
-                                    face_color=color, border_color=border or color, border_width=border_width,
-                                    size=size, scale=tuple(ref.scale[-2:]), translate=tuple(ref.translate[-2:]),
-                                    features=features, metadata={"pathreview": "evaluation"}, **_units(ref))
+        ly = self.viewer.add_points(
+            np.asarray(yx, np.float32).reshape(-1, 2),
+            name=name,
+            symbol=symbol,
+            face_color=color,
+            border_color=border or color,
+            border_width=border_width,
+            size=size,
+            scale=tuple(ref.scale[-2:]),
+            translate=tuple(ref.translate[-2:]),
+            features=features,
+            metadata={"pathreview": "evaluation"},
+            **_units(ref),
+        )
         self.error_layers.append(ly)
         return ly
 
@@ -352,23 +384,37 @@ class CompareWidget(TaskWidget):
         base = self._ref.name
         self._clear_error_layers()
         size = self._marker_size()
-        self._add_points(res.pred_yx[res.tp_pred], f"{base}: true positives", "disc", COLORS["tp"], size * 0.5,
-                         border=BORDERS["tp"])
-        self._add_points(res.pred_yx[res.fp], f"{base}: false positives", "x", COLORS["fp"], size,
-                         border=BORDERS["fp"])
+        self._add_points(
+            res.pred_yx[res.tp_pred], f"{base}: true positives", "disc", COLORS["tp"], size * 0.5, border=BORDERS["tp"]
+        )
+        self._add_points(res.pred_yx[res.fp], f"{base}: false positives", "x", COLORS["fp"], size, border=BORDERS["fp"])
         self._add_points(res.gt_yx[res.fn], f"{base}: missed", "ring", COLORS["fn"], size, border=BORDERS["fn"])
         if len(res.segments):
             vec = np.stack([res.segments[:, 0], res.segments[:, 1] - res.segments[:, 0]], 1)
-            vly = self.viewer.add_vectors(vec, name=f"{base}: matches", edge_color=COLORS["match"],
-                                          edge_width=max(0.5, size * 0.08), scale=tuple(self._ref.scale[-2:]),
-                                          translate=tuple(self._ref.translate[-2:]), vector_style="line",
-                                          metadata={"pathreview": "evaluation"}, **_units(self._ref))
+            vly = self.viewer.add_vectors(
+                vec,
+                name=f"{base}: matches",
+                edge_color=COLORS["match"],
+                edge_width=max(0.5, size * 0.08),
+                scale=tuple(self._ref.scale[-2:]),
+                translate=tuple(self._ref.translate[-2:]),
+                vector_style="line",
+                metadata={"pathreview": "evaluation"},
+                **_units(self._ref),
+            )
             self.error_layers.append(vly)
         k = res.wrong_class
         cls = np.array(res.classes + [""], dtype=object)
         feats = {"predicted": cls[res.pred_labels[res.tp_pred[k]]], "annotated": cls[res.gt_labels[res.tp_gt[k]]]}
-        self._add_points(res.gt_yx[res.tp_gt[k]], f"{base}: wrong class", "square", [0, 0, 0, 0], size * 1.3,
-                         features=feats, border=COLORS["class"])
+        self._add_points(
+            res.gt_yx[res.tp_gt[k]],
+            f"{base}: wrong class",
+            "square",
+            [0, 0, 0, 0],
+            size * 1.3,
+            features=feats,
+            border=COLORS["class"],
+        )
         self.marker_key.setText(MARKER_KEY["points"])
         self.viewer.layers.selection.active = self._ref
         self._fill_table(res.table_rows(), header=res.TABLE_HEADER)
@@ -385,9 +431,11 @@ class CompareWidget(TaskWidget):
         self.confusion_label.setVisible(True)
         self._set_errors(res.errors)
         d = res.metrics["detection"]
-        self.status.setText(f"{len(res.tp_pred)} matched, {len(res.fp)} false positives, {len(res.fn)} missed, "
-                            f"{len(res.wrong_class)} wrong class; detection F1 {d['f1']:.3f}, "
-                            f"mF1 {res.metrics['mF1']:.3f}")
+        self.status.setText(
+            f"{len(res.tp_pred)} matched, {len(res.fp)} false positives, {len(res.fn)} missed, "
+            f"{len(res.wrong_class)} wrong class; detection F1 {d['f1']:.3f}, "
+            f"mF1 {res.metrics['mF1']:.3f}"
+        )
 
     def _show_labels(self, res):
         self.result = res
@@ -404,17 +452,27 @@ class CompareWidget(TaskWidget):
         for kind, name, symbol in (("fp", "false positives", "square"), ("fn", "missed", "disc")):
             sel = [e for e in errs if e.kind == kind]
             sizes = np.array([1.5 * e.diameter + 4 for e in sel]) if sel else self._marker_size()
-            self._add_points([e.yx for e in sel], f"{base}: {name}", symbol, [0, 0, 0, 0], sizes,
-                             border=COLORS[kind], border_width=0.07)
+            self._add_points(
+                [e.yx for e in sel],
+                f"{base}: {name}",
+                symbol,
+                [0, 0, 0, 0],
+                sizes,
+                border=COLORS[kind],
+                border_width=0.07,
+            )
         self.marker_key.setText(MARKER_KEY["labels"])
         self.viewer.layers.selection.active = self._ref
         if res["binary"]:
-            self.status.setText(f"Dice {res['dice']:.3f} (the annotation is a binary mask: no instances, "
-                                "so no AJI or PQ)")
+            self.status.setText(
+                f"Dice {res['dice']:.3f} (the annotation is a binary mask: no instances, so no AJI or PQ)"
+            )
         else:
-            self.status.setText(f"Dice {res['dice']:.3f}, AJI {res['aji']:.3f}, PQ {res['pq']:.3f}: "
-                                f"{res['tp']} of {res['n_gt']} annotated nuclei matched, {res['fp']} false "
-                                f"positives, {res['fn']} missed")
+            self.status.setText(
+                f"Dice {res['dice']:.3f}, AJI {res['aji']:.3f}, PQ {res['pq']:.3f}: "
+                f"{res['tp']} of {res['n_gt']} annotated nuclei matched, {res['fp']} false "
+                f"positives, {res['fn']} missed"
+            )
 
     def _fill_table(self, rows, header=("class", "precision", "recall", "F1", "support"), keyed=False):
         """Rows of values under ``header``; ``keyed``: each row starts with the key :meth:`table_values`
@@ -445,8 +503,10 @@ class CompareWidget(TaskWidget):
         out = {}
         for i in range(self.table.rowCount()):
             key = self.table.item(i, 0).data(Qt.ItemDataRole.UserRole)
-            out[key] = {heads[j]: self.table.item(i, j).data(Qt.ItemDataRole.UserRole)
-                        for j in range(1, self.table.columnCount())}
+            out[key] = {
+                heads[j]: self.table.item(i, j).data(Qt.ItemDataRole.UserRole)
+                for j in range(1, self.table.columnCount())
+            }
         return out
 
     # ----------------------------------------------------------------- export
@@ -491,8 +551,9 @@ class CompareWidget(TaskWidget):
         self._current = None
         self.next_btn.setEnabled(bool(self.errors))
         self.prev_btn.setEnabled(bool(self.errors))
-        self.error_label.setText(f"{len(self.errors)} errors to review: press Next error" if self.errors
-                                 else "no errors")
+        self.error_label.setText(
+            f"{len(self.errors)} errors to review: press Next error" if self.errors else "no errors"
+        )
 
     def _mark_current(self, e):
         """A white diamond around the error under review (one point, moved at each step), so it stands out
@@ -504,8 +565,15 @@ class CompareWidget(TaskWidget):
             ly.data = yx
             ly.size = size
         else:
-            ly = self._add_points(yx, f"{self._ref.name}: current error", "diamond", [0, 0, 0, 0], size,
-                                  border=COLORS["current"], border_width=0.06)
+            ly = self._add_points(
+                yx,
+                f"{self._ref.name}: current error",
+                "diamond",
+                [0, 0, 0, 0],
+                size,
+                border=COLORS["current"],
+                border_width=0.06,
+            )
             self._current = ly
             self.viewer.layers.selection.active = self._ref
 
@@ -527,6 +595,7 @@ class CompareWidget(TaskWidget):
         want = min(canvas) / max(field, 1e-9)
         if cam.zoom < want:
             cam.zoom = want
-        self.error_label.setText(f"error {self.error_index + 1}/{len(self.errors)}: {e.describe()} "
-                                 f"at row {e.yx[0]:.0f}, col {e.yx[1]:.0f}")
+        self.error_label.setText(
+            f"error {self.error_index + 1}/{len(self.errors)}: {e.describe()} at row {e.yx[0]:.0f}, col {e.yx[1]:.0f}"
+        )
         return e

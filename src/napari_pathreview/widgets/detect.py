@@ -3,6 +3,7 @@
 A layer of more than 50 000 cells gets level of detail (``widgets/lod.py``): a class-colour density
 image when zoomed out, the in-view cells when zoomed in; the layer itself keeps every cell.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -48,14 +49,24 @@ class DetectWidget(TaskWidget):
         precision = self.precision.currentText()
 
         def fn(progress, cancel):
-            return pipelines.detect(slide, model, mpp=mpp, device=device, tta=tta or None,
-                                    progress=progress, cancel=cancel, name=layer.name, precision=precision)
+            return pipelines.detect(
+                slide,
+                model,
+                mpp=mpp,
+                device=device,
+                tta=tta or None,
+                progress=progress,
+                cancel=cancel,
+                name=layer.name,
+                precision=precision,
+            )
 
         def done(points):
             from ..layers import legend_html, points_layer_data
 
-            data, kwargs, _ = points_layer_data(points, f"{layer.name} cells", scale=layer.scale[-2:],
-                                                translate=layer.translate[-2:])
+            data, kwargs, _ = points_layer_data(
+                points, f"{layer.name} cells", scale=layer.scale[-2:], translate=layer.translate[-2:]
+            )
             self.points_layer = self.viewer.add_points(data, **kwargs, **result_units(layer))
             attach_lod(self.viewer, self.points_layer)  # > 50 000 cells: density image when zoomed out
             counts = np.bincount(points.labels, minlength=len(points.classes)) if len(points) else None

@@ -16,6 +16,7 @@ Layers of more than 50 000 cells or lines get level of detail (``widgets/lod.py`
 density image of the cells and only the strongest lines (none while they are sub-pixel); zoomed in,
 the cells and lines in view. The layers themselves keep every cell and line.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -51,8 +52,9 @@ def cells_from_layer(layer, classes, mpp):
     scores = np.asarray(feats["score"], np.float32) if n and "score" in feats else np.ones(n, np.float32)
     vecs = (layer.metadata or {}).get("cell_features")
     vecs = np.asarray(vecs, np.float32) if vecs is not None and len(vecs) == n else None
-    return CellPoints(yx, labels, scores, probs, list(classes), mpp, vecs,
-                      (layer.metadata or {}).get("source", layer.name))
+    return CellPoints(
+        yx, labels, scores, probs, list(classes), mpp, vecs, (layer.metadata or {}).get("source", layer.name)
+    )
 
 
 class EnhanceWidget(TaskWidget):
@@ -140,8 +142,17 @@ class EnhanceWidget(TaskWidget):
         self._base_layer = cells_layer
 
         def fn(progress, cancel):
-            return pipelines.enhance(slide, cells, weights=name, mpp=mpp, device=device, progress=progress,
-                                     cancel=cancel, name=cells_layer.name, precision=precision)
+            return pipelines.enhance(
+                slide,
+                cells,
+                weights=name,
+                mpp=mpp,
+                device=device,
+                progress=progress,
+                cancel=cancel,
+                name=cells_layer.name,
+                precision=precision,
+            )
 
         return fn, self.show_result
 
@@ -150,8 +161,9 @@ class EnhanceWidget(TaskWidget):
 
         self.result = result
         base = self._base_layer
-        data, kwargs, _ = points_layer_data(result.enhanced, f"{base.name} enhanced", scale=base.scale[-2:],
-                                            translate=base.translate[-2:])
+        data, kwargs, _ = points_layer_data(
+            result.enhanced, f"{base.name} enhanced", scale=base.scale[-2:], translate=base.translate[-2:]
+        )
         names = np.array(result.base.classes, dtype=object)
         kwargs["features"]["base_class"] = names[result.base.labels] if len(result.base) else np.zeros(0, object)
         kwargs["features"]["changed"] = result.changed
@@ -179,8 +191,10 @@ class EnhanceWidget(TaskWidget):
         self.status.setText(f"{len(result.enhanced)} cells, {int(result.changed.sum())} changed class")
         enh = result.enhanced
         counts = np.bincount(enh.labels, minlength=len(enh.classes)) if len(enh) else None
-        self.legend.setText(legend_html(enh.classes, kwargs["metadata"]["colors"], counts)
-                            + f"<br>white ring: class changed by the enhancer ({int(changed.sum())})")
+        self.legend.setText(
+            legend_html(enh.classes, kwargs["metadata"]["colors"], counts)
+            + f"<br>white ring: class changed by the enhancer ({int(changed.sum())})"
+        )
 
     # ---------------------------------------------------------------- display
     def _edges_layer(self, current, edges, name, colormap="viridis", limits=None):
@@ -189,10 +203,16 @@ class EnhanceWidget(TaskWidget):
         from ..layers import edges_layer_data, line_colormap
 
         base = self.points_layer
-        data, kwargs, _ = edges_layer_data(base.data, edges, name, base.scale[-2:], base.translate[-2:],
-                                           colormap=line_colormap(colormap), contrast_limits=limits,
-                                           width=max(0.5, float(np.asarray(base.size).reshape(-1)[0]) / 8)
-                                           if len(base.data) else 1.0)
+        data, kwargs, _ = edges_layer_data(
+            base.data,
+            edges,
+            name,
+            base.scale[-2:],
+            base.translate[-2:],
+            colormap=line_colormap(colormap),
+            contrast_limits=limits,
+            width=max(0.5, float(np.asarray(base.size).reshape(-1)[0]) / 8) if len(base.data) else 1.0,
+        )
         if current is not None and current in self.viewer.layers:
             self.viewer.layers.remove(current)
         layer = self.viewer.add_vectors(data, **kwargs, **result_units(base))
@@ -207,15 +227,19 @@ class EnhanceWidget(TaskWidget):
             sources = np.flatnonzero(self.result.changed).tolist()
         head = None if self.head.currentIndex() <= 0 else int(self.head.currentText())
         layer = self.layer_sel.currentIndex() if self.layer_sel.currentIndex() >= 0 else -1
-        return att.edges(layer=layer, head=head, top_k=self.top_k.value() or None,
-                         threshold=self.threshold.value() or None, sources=sources)
+        return att.edges(
+            layer=layer,
+            head=head,
+            top_k=self.top_k.value() or None,
+            threshold=self.threshold.value() or None,
+            sources=sources,
+        )
 
     def draw_attention(self, *_):
         if self.result is None or self.result.attention is None or self.points_layer is None:
             return
         edges = self.attention_edges()
-        self.attention_layer = self._edges_layer(self.attention_layer, edges,
-                                                 f"{self._base_layer.name} attention")
+        self.attention_layer = self._edges_layer(self.attention_layer, edges, f"{self._base_layer.name} attention")
         lo, hi = self.attention_layer.edge_contrast_limits
         self.colorbar.set_colormap(self.attention_layer.edge_colormap, lo, hi, len(edges[0]))
         self.colorbar.setVisible(True)
@@ -228,8 +252,9 @@ class EnhanceWidget(TaskWidget):
         if not sel and self.selected_layer is None:
             return
         edges = self.attention_edges(sources=sel)
-        self.selected_layer = self._edges_layer(self.selected_layer, edges,
-                                                f"{self._base_layer.name} attention (selected)", "turbo")
+        self.selected_layer = self._edges_layer(
+            self.selected_layer, edges, f"{self._base_layer.name} attention (selected)", "turbo"
+        )
         self.viewer.layers.selection.active = self.points_layer
 
     def filter_changed(self, *_):
@@ -260,8 +285,9 @@ class EnhanceWidget(TaskWidget):
         if cells is None:
             return
         edges = knn_graph(cells.yx * (cells.mpp or 1.0), self.knn_k.value())
-        self.knn_layer = self._edges_layer(getattr(self, "knn_layer", None), edges,
-                                           f"{self._base_layer.name} kNN graph", "viridis")
+        self.knn_layer = self._edges_layer(
+            getattr(self, "knn_layer", None), edges, f"{self._base_layer.name} kNN graph", "viridis"
+        )
 
     def draw_similarity(self, *_):
         from ..backend.graphs import feature_similarity_graph
@@ -270,8 +296,9 @@ class EnhanceWidget(TaskWidget):
         if cells is None or cells.features is None:
             return
         edges = feature_similarity_graph(cells.features, self.sim.value(), yx=cells.yx, k=16)
-        self.sim_layer = self._edges_layer(getattr(self, "sim_layer", None), edges,
-                                           f"{self._base_layer.name} similarity graph", "cividis")
+        self.sim_layer = self._edges_layer(
+            getattr(self, "sim_layer", None), edges, f"{self._base_layer.name} similarity graph", "cividis"
+        )
 
 
 def _row(*widgets) -> QWidget:

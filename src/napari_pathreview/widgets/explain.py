@@ -8,6 +8,7 @@ value, e.g. LRP alpha-beta for a class the model rejects) is not added; a notifi
 class probabilities are shown in the dock. The computation runs in the TaskWidget thread worker
 (progress bar, Cancel).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,9 +25,11 @@ CLASS_AGNOSTIC = ("rollout",)
 def empty_map_message(image: str, method: str, cls: str, prob: float | None) -> str:
     """Why a map is empty, in words a user can act on."""
     p = "" if prob is None else f", p = {prob:.3f}"
-    return (f"Empty map, not added: {method} for '{cls}' on '{image}'. No pixel carries positive evidence "
-            f"for '{cls}' (its relevance is all negative: evidence against it{p}); lrp-epsilon or gradcam "
-            f"show the evidence against it.")
+    return (
+        f"Empty map, not added: {method} for '{cls}' on '{image}'. No pixel carries positive evidence "
+        f"for '{cls}' (its relevance is all negative: evidence against it{p}); lrp-epsilon or gradcam "
+        f"show the evidence against it."
+    )
 
 
 class ExplainWidget(TaskWidget):
@@ -86,8 +89,11 @@ class ExplainWidget(TaskWidget):
     def _method_changed(self, *_):
         agnostic = self.method.currentText() in CLASS_AGNOSTIC
         self.target.setEnabled(not agnostic)
-        self.target.setToolTip("attention rollout is the same for every class: one map" if agnostic
-                               else "the class to explain ('all': one map per class)")
+        self.target.setToolTip(
+            "attention rollout is the same for every class: one map"
+            if agnostic
+            else "the class to explain ('all': one map per class)"
+        )
 
     def _set_opacity(self, *_):
         self.opacity_value.setText(f"{self.opacity.value()} %")
@@ -110,8 +116,17 @@ class ExplainWidget(TaskWidget):
         name, units = layer.name, getattr(layer, "units", None)
 
         def fn(progress, cancel):
-            return pipelines.explain(slide, model, method, classes=(classes or [0]) if agnostic else classes,
-                                     mpp=mpp, device=device, progress=progress, cancel=cancel, name=name)
+            return pipelines.explain(
+                slide,
+                model,
+                method,
+                classes=(classes or [0]) if agnostic else classes,
+                mpp=mpp,
+                device=device,
+                progress=progress,
+                cancel=cancel,
+                name=name,
+            )
 
         def done(res):
             self.add_heat_layers(res, name, scale0, translate0, cmap, opacity, agnostic, units)
@@ -141,9 +156,17 @@ class ExplainWidget(TaskWidget):
             hi = display_range(heat)
             ranges.append(f"{cls} 0–{hi:.3g}")
             data, kwargs, _ = heat_layer_data(
-                heat, f"{name} {res.method} {cls}", colormap, scale=scale, translate=translate,
-                contrast_limits=(0.0, hi), opacity=opacity, gamma=0.5,
-                metadata={"method": res.method, "class": cls, "model": res.model, "mpp": res.mpp}, units=units)
+                heat,
+                f"{name} {res.method} {cls}",
+                colormap,
+                scale=scale,
+                translate=translate,
+                contrast_limits=(0.0, hi),
+                opacity=opacity,
+                gamma=0.5,
+                metadata={"method": res.method, "class": cls, "model": res.model, "mpp": res.mpp},
+                units=units,
+            )
             ly = self.viewer.add_image(data, **kwargs)
             ly.colorbar.visible = True
             self.heat_layers.append(ly)

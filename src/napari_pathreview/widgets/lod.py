@@ -33,6 +33,7 @@ What the pathologist gets (the rules are in ``napari_pathreview.lod``):
 
 The camera's zoom and centre and the canvas size are followed with a 50 ms debounce (a QTimer).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -66,7 +67,7 @@ def unwrap(obj):
 
 
 def layer_kind(layer) -> str | None:
-    """"points" or "vectors" for a Points / Vectors layer (proxied or not), else None."""
+    """ "points" or "vectors" for a Points / Vectors layer (proxied or not), else None."""
     from napari.layers import Points, Vectors
 
     if isinstance(layer, Points):
@@ -129,18 +130,27 @@ class LODController:
     """Keeps the display proxies of one large Points or Vectors layer in step with the camera and with
     the layer (see the module docstring for what is drawn and what the layer keeps)."""
 
-    def __init__(self, viewer, layer, *, budget: int | None = None, delay_ms: int = 50, margin: float = 0.25,
-                 screen_px_per_cell: float = 64.0, max_raster: int = 2048):
+    def __init__(
+        self,
+        viewer,
+        layer,
+        *,
+        budget: int | None = None,
+        delay_ms: int = 50,
+        margin: float = 0.25,
+        screen_px_per_cell: float = 64.0,
+        max_raster: int = 2048,
+    ):
         self.viewer, self.layer = unwrap(viewer), unwrap(layer)
         self.kind = layer_kind(self.layer)
         self.budget = budget or (DEFAULT_POINT_BUDGET if self.kind == "points" else DEFAULT_LINE_BUDGET)
         self.margin, self.screen_px_per_cell, self.max_raster = margin, screen_px_per_cell, max_raster
-        self.lod = None          # PointsLOD / LinesLOD of the layer's current state
-        self.overview = None     # Image layer (points only)
-        self.in_view = None      # Points / Vectors layer
+        self.lod = None  # PointsLOD / LinesLOD of the layer's current state
+        self.overview = None  # Image layer (points only)
+        self.in_view = None  # Points / Vectors layer
         self.decision = None
         self.updates = 0
-        self._dirty = True       # the layer changed: rebuild self.lod
+        self._dirty = True  # the layer changed: rebuild self.lod
         self._style_dirty = True  # colours / sizes changed: re-copy to the proxy
         self._shown = None
         self._overview_stale = True
@@ -169,9 +179,22 @@ class LODController:
             self._links.append((self.viewer.canvas.events.size, self.schedule))
         ev = self.layer.events
         self._links.append((ev.data, self._on_data))
-        for name in ("face_color", "border_color", "size", "symbol", "border_width", "border_width_is_relative",
-                     "edge_color", "edge_width", "length", "vector_style", "opacity", "blending", "antialiasing",
-                     "canvas_size_limits"):
+        for name in (
+            "face_color",
+            "border_color",
+            "size",
+            "symbol",
+            "border_width",
+            "border_width_is_relative",
+            "edge_color",
+            "edge_width",
+            "length",
+            "vector_style",
+            "opacity",
+            "blending",
+            "antialiasing",
+            "canvas_size_limits",
+        ):
             if hasattr(ev, name):
                 self._links.append((getattr(ev, name), self._on_style))
         for name in ("scale", "translate"):
@@ -258,8 +281,9 @@ class LODController:
                 if self.layer not in layers:
                     return
                 i = layers.index(self.layer)
-                proxies = sorted((p for p in (self.overview, self.in_view) if p is not None and p in layers),
-                                 key=layers.index)
+                proxies = sorted(
+                    (p for p in (self.overview, self.in_view) if p is not None and p in layers), key=layers.index
+                )
                 wrong = [(k, p) for k, p in enumerate(proxies) if layers.index(p) != i + 1 + k]
                 if not wrong:
                     return
@@ -294,16 +318,25 @@ class LODController:
         return np.asarray(self.layer.face_color)
 
     def _same_colors(self) -> bool:
-        return self.lod is not None and self.lod.colors.shape == self._colors().shape and \
-            np.array_equal(self.lod.colors, self._colors())
+        return (
+            self.lod is not None
+            and self.lod.colors.shape == self._colors().shape
+            and np.array_equal(self.lod.colors, self._colors())
+        )
 
     def _rebuild(self):
         data = np.asarray(self.layer.data)
         if self.kind == "points":
             self._shown = np.array(self.layer.shown, copy=True)
-            self.lod = PointsLOD(data[:, -2:] if len(data) else np.zeros((0, 2)), np.array(self._colors(), copy=True),
-                                 self._shown, budget=self.budget, screen_px_per_cell=self.screen_px_per_cell,
-                                 margin=self.margin, max_raster=self.max_raster)
+            self.lod = PointsLOD(
+                data[:, -2:] if len(data) else np.zeros((0, 2)),
+                np.array(self._colors(), copy=True),
+                self._shown,
+                budget=self.budget,
+                screen_px_per_cell=self.screen_px_per_cell,
+                margin=self.margin,
+                max_raster=self.max_raster,
+            )
         else:
             starts = data[:, 0, -2:] if len(data) else np.zeros((0, 2))
             ends = starts + (data[:, 1, -2:] * float(self.layer.length) if len(data) else 0)
@@ -323,9 +356,16 @@ class LODController:
         view = self.view()
         prev = self.decision
         decision = self.lod.decide(view)
-        if (not rebuilt and not self._style_dirty and prev is not None and prev.mode == decision.mode
-                and decision.mode in ("points", "all", "top") and prev.covered is not None
-                and prev.covered.contains(view) and _area(prev.covered) <= 2 * _area(view.expanded(self.margin))):
+        if (
+            not rebuilt
+            and not self._style_dirty
+            and prev is not None
+            and prev.mode == decision.mode
+            and decision.mode in ("points", "all", "top")
+            and prev.covered is not None
+            and prev.covered.contains(view)
+            and _area(prev.covered) <= 2 * _area(view.expanded(self.margin))
+        ):
             # a pan or a small zoom inside the margin already drawn: keep the proxy as it is
             decision.indices, decision.covered = prev.indices, prev.covered
         if self.kind == "points":
@@ -362,10 +402,17 @@ class LODController:
 
             pyr = self.lod.pyramid
             scale, translate = self._overview_transform(pyr)
-            self.overview = Image(pyr.levels if len(pyr.levels) > 1 else pyr.levels[0], rgb=True,
-                                  multiscale=len(pyr.levels) > 1, name=f"{self.layer.name} (overview)",
-                                  scale=scale, translate=translate, opacity=self.layer.opacity,
-                                  visible=False, metadata={"pathreview": PROXY, "lod_source": self.layer.name})
+            self.overview = Image(
+                pyr.levels if len(pyr.levels) > 1 else pyr.levels[0],
+                rgb=True,
+                multiscale=len(pyr.levels) > 1,
+                name=f"{self.layer.name} (overview)",
+                scale=scale,
+                translate=translate,
+                opacity=self.layer.opacity,
+                visible=False,
+                metadata={"pathreview": PROXY, "lod_source": self.layer.name},
+            )
             with contextlib.suppress(Exception):  # the full layer's units (µm): napari's scale bar reads them
                 self.overview.units = self.layer.units
             self._insert(self.overview)
@@ -392,11 +439,23 @@ class LODController:
 
         ly, md = self.layer, {"pathreview": PROXY, "lod_source": self.layer.name}
         if self.kind == "points":
-            proxy = Points(np.zeros((0, ly.ndim)), name=f"{ly.name} (in view)", scale=ly.scale,
-                           translate=ly.translate, metadata=md, visible=False)
+            proxy = Points(
+                np.zeros((0, ly.ndim)),
+                name=f"{ly.name} (in view)",
+                scale=ly.scale,
+                translate=ly.translate,
+                metadata=md,
+                visible=False,
+            )
         else:
-            proxy = Vectors(np.zeros((0, 2, ly.ndim)), name=f"{ly.name} (in view)", scale=ly.scale,
-                            translate=ly.translate, metadata=md, visible=False)
+            proxy = Vectors(
+                np.zeros((0, 2, ly.ndim)),
+                name=f"{ly.name} (in view)",
+                scale=ly.scale,
+                translate=ly.translate,
+                metadata=md,
+                visible=False,
+            )
         with contextlib.suppress(Exception):
             proxy.units = ly.units
         self.in_view = proxy
@@ -419,8 +478,7 @@ class LODController:
             self._new_in_view()
         ly, proxy = self.layer, self.in_view
         idx = np.asarray(idx, np.int64)
-        same = (not self._style_dirty and self._in_view_idx is not None
-                and np.array_equal(self._in_view_idx, idx))
+        same = not self._style_dirty and self._in_view_idx is not None and np.array_equal(self._in_view_idx, idx)
         if same:
             return
         # the data first (napari re-slices, so the view indices fit), then the per-item styles at once

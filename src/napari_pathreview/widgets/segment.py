@@ -7,6 +7,7 @@ are always at the image's full resolution (level 0): tiles are resampled to the 
 
 The probability threshold and the minimum nucleus area (µm²) start at the model's tuned values.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -41,8 +42,10 @@ class SegmentWidget(TaskWidget):
         self.form.addRow("TTA", self.tta)
         self.stain_norm = QCheckBox("normalise hematoxylin")
         self.stain_norm.setChecked(params.get("stain_reference") is not None)
-        self.stain_norm.setToolTip("scale the hematoxylin to the model's training level: one factor per image, as the model was trained (bright-field H&E); "
-                                   "off for other stains")
+        self.stain_norm.setToolTip(
+            "scale the hematoxylin to the model's training level: one factor per image, as the model was trained (bright-field H&E); "
+            "off for other stains"
+        )
         self.form.addRow("stain", self.stain_norm)
         self.ensemble_with = QComboBox()
         self.ensemble_with.addItems(["(none)"] + [self.model.itemText(i) for i in range(self.model.count())])
@@ -53,8 +56,10 @@ class SegmentWidget(TaskWidget):
         self.threshold.setSingleStep(0.05)
         self.threshold.setDecimals(3)
         self.threshold.setValue(float(params.get("threshold", 0.5)))
-        self.threshold.setToolTip("foreground probability above which a pixel belongs to a nucleus "
-                                  "(lower: more and larger nuclei); starts at the model's tuned value")
+        self.threshold.setToolTip(
+            "foreground probability above which a pixel belongs to a nucleus "
+            "(lower: more and larger nuclei); starts at the model's tuned value"
+        )
         self.form.addRow("probability threshold", self.threshold)
         self.min_area = QDoubleSpinBox()
         self.min_area.setRange(0.0, 500.0)
@@ -87,7 +92,12 @@ class SegmentWidget(TaskWidget):
         other = self.ensemble_with.currentText()
         if other not in ("(none)", "") and other != weights:
             weights = [weights, other]
-        device, tile, overlap, tta = self.device.currentText(), self.tile.value(), self.overlap.value(), self.tta.isChecked()
+        device, tile, overlap, tta = (
+            self.device.currentText(),
+            self.tile.value(),
+            self.overlap.value(),
+            self.tta.isChecked(),
+        )
         stain_norm = self.stain_norm.isChecked()
         if overlap * 2 >= tile:
             raise InputError(f"overlap {overlap} must be under half the tile ({tile})")
@@ -116,27 +126,51 @@ class SegmentWidget(TaskWidget):
                 models, cards, params = models_and_params()
                 # level 0: labels at the image's full resolution, whatever the model's scale
                 with at_precision(models, cards):
-                    segment_to_zarr(slide, store, models, cards, params=params, tile=tile, overlap=overlap, tta=tta,
-                                    level=0, progress=progress, cancel=cancel, name=layer.name,
-                                    stain_norm=stain_norm)
+                    segment_to_zarr(
+                        slide,
+                        store,
+                        models,
+                        cards,
+                        params=params,
+                        tile=tile,
+                        overlap=overlap,
+                        tta=tta,
+                        level=0,
+                        progress=progress,
+                        cancel=cancel,
+                        name=layer.name,
+                        stain_norm=stain_norm,
+                    )
                 meta = json.loads((store / "pathreview.json").read_text())
                 labels = open_slide(store)
                 return (list(labels.levels), read_table_csv(store / "instances.csv"), meta)
         else:
+
             def fn(progress, cancel):
                 from ..backend.segmentation import segment
 
                 models, cards, params = models_and_params()
                 with at_precision(models, cards):
-                    return segment(slide, models, cards, mpp=mpp, params=params, tile=tile, overlap=overlap,
-                                   tta=tta, level=0, progress=progress, cancel=cancel, name=layer.name,
-                                   stain_norm=stain_norm)
+                    return segment(
+                        slide,
+                        models,
+                        cards,
+                        mpp=mpp,
+                        params=params,
+                        tile=tile,
+                        overlap=overlap,
+                        tta=tta,
+                        level=0,
+                        progress=progress,
+                        cancel=cancel,
+                        name=layer.name,
+                        stain_norm=stain_norm,
+                    )
 
         def done(result):
             from ..layers import labels_layer_data
 
-            data, kwargs, _ = labels_layer_data(result, name, scale=layer.scale[-2:],
-                                                translate=layer.translate[-2:])
+            data, kwargs, _ = labels_layer_data(result, name, scale=layer.scale[-2:], translate=layer.translate[-2:])
             # a new layer every run (napari numbers the name): a layer of that name may hold the user's edits
             self.labels_layer = self.viewer.add_labels(data, **kwargs, **result_units(layer))
             n = len(kwargs["features"]["index"])

@@ -18,6 +18,7 @@ Each runs the training function of ``pathreview train <task>`` (``backend.detect
 in a worker with epoch progress, a live loss / metric plot and Cancel; the result is saved into the
 user weights folder under the "save as" name, and every widget's model list shows it.
 """
+
 from __future__ import annotations
 
 import re
@@ -55,8 +56,15 @@ FOLDERS = {
     "classifier": "optional: labels dataset folder (images/ + labels.csv)",
 }
 LEARNING_RATES = {"detector": 2e-4, "segmenter": 2e-4, "enhancer": 1e-4, "classifier": 3e-4}  # ~10x below scratch
-METRIC_NAMES = {"loss": "loss", "det_f1": "detection F1", "weighted_f1": "weighted F1", "dice": "Dice", "aji": "AJI",
-                "mF1": "mean F1", "accuracy": "accuracy"}
+METRIC_NAMES = {
+    "loss": "loss",
+    "det_f1": "detection F1",
+    "weighted_f1": "weighted F1",
+    "dice": "Dice",
+    "aji": "AJI",
+    "mF1": "mean F1",
+    "accuracy": "accuracy",
+}
 
 
 class LossPlot(QWidget):
@@ -157,7 +165,7 @@ class LossPlot(QWidget):
         p.drawText(left + pw + 3, top + ph + fm.ascent() // 2, "0")
         n = len(self.rows)
         p.drawText(left, h - 3, "epoch 1" if n == 1 else f"epochs 1–{n}" if n else "epochs")
-        x_of = (lambda i: left + (pw * i / (n - 1) if n > 1 else pw / 2))
+        x_of = lambda i: left + (pw * i / (n - 1) if n > 1 else pw / 2)
         for key, color in self.SERIES[self.task]:
             idx = [i for i, r in enumerate(self.rows) if r.get(key) is not None]
             vals = [float(self.rows[i][key]) for i in idx]
@@ -209,8 +217,7 @@ class ImageClassTable(QTableWidget):
         self.horizontalHeader().setStretchLastSection(True)
         self.verticalHeader().hide()
         self.setMaximumHeight(130)
-        for ev in (viewer.layers.events.inserted, viewer.layers.events.removed,
-                   viewer.layers.events.reordered):
+        for ev in (viewer.layers.events.inserted, viewer.layers.events.removed, viewer.layers.events.reordered):
             ev.connect(self.refresh)
         self.refresh()
 
@@ -349,8 +356,9 @@ class TrainWidget(TaskWidget):
 
     def _on_epoch(self, row: dict):
         self.plot.add(row)
-        metrics = ", ".join(f"{METRIC_NAMES[k]} {row[k]:.3f}" for k, _ in LossPlot.SERIES[self.task][1:]
-                            if row.get(k) is not None)
+        metrics = ", ".join(
+            f"{METRIC_NAMES[k]} {row[k]:.3f}" for k, _ in LossPlot.SERIES[self.task][1:] if row.get(k) is not None
+        )
         self.status.setText(f"epoch {row['epoch']}: loss {row['loss']:.4f}" + (f", {metrics}" if metrics else ""))
 
     def _out_path(self) -> Path:
@@ -373,8 +381,12 @@ class TrainWidget(TaskWidget):
         card = self.model_card()
         if card is None:
             raise InputError(f"no {task} weights to start from; train one with `pathreview train {task}`")
-        build = {"detector": self._detector, "segmenter": self._segmenter, "enhancer": self._enhancer,
-                 "classifier": self._classifier}[task]
+        build = {
+            "detector": self._detector,
+            "segmenter": self._segmenter,
+            "enhancer": self._enhancer,
+            "classifier": self._classifier,
+        }[task]
         train, note = build(card)  # reads and checks the layers
         out = self._out_path()
         folder = self.folder.text().strip()
@@ -382,14 +394,23 @@ class TrainWidget(TaskWidget):
             raise InputError(f"dataset folder {folder} does not exist")
         init = Path(card.path).with_suffix(".safetensors")
         kw = dict(epochs=self.epochs.value(), lr=self.lr.value(), device=self.device.currentText())
-        command = (f"napari Train / fine-tune {task}: {kw['epochs']} epochs, lr {kw['lr']:g}, from {card.name}"
-                   + (f", + {folder}" if folder else ""))
+        command = f"napari Train / fine-tune {task}: {kw['epochs']} epochs, lr {kw['lr']:g}, from {card.name}" + (
+            f", + {folder}" if folder else ""
+        )
         self.plot.set_task(task)
         metric = self.plot.metric_key
 
         def fn(progress, cancel):
-            new_card = train(out, folder, init, progress=progress, cancel=cancel, on_epoch=self.epoch_done.emit,
-                             command=command, **kw)
+            new_card = train(
+                out,
+                folder,
+                init,
+                progress=progress,
+                cancel=cancel,
+                on_epoch=self.epoch_done.emit,
+                command=command,
+                **kw,
+            )
             return out, new_card
 
         def done(result):
@@ -399,10 +420,11 @@ class TrainWidget(TaskWidget):
             hist = new_card.training.get("history", [])
             best = new_card.training.get("best_epoch")
             value = next((r.get(metric) for r in hist if r["epoch"] == best), None)
-            self.status.setText(f"saved '{new_card.name}' to {path}.safetensors (best epoch {best}"
-                                + (f", {METRIC_NAMES[metric]} on the training annotations {value:.3f}"
-                                   if value is not None else "")
-                                + f"){note}; every widget now lists it")
+            self.status.setText(
+                f"saved '{new_card.name}' to {path}.safetensors (best epoch {best}"
+                + (f", {METRIC_NAMES[metric]} on the training annotations {value:.3f}" if value is not None else "")
+                + f"){note}; every widget now lists it"
+            )
 
         return fn, done
 
@@ -458,8 +480,10 @@ class TrainWidget(TaskWidget):
         classes = list(card.classes)
         unknown = sorted(set(names) - set(classes) - {UNLABELED_NAME})
         if unknown:
-            raise InputError(f"'{ann.name}' has classes {unknown} that enhancer '{card.name}' does not know "
-                             f"({', '.join(classes)}); fix them or start from another enhancer")
+            raise InputError(
+                f"'{ann.name}' has classes {unknown} that enhancer '{card.name}' does not know "
+                f"({', '.join(classes)}); fix them or start from another enhancer"
+            )
         if not any(n in classes for n in names):
             raise InputError(f"'{ann.name}': no cell has a class; the enhancer learns cell classes")
         det_card = resolve(card.params.get("detector") or "", "detector")[1]
@@ -476,8 +500,15 @@ class TrainWidget(TaskWidget):
             if folder:
                 samples += load_points_dataset(folder, "train", classes=classes)[0]
             opt = EnhancerTrainOptions(epochs=epochs, lr=lr)
-            return train_enhancer(samples, out, init=init, detector=Path(det_card.path).with_suffix(".safetensors"),
-                                  options=opt, mpp=det_card.mpp, **kw)[1]
+            return train_enhancer(
+                samples,
+                out,
+                init=init,
+                detector=Path(det_card.path).with_suffix(".safetensors"),
+                options=opt,
+                mpp=det_card.mpp,
+                **kw,
+            )[1]
 
         return train, note
 
@@ -488,8 +519,10 @@ class TrainWidget(TaskWidget):
         labels = self._annotation_layer("a Labels layer with the nuclei painted over the image (one label each)")
         mpp = self.image_mpp(image)  # as every widget: typed (becomes the scale), else the file's, else refused
         if not np.allclose(np.asarray(labels.scale[-2:]), np.asarray(image.scale[-2:]), rtol=1e-3):
-            raise InputError(f"'{labels.name}' and '{image.name}' have different pixel sizes; paint the nuclei "
-                             "in a Labels layer with the image's scale")
+            raise InputError(
+                f"'{labels.name}' and '{image.name}' have different pixel sizes; paint the nuclei "
+                "in a Labels layer with the image's scale"
+            )
         lab = labels.data[0] if labels.multiscale else labels.data
         if isinstance(lab, np.ndarray) and not lab.any():
             raise InputError(f"'{labels.name}' is empty: paint the nuclei (one label per nucleus) first")
@@ -509,8 +542,17 @@ class TrainWidget(TaskWidget):
             else:  # the region's 2x2 grid cells at the model's scale (MultiScaleTiles), 64..256 px
                 side = min(samples[0].image.shape[:2]) / 2 * data_mpp / card.mpp
                 tile = int(np.clip(round(side / 32) * 32, 64, 256))
-            return train_segmenter(samples, out, init=init, data_mpp=data_mpp, model_mpp=card.mpp, tile=tile,
-                                   tune_images=0, report_images=0, **kw)[1]
+            return train_segmenter(
+                samples,
+                out,
+                init=init,
+                data_mpp=data_mpp,
+                model_mpp=card.mpp,
+                tile=tile,
+                tune_images=0,
+                report_images=0,
+                **kw,
+            )[1]
 
         return train, ""
 
@@ -526,15 +568,18 @@ class TrainWidget(TaskWidget):
             if len(shapes.data) == 0:
                 raise InputError(f"'{shapes.name}' has no shapes; draw rectangles over the regions to use")
             if "class" not in shapes.features:
-                raise InputError(f"'{shapes.name}' has no 'class' feature; give each rectangle a class "
-                                 f"({', '.join(classes)})")
+                raise InputError(
+                    f"'{shapes.name}' has no 'class' feature; give each rectangle a class ({', '.join(classes)})"
+                )
             for k, (verts, cls) in enumerate(zip(shapes.data, shapes.features["class"])):
                 px = _to_image_pixels(np.asarray(verts)[:, -2:], shapes, image)
                 boxes.append((f"{image.name}/{shapes.name}#{k}", str(cls), (*px.min(0), *(px.max(0) + 1))))
         names = [c for _, c in chosen] + [c for _, c, _ in boxes]
         if not names:
-            raise InputError("give image layers a class in 'image classes', or pick a Shapes layer of "
-                             "rectangles with a 'class' feature")
+            raise InputError(
+                "give image layers a class in 'image classes', or pick a Shapes layer of "
+                "rectangles with a 'class' feature"
+            )
         unknown = sorted(set(names) - set(classes))
         if unknown:
             raise InputError(f"classes {unknown} are not classes of '{card.name}' ({', '.join(classes)})")

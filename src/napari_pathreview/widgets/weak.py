@@ -3,6 +3,7 @@ pseudo-label mask (Labels) and a Points layer of cells with weakly supervised ty
 
 Thin glue: the numerics are ``backend.pipelines.weak_cells``; no torch import at module import.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -56,12 +57,14 @@ class WeakWidget(TaskWidget):
         if pl is not None:
             yx = _image_yx(pl, layer)
             n = len(yx)
-            points = CellPoints(yx, np.zeros(n, np.int64), np.ones(n, np.float32), np.zeros((n, 1), np.float32),
-                                ["cell"], mpp=mpp)
+            points = CellPoints(
+                yx, np.zeros(n, np.int64), np.ones(n, np.float32), np.zeros((n, 1), np.float32), ["cell"], mpp=mpp
+            )
 
         def fn(progress, cancel):
-            return pipelines.weak_cells(arr, model, points=points, mpp=mpp, device=device, progress=progress,
-                                        cancel=cancel, name=layer.name)
+            return pipelines.weak_cells(
+                arr, model, points=points, mpp=mpp, device=device, progress=progress, cancel=cancel, name=layer.name
+            )
 
         def done(res):
             self._add_layers(res, layer, mpp)
@@ -83,21 +86,46 @@ class WeakWidget(TaskWidget):
             # CAMs as the Explain dock draws heat maps: translucent, clear where low, a colour bar (0-1)
             rgb = hex_to_rgba(colors.get(c, "#ffffff"))[:3]
             cmap = heat_colormap([rgb * 0.6, rgb], f"pathreview-cam-{rgba_hex(rgb)}", display_name=f"CAM {c}")
-            data, kwargs, _ = heat_layer_data(res.cams[k], f"{layer.name} CAM {c}", cmap, scale=scale,
-                                              translate=translate, contrast_limits=(0.0, 1.0), opacity=0.7,
-                                              metadata={"pathreview": "cam", "class": c, "mpp": mpp}, units=units)
+            data, kwargs, _ = heat_layer_data(
+                res.cams[k],
+                f"{layer.name} CAM {c}",
+                cmap,
+                scale=scale,
+                translate=translate,
+                contrast_limits=(0.0, 1.0),
+                opacity=0.7,
+                metadata={"pathreview": "cam", "class": c, "mpp": mpp},
+                units=units,
+            )
             ly = self.viewer.add_image(data, **kwargs)
             ly.colorbar.visible = True
             self.cam_layers.insert(0, ly)
-        meta = {"pathreview": "pseudo-labels", "classes": ["background"] + list(res.classes),
-                "threshold": res.threshold, "mpp": mpp}
-        self.labels_layer = self.viewer.add_labels(res.pseudo, name=f"{layer.name} pseudo-labels", opacity=0.4,
-                                                   scale=scale, translate=translate, metadata=meta, units=units)
+        meta = {
+            "pathreview": "pseudo-labels",
+            "classes": ["background"] + list(res.classes),
+            "threshold": res.threshold,
+            "mpp": mpp,
+        }
+        self.labels_layer = self.viewer.add_labels(
+            res.pseudo,
+            name=f"{layer.name} pseudo-labels",
+            opacity=0.4,
+            scale=scale,
+            translate=translate,
+            metadata=meta,
+            units=units,
+        )
         _colour_labels(self.labels_layer, res.classes, colors)
         if self.show_seg.isChecked():
-            seg = self.viewer.add_labels(res.segmentation, name=f"{layer.name} weak U-Net", opacity=0.4,
-                                         scale=scale, translate=translate, metadata={**meta, "pathreview": "weak-seg"},
-                                         units=units)
+            seg = self.viewer.add_labels(
+                res.segmentation,
+                name=f"{layer.name} weak U-Net",
+                opacity=0.4,
+                scale=scale,
+                translate=translate,
+                metadata={**meta, "pathreview": "weak-seg"},
+                units=units,
+            )
             _colour_labels(seg, res.classes, colors)
         pts = res.points
         if mpp is None:

@@ -8,6 +8,7 @@ Cancel acts at once for the user even when the job's next check is seconds away 
 large tile on a CPU): once the Event is set, the relay waits ``grace_s`` for the job to stop, then raises
 ``Cancelled`` without it. The job, whose result is discarded, ends by itself at its next check.
 """
+
 from __future__ import annotations
 
 import queue

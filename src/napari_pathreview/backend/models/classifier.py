@@ -16,6 +16,7 @@ embedding layer + normalised class centres (additive angular margin in training,
 nearest-neighbour look-up (:func:`nearest_neighbours`). ``decoder``: a small auto-encoder decoder that
 reconstructs the input from the features (the dual loss' regulariser).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,8 +44,6 @@ class ClassifierConfig(ConfigDict):
     arcface_m: float = 0.5
     decoder: bool = False
     dropout: float = 0.0
-
-
 
 
 class SqueezeExcite(nn.Module):
@@ -86,8 +85,7 @@ class ArcFaceHead(nn.Module):
 
 
 def _block(cin: int, cout: int, stride: int = 1) -> list:
-    return [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout),
-            nn.ReLU(inplace=False)]
+    return [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=False)]
 
 
 class Classifier(nn.Module):
@@ -167,8 +165,11 @@ def _decoder(cin: int, cout: int, n_up: int) -> nn.Sequential:
     layers, c = [], cin
     for _ in range(n_up):
         nxt = max(16, c // 2)
-        layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                   nn.Conv2d(c, nxt, 3, padding=1), nn.ReLU()]
+        layers += [
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            nn.Conv2d(c, nxt, 3, padding=1),
+            nn.ReLU(),
+        ]
         c = nxt
     layers.append(nn.Conv2d(c, cout, 1))
     return nn.Sequential(*layers)

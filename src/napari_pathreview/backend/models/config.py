@@ -1,4 +1,5 @@
 """JSON round-trip shared by the model configs stored in the weights cards."""
+
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -10,8 +11,9 @@ class ConfigDict:
 
     @classmethod
     def from_dict(cls, d: dict):
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in dict(d).items()
-                      if k in cls.__dataclass_fields__})
+        return cls(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in dict(d).items() if k in cls.__dataclass_fields__}
+        )
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

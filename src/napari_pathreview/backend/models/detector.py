@@ -2,6 +2,7 @@
 
 The feature map is what the cell-relationship enhancer samples at each detected point.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,12 +30,14 @@ class DetectorConfig(ConfigDict):
     feature_dim: int = 32
 
 
-
-
 def conv_block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
     )
 
 
@@ -105,8 +108,9 @@ def build_detector(cfg: DetectorConfig | dict | None = None) -> PointDetector:
     return PointDetector(cfg or DetectorConfig())
 
 
-def deepen_detector(model: PointDetector, channels: int, skip_mean: torch.Tensor,
-                    skip_std: torch.Tensor) -> PointDetector:
+def deepen_detector(
+    model: PointDetector, channels: int, skip_mean: torch.Tensor, skip_std: torch.Tensor
+) -> PointDetector:
     """The detector with one more, coarser encoder level of ``channels`` (twice the receptive field's
     reach), computing what ``model`` computes until it is trained.
 
@@ -117,8 +121,14 @@ def deepen_detector(model: PointDetector, channels: int, skip_mean: torch.Tensor
     move down one index.
     """
     cfg = model.cfg
-    new = build_detector(DetectorConfig(in_channels=cfg.in_channels, classes=tuple(cfg.classes),
-                                        widths=tuple(cfg.widths) + (channels,), feature_dim=cfg.feature_dim))
+    new = build_detector(
+        DetectorConfig(
+            in_channels=cfg.in_channels,
+            classes=tuple(cfg.classes),
+            widths=tuple(cfg.widths) + (channels,),
+            feature_dim=cfg.feature_dim,
+        )
+    )
     sd = new.state_dict()
     for k, v in model.state_dict().items():
         if k.startswith("up."):
@@ -136,6 +146,6 @@ def deepen_detector(model: PointDetector, channels: int, skip_mean: torch.Tensor
     for j in (1, 4):  # conv, BN, ReLU, conv, BN, ReLU
         sd[f"up.0.{j}.weight"], sd[f"up.0.{j}.bias"] = std.clone(), skip_mean.float().clone()
         sd[f"up.0.{j}.running_mean"] = skip_mean.float().clone()
-        sd[f"up.0.{j}.running_var"] = std ** 2 - new.up[0][j].eps
+        sd[f"up.0.{j}.running_var"] = std**2 - new.up[0][j].eps
     new.load_state_dict(sd)
     return new

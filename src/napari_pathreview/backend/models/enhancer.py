@@ -25,6 +25,7 @@ which is also what the original work ended with.
 
 Shapes: N cells, K neighbours, H heads, D = width / H, C classes.
 """
+
 from __future__ import annotations
 
 import math
@@ -101,8 +102,9 @@ class Neighbours:
         return m
 
 
-def build_neighbours(pos_um: np.ndarray, radius_um: float | None, k: int,
-                     groups: np.ndarray | None = None) -> Neighbours:
+def build_neighbours(
+    pos_um: np.ndarray, radius_um: float | None, k: int, groups: np.ndarray | None = None
+) -> Neighbours:
     """KD-tree neighbour lists: for each cell, its ``k`` nearest cells (itself first) closer than
     ``radius_um`` (no limit when None). ``groups`` (N,) int: cells of different groups (images of a
     batch) never see each other."""
@@ -120,7 +122,7 @@ def build_neighbours(pos_um: np.ndarray, radius_um: float | None, k: int,
     tree = cKDTree(pos)
     # queried in blocks of rows into int32 / float32 arrays: the query's float64 / int64 results only
     # ever exist for one block (at 10^6 cells x 64 they would be 1 GB)
-    idx = np.empty((n, kk), np.int32 if n < 2 ** 31 - 1 else np.int64)
+    idx = np.empty((n, kk), np.int32 if n < 2**31 - 1 else np.int64)
     dist = np.empty((n, kk), np.float32)
     block = 65536
     for s in range(0, n, block):
@@ -151,8 +153,15 @@ class Attention:
         w = self.weights[layer]
         return w.mean(0) if head is None else w[head]
 
-    def edges(self, layer: int = -1, head: int | None = None, top_k: int | None = None,
-              threshold: float | None = None, self_loops: bool = False, sources=None):
+    def edges(
+        self,
+        layer: int = -1,
+        head: int | None = None,
+        top_k: int | None = None,
+        threshold: float | None = None,
+        self_loops: bool = False,
+        sources=None,
+    ):
         """The edges to draw -> ``graphs.Edges`` (weight = attention): of one layer, one head or the
         mean over heads, the ``top_k`` strongest per source cell and/or those >= ``threshold``;
         ``sources``: only edges from these cells (e.g. the selected ones)."""
@@ -233,7 +242,8 @@ class CellAttention(nn.Module):
             g = _gather_rows(kv, idx[s:e].reshape(-1)).view(n, kk, 2 * w)  # (n, K, [k | v])
             qb = (q[s:e].reshape(n, h, 1, d) * eye).view(n, h, w)  # (n, H, W): head h's query in block h
             bias = torch.zeros(n, 1, kk, dtype=x.dtype, device=x.device).masked_fill_(
-                ~valid[s:e, None, :], float("-inf"))
+                ~valid[s:e, None, :], float("-inf")
+            )
             if coef is not None:
                 bias = bias + coef * dist[s:e, None, :]
             logits = torch.baddbmm(bias, qb, g[:, :, :w].transpose(1, 2), alpha=1.0 / math.sqrt(d))
@@ -269,8 +279,12 @@ class EncoderLayer(nn.Module):
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(cfg.width), nn.LayerNorm(cfg.width)
         self.attn = CellAttention(cfg)
-        self.ff = nn.Sequential(nn.Linear(cfg.width, cfg.ff_mult * cfg.width), nn.GELU(),
-                                nn.Dropout(cfg.dropout), nn.Linear(cfg.ff_mult * cfg.width, cfg.width))
+        self.ff = nn.Sequential(
+            nn.Linear(cfg.width, cfg.ff_mult * cfg.width),
+            nn.GELU(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.ff_mult * cfg.width, cfg.width),
+        )
         self.drop = nn.Dropout(cfg.dropout)
 
 
@@ -287,8 +301,9 @@ class CellEnhancer(nn.Module):
         self.cfg = cfg
         c = len(cfg.classes)
         self.feat_norm = nn.LayerNorm(cfg.feature_dim)
-        self.embed = nn.Sequential(nn.Linear(cfg.feature_dim + c, cfg.width), nn.GELU(),
-                                   nn.Linear(cfg.width, cfg.width))
+        self.embed = nn.Sequential(
+            nn.Linear(cfg.feature_dim + c, cfg.width), nn.GELU(), nn.Linear(cfg.width, cfg.width)
+        )
         self.layers = nn.ModuleList([EncoderLayer(cfg) for _ in range(cfg.layers)])
         self.norm = nn.LayerNorm(cfg.width)
         self.head = nn.Linear(cfg.width, c)
@@ -306,13 +321,24 @@ class CellEnhancer(nn.Module):
             logits = logits + torch.log(probs.clamp_min(1e-4))
         return logits
 
-    def forward(self, features, probs, pos_um, neighbours: Neighbours | None = None, mode: str = "auto",
-                aux: bool = False, return_attention: bool = False, chunk: int = 2048,
-                groups: np.ndarray | None = None, _sorted: bool = False) -> dict:
+    def forward(
+        self,
+        features,
+        probs,
+        pos_um,
+        neighbours: Neighbours | None = None,
+        mode: str = "auto",
+        aux: bool = False,
+        return_attention: bool = False,
+        chunk: int = 2048,
+        groups: np.ndarray | None = None,
+        _sorted: bool = False,
+    ) -> dict:
         cfg = self.cfg
         dev = self.head.weight.device
-        features, probs, pos_um = (torch.as_tensor(t, dtype=torch.float32, device=dev)
-                                   for t in (features, probs, pos_um))
+        features, probs, pos_um = (
+            torch.as_tensor(t, dtype=torch.float32, device=dev) for t in (features, probs, pos_um)
+        )
         n = len(features)
         if mode == "auto":
             mode = "dense" if n <= 256 and groups is None else "sparse"
@@ -322,13 +348,18 @@ class CellEnhancer(nn.Module):
             inv = np.empty_like(perm)
             inv[perm] = np.arange(n)
             if neighbours is None:  # built on the sorted cells: no index remapping, no copies
-                nb = build_neighbours(pos_um.detach().cpu().numpy()[perm], cfg.radius_um, cfg.max_neighbours,
-                                      None if groups is None else np.asarray(groups)[perm])
+                nb = build_neighbours(
+                    pos_um.detach().cpu().numpy()[perm],
+                    cfg.radius_um,
+                    cfg.max_neighbours,
+                    None if groups is None else np.asarray(groups)[perm],
+                )
             else:
                 nb = Neighbours(inv[neighbours.idx[perm]], neighbours.dist[perm], neighbours.valid[perm])
             tp = torch.as_tensor(perm, device=dev)
-            out = self.forward(features[tp], probs[tp], pos_um[tp], nb, "sparse", aux, return_attention, chunk,
-                               _sorted=True)
+            out = self.forward(
+                features[tp], probs[tp], pos_um[tp], nb, "sparse", aux, return_attention, chunk, _sorted=True
+            )
             ti = torch.as_tensor(inv, device=dev)
             out["logits"] = out["logits"][ti]
             out["aux_logits"] = [a[ti] for a in out["aux_logits"]]
@@ -339,8 +370,7 @@ class CellEnhancer(nn.Module):
                 att.src, att.dst = perm[att.src], perm[att.dst]
             return out
         if neighbours is None:
-            neighbours = build_neighbours(pos_um.detach().cpu().numpy(), cfg.radius_um, cfg.max_neighbours,
-                                          groups)
+            neighbours = build_neighbours(pos_um.detach().cpu().numpy(), cfg.radius_um, cfg.max_neighbours, groups)
         x = self.embed(torch.cat([self.feat_norm(features), probs], 1))
         if cfg.sinusoidal:
             x = x + sinusoidal(pos_um, cfg.width, cfg.sin_max_um)
@@ -349,8 +379,11 @@ class CellEnhancer(nn.Module):
             dist = torch.as_tensor(neighbours.dist, device=dev)
             valid = torch.as_tensor(neighbours.valid, device=dev)
         elif mode == "dense":
-            mask = (torch.ones(n, n, dtype=torch.bool, device=dev) if cfg.radius_um is None
-                    else torch.as_tensor(neighbours.dense_mask(), device=dev))
+            mask = (
+                torch.ones(n, n, dtype=torch.bool, device=dev)
+                if cfg.radius_um is None
+                else torch.as_tensor(neighbours.dense_mask(), device=dev)
+            )
         else:
             raise ValueError(f"mode must be auto, sparse or dense, got {mode!r}")
         aux_logits, attn = [], []
@@ -367,7 +400,7 @@ class CellEnhancer(nn.Module):
                 x = x.add_(y)
                 del y
                 for s in range(0, n, 65536):
-                    x[s:s + 65536] += layer.ff(layer.norm2(x[s:s + 65536]))
+                    x[s : s + 65536] += layer.ff(layer.norm2(x[s : s + 65536]))
             if aux:
                 aux_logits.append(self.classify(x, probs))
             if return_attention:
@@ -376,8 +409,7 @@ class CellEnhancer(nn.Module):
         if self.offset is not None:
             out["offset_um"] = self.offset(self.norm(x))
         if return_attention:
-            out["attention"] = _edges(attn, neighbours, mode, n,
-                                      None if mode == "sparse" else mask.cpu().numpy())
+            out["attention"] = _edges(attn, neighbours, mode, n, None if mode == "sparse" else mask.cpu().numpy())
         return out
 
 

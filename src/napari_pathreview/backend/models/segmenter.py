@@ -11,6 +11,7 @@ Two heads at full resolution:
 Small enough to train on a CPU (widths 16-32-64-128, ~0.5 M parameters) and channels_last friendly
 (plain convolutions, batch norm, bilinear upsampling).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -60,14 +61,18 @@ class ASPP(nn.Module):
         super().__init__()
 
         def cbr(k, d):
-            return nn.Sequential(nn.Conv2d(channels, channels, k, padding=d * (k // 2), dilation=d, bias=False),
-                                 nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+            return nn.Sequential(
+                nn.Conv2d(channels, channels, k, padding=d * (k // 2), dilation=d, bias=False),
+                nn.BatchNorm2d(channels),
+                nn.ReLU(inplace=True),
+            )
 
         self.branches = nn.ModuleList([cbr(1, 1)] + [cbr(3, r) for r in rates])
         self.pool = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.ReLU(inplace=True)) if image_pool else None
         n_in = len(rates) + 1 + int(image_pool)
-        self.project = nn.Sequential(nn.Conv2d(channels * n_in, channels, 1, bias=False),
-                                     nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+        self.project = nn.Sequential(
+            nn.Conv2d(channels * n_in, channels, 1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(inplace=True)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = [b(x) for b in self.branches]
@@ -94,8 +99,12 @@ class Segmenter(nn.Module):
         else:
             d = cfg.fpn_dim
             self.lateral = nn.ModuleList([nn.Conv2d(c, d, 1) for c in w])
-            self.smooth = nn.ModuleList([nn.Sequential(nn.Conv2d(d, d, 3, padding=1, bias=False),
-                                                       nn.BatchNorm2d(d), nn.ReLU(inplace=True)) for _ in w])
+            self.smooth = nn.ModuleList(
+                [
+                    nn.Sequential(nn.Conv2d(d, d, 3, padding=1, bias=False), nn.BatchNorm2d(d), nn.ReLU(inplace=True))
+                    for _ in w
+                ]
+            )
             self.fuse = conv_block(d, d)
             head_in = d
         self.logits = nn.Conv2d(head_in, cfg.out_channels, 1)
@@ -114,12 +123,17 @@ class Segmenter(nn.Module):
             top = self.lateral[-1](skips[-1])
             pyramid = [self.smooth[-1](top)]
             for i in range(len(skips) - 2, -1, -1):
-                top = self.lateral[i](skips[i]) + F.interpolate(top, size=skips[i].shape[-2:], mode="bilinear",
-                                                                 align_corners=False)
+                top = self.lateral[i](skips[i]) + F.interpolate(
+                    top, size=skips[i].shape[-2:], mode="bilinear", align_corners=False
+                )
                 pyramid.append(self.smooth[i](top))
             size = skips[0].shape[-2:]
-            x = self.fuse(sum(F.interpolate(p, size=size, mode="bilinear", align_corners=False)
-                              if p.shape[-2:] != size else p for p in pyramid))
+            x = self.fuse(
+                sum(
+                    F.interpolate(p, size=size, mode="bilinear", align_corners=False) if p.shape[-2:] != size else p
+                    for p in pyramid
+                )
+            )
         return {"logits": self.logits(x), "distance": self.distance(x)}
 
 

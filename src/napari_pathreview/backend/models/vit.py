@@ -6,6 +6,7 @@ token. ``forward(x, return_attention=True)`` also returns a list (one per layer)
 ``backend.explain.attention_rollout`` turns them into a patch heat map (Abnar & Zuidema 2020).
 The original work used dim 768, 12 heads, 12 layers; the defaults here are 96 / 4 / 4.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,8 +31,6 @@ class ViTConfig(ConfigDict):
     mlp_ratio: float = 2.0
     multilabel: bool = False
     dropout: float = 0.0
-
-
 
 
 class Block(nn.Module):
@@ -64,7 +63,7 @@ class ViT(nn.Module):
         self.grid = cfg.img_size // cfg.patch
         self.patch_embed = nn.Conv2d(cfg.in_channels, cfg.dim, cfg.patch, stride=cfg.patch)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
-        self.pos = nn.Parameter(torch.randn(1, 1 + self.grid ** 2, cfg.dim) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, 1 + self.grid**2, cfg.dim) * 0.02)
         self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.dim)
         self.head = nn.Linear(cfg.dim, len(cfg.classes))
