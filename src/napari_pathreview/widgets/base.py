@@ -74,6 +74,34 @@ class LayerPicker(QComboBox):
         return self.viewer.layers[name] if name in self.viewer.layers else None
 
 
+WHOLE_IMAGE = "(whole image)"
+
+
+class RegionPicker(LayerPicker):
+    """The region to run on: the whole image, or the rectangles / polygons of a Shapes layer (its selected
+    shapes when some are selected, else all of them)."""
+
+    def __init__(self, viewer, parent=None):
+        super().__init__(viewer, ("shapes",), parent)
+        self.setToolTip("run on the whole image, or only inside the rectangles / polygons of a Shapes layer")
+
+    def names(self) -> list[str]:
+        return [WHOLE_IMAGE, *super().names()]
+
+
+def shapes_in_pixels(shapes, image) -> list[np.ndarray]:
+    """The rectangles and polygons of ``shapes`` (its selected ones when any are selected) as (N, 2) (row,
+    col) vertices in level-0 pixels of ``image``, through world coordinates (each layer's scale and offset)."""
+    chosen = sorted(shapes.selected_data) or range(len(shapes.data))
+    polys = []
+    for i in chosen:
+        if shapes.shape_type[i] not in ("rectangle", "polygon"):
+            continue
+        world = [shapes.data_to_world(v) for v in np.asarray(shapes.data[i])]
+        polys.append(np.array([image.world_to_data(w) for w in world], np.float64)[:, -2:])
+    return polys
+
+
 class ModelPicker(QComboBox):
     """A combo box of the registered models of a task (shipped, then user weights); it re-reads the
     registry each time it opens, so weights saved by 'Train / fine-tune' appear in every widget."""
@@ -270,6 +298,10 @@ class TaskWidget(TabifiedDock):
         self.device = QComboBox()
         self.device.addItems(available_devices())
         self.form.addRow("device", self.device)
+        self.region = None
+        if self.task in ("detector", "segmenter"):
+            self.region = RegionPicker(napari_viewer)
+            self.form.addRow("region", self.region)
         self.precision = None
         if self.task in ("detector", "segmenter", "enhancer"):
             self.precision = QComboBox()
@@ -431,3 +463,12 @@ class TaskWidget(TabifiedDock):
         if layer is None:
             raise InputError("no image layer selected: open a slide (File > Open) and pick it in 'image'")
         return layer
+
+    def selected_region(self, image, slide):
+        """None for the whole image, else a ``backend.regions.Region`` in level-0 pixels of ``slide``."""
+        from ..backend.regions import build_region
+
+        shapes = self.region.layer() if self.region is not None else None
+        if shapes is None:
+            return None
+        return build_region(shapes_in_pixels(shapes, image), slide.levels[0].shape[:2], f"region '{shapes.name}'")

@@ -45,10 +45,27 @@ class DetectWidget(TaskWidget):
         layer = self.selected_image()
         mpp = self.image_mpp(layer)  # a typed value becomes the image's scale: results line up in µm
         slide = layer_slide(layer, mpp)
+        region = self.selected_region(layer, slide)
         model, device, tta = self.model.currentText() or None, self.device.currentText(), self.tta.isChecked()
         precision = self.precision.currentText()
 
         def fn(progress, cancel):
+            if region is not None:  # the box around the drawn shapes, then the cells inside them
+                from ..backend.regions import crop_level0
+
+                cells = pipelines.detect(
+                    crop_level0(slide.levels, region),
+                    model,
+                    mpp=mpp,
+                    device=device,
+                    tta=tta or None,
+                    progress=progress,
+                    cancel=cancel,
+                    name=layer.name,
+                    precision=precision,
+                )
+                cells.yx = cells.yx + region.offset
+                return cells.select(region.contains(cells.yx))
             return pipelines.detect(
                 slide,
                 model,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import numpy as np
 from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QSpinBox
 
 from .base import TaskWidget, layer_slide, result_units
@@ -88,6 +89,7 @@ class SegmentWidget(TaskWidget):
         layer = self.selected_image()
         mpp = self.image_mpp(layer)  # a typed value becomes the image's scale: results line up in µm
         slide = layer_slide(layer, mpp)
+        region = self.selected_region(layer, slide)
         weights = self.model.currentText() or None
         other = self.ensemble_with.currentText()
         if other not in ("(none)", "") and other != weights:
@@ -113,7 +115,7 @@ class SegmentWidget(TaskWidget):
         def at_precision(models, cards):
             return pipelines._at_precision(precision, models[0], pipelines._common_card(cards))
 
-        if layer.multiscale:
+        if layer.multiscale and region is None:
             self._store_dir = self._store_dir or Path(tempfile.mkdtemp(prefix="pathreview-seg-"))
             store = self._store_dir / f"{layer.name.replace('/', '_')}-{id(slide)}.zarr"
 
@@ -150,9 +152,14 @@ class SegmentWidget(TaskWidget):
                 from ..backend.segmentation import segment
 
                 models, cards, params = models_and_params()
+                image = slide
+                if region is not None:  # the box around the drawn shapes, at full resolution
+                    from ..backend.regions import crop_level0
+
+                    image = np.asarray(crop_level0(slide.levels, region))
                 with at_precision(models, cards):
-                    return segment(
-                        slide,
+                    res = segment(
+                        image,
                         models,
                         cards,
                         mpp=mpp,
@@ -166,14 +173,36 @@ class SegmentWidget(TaskWidget):
                         name=layer.name,
                         stain_norm=stain_norm,
                     )
+                return res if region is None else keep_inside(res, region)
+
+        origin = np.asarray(layer.translate[-2:], float)
+        if region is not None:  # the labels of the box sit at its place over the image
+            origin = origin + region.offset * np.asarray(layer.scale[-2:], float)
 
         def done(result):
             from ..layers import labels_layer_data
 
-            data, kwargs, _ = labels_layer_data(result, name, scale=layer.scale[-2:], translate=layer.translate[-2:])
+            translate = layer.translate[-2:] if isinstance(result, tuple) else tuple(origin)
+            data, kwargs, _ = labels_layer_data(result, name, scale=layer.scale[-2:], translate=translate)
             # a new layer every run (napari numbers the name): a layer of that name may hold the user's edits
             self.labels_layer = self.viewer.add_labels(data, **kwargs, **result_units(layer))
             n = len(kwargs["features"]["index"])
             self.status.setText(f"{n} nuclei" + ("" if n else " (none found)"))
 
         return fn, done
+
+
+def keep_inside(res, region):
+    """A segmentation of a region's box with the nuclei whose centroid lies outside its shapes removed
+    (labels set to 0, table rows dropped) and table centroids moved to level-0 pixels of the slide."""
+    import numpy as np
+
+    table = {k: np.asarray(v) for k, v in res.table.items()}
+    yx = np.stack([table["centroid_y"], table["centroid_x"]], 1) + region.offset
+    keep = region.contains(yx) if len(yx) else np.zeros(0, bool)
+    drop = table["label"][~keep]
+    if len(drop):
+        res.labels[np.isin(res.labels, drop)] = 0
+    table["centroid_y"], table["centroid_x"] = yx[:, 0], yx[:, 1]
+    res.table = {k: v[keep] for k, v in table.items()}
+    return res
