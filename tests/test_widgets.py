@@ -163,3 +163,25 @@ def test_typed_mpp_lines_up_detected_saved_and_reopened_points(make_napari_viewe
     # and the re-opened points lie on the image: inside its world extent
     lo, hi = image.extent.world
     assert (back >= lo[-2:] - 1).all() and (back <= hi[-2:] + 1).all()
+
+
+def test_legend_shows_counts_and_hides_a_class(sample_viewer, open_dock, qtbot):
+    viewer = sample_viewer
+    image = viewer.layers[0]
+    w = open_dock(viewer, "detect")
+    w.device.setCurrentText("cpu")
+    w.run()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    layer = viewer.layers[f"{image.name} cells"]
+    cls = np.asarray(layer.features["class"]).astype(str)
+    texts = [b.text() for b in w.legend.boxes]
+    classes = list(layer.metadata["classes"])
+    assert texts == [f"{c} ({int((cls == c).sum())})" for c in classes]
+    top = max(classes, key=lambda c: (cls == c).sum())
+    w.legend.boxes[classes.index(top)].setChecked(False)  # untick the commonest class
+    assert np.array_equal(layer.shown, cls != top) and layer.shown.any()
+    w.score.setValue(50)  # the score filter and the class filter together
+    assert np.array_equal(layer.shown, (cls != top) & (np.asarray(layer.features["score"]) >= 0.5))
+    w.legend.boxes[classes.index(top)].setChecked(True)
+    w.score.setValue(0)
+    assert layer.shown.all()

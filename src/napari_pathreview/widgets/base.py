@@ -74,6 +74,48 @@ class LayerPicker(QComboBox):
         return self.viewer.layers[name] if name in self.viewer.layers else None
 
 
+class ClassLegend(QWidget):
+    """The legend of a cells layer: per class a check box with its colour and count; unticking a class hides
+    its cells (the layer keeps them). Each of ``callbacks`` is called when a box is toggled."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._layout = QVBoxLayout(self)
+        self._layout.setContentsMargins(0, 0, 0, 0)
+        self._layout.setSpacing(0)
+        self.boxes: list = []
+        self.callbacks: list = []
+
+    def set_classes(self, classes, colors: dict, counts=None) -> None:
+        from qtpy.QtGui import QColor, QIcon, QPixmap
+        from qtpy.QtWidgets import QCheckBox
+
+        for b in self.boxes:
+            self._layout.removeWidget(b)
+            b.hide()
+            b.deleteLater()
+        self.boxes = []
+        for i, c in enumerate(classes):
+            n = f" ({int(counts[i])})" if counts is not None else ""
+            box = QCheckBox(f"{c}{n}")
+            pm = QPixmap(12, 12)
+            pm.fill(QColor(colors.get(c, "#ffffff")))
+            box.setIcon(QIcon(pm))
+            box.setChecked(True)
+            box.setToolTip(f"show or hide the {c} cells")
+            box.toggled.connect(self._changed)
+            self._layout.addWidget(box)
+            self.boxes.append(box)
+
+    def _changed(self, *_):
+        for cb in self.callbacks:
+            cb()
+
+    def shown_classes(self) -> np.ndarray:
+        """(K,) bool: the classes ticked."""
+        return np.array([b.isChecked() for b in self.boxes], bool)
+
+
 WHOLE_IMAGE = "(whole image)"
 
 

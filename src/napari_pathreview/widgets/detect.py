@@ -10,7 +10,7 @@ import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSlider, QWidget
 
-from .base import TaskWidget, layer_slide, result_units, set_shown
+from .base import ClassLegend, TaskWidget, layer_slide, result_units, set_shown
 from .lod import attach_lod
 
 
@@ -35,7 +35,8 @@ class DetectWidget(TaskWidget):
         self.tta = QCheckBox("rotations and flips (8x slower)")
         self.tta.setToolTip("test-time augmentation: average the 8 rotations / flips of every tile")
         self.form.addRow("TTA", self.tta)
-        self.legend = QLabel("")
+        self.legend = ClassLegend()
+        self.legend.callbacks.append(self.filter_scores)
         self.extra.addWidget(self.legend)
         self.points_layer = None
 
@@ -79,7 +80,7 @@ class DetectWidget(TaskWidget):
             )
 
         def done(points):
-            from ..layers import legend_html, points_layer_data
+            from ..layers import points_layer_data
 
             data, kwargs, _ = points_layer_data(
                 points, f"{layer.name} cells", scale=layer.scale[-2:], translate=layer.translate[-2:]
@@ -87,7 +88,7 @@ class DetectWidget(TaskWidget):
             self.points_layer = self.viewer.add_points(data, **kwargs, **result_units(layer))
             attach_lod(self.viewer, self.points_layer)  # > 50 000 cells: density image when zoomed out
             counts = np.bincount(points.labels, minlength=len(points.classes)) if len(points) else None
-            self.legend.setText(legend_html(points.classes, kwargs["metadata"]["colors"], counts))
+            self.legend.set_classes(points.classes, kwargs["metadata"]["colors"], counts)
             self.status.setText(f"{len(points)} cells" + ("" if len(points) else " (none found)"))
             self.filter_scores()
 
@@ -98,4 +99,10 @@ class DetectWidget(TaskWidget):
         layer = self.points_layer
         if layer is None or layer not in self.viewer.layers or len(layer.data) == 0:
             return
-        set_shown(layer, np.asarray(layer.features["score"]) >= self.score.value() / 100.0)
+        keep = np.asarray(layer.features["score"]) >= self.score.value() / 100.0
+        classes = list((layer.metadata or {}).get("classes") or [])
+        ticked = self.legend.shown_classes()
+        if len(ticked) == len(classes) and not ticked.all():  # the classes unticked in the legend are hidden
+            hidden = [c for c, t in zip(classes, ticked) if not t]
+            keep &= ~np.isin(np.asarray(layer.features["class"]).astype(str), hidden)
+        set_shown(layer, keep)
