@@ -77,3 +77,22 @@ def test_a_line_is_not_a_region(sample_viewer, open_dock, qtbot):
     w.run()
     assert w.worker is None and len(sample_viewer.layers) == n
     assert "outlines no region" in w.status.text()
+
+
+def test_explain_on_a_drawn_rectangle_places_its_maps_over_it(sample_viewer, open_dock, qtbot):
+    image = sample_viewer.layers[0]
+    _shapes(sample_viewer, [[10.0, 20.0], [10.0, 100.0], [90.0, 100.0], [90.0, 20.0]], "rectangle")
+    w = open_dock(sample_viewer, "explain")
+    w.device.setCurrentText("cpu")
+    w.method.setCurrentText("cam")
+    w.region.setCurrentText("roi")
+    n = len(sample_viewer.layers)
+    w.run()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    maps = list(sample_viewer.layers)[n:]
+    assert maps, w.status.text()
+    for m in maps:  # each map covers the rectangle's box (80 x 80 µm), not the whole 128 µm tile
+        lo = np.asarray(m.translate[-2:]) - np.asarray(m.scale[-2:]) / 2
+        extent = np.asarray(m.data.shape[:2]) * np.asarray(m.scale[-2:])
+        assert np.allclose(lo, np.asarray(image.translate[-2:]) + [10.0, 20.0], atol=2.0), (lo, m.translate)
+        assert np.allclose(extent, [80.25, 80.25], atol=3.0), extent

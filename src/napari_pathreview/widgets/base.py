@@ -341,7 +341,7 @@ class TaskWidget(TabifiedDock):
         self.device.addItems(available_devices())
         self.form.addRow("device", self.device)
         self.region = None
-        if self.task in ("detector", "segmenter"):
+        if self.task in ("detector", "segmenter", "classifier"):
             self.region = RegionPicker(napari_viewer)
             self.form.addRow("region", self.region)
         self.precision = None

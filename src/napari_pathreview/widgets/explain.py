@@ -114,10 +114,17 @@ class ExplainWidget(TaskWidget):
         cmap, opacity = self.colormap.currentText(), self.opacity.value() / 100.0
         scale0, translate0 = np.asarray(layer.scale[-2:], float), np.asarray(layer.translate[-2:], float)
         name, units = layer.name, getattr(layer, "units", None)
+        region = self.selected_region(layer, slide)
+        image = slide
+        if region is not None:  # the box around the drawn shapes, its maps placed over it
+            from ..backend.regions import crop_level0
+
+            image = crop_level0(slide.levels, region)
+            translate0 = translate0 + region.offset * scale0
 
         def fn(progress, cancel):
             return pipelines.explain(
-                slide,
+                image,
                 model,
                 method,
                 classes=(classes or [0]) if agnostic else classes,
