@@ -102,3 +102,70 @@ def test_fp16_on_the_cpu_is_a_notification_not_a_crash(sample_viewer, open_dock,
     w.run()
     qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
     assert len(sample_viewer.layers) == n and "fp16 is not a CPU precision" in w.status.text()
+
+
+@pytest.mark.slow
+def test_all_eight_docks_run_on_real_data_in_one_viewer(sample_viewer, open_dock, qtbot, tmp_path, monkeypatch):
+    """A user's session on the bundled sample, every dock from the menu on one viewer: detect, enhance,
+    segment, annotate a correction, compare with it, fine-tune on it, explain, weak cell types."""
+    from napari_pathreview.backend import pipelines
+
+    monkeypatch.setenv("PATHREVIEW_WEIGHTS", str(tmp_path / "weights"))  # the fine-tune lands here
+    viewer = sample_viewer
+    image = viewer.layers[0]
+    pixels = np.asarray(image.data)
+
+    def run(w, timeout=240_000):
+        n = len(viewer.layers)
+        w.device.setCurrentText("cpu")
+        w.image.setCurrentText(image.name)
+        w.run()
+        qtbot.waitUntil(lambda: w.worker is None, timeout=timeout)
+        return list(viewer.layers)[n:]
+
+    det = open_dock(viewer, "detect")
+    (cells,) = run(det)
+    ref = pipelines.detect(pixels, mpp=0.25, device="cpu")
+    assert len(cells.data) == len(ref) > 50 and np.allclose(cells.scale, image.scale)
+
+    enh = open_dock(viewer, "enhance")
+    enh.cells.setCurrentText(cells.name)
+    added = run(enh)
+    assert enh.result is not None and len(enh.result.enhanced) == len(ref)
+    assert any(ly.name.endswith("attention") or "attention" in ly.name for ly in added), [a.name for a in added]
+
+    seg = open_dock(viewer, "segment")
+    seg.tile.setValue(256)
+    (nuclei,) = run(seg)
+    assert nuclei.data.shape == pixels.shape[:2] and nuclei.data.max() > 50
+
+    ann = open_dock(viewer, "annotate")
+    corrected = ann.copy_for_correction(cells)
+    corrected.selected_data = set(range(5))
+    corrected.remove_selected()
+    assert len(corrected.data) == len(ref) - 5
+
+    cmp_ = open_dock(viewer, "compare")
+    cmp_.image.setCurrentText(cells.name)
+    cmp_.annotation.setCurrentText(corrected.name)
+    cmp_.run()
+    qtbot.waitUntil(lambda: cmp_.worker is None, timeout=60_000)
+    det_row = cmp_.table_values()["detection"]
+    assert det_row["matched"] == len(ref) - 5 and det_row["predicted"] == len(ref)  # 5 false positives
+
+    tr = open_dock(viewer, "train")
+    tr.kind.setCurrentText("detector")
+    tr.annotations.setCurrentText(corrected.name)
+    tr.epochs.setValue(1)
+    tr.save_as.setText("detector-session")
+    run(tr, timeout=600_000)
+    assert tr.saved is not None and (tmp_path / "weights" / "detector-session.safetensors").is_file()
+
+    ex = open_dock(viewer, "explain")
+    ex.method.setCurrentText("cam")
+    maps = run(ex)
+    assert maps and all(m.blending != "additive" for m in maps)
+
+    weak = open_dock(viewer, "weak")
+    run(weak)
+    assert weak.points_layer is not None and len(weak.points_layer.data) > 50 and weak.cam_layers
