@@ -114,3 +114,25 @@ def test_viewer_opens_png_and_pyramid(make_napari_viewer, files):
     assert pyr.multiscale and len(pyr.data) == 3 and pyr.rgb
     assert pyr.metadata["mpp"] == 0.25
     assert pyr.data[0].shape == (256, 320, 3)
+
+
+def test_a_dataset_csv_opens_the_points_of_the_open_image_not_one_layer_per_image(make_napari_viewer, mini_points):
+    """points.csv of a data set lists several images: napari gets the points of the image open in the viewer
+    (one layer), or of the first image with a warning saying how to get another's — not a layer per image."""
+    import warnings
+
+    path = str(mini_points / "points.csv")
+    viewer = make_napari_viewer()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        layers = viewer.open(path, plugin="napari-pathreview")
+    assert len(layers) == 1 and layers[0].name.endswith("TCGA-50-5931")
+    assert any("lists 2 images" in str(c.message) for c in caught)
+    viewer.layers.clear()
+    viewer.add_image(iio.imread(mini_points / "images" / "TCGA-B0-5698.png"), name="TCGA-B0-5698", rgb=True)
+    layers = viewer.open(path, plugin="napari-pathreview")
+    assert len(layers) == 1 and layers[0].name.endswith("TCGA-B0-5698")
+    import csv
+
+    n = sum(1 for r in csv.DictReader(open(path)) if r["image"] == "TCGA-B0-5698")
+    assert len(layers[0].data) == n

@@ -82,7 +82,7 @@ def read_points(path: PathOrPaths) -> list[tuple]:
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     out = []
     for p in paths:
-        for name, pts in read_points_file(os.fspath(p)).items():
+        for name, pts in _one_image_per_open_slide(os.fspath(p), read_points_file(os.fspath(p))).items():
             scale = (pts.mpp, pts.mpp) if pts.mpp else (1.0, 1.0)
             data, kwargs, kind = points_layer_data(pts, name, scale=scale)
             kwargs["metadata"].update({"path": os.fspath(p), "pathreview": "annotation"})
@@ -90,6 +90,40 @@ def read_points(path: PathOrPaths) -> list[tuple]:
             if os.fspath(p).lower().endswith(".geojson"):
                 out += _polygon_layers(os.fspath(p), name, scale)
     return out
+
+
+def _one_image_per_open_slide(path: str, tables: dict) -> dict:
+    """A dataset CSV lists many images (``points.csv``: image,split,x,y,label): open the points of the images
+    that are open in the viewer (an image layer named like them, or opened from a file of that name), else
+    of the first image only, with a warning that says how to get another's; one layer, not one per image."""
+    if len(tables) <= 1:
+        return tables
+    import warnings
+
+    stem = Path(path).stem
+    images = {k[len(stem) + 1 :] if k.startswith(stem + " ") else k: k for k in tables}
+    open_names = set()
+    try:
+        import napari
+
+        viewer = napari.current_viewer()
+        for ly in viewer.layers if viewer is not None else []:
+            open_names.add(ly.name)
+            src = (ly.metadata or {}).get("path") or getattr(getattr(ly, "source", None), "path", None)
+            if src:
+                open_names.add(Path(str(src)).stem)
+    except Exception:  # no viewer (a script): the first image
+        pass
+    chosen = [k for img, k in images.items() if img in open_names]
+    if chosen:
+        return {k: tables[k] for k in chosen}
+    first = next(iter(images))
+    warnings.warn(
+        f"{Path(path).name} lists {len(images)} images; opened the points of '{first}' only. Open the image "
+        "you want to review first (a layer named like it), then this file, to get its points",
+        stacklevel=2,
+    )
+    return {images[first]: tables[images[first]]}
 
 
 def _polygon_layers(path: str, name: str, scale) -> list[tuple]:
