@@ -4,6 +4,9 @@ precision row runs the network at the precision chosen."""
 
 from __future__ import annotations
 
+import shutil
+
+import napari
 import numpy as np
 import pytest
 from conftest import WIDGETS
@@ -30,30 +33,19 @@ def _label_of(w, dock) -> str:
     return ""
 
 
-def _dock_of(w):
-    from qtpy.QtWidgets import QDockWidget
-
-    d = w.parentWidget()
-    while not isinstance(d, QDockWidget):
-        d = d.parentWidget()
-    return d
-
-
-def test_all_eight_docks_from_the_menu_are_clean_forms(sample_viewer, open_dock, qtbot):
+def _form_problems(docks: dict, qtbot) -> list[str]:
+    """Every visible input of every dock labelled, nothing overlapping, each input reachable by the mouse
+    (each dock brought to the front in turn: docks tabify)."""
     from qtpy.QtWidgets import QApplication, QLabel
 
-    window = sample_viewer.window._qt_window
-    window.resize(1280, 800)
-    window.show()
-    qtbot.waitExposed(window)
-    docks = {key: open_dock(sample_viewer, key) for key in WIDGETS}
-    assert len({id(w) for w in docks.values()}) == 8
     problems = []
     for key, w in docks.items():
         _dock_of(w).raise_()  # docks tabify: bring this one to the front
         qtbot.waitUntil(w.isVisible, timeout=5000)
         QApplication.processEvents()
-        inputs = _inputs(w)
+        from qtpy.QtWidgets import QScrollBar
+
+        inputs = [i for i in _inputs(w) if not isinstance(i, QScrollBar)]  # a table's scroll bars are its own
         assert inputs, key
         problems += [f"{key}: unlabelled {type(i).__name__}" for i in inputs if not _label_of(i, w)]
         shown = inputs + [c for c in w.findChildren(QLabel) if c.isVisibleTo(w) and c.text().strip()]
@@ -68,6 +60,26 @@ def test_all_eight_docks_from_the_menu_are_clean_forms(sample_viewer, open_dock,
             hit = w.childAt(_rect(i, w).center())
             if not (hit is i or (hit is not None and i.isAncestorOf(hit))):
                 problems.append(f"{key}: {_label_of(i, w)!r} covered by {type(hit).__name__}")
+    return problems
+
+
+def _dock_of(w):
+    from qtpy.QtWidgets import QDockWidget
+
+    d = w.parentWidget()
+    while not isinstance(d, QDockWidget):
+        d = d.parentWidget()
+    return d
+
+
+def test_all_eight_docks_from_the_menu_are_clean_forms(sample_viewer, open_dock, qtbot):
+    window = sample_viewer.window._qt_window
+    window.resize(1280, 800)
+    window.show()
+    qtbot.waitExposed(window)
+    docks = {key: open_dock(sample_viewer, key) for key in WIDGETS}
+    assert len({id(w) for w in docks.values()}) == 8
+    problems = _form_problems(docks, qtbot)
     assert not problems, problems
     assert window.minimumSizeHint().height() <= 800
 
@@ -105,7 +117,9 @@ def test_fp16_on_the_cpu_is_a_notification_not_a_crash(sample_viewer, open_dock,
 
 
 @pytest.mark.slow
-def test_all_eight_docks_run_on_real_data_in_one_viewer(sample_viewer, open_dock, qtbot, tmp_path, monkeypatch):
+def test_all_eight_docks_run_on_real_data_in_one_viewer(
+    sample_viewer, open_dock, qtbot, tmp_path, monkeypatch, mini_masks
+):
     """A user's session on the bundled sample, every dock from the menu on one viewer: detect, enhance,
     segment, annotate a correction, compare with it, fine-tune on it, explain, weak cell types."""
     from napari_pathreview.backend import pipelines
@@ -169,3 +183,90 @@ def test_all_eight_docks_run_on_real_data_in_one_viewer(sample_viewer, open_dock
     weak = open_dock(viewer, "weak")
     run(weak)
     assert weak.points_layer is not None and len(weak.points_layer.data) > 50 and weak.cam_layers
+
+    # every visible input of the eight docks, after all that: labelled, not overlapping, reachable
+    window = viewer.window._qt_window
+    window.resize(1280, 800)
+    window.show()
+    qtbot.waitExposed(window)
+    docks = {
+        "detect": det,
+        "enhance": enh,
+        "segment": seg,
+        "annotate": ann,
+        "compare": cmp_,
+        "train": tr,
+        "explain": ex,
+        "weak": weak,
+    }
+    problems = _form_problems(docks, qtbot)
+    assert not problems, problems
+
+    # Detect's cells saved as GeoJSON (File > Save Selected Layers) re-open on the same world positions
+    world = cells.data * cells.scale + cells.translate
+    path = str(tmp_path / "cells.geojson")
+    viewer.layers.selection = {cells}
+    assert viewer.layers.save(path, selected=True, plugin="napari-pathreview") == [path]
+    back = [ly for ly in viewer.open(path, plugin="napari-pathreview") if isinstance(ly, napari.layers.Points)][0]
+    np.testing.assert_allclose(back.data * back.scale + back.translate, world, atol=0.25 * 0.01)
+
+    # Compare on Labels: a real MoNuSeg crop segmented from the Segment dock vs its instance mask gives the
+    # Dice / AJI / PQ that `pathreview evaluate segmenter` reports for that pair
+    import imageio.v3 as iio
+
+    from napari_pathreview.backend.segmentation import evaluate_segmenter
+    from napari_pathreview.backend.weights import default_model
+
+    crop = "TCGA-21-5784-crop"
+    ds = tmp_path / "ds"
+    for sub in ("images", "masks"):
+        (ds / sub).mkdir(parents=True)
+        shutil.copy(mini_masks / sub / f"{crop}.png", ds / sub)
+    (ds / "splits.csv").write_text(f"image,split,mask\n{crop},validation,instance\n")
+    (ref_eval,) = evaluate_segmenter(ds, "validation", device="cpu")["per_image"]
+    he = viewer.add_image(
+        iio.imread(ds / "images" / f"{crop}.png")[..., :3],
+        name=crop,
+        rgb=True,
+        scale=(0.25, 0.25),
+        metadata={"mpp": 0.25},
+    )
+    seg.model.setCurrentText(default_model("segmenter"))
+    seg.tile.setValue(seg.tile.value())  # the card's tile, as evaluate
+    seg.region.setCurrentText("(whole image)")
+    n = len(viewer.layers)
+    seg.image.setCurrentText(he.name)
+    seg.run()
+    qtbot.waitUntil(lambda: seg.worker is None, timeout=240_000)
+    (pred,) = list(viewer.layers)[n:]
+    viewer.add_labels(
+        iio.imread(ds / "masks" / f"{crop}.png").astype(np.int32), name="annotated nuclei", scale=(0.25, 0.25)
+    )
+    cmp_.image.setCurrentText(pred.name)
+    cmp_.annotation.setCurrentText("annotated nuclei")
+    cmp_.run()
+    qtbot.waitUntil(lambda: cmp_.worker is None, timeout=60_000)
+    t = cmp_.table_values()
+    for key in ("dice", "aji", "pq"):
+        assert abs(t[key]["value"] - ref_eval[key]) <= 1e-6, (key, t[key]["value"], ref_eval[key])
+
+    # a result of more than 50 000 cells from Detect engages level of detail (a lazy 27 x 27 mosaic of the
+    # sample; the real detector runs on one copy and its cells repeat: 16 min of CPU otherwise)
+    from test_lod import MOSAIC_REPS, _mosaic, _mosaic_detect
+
+    from napari_pathreview.widgets.lod import controller_for
+
+    viewer.add_image(
+        _mosaic(pixels, MOSAIC_REPS),
+        name="mosaic",
+        rgb=True,
+        multiscale=True,
+        scale=(0.25, 0.25),
+        metadata={"mpp": 0.25},
+    )
+    _mosaic_detect(monkeypatch)
+    det.image.setCurrentText("mosaic")
+    det.run()
+    qtbot.waitUntil(lambda: det.worker is None, timeout=120_000)
+    big = viewer.layers["mosaic cells"]
+    assert len(big.data) > 50_000 and controller_for(big) is not None
