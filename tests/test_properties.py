@@ -50,3 +50,85 @@ def test_matching_is_one_to_one_and_within_radius(n, m, radius, seed):
         assert np.linalg.norm(pred[res.pred_idx] - gt[res.gt_idx], axis=1).max() <= radius + 1e-9
     greedy = match_points(pred, gt, radius, "greedy")
     assert len(res.pred_idx) >= len(greedy.pred_idx)
+
+
+# ---- malformed annotation files through `pathreview convert` (issue 31): exit 0 with a correct result, or
+# exit 2 with one line; never exit 1 (an internal error) and never a traceback
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 5)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+_GEOMETRY = st.fixed_dictionaries(
+    {
+        "type": st.sampled_from(["Point", "MultiPoint", "Polygon", "LineString", "GeometryCollection", "Nope", 3]),
+        "coordinates": _JSON | st.lists(st.floats(-10, 10) | st.text(max_size=2), min_size=0, max_size=3),
+    }
+)
+_FEATURE = st.fixed_dictionaries(
+    {"type": st.sampled_from(["Feature", "feature", None]), "geometry": _GEOMETRY | _JSON},
+    optional={"properties": _JSON | st.fixed_dictionaries({"classification": _JSON, "classes": _JSON})},
+)
+_GEOJSON = (
+    st.fixed_dictionaries(
+        {
+            "type": st.sampled_from(["FeatureCollection", "Feature", "x"]),
+            "features": st.lists(_FEATURE, max_size=4) | _JSON,
+        }
+    )
+    | _JSON
+)
+
+
+def _convert(tmp_path, src_name, text):
+    import contextlib
+    import io
+    import subprocess  # noqa: F401 - the CLI runs in-process: main() returns the exit code
+
+    from napari_pathreview.cli import main
+
+    src = tmp_path / src_name
+    src.write_text(text)
+    out = tmp_path / ("out.csv" if src_name.endswith(".geojson") else "out.geojson")
+    if out.exists():
+        out.unlink()
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        rc = main(["convert", str(src), str(out)])
+    return rc, err.getvalue(), out
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(doc=_GEOJSON)
+def test_convert_malformed_geojson_is_exit_2_with_one_line_or_a_result(tmp_path, doc):
+    import json
+
+    rc, err, out = _convert(tmp_path, "in.geojson", json.dumps(doc))
+    assert rc in (0, 2), err
+    if rc == 2:
+        lines = [ln for ln in err.strip().splitlines() if not ln.startswith("pathreview: warning:")]
+        assert len(lines) == 1 and lines[0].startswith("pathreview: error:") and "Traceback" not in err
+        assert not out.exists()
+    else:
+        assert out.exists()
+
+
+_CELL = st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(str), st.text(max_size=5), st.just(""))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    header=st.sampled_from(["x,y,class", "image,split,x,y,label", "Centroid X µm,Centroid Y µm,Class", "a,b", ""]),
+    rows=st.lists(st.lists(_CELL, min_size=0, max_size=6), max_size=5),
+)
+def test_convert_malformed_csv_is_exit_2_with_one_line_or_a_result(tmp_path, header, rows):
+    text = header + "\n" + "\n".join(",".join(r).replace("\n", " ") for r in rows)
+    rc, err, out = _convert(tmp_path, "in.csv", text)
+    assert rc in (0, 2), err
+    if rc == 2:
+        lines = [ln for ln in err.strip().splitlines() if not ln.startswith("pathreview: warning:")]
+        assert len(lines) == 1 and lines[0].startswith("pathreview: error:") and "Traceback" not in err
