@@ -87,7 +87,6 @@ _GEOJSON = (
 def _convert(tmp_path, src_name, text):
     import contextlib
     import io
-    import subprocess  # noqa: F401 - the CLI runs in-process: main() returns the exit code
 
     from napari_pathreview.cli import main
 
