@@ -439,7 +439,6 @@ def _sparse_slide(path, size: int, mpp: float, n_blocks: int = 16) -> int:
     """Write a ``size``² lazy OME-Zarr slide (``mpp`` µm/px) of glass holding ``n_blocks`` real H&E tissue
     blocks (MoNuSeg images, 250 µm square, resampled from their 0.25 µm/px to ``mpp``) spread on a grid;
     chunks of bare glass are not stored. Returns the tissue px."""
-    from pathlib import Path
 
     import dask.array as da
     from skimage.io import imread
@@ -448,9 +447,7 @@ def _sparse_slide(path, size: int, mpp: float, n_blocks: int = 16) -> int:
     from .slides import write_ome_zarr
 
     block = int(round(1000 * 0.25 / mpp))
-    files = sorted(
-        (Path(__file__).resolve().parents[3].parent / "shared" / "data" / "monuseg" / "images").glob("*.png")
-    )
+    files = sorted((_data_root() / "monuseg" / "images").glob("*.png"))
     if files:
         tissue = [imread(f)[:1000, :1000, :3] for f in files[:n_blocks]]
     else:  # installed without ../shared: the bundled sample
@@ -479,23 +476,25 @@ def _sparse_slide(path, size: int, mpp: float, n_blocks: int = 16) -> int:
     return len(where) * block * block
 
 
-def _segment_slide(path: str, out: str) -> tuple:
+def _segment_slide(path: str, out: str, precision: str | None = None) -> tuple:
+    """(seconds, instances, peak RSS MB) of ``segment`` into an OME-Zarr, run in a child process."""
     from .pipelines import segment_file
-
-    t = time.perf_counter()
-    store = segment_file(path, out, device="cpu")
     from .segmentation import read_table_csv
 
-    return (time.perf_counter() - t, int(len(read_table_csv(Path(store) / "instances.csv")["label"])), peak_rss_mb())
+    t = time.perf_counter()
+    store = segment_file(path, out, device="cpu", precision=precision)
+    seconds = time.perf_counter() - t
+    return seconds, int(len(read_table_csv(Path(store) / "instances.csv")["label"])), peak_rss_mb()
 
 
-def _detect_slide(path: str) -> tuple:
+def _detect_slide(path: str, precision: str | None = None) -> tuple:
+    """(seconds, cells (N, 2) yx, their labels, peak RSS MB) of ``detect``, run in a child process."""
     from .pipelines import detect
     from .slides import open_slide
 
     t = time.perf_counter()
-    cells = detect(open_slide(path), device="cpu")
-    return time.perf_counter() - t, len(cells), peak_rss_mb()
+    cells = detect(open_slide(path), device="cpu", precision=precision)
+    return time.perf_counter() - t, cells.yx, cells.labels, peak_rss_mb()
 
 
 @bench("slide-memory")
@@ -521,7 +520,8 @@ def bench_slide_memory(sizes=(10_000, 40_000), mpp: float = 0.5, n_blocks: int =
             tissue = _sparse_slide(slide, size, mpp, n_blocks)
             write_s = time.perf_counter() - t
             (seg_s, n_inst, seg_mb), _ = _in_child(_segment_slide, str(slide), str(work / f"seg{size}.zarr"))
-            (det_s, n_cells, det_mb), _ = _in_child(_detect_slide, str(slide))
+            (det_s, yx, _, det_mb), _ = _in_child(_detect_slide, str(slide))
+            n_cells = len(yx)
             rows.append(
                 {
                     "size": size,
@@ -557,24 +557,6 @@ def bench_slide_memory(sizes=(10_000, 40_000), mpp: float = 0.5, n_blocks: int =
     }
 
 
-def _segment_slide_at(path: str, out: str, precision: str) -> tuple:
-    from .pipelines import segment_file
-    from .segmentation import read_table_csv
-
-    t = time.perf_counter()
-    store = segment_file(path, out, device="cpu", precision=precision)
-    return time.perf_counter() - t, int(len(read_table_csv(Path(store) / "instances.csv")["label"]))
-
-
-def _detect_slide_at(path: str, precision: str) -> tuple:
-    from .pipelines import detect
-    from .slides import open_slide
-
-    t = time.perf_counter()
-    cells = detect(open_slide(path), device="cpu", precision=precision)
-    return time.perf_counter() - t, cells.yx, cells.labels
-
-
 @bench("slide-throughput")
 def bench_slide_throughput(size: int = 40_000, mpp: float = 0.5, n_blocks: int = 16, precision: str = "bf16") -> dict:
     """Whole-slide throughput of ``segment`` (tile by tile into an OME-Zarr) and ``detect`` on the
@@ -600,8 +582,8 @@ def bench_slide_throughput(size: int = 40_000, mpp: float = 0.5, n_blocks: int =
         _sparse_slide(slide, size, mpp, n_blocks)
         res = {}
         for p in ("fp32", precision):
-            (seg_s, n_inst), _ = _in_child(_segment_slide_at, str(slide), str(work / f"seg-{p}.zarr"), p)
-            (det_s, yx, labels), _ = _in_child(_detect_slide_at, str(slide), p)
+            (seg_s, n_inst, _), _ = _in_child(_segment_slide, str(slide), str(work / f"seg-{p}.zarr"), p)
+            (det_s, yx, labels, _), _ = _in_child(_detect_slide, str(slide), p)
             res[p] = {
                 "segment_s": round(seg_s, 1),
                 "instances": n_inst,
@@ -708,18 +690,11 @@ PRECISION_BOUNDS = {"matched_f1": 0.99, "metric_delta": 0.005, "label_dice": 0.9
 
 
 def _data_root() -> Path:
+    """The annotated data sets: ``$PATHREVIEW_DATA``, else ``../shared/data`` beside the repository."""
     import os
 
-    from .errors import InputError
-
     env = os.environ.get("PATHREVIEW_DATA")
-    root = Path(env) if env else Path(__file__).resolve().parents[4] / "shared" / "data"
-    if not (root / "crchisto").is_dir() or not (root / "monuseg").is_dir():
-        raise InputError(
-            f"bench precision needs the annotated data sets (crchisto/, monuseg/) at {root}; "
-            "set PATHREVIEW_DATA to their folder (docs/data-formats.md)"
-        )
-    return root
+    return Path(env) if env else Path(__file__).resolve().parents[4] / "shared" / "data"
 
 
 def _outputs_agree(a, b, radius_px: float) -> dict:
@@ -751,6 +726,7 @@ def bench_precision(precisions=("bf16",), device: str = "cpu", record: bool = Fa
 
     from . import pipelines
     from .datasets import load_points_dataset
+    from .errors import InputError
     from .metrics import PointScores
     from .precision import native, resolve
     from .seg_metrics import dice, score_pair
@@ -759,6 +735,11 @@ def bench_precision(precisions=("bf16",), device: str = "cpu", record: bool = Fa
     from .weights import resolve as resolve_weights
 
     root = _data_root()
+    if not (root / "crchisto").is_dir() or not (root / "monuseg").is_dir():
+        raise InputError(
+            f"bench precision needs the annotated data sets (crchisto/, monuseg/) at {root}; "
+            "set PATHREVIEW_DATA to their folder (docs/data-formats.md)"
+        )
     dev = torch.device(device)
     for p in precisions:
         resolve(p, dev)  # refuses fp16 on a CPU

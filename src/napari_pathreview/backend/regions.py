@@ -68,3 +68,23 @@ def crop_level0(levels, region: Region):
     """The region's box of level 0 of ``levels`` (a numpy, dask or zarr array; nothing else is read)."""
     y0, y1, x0, x1 = region.box
     return levels[0][y0:y1, x0:x1]
+
+
+def cells_inside(cells, region: Region):
+    """Cells detected on the region's box (pixels of the crop) -> those inside its shapes, in level-0 pixels."""
+    cells.yx = cells.yx + region.offset
+    return cells.select(region.contains(cells.yx))
+
+
+def segmentation_inside(res, region: Region):
+    """A segmentation of the region's box with the nuclei whose centroid lies outside its shapes removed
+    (labels set to 0, table rows dropped) and the table's centroids moved to level-0 pixels of the slide."""
+    table = {k: np.asarray(v) for k, v in res.table.items()}
+    yx = np.stack([table["centroid_y"], table["centroid_x"]], 1) + region.offset
+    keep = region.contains(yx) if len(yx) else np.zeros(0, bool)
+    drop = table["label"][~keep]
+    if len(drop):
+        res.labels[np.isin(res.labels, drop)] = 0
+    table["centroid_y"], table["centroid_x"] = yx[:, 0], yx[:, 1]
+    res.table = {k: v[keep] for k, v in table.items()}
+    return res

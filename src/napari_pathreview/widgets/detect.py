@@ -10,6 +10,7 @@ import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSlider, QWidget
 
+from ..backend.regions import cells_inside, crop_level0
 from .base import ClassLegend, TaskWidget, layer_slide, result_units, set_shown
 from .lod import attach_lod
 
@@ -51,24 +52,10 @@ class DetectWidget(TaskWidget):
         precision = self.precision.currentText()
 
         def fn(progress, cancel):
-            if region is not None:  # the box around the drawn shapes, then the cells inside them
-                from ..backend.regions import crop_level0
-
-                cells = pipelines.detect(
-                    crop_level0(slide.levels, region),
-                    model,
-                    mpp=mpp,
-                    device=device,
-                    tta=tta or None,
-                    progress=progress,
-                    cancel=cancel,
-                    name=layer.name,
-                    precision=precision,
-                )
-                cells.yx = cells.yx + region.offset
-                return cells.select(region.contains(cells.yx))
-            return pipelines.detect(
-                slide,
+            # a drawn region: the box around its shapes is detected, then the cells inside the shapes kept
+            image = slide if region is None else crop_level0(slide.levels, region)
+            cells = pipelines.detect(
+                image,
                 model,
                 mpp=mpp,
                 device=device,
@@ -78,6 +65,7 @@ class DetectWidget(TaskWidget):
                 name=layer.name,
                 precision=precision,
             )
+            return cells if region is None else cells_inside(cells, region)
 
         def done(points):
             from ..layers import points_layer_data

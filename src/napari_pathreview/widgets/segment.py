@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QSpinBox
 
+from ..backend.regions import crop_level0, segmentation_inside
 from .base import TaskWidget, layer_slide, result_units
 
 
@@ -154,8 +155,6 @@ class SegmentWidget(TaskWidget):
                 models, cards, params = models_and_params()
                 image = slide
                 if region is not None:  # the box around the drawn shapes, at full resolution
-                    from ..backend.regions import crop_level0
-
                     image = np.asarray(crop_level0(slide.levels, region))
                 with at_precision(models, cards):
                     res = segment(
@@ -173,7 +172,7 @@ class SegmentWidget(TaskWidget):
                         name=layer.name,
                         stain_norm=stain_norm,
                     )
-                return res if region is None else keep_inside(res, region)
+                return res if region is None else segmentation_inside(res, region)
 
         origin = np.asarray(layer.translate[-2:], float)
         if region is not None:  # the labels of the box sit at its place over the image
@@ -190,19 +189,3 @@ class SegmentWidget(TaskWidget):
             self.status.setText(f"{n} nuclei" + ("" if n else " (none found)"))
 
         return fn, done
-
-
-def keep_inside(res, region):
-    """A segmentation of a region's box with the nuclei whose centroid lies outside its shapes removed
-    (labels set to 0, table rows dropped) and table centroids moved to level-0 pixels of the slide."""
-    import numpy as np
-
-    table = {k: np.asarray(v) for k, v in res.table.items()}
-    yx = np.stack([table["centroid_y"], table["centroid_x"]], 1) + region.offset
-    keep = region.contains(yx) if len(yx) else np.zeros(0, bool)
-    drop = table["label"][~keep]
-    if len(drop):
-        res.labels[np.isin(res.labels, drop)] = 0
-    table["centroid_y"], table["centroid_x"] = yx[:, 0], yx[:, 1]
-    res.table = {k: v[keep] for k, v in table.items()}
-    return res
