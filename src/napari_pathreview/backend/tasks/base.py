@@ -1,0 +1,159 @@
+"""The task registry: one :class:`Task` per model kind, read by every entry point.
+
+``pathreview train`` / ``evaluate`` build one sub-command per registered task from its options
+dataclasses (help, defaults and choices come from the fields), ``weights.build_model`` finds a card's
+architecture here, ``pathreview info`` and the Train widget list the tasks from here. Adding a task is
+one new module under ``backend/tasks/`` that calls :func:`register` (and one import line in
+``tasks/__init__.py``).
+
+Nothing here imports torch: a task names its functions as ``"module:function"`` strings, imported
+when they are first called.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+ProgressFn = Callable[[int, int, str], None]
+
+
+def option(default: Any, help: str, *, parse: Callable[[str], Any] | None = None, choices=None, flag=None):
+    """A training / evaluation option: a dataclass field whose metadata the CLI turns into an argument.
+
+    ``parse``: text -> value, raising ``ValueError`` with a message that names the accepted values.
+    ``flag``: the command-line spelling when it is not ``--field-name`` (e.g. ``--no-aspp`` for a
+    boolean that defaults to True). Booleans that default to False are ``store_true`` switches.
+    """
+    meta = {"help": help, "parse": parse, "choices": choices, "flag": flag}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def option_specs(options_cls) -> list[dict]:
+    """The fields of an options dataclass as plain dicts: name, flag, default, help, parse, choices."""
+    specs = []
+    for f in fields(options_cls):
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        m = f.metadata
+        specs.append(
+            {
+                "name": f.name,
+                "flag": m.get("flag") or "--" + f.name.replace("_", "-"),
+                "default": default,
+                "help": m.get("help", ""),
+                "parse": m.get("parse"),
+                "choices": m.get("choices"),
+            }
+        )
+    return specs
+
+
+@dataclass
+class TrainRun:
+    """What every training run shares, whatever the task.
+
+    ``data``: a dataset folder (its ``train`` split; layouts in docs/data-formats.md), or samples
+    already at the model's scale (the Train widget's annotations). ``out``: writes
+    ``OUT.safetensors`` + ``OUT.json``. ``mpp``: the data's microns per pixel when the folder does not
+    say (None: the folder's ``dataset.json``, else the task's data set default).
+    """
+
+    data: Any
+    out: str | Path
+    seed: int = 0
+    device: str | None = None
+    mpp: float | None = None
+    command: str = ""
+    progress: ProgressFn | None = None
+    cancel: Callable[[], bool] | None = None
+    on_epoch: Callable[[dict], None] | None = None
+
+
+@dataclass
+class EvalRun:
+    """What every evaluation shares: a dataset folder's split scored with one model (name or path;
+    None: the shipped default). ``mpp``: the data's microns per pixel when the folder does not say."""
+
+    data: str | Path
+    split: str = "validation"
+    weights: str | None = None
+    mpp: float | None = None
+    device: str | None = None
+    progress: ProgressFn | None = None
+
+
+@dataclass(frozen=True)
+class Task:
+    """One model kind.
+
+    ``builder``: ``"module:function"`` building the network from a card's ``config`` dict.
+    ``train`` / ``evaluate``: ``"module:function"`` called as ``f(run, options) -> dict`` (the dict is
+    the JSON line the CLI prints); ``train_options`` / ``eval_options``: their options dataclasses.
+    ``describe``: ``"module:function"`` turning an evaluation result into human lines (CLI without
+    ``--json``). ``card_tasks``: the ``task`` values of the cards this task's models carry (default:
+    its name). A task without ``train`` is a model kind only (built from cards, not trained alone).
+    """
+
+    name: str
+    summary: str
+    builder: str
+    train: str | None = None
+    train_options: type | None = None
+    evaluate: str | None = None
+    eval_options: type | None = None
+    describe: str | None = None
+    card_tasks: tuple = ()
+
+    def function(self, role: str) -> Callable:
+        """Import and return the function named by ``role`` (``builder``, ``train``, ``evaluate``,
+        ``describe``)."""
+        ref = getattr(self, role)
+        if ref is None:
+            raise InputError(f"'{self.name}' has no {role}")
+        module, name = ref.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    def run_train(self, run: TrainRun, options=None) -> dict:
+        return self.function("train")(run, options if options is not None else self.train_options())
+
+    def run_evaluate(self, run: EvalRun, options=None) -> dict:
+        return self.function("evaluate")(run, options if options is not None else self.eval_options())
+
+
+REGISTRY: dict[str, Task] = {}
+
+
+def register(task: Task) -> Task:
+    """Add (or replace) a task; every entry point sees it from the next call on."""
+    REGISTRY[task.name] = task
+    return task
+
+
+def get_task(name: str) -> Task:
+    if name not in REGISTRY:
+        raise InputError(f"unknown task '{name}'; choose from {', '.join(trainable())}")
+    return REGISTRY[name]
+
+
+def trainable() -> tuple:
+    """Names of the tasks ``pathreview train`` offers, in registration order."""
+    return tuple(n for n, t in REGISTRY.items() if t.train)
+
+
+def evaluable() -> tuple:
+    return tuple(n for n, t in REGISTRY.items() if t.evaluate)
+
+
+def task_for_card(card_task: str) -> Task:
+    """The task whose models carry cards with ``task == card_task``."""
+    for t in REGISTRY.values():
+        if card_task in (t.card_tasks or (t.name,)):
+            return t
+    raise InputError(f"unknown model task '{card_task}'")
