@@ -6,7 +6,6 @@ Loading never unpickles: weights are safetensors, or ``torch.load(weights_only=T
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import tempfile
@@ -14,18 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import InputError
+from .tasks import task_for_card
 
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "weights"
-
-BUILDERS = {
-    "detector": "napari_pathreview.backend.models.detector:build_detector",
-    "enhancer": "napari_pathreview.backend.models.enhancer:build_enhancer",
-    "segmenter": "napari_pathreview.backend.models.segmenter:build_segmenter",
-    "classifier": "napari_pathreview.backend.models.classifier:build_classifier",
-    "vit": "napari_pathreview.backend.models.vit:build_vit",
-    "weak-cam": "napari_pathreview.backend.weak:build_weak_cam",
-    "weak-cells": "napari_pathreview.backend.models.segmenter:build_segmenter",
-}
 
 DEFAULT_COLORS = {
     "epithelial": "#e6194b",
@@ -195,12 +185,14 @@ def read_state_dict(weights: Path) -> dict:
 
 
 def build_model(card: ModelCard):
-    """Instantiate the architecture a card describes (no weights)."""
-    if card.task not in BUILDERS:
-        raise InputError(f"{card.path or card.name}: unknown task '{card.task}'")
-    mod, fn = BUILDERS[card.task].split(":")
+    """Instantiate the architecture a card describes (no weights): the builder of the registered task
+    whose models carry ``card.task`` (``backend.tasks``)."""
     try:
-        return getattr(importlib.import_module(mod), fn)(card.config)
+        build = task_for_card(card.task).function("builder")
+    except InputError:
+        raise InputError(f"{card.path or card.name}: unknown task '{card.task}'") from None
+    try:
+        return build(card.config)
     except TypeError as e:
         raise InputError(f"{card.path or card.name}: card config does not fit the {card.task} ({e})") from None
 

@@ -13,20 +13,20 @@ Training data per task (the backend turns layers into samples; see ``backend.ann
 - classifier: image layers given a class in the "image classes" table, and/or rectangles of a Shapes
   layer with a ``class`` feature over the image layer; plus the ``train`` split of a labels.csv folder.
 
-Each runs the training function of ``pathreview train <task>`` (``backend.detection.train_detector``,
-``segmentation.train_segmenter``, ``enhancement.train_enhancer``, ``classification.train_classifier``)
-in a worker with epoch progress, a live loss / metric plot and Cancel; the result is saved into the
-user weights folder under the "save as" name, and every widget's model list shows it.
+The task list is the task registry's (``backend.tasks``); a task this dock cannot build training data for
+(no row in :data:`VIEWER`) is listed, greyed, with the command that trains it. Each runs a fine-tune recipe
+of ``backend.finetune`` (the training function of ``pathreview train <task>`` on the samples) in a worker
+with epoch progress, a live loss / metric plot and Cancel; the result is saved into the user weights folder
+under the "save as" name, and every widget's model list shows it.
 """
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import QPointF, QRect, QSize, Qt, Signal
-from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
+from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -36,153 +36,45 @@ from qtpy.QtWidgets import (
     QPushButton,
     QSpinBox,
     QTableWidget,
-    QWidget,
 )
 
+from ..backend.errors import InputError
+from ..backend.finetune import LEARNING_RATES, FineTune, check_folder, save_path
+from ..backend.tasks import REGISTRY, TrainRun, trainable
 from .base import LayerPicker, TaskWidget, layer_kind, layer_slide, set_items
+from .loss_plot import METRIC_NAMES, LossPlot
 
-TASKS = ("detector", "segmenter", "enhancer", "classifier")
-MODEL_TASKS = {"classifier": ("classifier", "vit")}  # registry tasks a "start from" list shows
-ANNOTATIONS = {  # layer types, form label, optional?
-    "detector": (("points",), "annotations", False),
-    "enhancer": (("points",), "annotations", False),
-    "segmenter": (("labels",), "nuclei (Labels)", False),
-    "classifier": (("shapes",), "regions (Shapes)", True),
+__all__ = ["VIEWER", "AnnotationPicker", "ImageClassTable", "LossPlot", "TrainWidget", "ViewerTraining"]
+
+
+@dataclass(frozen=True)
+class ViewerTraining:
+    """How the dock gathers a registry task's training data: the annotation layer types, their form label,
+    whether that layer is optional, the dataset folder hint, and the registry tasks whose models the
+    "start from" list shows (default: the task's own)."""
+
+    layers: tuple
+    label: str
+    optional: bool
+    folder: str
+    models: tuple = ()
+
+
+_POINTS_FOLDER = "optional: points dataset folder (images/ + points.csv)"
+VIEWER = {  # keyed by registry task names
+    "detector": ViewerTraining(("points",), "annotations", False, _POINTS_FOLDER),
+    "segmenter": ViewerTraining(
+        ("labels",), "nuclei (Labels)", False, "optional: masks dataset folder (images/ + masks/ + splits.csv)"
+    ),
+    "enhancer": ViewerTraining(("points",), "annotations", False, _POINTS_FOLDER),
+    "classifier": ViewerTraining(
+        ("shapes",),
+        "regions (Shapes)",
+        True,
+        "optional: labels dataset folder (images/ + labels.csv)",
+        ("classifier", "vit"),
+    ),
 }
-FOLDERS = {
-    "detector": "optional: points dataset folder (images/ + points.csv)",
-    "enhancer": "optional: points dataset folder (images/ + points.csv)",
-    "segmenter": "optional: masks dataset folder (images/ + masks/ + splits.csv)",
-    "classifier": "optional: labels dataset folder (images/ + labels.csv)",
-}
-LEARNING_RATES = {"detector": 2e-4, "segmenter": 2e-4, "enhancer": 1e-4, "classifier": 3e-4}  # ~10x below scratch
-METRIC_NAMES = {
-    "loss": "loss",
-    "det_f1": "detection F1",
-    "weighted_f1": "weighted F1",
-    "dice": "Dice",
-    "aji": "AJI",
-    "mF1": "mean F1",
-    "accuracy": "accuracy",
-}
-
-
-class LossPlot(QWidget):
-    """A small live plot per epoch: the training loss (left scale, auto) and the task's validation
-    metrics (0..1): detector det_f1 / weighted_f1, segmenter dice / aji, enhancer mF1 / weighted_f1,
-    classifier accuracy. The first metric of a task is its headline, :attr:`metric_key` (not named
-    ``metric``: that is a QPaintDevice virtual Qt calls while painting). The legend names each series in
-    words with its last value and wraps to the widget's width; the axes carry their values (loss left,
-    metrics 0..1 right); a single epoch is drawn as a level across the plot."""
-
-    SERIES = {
-        "detector": (("loss", "#f58231"), ("det_f1", "#46f0f0"), ("weighted_f1", "#f032e6")),
-        "segmenter": (("loss", "#f58231"), ("dice", "#46f0f0"), ("aji", "#f032e6")),
-        "enhancer": (("loss", "#f58231"), ("mF1", "#46f0f0"), ("weighted_f1", "#f032e6")),
-        "classifier": (("loss", "#f58231"), ("accuracy", "#46f0f0")),
-    }
-
-    def __init__(self, parent=None, task: str = "detector"):
-        super().__init__(parent)
-        self.rows: list[dict] = []
-        self.task = task
-        self.setMinimumHeight(170)
-
-    @property
-    def metric_key(self) -> str:
-        return self.SERIES[self.task][1][0]
-
-    def set_task(self, task: str):
-        self.task = task
-        self.clear()
-
-    def clear(self):
-        self.rows = []
-        self.update()
-
-    def add(self, row: dict):
-        self.rows.append(dict(row))
-        self.update()
-
-    def series(self, key: str) -> list[float]:
-        """The values of ``key`` per epoch (epochs without it, e.g. AJI on binary masks, left out)."""
-        return [float(r[key]) for r in self.rows if r.get(key) is not None]
-
-    def label(self, key: str) -> str:
-        """A series' legend entry: its name in words and its last value ("weighted F1 0.806")."""
-        vals = self.series(key)
-        name = METRIC_NAMES.get(key, key)
-        return name if not vals else f"{name} {vals[-1]:.4g}" if key == "loss" else f"{name} {vals[-1]:.3f}"
-
-    def legend_items(self, width: int | None = None) -> list[tuple[str, str, QRect]]:
-        """(key, text, rectangle) of each legend entry, laid out left to right and wrapped onto a new line
-        where the next one would not fit ``width`` (the widget's): no entry is cut off in a narrow dock."""
-        fm = self.fontMetrics()
-        width = self.width() if width is None else width
-        x, y, gap, out = 0, 0, 12, []
-        for key, _ in self.SERIES[self.task]:
-            text = self.label(key)
-            tw = fm.horizontalAdvance(text) + 12  # a colour swatch, then the text
-            if x and x + tw > width:
-                x, y = 0, y + fm.height()
-            out.append((key, text, QRect(x, y, tw, fm.height())))
-            x += tw + gap
-        return out
-
-    def sizeHint(self):
-        return QSize(260, self.minimumHeight())
-
-    def paintEvent(self, _event):
-        p = QPainter(self)
-        p.setRenderHint(QPainter.RenderHint.Antialiasing)
-        fm = self.fontMetrics()
-        w, h = self.width(), self.height()
-        colors = dict(self.SERIES[self.task])
-        items = self.legend_items(w)
-        for key, text, r in items:  # legend: swatch + name + last value
-            p.fillRect(QRect(r.left(), r.top() + fm.height() // 2 - 3, 8, 6), QColor(colors[key]))
-            p.setPen(QPen(QColor(colors[key])))
-            p.drawText(r.left() + 12, r.top() + fm.ascent(), text)
-        loss = self.series("loss")
-        if loss:
-            lo, hi = min(loss), max(loss)
-            lo, hi = (lo - 0.5 * abs(lo) - 1e-3, hi + 0.5 * abs(hi) + 1e-3) if hi - lo < 1e-9 else (lo, hi)
-        else:
-            lo, hi = 0.0, 1.0
-        ticks_l = [f"{hi:.3g}", f"{lo:.3g}"]
-        left = max(fm.horizontalAdvance(t) for t in ticks_l) + 6
-        right = fm.horizontalAdvance("1.0") + 6
-        top = (items[-1][2].bottom() + 1 if items else 0) + fm.height() // 2 + 4
-        bottom = fm.height() + 4
-        pw, ph = max(1, w - left - right), max(1, h - top - bottom)
-        p.setPen(QPen(QColor("#888888")))
-        p.drawRect(left, top, pw, ph)
-        p.setPen(QPen(QColor(colors["loss"])))  # left axis: the loss (its own range)
-        p.drawText(left - 3 - fm.horizontalAdvance(ticks_l[0]), top + fm.ascent() // 2, ticks_l[0])
-        p.drawText(left - 3 - fm.horizontalAdvance(ticks_l[1]), top + ph + fm.ascent() // 2, ticks_l[1])
-        p.setPen(QPen(QColor("#aaaaaa")))  # right axis: the metrics, 0..1
-        p.drawText(left + pw + 3, top + fm.ascent() // 2, "1.0")
-        p.drawText(left + pw + 3, top + ph + fm.ascent() // 2, "0")
-        n = len(self.rows)
-        p.drawText(left, h - 3, "epoch 1" if n == 1 else f"epochs 1–{n}" if n else "epochs")
-        x_of = lambda i: left + (pw * i / (n - 1) if n > 1 else pw / 2)
-        for key, color in self.SERIES[self.task]:
-            idx = [i for i, r in enumerate(self.rows) if r.get(key) is not None]
-            vals = [float(self.rows[i][key]) for i in idx]
-            if not vals:
-                continue
-            a, b = (lo, hi) if key == "loss" else (0.0, 1.0)
-            pts = [QPointF(x_of(i), top + ph * (1 - (v - a) / (b - a))) for i, v in zip(idx, vals)]
-            p.setPen(QPen(QColor(color), 2))
-            if n == 1:  # one epoch: its value as a level across the plot (a lone dot reads as nothing)
-                p.drawLine(QPointF(left + 1, pts[0].y()), QPointF(left + pw - 1, pts[0].y()))
-            elif len(pts) > 1:
-                p.drawPolyline(QPolygonF(pts))
-            p.setBrush(QColor(color))
-            for pt in pts:
-                p.drawEllipse(pt, 2.5, 2.5)
-            p.setBrush(Qt.BrushStyle.NoBrush)
-        p.end()
 
 
 class AnnotationPicker(LayerPicker):
@@ -280,7 +172,7 @@ class TrainWidget(TaskWidget):
         super().__init__(napari_viewer)
         self.form.labelForField(self.model).setText("start from")
         self.kind = QComboBox()
-        self.kind.addItems(TASKS)
+        self._add_tasks()
         self.form.insertRow(0, "task", self.kind)
         self.annotations = AnnotationPicker(napari_viewer, ("points",))
         self.form.addRow("annotations", self.annotations)
@@ -318,24 +210,38 @@ class TrainWidget(TaskWidget):
         self.model.currentTextChanged.connect(self._model_changed)
         self._task_changed(self.kind.currentText())
 
+    def _add_tasks(self):
+        """The registry's trainable tasks; those without a :data:`VIEWER` row greyed, with their command."""
+        self.kind.addItems(trainable())
+        for i, name in enumerate(trainable()):
+            if name not in VIEWER:
+                item = self.kind.model().item(i)
+                item.setEnabled(False)
+                item.setToolTip(f"{REGISTRY[name].summary}; not trainable from the viewer: pathreview train {name}")
+
+    def task_names(self) -> list[str]:
+        """The tasks the list shows, in its order."""
+        return [self.kind.itemText(i) for i in range(self.kind.count())]
+
     # ------------------------------------------------------------ controls following the task
 
     def _task_changed(self, task: str):
         self.task = task
-        self.model.task, self.model.tasks = task, MODEL_TASKS.get(task, (task,))
+        spec = VIEWER.get(task)
+        self.model.task, self.model.tasks = task, (spec.models if spec else ()) or (task,)
         self.model.refresh()
-        types, label, optional = ANNOTATIONS[task]
-        self.annotations.set_types(types, optional)
-        self.form.labelForField(self.annotations).setText(label)
+        self.annotations.set_types(spec.layers if spec else (), spec.optional if spec else False)
+        self.form.labelForField(self.annotations).setText(spec.label if spec else "annotations")
         for w in (self.image_classes,):
             self.form.labelForField(w).setVisible(task == "classifier")
             w.setVisible(task == "classifier")
-        self.folder.setPlaceholderText(FOLDERS[task])
-        self.lr.setValue(LEARNING_RATES[task])
+        self.folder.setPlaceholderText(spec.folder if spec else "")
+        self.lr.setValue(LEARNING_RATES.get(task, self.lr.value()))
         name = self.save_as.text().strip()
         if not name or name.endswith("-finetuned"):
             self.save_as.setText(f"{task}-finetuned")
         self.plot.set_task(task)
+        self.status.setText("" if spec else f"'{task}' is not trainable from the viewer; use `pathreview train {task}`")
         self._model_changed()
 
     def _model_changed(self, *_):
@@ -350,34 +256,23 @@ class TrainWidget(TaskWidget):
         return cards[0] if cards else None
 
     def _browse(self):
-        d = QFileDialog.getExistingDirectory(self, FOLDERS[self.task].replace("optional: ", ""))
+        d = QFileDialog.getExistingDirectory(self, self.folder.placeholderText().replace("optional: ", ""))
         if d:
             self.folder.setText(d)
 
     def _on_epoch(self, row: dict):
         self.plot.add(row)
         metrics = ", ".join(
-            f"{METRIC_NAMES[k]} {row[k]:.3f}" for k, _ in LossPlot.SERIES[self.task][1:] if row.get(k) is not None
+            f"{METRIC_NAMES[k]} {row[k]:.3f}" for k, _ in self.plot.series_of()[1:] if row.get(k) is not None
         )
         self.status.setText(f"epoch {row['epoch']}: loss {row['loss']:.4f}" + (f", {metrics}" if metrics else ""))
-
-    def _out_path(self) -> Path:
-        from ..backend.errors import InputError
-        from ..backend.weights import SHIPPED_DIR, list_models, user_weights_dir
-
-        name = self.save_as.text().strip()
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,80}", name or ""):
-            raise InputError(f"'save as' name {name!r}: use letters, digits, '.', '_' or '-' (no spaces or '/')")
-        if any(c.name == name and Path(c.path).parent == SHIPPED_DIR for c in list_models()):
-            raise InputError(f"'{name}' is a shipped model's name; choose another 'save as' name")
-        return user_weights_dir() / name
 
     # ------------------------------------------------------------ the job
 
     def job(self):
-        from ..backend.errors import InputError
-
         task = self.kind.currentText()
+        if task not in VIEWER:
+            raise InputError(f"'{task}' is not trainable from the viewer; use `pathreview train {task}`")
         card = self.model_card()
         if card is None:
             raise InputError(f"no {task} weights to start from; train one with `pathreview train {task}`")
@@ -388,30 +283,21 @@ class TrainWidget(TaskWidget):
             "classifier": self._classifier,
         }[task]
         train, note = build(card)  # reads and checks the layers
-        out = self._out_path()
+        out = save_path(self.save_as.text())
         folder = self.folder.text().strip()
-        if folder and not Path(folder).is_dir():
-            raise InputError(f"dataset folder {folder} does not exist")
+        check_folder(folder)
         init = Path(card.path).with_suffix(".safetensors")
-        kw = dict(epochs=self.epochs.value(), lr=self.lr.value(), device=self.device.currentText())
-        command = f"napari Train / fine-tune {task}: {kw['epochs']} epochs, lr {kw['lr']:g}, from {card.name}" + (
+        epochs, lr, device = self.epochs.value(), self.lr.value(), self.device.currentText()
+        command = f"napari Train / fine-tune {task}: {epochs} epochs, lr {lr:g}, from {card.name}" + (
             f", + {folder}" if folder else ""
         )
         self.plot.set_task(task)
         metric = self.plot.metric_key
 
         def fn(progress, cancel):
-            new_card = train(
-                out,
-                folder,
-                init,
-                progress=progress,
-                cancel=cancel,
-                on_epoch=self.epoch_done.emit,
-                command=command,
-                **kw,
-            )
-            return out, new_card
+            emit = self.epoch_done.emit  # a Qt signal: the rows reach the plot on the GUI thread
+            run = TrainRun(folder, out, device=device, command=command, progress=progress, cancel=cancel, on_epoch=emit)
+            return out, train(FineTune(run, init, epochs, lr))
 
         def done(result):
             path, new_card = result
@@ -429,8 +315,6 @@ class TrainWidget(TaskWidget):
         return fn, done
 
     def _annotation_layer(self, what: str):
-        from ..backend.errors import InputError
-
         layer = self.annotations.layer()
         if layer is None:
             raise InputError(f"pick {what}")
@@ -438,7 +322,6 @@ class TrainWidget(TaskWidget):
 
     def _points(self, image):
         """The annotation Points layer's cells in ``image`` pixels, their class names, the image's mpp."""
-        from ..backend.errors import InputError
         from .compare import to_pixels_of
 
         ann = self._annotation_layer("an annotation Points layer with annotated cells (see 'Annotate cells')")
@@ -449,71 +332,42 @@ class TrainWidget(TaskWidget):
 
     def _detector(self, card):
         from ..backend.annotations import points_sample
+        from ..backend.finetune import finetune_detector
 
         image = self.selected_image()
         ann, yx, names = self._points(image)
         mpp = self.image_mpp(image)  # as every widget: typed (becomes the scale), else the file's, else refused
         data = image.data[0] if image.multiscale else image.data
         region, classes = f"{image.name}/{ann.name}", list(card.classes)
-        note = ""
 
-        def train(out, folder, init, **kw):
-            from ..backend.datasets import load_points_dataset
-            from ..backend.detection import train_detector
+        def train(ft: FineTune):
+            sample = points_sample(data, yx, names, classes, mpp, card.mpp, name=region)
+            return finetune_detector(ft, sample, classes)
 
-            samples = [points_sample(data, yx, names, classes, mpp, card.mpp, name=region)]
-            if folder:
-                samples += load_points_dataset(folder, "train", classes=classes)[0]
-            crop = int(min(256, *(min(s.image.shape[:2]) for s in samples)))
-            return train_detector(samples, out, init=init, crop=crop, tune_images=0, classes=classes, **kw)[1]
-
-        return train, note
+        return train, ""
 
     def _enhancer(self, card):
         from ..backend.annotations import points_sample
-        from ..backend.datasets import UNLABELED_NAME
-        from ..backend.errors import InputError
+        from ..backend.finetune import check_enhancer_classes, finetune_enhancer
         from ..backend.weights import resolve
 
         image = self.selected_image()
         ann, yx, names = self._points(image)
         classes = list(card.classes)
-        unknown = sorted(set(names) - set(classes) - {UNLABELED_NAME})
-        if unknown:
-            raise InputError(
-                f"'{ann.name}' has classes {unknown} that enhancer '{card.name}' does not know "
-                f"({', '.join(classes)}); fix them or start from another enhancer"
-            )
-        if not any(n in classes for n in names):
-            raise InputError(f"'{ann.name}': no cell has a class; the enhancer learns cell classes")
+        check_enhancer_classes(names, classes, ann.name, card.name)
         det_card = resolve(card.params.get("detector") or "", "detector")[1]
         mpp = self.image_mpp(image)  # as every widget: typed (becomes the scale), else the file's, else refused
         data = image.data[0] if image.multiscale else image.data
         region = f"{image.name}/{ann.name}"
-        note = f" (cells from detector '{det_card.name}')"
 
-        def train(out, folder, init, epochs, lr, **kw):
-            from ..backend.datasets import load_points_dataset
-            from ..backend.enhancement import EnhancerTrainOptions, train_enhancer
+        def train(ft: FineTune):
+            sample = points_sample(data, yx, names, classes, mpp, det_card.mpp, name=region)
+            return finetune_enhancer(ft, sample, classes, det_card)
 
-            samples = [points_sample(data, yx, names, classes, mpp, det_card.mpp, name=region)]
-            if folder:
-                samples += load_points_dataset(folder, "train", classes=classes)[0]
-            opt = EnhancerTrainOptions(epochs=epochs, lr=lr)
-            return train_enhancer(
-                samples,
-                out,
-                init=init,
-                detector=Path(det_card.path).with_suffix(".safetensors"),
-                options=opt,
-                mpp=det_card.mpp,
-                **kw,
-            )[1]
-
-        return train, note
+        return train, f" (cells from detector '{det_card.name}')"
 
     def _segmenter(self, card):
-        from ..backend.errors import InputError
+        from ..backend.finetune import finetune_segmenter
 
         image = self.selected_image()
         labels = self._annotation_layer("a Labels layer with the nuclei painted over the image (one label each)")
@@ -530,75 +384,46 @@ class TrainWidget(TaskWidget):
         data = image.data[0] if image.multiscale else image.data
         region = f"{image.name}/{labels.name}"
 
-        def train(out, folder, init, **kw):
-            from ..backend.annotations import mask_sample
-            from ..backend.segmentation import MONUSEG_MPP, load_masks_dataset, train_segmenter
-
-            data_mpp = MONUSEG_MPP if folder else mpp  # a masks folder is read at MoNuSeg's 0.25 µm/px
-            samples = [mask_sample(data, lab, mpp, data_mpp, name=region, offset=offset)]
-            tile = 256
-            if folder:
-                samples += load_masks_dataset(folder, "train")
-            else:  # the region's 2x2 grid cells at the model's scale (MultiScaleTiles), 64..256 px
-                side = min(samples[0].image.shape[:2]) / 2 * data_mpp / card.mpp
-                tile = int(np.clip(round(side / 32) * 32, 64, 256))
-            return train_segmenter(
-                samples,
-                out,
-                init=init,
-                data_mpp=data_mpp,
-                model_mpp=card.mpp,
-                tile=tile,
-                tune_images=0,
-                report_images=0,
-                **kw,
-            )[1]
+        def train(ft: FineTune):
+            return finetune_segmenter(ft, data, lab, mpp, offset, region, card.mpp)
 
         return train, ""
 
     def _classifier(self, card):
-        from ..backend.errors import InputError
+        from ..backend.finetune import check_classifier_classes, finetune_classifier
 
         classes = [str(c) for c in card.classes]
         chosen = [(self.viewer.layers[n], c) for n, c in self.image_classes.assignments() if n in self.viewer.layers]
-        boxes, image = [], None
-        shapes = self.annotations.layer()
-        if shapes is not None:
-            image = self.selected_image()
-            if len(shapes.data) == 0:
-                raise InputError(f"'{shapes.name}' has no shapes; draw rectangles over the regions to use")
-            if "class" not in shapes.features:
-                raise InputError(
-                    f"'{shapes.name}' has no 'class' feature; give each rectangle a class ({', '.join(classes)})"
-                )
-            for k, (verts, cls) in enumerate(zip(shapes.data, shapes.features["class"])):
-                px = _to_image_pixels(np.asarray(verts)[:, -2:], shapes, image)
-                boxes.append((f"{image.name}/{shapes.name}#{k}", str(cls), (*px.min(0), *(px.max(0) + 1))))
+        boxes, image = self._class_boxes(classes)
         names = [c for _, c in chosen] + [c for _, c, _ in boxes]
-        if not names:
-            raise InputError(
-                "give image layers a class in 'image classes', or pick a Shapes layer of "
-                "rectangles with a 'class' feature"
-            )
-        unknown = sorted(set(names) - set(classes))
-        if unknown:
-            raise InputError(f"classes {unknown} are not classes of '{card.name}' ({', '.join(classes)})")
-        folder = self.folder.text().strip()
-        if len(set(names)) < 2 and not folder:
-            raise InputError(f"all training images are '{names[0]}': give images of at least two classes")
+        check_classifier_classes(names, classes, card.name, self.folder.text().strip())
         whole = [(layer_slide(ly, self.image_mpp(ly)), ly.name, c) for ly, c in chosen]  # unknown mpp: refused
         img_slide = layer_slide(image, self.image_mpp(image)) if image is not None else None
-        note = ""
 
-        def train(out, folder, init, **kw):
+        def train(ft: FineTune):
             from ..backend.annotations import labelled_region
-            from ..backend.classification import load_split, train_classifier
 
             samples = [labelled_region(s, c, s.mpp, card.mpp, name=n) for s, n, c in whole]
             samples += [labelled_region(img_slide, c, img_slide.mpp, card.mpp, name=n, box=b) for n, c, b in boxes]
-            if folder:
-                samples += load_split(folder, "train")[0]
-            steps = int(np.clip(len(samples), 2, 16))
-            return train_classifier(samples, out, init=init, steps_per_epoch=steps, **kw)[1]
+            return finetune_classifier(ft, samples)
 
-        return train, note
+        return train, ""
+
+    def _class_boxes(self, classes) -> tuple[list, object]:
+        """(name, class, (y0, x0, y1, x1) in image pixels) of the picked Shapes layer's rectangles, and the
+        image layer they lie on (([], None) without a Shapes layer)."""
+        shapes = self.annotations.layer()
+        if shapes is None:
+            return [], None
+        image = self.selected_image()
+        if len(shapes.data) == 0:
+            raise InputError(f"'{shapes.name}' has no shapes; draw rectangles over the regions to use")
+        if "class" not in shapes.features:
+            raise InputError(
+                f"'{shapes.name}' has no 'class' feature; give each rectangle a class ({', '.join(classes)})"
+            )
+        boxes = []
+        for k, (verts, cls) in enumerate(zip(shapes.data, shapes.features["class"])):
+            px = _to_image_pixels(np.asarray(verts)[:, -2:], shapes, image)
+            boxes.append((f"{image.name}/{shapes.name}#{k}", str(cls), (*px.min(0), *(px.max(0) + 1))))
+        return boxes, image

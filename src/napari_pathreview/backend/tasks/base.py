@@ -23,21 +23,33 @@ from ..errors import InputError
 ProgressFn = Callable[[int, int, str], None]
 
 
-def option(default: Any, help: str, *, parse: Callable[[str], Any] | None = None, choices=None, flag=None):
+def option(
+    default: Any,
+    help: str,
+    *,
+    parse: Callable[[str], Any] | None = None,
+    choices=None,
+    flag=None,
+    metavar: str | None = None,
+    negatable: bool = False,
+):
     """A training / evaluation option: a dataclass field whose metadata the CLI turns into an argument.
 
-    ``parse``: text -> value, raising ``ValueError`` with a message that names the accepted values.
-    ``flag``: the command-line spelling when it is not ``--field-name`` (e.g. ``--no-aspp`` for a
-    boolean that defaults to True). Booleans that default to False are ``store_true`` switches.
+    ``parse``: text -> value, raising ``ValueError`` with a message that names the accepted values
+    (None: the value stays text). ``flag``: the command-line spelling when it is not ``--field-name``
+    (e.g. ``--no-aspp`` for a boolean that defaults to True). Booleans that default to False are
+    ``store_true`` switches. ``negatable``: a ``--name`` / ``--no-name`` pair whose default (None)
+    means "not said" (e.g. ``--stain-norm``: as ``--init`` does). ``metavar``: the value's name in help.
     """
-    meta = {"help": help, "parse": parse, "choices": choices, "flag": flag}
+    meta = {"help": help, "parse": parse, "choices": choices, "flag": flag, "metavar": metavar, "negatable": negatable}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
 def option_specs(options_cls) -> list[dict]:
-    """The fields of an options dataclass as plain dicts: name, flag, default, help, parse, choices."""
+    """The fields of an options dataclass as plain dicts: name, flag, default, help, parse, choices,
+    metavar, negatable."""
     specs = []
     for f in fields(options_cls):
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
@@ -50,6 +62,8 @@ def option_specs(options_cls) -> list[dict]:
                 "help": m.get("help", ""),
                 "parse": m.get("parse"),
                 "choices": m.get("choices"),
+                "metavar": m.get("metavar"),
+                "negatable": m.get("negatable", False),
             }
         )
     return specs
@@ -134,6 +148,11 @@ def register(task: Task) -> Task:
     """Add (or replace) a task; every entry point sees it from the next call on."""
     REGISTRY[task.name] = task
     return task
+
+
+def unregister(name: str) -> None:
+    """Remove a task (a test's toy task); unknown names are ignored."""
+    REGISTRY.pop(name, None)
 
 
 def get_task(name: str) -> Task:

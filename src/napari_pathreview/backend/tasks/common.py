@@ -1,0 +1,62 @@
+"""What several tasks share: the options every network task trains with, the JSON line a training
+run prints, and the points table of the detector and the enhancer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import parsers
+from .base import option
+
+
+@dataclass
+class FitOptions:
+    """Options of every task trained with ``backend.train.fit`` from a card (``--init``)."""
+
+    epochs: int = option(30, "passes over the training images", parse=int)
+    init: str | None = option(None, "weights to fine-tune from (name or path)")
+    checkpoints: bool = option(False, "write best-so-far weights to OUT.checkpoint.*")
+
+
+def trained(out, card, keys: tuple) -> dict:
+    """The JSON line ``pathreview train`` prints: the weights path, the card's ``keys`` (``params``,
+    ``metrics``), the best epoch and the seconds it took."""
+    return {
+        "out": str(Path(out).with_suffix(".safetensors")),
+        **{k: getattr(card, k) for k in keys},
+        "best_epoch": card.training["best_epoch"],
+        "seconds": card.training["seconds"],
+    }
+
+
+def points_table(res: dict) -> list[str]:
+    """A cell-points evaluation (``evaluate_detector``'s dict) as lines: detection, per class, means."""
+    d = res["detection"]
+    lines = [f"detection  P {d['precision']:.3f}  R {d['recall']:.3f}  F1 {d['f1']:.3f}"]
+    for name, c in res["classes"].items():
+        lines.append(f"{name:<14} P {c['precision']:.3f}  R {c['recall']:.3f}  F1 {c['f1']:.3f}  n={c['support']}")
+    lines.append(f"mF1 {res['mF1']:.3f}  weighted F1 {res['weighted_f1']:.3f}  images {res['n_images']}")
+    return lines
+
+
+@dataclass
+class NetOptions(FitOptions):
+    """Options of the fully convolutional networks (detector, segmenter) on top of :class:`FitOptions`."""
+
+    lr: float | None = option(None, "learning rate (default 2e-3; ~10x less to fine-tune)", parse=float)
+    ema: float = option(
+        0.0,
+        "validate and keep a moving average of the weights with this per-step decay (e.g. 0.99; 0: the raw weights)",
+        parse=float,
+    )
+    amp: bool = option(False, "bfloat16 autocast in training (fast on CPUs with AMX and on GPUs)")
+    widths: tuple | None = option(
+        None, "from scratch: encoder channels per level, e.g. 32,64,128,256", parse=parsers.widths
+    )
+    stain_norm: bool | None = option(
+        None,
+        "scale every image's hematoxylin to the training images' median level, in training and (recorded "
+        "in the card) at inference (default: as --init does; off)",
+        negatable=True,
+    )

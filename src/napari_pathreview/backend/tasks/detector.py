@@ -1,0 +1,112 @@
+"""The cell detector: a U-Net-like network giving cell centres and classes (``backend.detection``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import parsers
+from .base import EvalRun, Task, TrainRun, option, register
+from .common import NetOptions, points_table, trained
+
+
+@dataclass
+class DetectorTrainOptions(NetOptions):
+    tile: int = option(256, "side of the training crops in pixels, at the model's scale", parse=parsers.train_tile)
+    target_sigma_um: float | None = option(
+        None, "sigma of the Gaussian cell-centre target in µm (default: --init's, else 2 model pixels)", parse=float
+    )
+    target_crowding: float | None = option(
+        None,
+        "cap each cell's target sigma at this fraction of the distance to its nearest annotated neighbour, "
+        "e.g. 0.4 (default: --init's, else off)",
+        parse=float,
+    )
+    obj_loss: str | None = option(
+        None,
+        "objectness loss, BCE against the Gaussian targets or CenterNet's focal loss (default: --init's, else bce)",
+        choices=("bce", "focal"),
+    )
+    crops_per_image: int = option(4, "training crops drawn per image and epoch", parse=parsers.count)
+    scale_jitter: float = option(
+        0.0,
+        "read each training crop at a random zoom, up to J either way (e.g. 0.15: nuclei 0.85-1.15x their "
+        "size at the model's mpp)",
+        parse=parsers.scale_jitter,
+        metavar="J",
+    )
+    deepen: int | None = option(
+        None,
+        "add a coarser level of CHANNELS to --init before fine-tuning (twice the context; the same outputs "
+        "until trained)",
+        parse=parsers.count,
+        metavar="CHANNELS",
+    )
+
+
+@dataclass
+class DetectorEvalOptions:
+    radius_um: float = option(3.3, "match radius in microns (3.3 = 6 px at 0.55)", parse=float)
+    tta: bool = option(False, "average the 8 rotations / flips of each tile (test-time augmentation)")
+
+
+def train(run: TrainRun, o: DetectorTrainOptions) -> dict:
+    from ..detection import train_detector
+
+    _, card = train_detector(
+        run.data,
+        run.out,
+        epochs=o.epochs,
+        seed=run.seed,
+        device=run.device,
+        init=o.init,
+        progress=run.progress,
+        command=run.command,
+        checkpoints=o.checkpoints,
+        lr=o.lr,
+        target_sigma_um=o.target_sigma_um,
+        ema=o.ema,
+        amp=o.amp,
+        widths=o.widths,
+        target_crowding=o.target_crowding,
+        stain_norm=o.stain_norm,
+        obj_loss=o.obj_loss,
+        deepen=o.deepen,
+        crop=o.tile,
+        crops_per_image=o.crops_per_image,
+        scale_jitter=o.scale_jitter,
+        on_epoch=run.on_epoch,
+    )
+    return trained(run.out, card, ("params",))
+
+
+def evaluate(run: EvalRun, o: DetectorEvalOptions) -> dict:
+    from ..detection import evaluate_detector
+
+    return evaluate_detector(
+        run.data,
+        run.split,
+        run.weights,
+        radius_um=o.radius_um,
+        mpp=run.mpp,
+        device=run.device,
+        tta=o.tta,
+        progress=run.progress,
+    )
+
+
+def describe(res: dict) -> list[str]:
+    return points_table(res)
+
+
+register(
+    Task(
+        name="detector",
+        summary="cell centres and classes (points dataset: images/ + points.csv)",
+        builder="napari_pathreview.backend.models.detector:build_detector",
+        train=f"{__name__}:train",
+        train_options=DetectorTrainOptions,
+        evaluate=f"{__name__}:evaluate",
+        eval_options=DetectorEvalOptions,
+        describe=f"{__name__}:describe",
+    )
+)

@@ -1,0 +1,99 @@
+"""The nucleus segmenter: a U-Net / FPN giving nucleus masks and instances (``backend.segmentation``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import parsers
+from .base import EvalRun, Task, TrainRun, option, register
+from .common import NetOptions, trained
+
+
+@dataclass
+class SegmenterTrainOptions(NetOptions):
+    tile: int = option(
+        256,
+        "training tile side in pixels; sets the working scale (MoNuSeg: 256 → 0.5 µm/px, 384 → 0.33 µm/px)",
+        parse=parsers.train_tile,
+    )
+    decoder: str = option("unet", "decoder type", choices=("unet", "fpn"))
+    aspp: bool = option(True, "no ASPP bottleneck", flag="--no-aspp")
+    per_grid: tuple | None = option(
+        None,
+        "tiles drawn per image and epoch from the whole image, the 2x2 and the 3x3 tiling (default 1,4,4; "
+        "0,4,0 trains at the model's scale only)",
+        parse=parsers.per_grid,
+    )
+    pale_nuclei: float = option(
+        0.0,
+        "probability per tile of lightening the stain inside its nuclei, rims kept (as vesicular nuclei "
+        "look), e.g. 0.3",
+        parse=parsers.pale_nuclei,
+    )
+    lovasz: bool = option(False, "add the Lovász hinge loss")
+
+
+@dataclass
+class SegmenterEvalOptions:
+    tta: bool = option(False, "average the 4 flips (test-time augmentation)")
+
+
+def train(run: TrainRun, o: SegmenterTrainOptions) -> dict:
+    from ..segmentation import train_segmenter
+
+    _, card = train_segmenter(
+        run.data,
+        run.out,
+        epochs=o.epochs,
+        seed=run.seed,
+        device=run.device,
+        init=o.init,
+        decoder=o.decoder,
+        aspp=o.aspp,
+        lovasz=o.lovasz,
+        progress=run.progress,
+        command=run.command,
+        ema=o.ema,
+        amp=o.amp,
+        widths=o.widths,
+        tile=o.tile,
+        pale=o.pale_nuclei,
+        stain_norm=o.stain_norm,
+        **({"per_grid": o.per_grid} if o.per_grid else {}),
+        checkpoints=o.checkpoints,
+        **({"lr": o.lr} if o.lr else {}),
+        on_epoch=run.on_epoch,
+    )
+    return trained(run.out, card, ("params", "metrics"))
+
+
+def evaluate(run: EvalRun, o: SegmenterEvalOptions) -> dict:
+    from ..segmentation import evaluate_segmenter
+
+    return evaluate_segmenter(
+        run.data, run.split, run.weights, mpp=run.mpp, device=run.device, tta=o.tta, progress=run.progress
+    )
+
+
+def describe(res: dict) -> list[str]:
+    lines = []
+    for r in res["per_image"]:
+        inst = "" if r["aji"] is None else f"  AJI {r['aji']:.3f}  PQ {r['pq']:.3f}"
+        lines.append(f"{r['image']:<28} Dice {r['dice']:.3f}{inst}")
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"
+    lines.append(f"Dice {fmt(res['dice'])}  AJI {fmt(res['aji'])}  PQ {fmt(res['pq'])}  images {res['n_images']}")
+    return lines
+
+
+register(
+    Task(
+        name="segmenter",
+        summary="nucleus masks and instances (masks dataset: images/ + masks/ + splits.csv)",
+        builder="napari_pathreview.backend.models.segmenter:build_segmenter",
+        train=f"{__name__}:train",
+        train_options=SegmenterTrainOptions,
+        evaluate=f"{__name__}:evaluate",
+        eval_options=SegmenterEvalOptions,
+        describe=f"{__name__}:describe",
+    )
+)
