@@ -125,6 +125,14 @@ class Task:
     describe: str | None = None
     card_tasks: tuple = ()
 
+    @classmethod
+    def of_module(cls, module: str, name: str, summary: str, builder: str, train_options, eval_options, **kw) -> Task:
+        """A task whose ``train``, ``evaluate`` and ``describe`` are the functions of those names in
+        ``module`` (a task module passes its ``__name__``); ``kw``: other fields (``describe=None`` when the
+        module has none, ``card_tasks``)."""
+        refs = {role: f"{module}:{role}" for role in ("train", "evaluate", "describe")}
+        return cls(name, summary, builder, train_options=train_options, eval_options=eval_options, **{**refs, **kw})
+
     def function(self, role: str) -> Callable:
         """Import and return the function named by ``role`` (``builder``, ``train``, ``evaluate``,
         ``describe``)."""

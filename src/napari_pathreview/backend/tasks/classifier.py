@@ -85,14 +85,12 @@ def describe(res: dict) -> list[str]:
 
 
 register(
-    Task(
-        name="classifier",
-        summary="image-region classes, a CNN (labels dataset: images/ + labels.csv)",
-        builder="napari_pathreview.backend.models.classifier:build_classifier",
-        train=f"{__name__}:train",
-        train_options=ClassifierTrainOptions,
-        evaluate=f"{__name__}:evaluate",
-        eval_options=ClassifierEvalOptions,
-        describe=f"{__name__}:describe",
+    Task.of_module(
+        __name__,
+        "classifier",
+        "image-region classes, a CNN (labels dataset: images/ + labels.csv)",
+        "napari_pathreview.backend.models.classifier:build_classifier",
+        ClassifierTrainOptions,
+        ClassifierEvalOptions,
     )
 )

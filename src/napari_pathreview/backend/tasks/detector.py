@@ -99,14 +99,12 @@ def describe(res: dict) -> list[str]:
 
 
 register(
-    Task(
-        name="detector",
-        summary="cell centres and classes (points dataset: images/ + points.csv)",
-        builder="napari_pathreview.backend.models.detector:build_detector",
-        train=f"{__name__}:train",
-        train_options=DetectorTrainOptions,
-        evaluate=f"{__name__}:evaluate",
-        eval_options=DetectorEvalOptions,
-        describe=f"{__name__}:describe",
+    Task.of_module(
+        __name__,
+        "detector",
+        "cell centres and classes (points dataset: images/ + points.csv)",
+        "napari_pathreview.backend.models.detector:build_detector",
+        DetectorTrainOptions,
+        DetectorEvalOptions,
     )
 )

@@ -94,14 +94,12 @@ def describe(res: dict) -> list[str]:
 
 
 register(
-    Task(
-        name="enhancer",
-        summary="cell classes corrected from their neighbours (points dataset; needs a detector)",
-        builder="napari_pathreview.backend.models.enhancer:build_enhancer",
-        train=f"{__name__}:train",
-        train_options=EnhancerTrainOptions,
-        evaluate=f"{__name__}:evaluate",
-        eval_options=EnhancerEvalOptions,
-        describe=f"{__name__}:describe",
+    Task.of_module(
+        __name__,
+        "enhancer",
+        "cell classes corrected from their neighbours (points dataset; needs a detector)",
+        "napari_pathreview.backend.models.enhancer:build_enhancer",
+        EnhancerTrainOptions,
+        EnhancerEvalOptions,
     )
 )

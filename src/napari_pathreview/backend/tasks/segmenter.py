@@ -86,14 +86,12 @@ def describe(res: dict) -> list[str]:
 
 
 register(
-    Task(
-        name="segmenter",
-        summary="nucleus masks and instances (masks dataset: images/ + masks/ + splits.csv)",
-        builder="napari_pathreview.backend.models.segmenter:build_segmenter",
-        train=f"{__name__}:train",
-        train_options=SegmenterTrainOptions,
-        evaluate=f"{__name__}:evaluate",
-        eval_options=SegmenterEvalOptions,
-        describe=f"{__name__}:describe",
+    Task.of_module(
+        __name__,
+        "segmenter",
+        "nucleus masks and instances (masks dataset: images/ + masks/ + splits.csv)",
+        "napari_pathreview.backend.models.segmenter:build_segmenter",
+        SegmenterTrainOptions,
+        SegmenterEvalOptions,
     )
 )

@@ -15,14 +15,13 @@ def evaluate(run: EvalRun, o: ClassifierEvalOptions) -> dict:
 
 
 register(
-    Task(
-        name="vit",
-        summary="image-region classes, a vision transformer (labels dataset: images/ + labels.csv)",
-        builder="napari_pathreview.backend.models.vit:build_vit",
-        train=f"{__name__}:train",
-        train_options=ClassifierTrainOptions,
-        evaluate=f"{__name__}:evaluate",
-        eval_options=ClassifierEvalOptions,
+    Task.of_module(
+        __name__,
+        "vit",
+        "image-region classes, a vision transformer (labels dataset: images/ + labels.csv)",
+        "napari_pathreview.backend.models.vit:build_vit",
+        ClassifierTrainOptions,
+        ClassifierEvalOptions,
         describe="napari_pathreview.backend.tasks.classifier:describe",
     )
 )

@@ -64,15 +64,13 @@ def describe(res: dict) -> list[str]:
 
 
 register(
-    Task(
-        name="weak-cells",
-        summary="cell classes learnt from image-level labels only (points dataset's image classes)",
-        builder="napari_pathreview.backend.models.segmenter:build_segmenter",
-        train=f"{__name__}:train",
-        train_options=WeakCellsTrainOptions,
-        evaluate=f"{__name__}:evaluate",
-        eval_options=WeakCellsEvalOptions,
-        describe=f"{__name__}:describe",
+    Task.of_module(
+        __name__,
+        "weak-cells",
+        "cell classes learnt from image-level labels only (points dataset's image classes)",
+        "napari_pathreview.backend.models.segmenter:build_segmenter",
+        WeakCellsTrainOptions,
+        WeakCellsEvalOptions,
     )
 )
 register(
