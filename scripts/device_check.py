@@ -65,11 +65,15 @@ def main(device: str | None = None, sizes=(2048, 8192)) -> dict:
             key = f"{task}_{size}"
             try:
                 res = {}
-                run = getattr(pipelines, task)
-                ref, t_ref = timed(lambda run=run, img=img: run(img, mpp=0.25, device=device, precision="fp32"))
+                run, opts = getattr(pipelines, task), getattr(pipelines, task.capitalize() + "Options")
+                ref, t_ref = timed(
+                    lambda run=run, opts=opts, img=img: run(img, opts(mpp=0.25, device=device, precision="fp32"))
+                )
                 res["fp32"] = {"seconds": round(t_ref, 3), "mpx_per_s": round(mpx / t_ref, 2)}
                 for p in precisions:
-                    r, t = timed(lambda p=p, run=run, img=img: run(img, mpp=0.25, device=device, precision=p))
+                    r, t = timed(
+                        lambda p=p, run=run, opts=opts, img=img: run(img, opts(mpp=0.25, device=device, precision=p))
+                    )
                     entry = {"seconds": round(t, 3), "mpx_per_s": round(mpx / t, 2), "ratio": round(t / t_ref, 3)}
                     if task == "detect":
                         m = match_points(r.yx, ref.yx, 6.0)

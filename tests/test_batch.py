@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from napari_pathreview.backend.pipelines import detect_files
+from napari_pathreview.backend.pipelines import DetectOptions, detect_files
 
 
 def _inputs(mini_points, tmp_path, names=("img4", "img7", "img12")):
@@ -45,9 +45,9 @@ def _same_cells(a: str, b: str) -> bool:
 @pytest.mark.slow
 def test_two_worker_cluster_equals_in_process_and_reruns_skip_done_slides(mini_points, tmp_path):
     inputs = _inputs(mini_points, tmp_path)
-    seq = detect_files(inputs, tmp_path / "seq", mpp=0.55, device="cpu")
+    seq = detect_files(inputs, tmp_path / "seq", DetectOptions(mpp=0.55, device="cpu"))
     assert len(seq["ran"]) == 3 and not seq["skipped"] and len(seq["written"]) == 6
-    par = detect_files(inputs, tmp_path / "par", mpp=0.55, device="cpu", workers=2)
+    par = detect_files(inputs, tmp_path / "par", DetectOptions(mpp=0.55, device="cpu"), workers=2)
     assert len(par["ran"]) == 3
     for p in inputs:
         stem = p.stem
@@ -57,13 +57,13 @@ def test_two_worker_cluster_equals_in_process_and_reruns_skip_done_slides(mini_p
     # a crash after two slides: the third slide's outputs and record are missing
     (tmp_path / "par" / "img12.csv").unlink()
     before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "par").glob("img[47].*")}
-    again = detect_files(inputs, tmp_path / "par", mpp=0.55, device="cpu")
+    again = detect_files(inputs, tmp_path / "par", DetectOptions(mpp=0.55, device="cpu"))
     assert again["ran"] == [str(inputs[2])] and len(again["skipped"]) == 2
     assert before == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "par").glob("img[47].*")}
     assert (tmp_path / "par" / "img12.csv").read_text() == (tmp_path / "seq" / "img12.csv").read_text()
 
     # another job (a different threshold) is not "done": everything runs again
-    other = detect_files(inputs, tmp_path / "par", mpp=0.55, device="cpu", threshold=0.6)
+    other = detect_files(inputs, tmp_path / "par", DetectOptions(mpp=0.55, device="cpu", threshold=0.6))
     assert len(other["ran"]) == 3 and not other["skipped"]
 
 

@@ -29,7 +29,7 @@ def _two_corner_crops(sample, side=192):
 
 def test_shipped_detector_finds_most_cells_on_a_validation_image(val_sample):
     sample, classes = val_sample
-    pts = pipelines.detect(sample.image, mpp=0.55, device="cpu")
+    pts = pipelines.detect(sample.image, pipelines.DetectOptions(mpp=0.55, device="cpu"))
     assert pts.classes == classes and len(pts) > 100
     assert pts.features is not None and pts.features.shape == (len(pts), 32)
     assert np.allclose(pts.probs.sum(1), 1, atol=1e-4) and (pts.probs.argmax(1) == pts.labels).all()
@@ -67,9 +67,9 @@ def test_tiled_equals_whole_image_away_from_tile_borders(val_sample):
 
 def test_40x_input_is_resampled_and_points_map_back(val_sample):
     sample, _ = val_sample
-    at20 = pipelines.detect(sample.image, mpp=0.55, device="cpu")
+    at20 = pipelines.detect(sample.image, pipelines.DetectOptions(mpp=0.55, device="cpu"))
     big = (rescale(sample.image, 2, order=1, channel_axis=-1, preserve_range=True)).astype(np.uint8)
-    at40 = pipelines.detect(big, mpp=0.275, device="cpu")
+    at40 = pipelines.detect(big, pipelines.DetectOptions(mpp=0.275, device="cpu"))
     r20, r40 = _f1(at20, sample), None
     at40.yx = (at40.yx + 0.5) / 2 - 0.5  # back to the 20x pixel grid of the annotations
     r40 = _f1(at40, sample)
@@ -79,16 +79,16 @@ def test_40x_input_is_resampled_and_points_map_back(val_sample):
 
 def test_blank_image_gives_no_cells_and_small_image_works():
     blank = np.full((300, 300, 3), 240, np.uint8)
-    pts = pipelines.detect(blank, mpp=0.55, device="cpu")
+    pts = pipelines.detect(blank, pipelines.DetectOptions(mpp=0.55, device="cpu"))
     assert len(pts) == 0 and pts.probs.shape == (0, 4)
-    tiny = pipelines.detect(np.full((5, 7, 3), 200, np.uint8), mpp=0.55, device="cpu")
+    tiny = pipelines.detect(np.full((5, 7, 3), 200, np.uint8), pipelines.DetectOptions(mpp=0.55, device="cpu"))
     assert len(tiny) == 0
 
 
 @pytest.mark.parametrize("mpp", [0.0, -1.0, float("nan"), 1e6])
 def test_absurd_mpp_is_refused(mpp, val_sample):
     with pytest.raises(InputError, match="mpp"):
-        pipelines.detect(val_sample[0].image, mpp=mpp, device="cpu")
+        pipelines.detect(val_sample[0].image, pipelines.DetectOptions(mpp=mpp, device="cpu"))
 
 
 # Measured with the shipped weights on validation img (first by name); floors sit ~0.05 below.
@@ -194,7 +194,7 @@ def test_tta_maps_are_rotation_equivariant_and_keep_the_features(val_sample):
 @pytest.mark.slow
 def test_tta_detection_on_a_validation_image(val_sample):
     sample, _ = val_sample
-    pts = pipelines.detect(sample.image, mpp=0.55, device="cpu", tta=True)
+    pts = pipelines.detect(sample.image, pipelines.DetectOptions(mpp=0.55, device="cpu", tta=True))
     r = _f1(pts, sample)
     assert r["detection"]["f1"] > TTA_DET_FLOOR and r["weighted_f1"] > TTA_CLS_FLOOR
 

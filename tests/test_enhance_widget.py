@@ -13,7 +13,7 @@ def _viewer_with_cells(make_napari_viewer, val_sample, tiles=2):
     image = np.tile(sample.image, (tiles, tiles, 1))  # 1000 x 1000 px: ~1000 cells
     viewer = make_napari_viewer()
     img = viewer.add_image(image, name="slide", rgb=True, metadata={"mpp": 0.55})
-    cells = pipelines.detect(image, mpp=0.55, device="cpu")
+    cells = pipelines.detect(image, pipelines.DetectOptions(mpp=0.55, device="cpu"))
     data, kwargs, _ = points_layer_data(cells, "slide cells")
     return viewer, img, viewer.add_points(data, **kwargs), cells
 

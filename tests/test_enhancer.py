@@ -308,5 +308,8 @@ def test_an_enhancer_trained_on_a_detector_file_finds_it_from_another_folder(val
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    res = pipelines.enhance(crop.image, weights=str(tmp_path / "runs" / "enh.safetensors"), mpp=0.55, device="cpu")
+    res = pipelines.enhance(
+        crop.image,
+        options=pipelines.EnhanceOptions(weights=str(tmp_path / "runs" / "enh.safetensors"), mpp=0.55, device="cpu"),
+    )
     assert len(res.enhanced) > 20 and res.enhanced.classes == card.classes

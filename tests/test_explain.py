@@ -227,14 +227,12 @@ def test_cli_explain_bad_input_is_exit_2_with_one_line(glas_images, tmp_path, ca
 
 
 def test_rollout_with_the_shipped_vit_on_a_real_image_is_tiled_and_aligned(glas_images):
-    from napari_pathreview.backend.pipelines import explain
+    from napari_pathreview.backend.pipelines import ExplainOptions, explain
 
     calls = []
     res = explain(
         open_slide(glas_images["malignant"]),
-        "vit-glas",
-        "rollout",
-        device="cpu",
+        ExplainOptions(weights="vit-glas", method="rollout", device="cpu"),
         progress=lambda i, n, m: calls.append(n),
     )
     assert res.maps.shape == (2, 522, 775) and np.allclose(res.maps[0], res.maps[1])

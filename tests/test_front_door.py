@@ -101,7 +101,7 @@ def test_detect_dock_at_bf16_gives_the_pipelines_bf16_cells(sample_viewer, open_
     w.run()
     qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
     layer = sample_viewer.layers[f"{image.name} cells"]
-    ref = pipelines.detect(np.asarray(image.data), mpp=0.25, device="cpu", precision="bf16")
+    ref = pipelines.detect(np.asarray(image.data), pipelines.DetectOptions(mpp=0.25, device="cpu", precision="bf16"))
     assert len(layer.data) == len(ref) > 50
     np.testing.assert_allclose(np.sort(layer.features["score"]), np.sort(ref.scores), atol=1e-5)
 
@@ -139,7 +139,7 @@ def test_all_eight_docks_run_on_real_data_in_one_viewer(
 
     det = open_dock(viewer, "detect")
     (cells,) = run(det)
-    ref = pipelines.detect(pixels, mpp=0.25, device="cpu")
+    ref = pipelines.detect(pixels, pipelines.DetectOptions(mpp=0.25, device="cpu"))
     assert len(cells.data) == len(ref) > 50 and np.allclose(cells.scale, image.scale)
 
     enh = open_dock(viewer, "enhance")

@@ -48,25 +48,25 @@ def test_the_scope_sets_autocast_and_is_restored():
 
 
 def test_bf16_detection_and_enhancement_equal_fp32_on_real_hne(sample_he):
-    ref = pipelines.detect(sample_he, mpp=0.25, device="cpu")
-    low = pipelines.detect(sample_he, mpp=0.25, device="cpu", precision="bf16")
+    ref = pipelines.detect(sample_he, pipelines.DetectOptions(mpp=0.25, device="cpu"))
+    low = pipelines.detect(sample_he, pipelines.DetectOptions(mpp=0.25, device="cpu", precision="bf16"))
     assert low.probs.dtype == np.float32 and low.features.dtype == np.float32  # decoding stays float32
     m = match_points(low.yx, ref.yx, 6.0)
     f1 = 2 * len(m.pred_idx) / (len(ref) + len(low))
     assert len(ref) > 50 and f1 >= 0.98
     assert (ref.labels[m.gt_idx] == low.labels[m.pred_idx]).mean() >= 0.95
-    e_ref = pipelines.enhance(sample_he, mpp=0.25, device="cpu")
-    e_low = pipelines.enhance(sample_he, mpp=0.25, device="cpu", precision="bf16")
+    e_ref = pipelines.enhance(sample_he, options=pipelines.EnhanceOptions(mpp=0.25, device="cpu"))
+    e_low = pipelines.enhance(sample_he, options=pipelines.EnhanceOptions(mpp=0.25, device="cpu", precision="bf16"))
     m = match_points(e_low.enhanced.yx, e_ref.enhanced.yx, 6.0)
     assert (e_ref.enhanced.labels[m.gt_idx] == e_low.enhanced.labels[m.pred_idx]).mean() >= 0.95
     assert e_low.attention is not None and e_low.attention.weights.dtype == np.float32
 
 
 def test_bf16_segmentation_equals_fp32_on_real_hne(sample_he):
-    ref = pipelines.segment(sample_he, mpp=0.25, device="cpu")
-    low = pipelines.segment(sample_he, mpp=0.25, device="cpu", precision="bf16")
+    ref = pipelines.segment(sample_he, pipelines.SegmentOptions(mpp=0.25, device="cpu"))
+    low = pipelines.segment(sample_he, pipelines.SegmentOptions(mpp=0.25, device="cpu", precision="bf16"))
     assert ref.labels.max() > 50 and dice(ref.labels > 0, low.labels > 0) >= 0.99
-    auto = pipelines.segment(sample_he, mpp=0.25, device="cpu", precision="auto")
+    auto = pipelines.segment(sample_he, pipelines.SegmentOptions(mpp=0.25, device="cpu", precision="auto"))
     card = pipelines.get_model(None, "segmenter", "cpu")[1]
     want = precision.resolve("auto", "cpu", card)
     assert np.array_equal(auto.labels, (low if want == "bf16" else ref).labels)

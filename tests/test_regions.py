@@ -42,7 +42,7 @@ def test_detect_on_a_drawn_polygon_keeps_the_cells_inside(sample_viewer, open_do
     tri_px = np.array(tri_um) / 0.25
     region = build_region([tri_px], (512, 512))
     assert len(px) > 10 and region.contains(px).all()
-    whole = pipelines.detect(np.asarray(image.data), mpp=0.25, device="cpu")
+    whole = pipelines.detect(np.asarray(image.data), pipelines.DetectOptions(mpp=0.25, device="cpu"))
     inside = whole.yx[region.contains(whole.yx)]
     # the same cells as detecting the whole image, away from the region's edges (context differs there)
     assert abs(len(px) - len(inside)) <= max(3, 0.15 * len(inside))

@@ -170,11 +170,11 @@ def test_enhancement_that_cannot_fit_is_refused(val_sample, monkeypatch):
     from napari_pathreview.backend import memory
     from napari_pathreview.backend.enhancement import enhance_points
     from napari_pathreview.backend.errors import InputError
-    from napari_pathreview.backend.pipelines import detect
+    from napari_pathreview.backend.pipelines import DetectOptions, detect
     from napari_pathreview.backend.weights import load_model
 
     sample, _ = val_sample
-    pts = detect(sample.image, mpp=0.55)
+    pts = detect(sample.image, DetectOptions(mpp=0.55))
     model, card = load_model(None, "enhancer", "cpu")
     need = memory.enhance_bytes(len(pts), 64, 4, 2, 64, attention=True)
     assert memory.enhance_bytes(10**6, 64, 4, 2, 64) < 4 * 2**30  # the 10^6-cell bench case fits 4 GB
@@ -241,7 +241,7 @@ def test_explain_that_cannot_fit_is_refused_before_any_work(tmp_path, capsys, mo
 
     from napari_pathreview.backend import memory
     from napari_pathreview.backend.errors import InputError
-    from napari_pathreview.backend.pipelines import explain
+    from napari_pathreview.backend.pipelines import ExplainOptions, explain
     from napari_pathreview.backend.slides import Slide
 
     monkeypatch.setattr(memory, "available_memory_bytes", lambda: 8 * 2**30)
@@ -275,7 +275,7 @@ def test_explain_that_cannot_fit_is_refused_before_any_work(tmp_path, capsys, mo
         name="lazy",
     )
     with pytest.raises(InputError, match="lazy: explaining 200000 x 200000 px"):
-        explain(lazy, "classifier-glas", "cam", device="cpu", name="lazy")
+        explain(lazy, ExplainOptions("classifier-glas", "cam", device="cpu"), name="lazy")
 
 
 def test_cmyk_jpeg_is_read_as_rgb(tmp_path):

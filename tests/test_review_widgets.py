@@ -36,7 +36,9 @@ def detection(val_sample):
     """The shipped detector's cells on the first validation image (mpp 0.55), and the weights used."""
     sample, _ = val_sample
     weights = _shipped_detector()
-    return pipelines.detect(sample.image, weights=str(weights), mpp=0.55, device="cpu"), weights
+    return pipelines.detect(
+        sample.image, pipelines.DetectOptions(weights=str(weights), mpp=0.55, device="cpu")
+    ), weights
 
 
 @pytest.fixture
@@ -611,7 +613,7 @@ def test_fine_tune_in_viewer_then_f1_on_another_image(
     other_image = iio.imread(crchisto / "images" / f"{other_name}.png")[..., :3]
 
     def score(weights):
-        p = pipelines.detect(other_image, weights=str(weights), mpp=0.55, device="cpu")
+        p = pipelines.detect(other_image, pipelines.DetectOptions(weights=str(weights), mpp=0.55, device="cpu"))
         return compare_points(p, other_pts, 3.3, 0.55, classes=classes).metrics
 
     before, after = score(shipped), score(out.with_suffix(".safetensors"))

@@ -103,14 +103,14 @@ def test_evaluate_json_on_one_real_validation_image(capsys, crchisto):
 @pytest.mark.slow
 def test_pipeline_types_the_given_points_at_the_input_grid(crchisto):
     from napari_pathreview.backend.datasets import load_points_dataset
-    from napari_pathreview.backend.pipelines import weak_cells
+    from napari_pathreview.backend.pipelines import WeakOptions, weak_cells
     from napari_pathreview.backend.points import CellPoints
 
     samples, _ = load_points_dataset(crchisto, "validation")
     s = samples[0]
     n = len(s.yx)
     pts = CellPoints(s.yx, np.zeros(n, np.int64), np.ones(n, np.float32), np.zeros((n, 1), np.float32), ["cell"])
-    res = weak_cells(s.image, points=pts, mpp=0.55, device="cpu")
+    res = weak_cells(s.image, options=WeakOptions(mpp=0.55, device="cpu"), points=pts)
     assert res.cams.shape == (4,) + s.image.shape[:2] and res.pseudo.shape == s.image.shape[:2]
     assert len(res.points) == n and set(np.unique(res.points.labels)) <= {0, 1, 2, 3}
     assert np.allclose(res.points.yx, s.yx) and np.allclose(res.points.probs.sum(1), 1.0, atol=1e-4)

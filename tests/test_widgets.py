@@ -44,8 +44,8 @@ def test_detect_widget_tta_checkbox_gives_the_pipelines_tta_cells(sample_viewer,
     w.run()
     qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
     layer = viewer.layers[f"{image.name} cells"]
-    ref = pipelines.detect(np.asarray(image.data), mpp=0.25, device="cpu", tta=True)
-    plain = pipelines.detect(np.asarray(image.data), mpp=0.25, device="cpu")
+    ref = pipelines.detect(np.asarray(image.data), pipelines.DetectOptions(mpp=0.25, device="cpu", tta=True))
+    plain = pipelines.detect(np.asarray(image.data), pipelines.DetectOptions(mpp=0.25, device="cpu"))
     assert len(layer.data) == len(ref) > 50 and len(ref) != len(plain)
     assert np.allclose(np.sort(layer.features["score"]), np.sort(ref.scores), atol=1e-5)
 

@@ -45,7 +45,7 @@ def write_demo(out: str | Path, device: str | None = None) -> dict:
     from ._sample_data import SAMPLE_MPP
 
     slide = open_slide(sample_path(), mpp=SAMPLE_MPP)
-    pts = pipelines.detect(slide, device=device, name=slide.name)
+    pts = pipelines.detect(slide, pipelines.DetectOptions(device=device), name=slide.name)
     image = np.asarray(slide.levels[0])
     write_points_csv(pts, out / "cells.csv")
     write_geojson(pts, out / "cells.geojson")

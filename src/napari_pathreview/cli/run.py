@@ -11,22 +11,12 @@ from .common import progress as _progress
 
 
 def cmd_detect(args) -> int:
-    from ..backend.pipelines import detect_files
+    from ..backend.pipelines import DetectOptions, detect_files
 
-    res = detect_files(
-        args.inputs,
-        args.out,
-        weights=args.weights,
-        mpp=args.mpp,
-        device=args.device,
-        threshold=args.threshold,
-        tta=args.tta or None,
-        workers=args.workers,
-        scheduler=args.scheduler,
-        progress=_progress,
-        overwrite=args.overwrite,
-        precision=args.precision,
+    o = DetectOptions(
+        args.weights, args.mpp, args.device, args.threshold, tta=args.tta or None, precision=args.precision
     )
+    res = detect_files(args.inputs, args.out, o, args.workers, args.scheduler, args.overwrite, progress=_progress)
     return _print_batch(res)
 
 
@@ -40,89 +30,41 @@ def _print_batch(res: dict) -> int:
 
 
 def cmd_segment(args) -> int:
-    from ..backend.pipelines import segment_file
+    from ..backend.pipelines import SegmentOptions, segment_file, segment_files
 
     weights = args.weights if args.weights and len(args.weights) > 1 else (args.weights or [None])[0]
-    if len(args.input) > 1 or args.workers > 1 or args.scheduler or not args.out.lower().endswith(".zarr"):
-        from ..backend.pipelines import segment_files
-
-        res = segment_files(
-            args.input,
-            args.out,
-            weights=weights,
-            mpp=args.mpp,
-            device=args.device,
-            tile=args.tile,
-            overlap=args.overlap,
-            tta=args.tta or None,
-            ensemble=args.ensemble,
-            overwrite=args.overwrite,
-            workers=args.workers,
-            scheduler=args.scheduler,
-            progress=_progress,
-            compile=args.compile,
-            stain_norm=args.stain_norm,
-            precision=args.precision,
-        )
-        for s in res["skipped"]:
-            print(f"skipped (already done by the same job): {s}", file=sys.stderr)
-        for w in res["written"]:
-            print(w)
-        return 0
-    out = segment_file(
-        args.input[0],
-        args.out,
-        weights=weights,
-        mpp=args.mpp,
-        device=args.device,
-        tile=args.tile,
-        overlap=args.overlap,
-        tta=args.tta or None,
-        ensemble=args.ensemble,
-        overwrite=args.overwrite,
-        progress=_progress,
-        compile=args.compile,
-        stain_norm=args.stain_norm,
-        precision=args.precision,
+    o = SegmentOptions(
+        weights,
+        args.mpp,
+        args.device,
+        args.tile,
+        args.overlap,
+        args.tta or None,
+        args.ensemble,
+        args.stain_norm,
+        args.precision,
+        args.compile,
     )
-    print(out)
+    if len(args.input) > 1 or args.workers > 1 or args.scheduler or not args.out.lower().endswith(".zarr"):
+        res = segment_files(args.input, args.out, o, args.workers, args.scheduler, args.overwrite, progress=_progress)
+        return _print_batch(res)
+    print(segment_file(args.input[0], args.out, o, args.overwrite, progress=_progress))
     return 0
 
 
 def cmd_enhance(args) -> int:
-    from ..backend.pipelines import enhance_files
+    from ..backend.pipelines import EnhanceOptions, enhance_files
 
-    res = enhance_files(
-        args.inputs,
-        args.out,
-        weights=args.weights,
-        detector=args.detector,
-        mpp=args.mpp,
-        device=args.device,
-        tta=args.tta or None,
-        progress=_progress,
-        overwrite=args.overwrite,
-        precision=args.precision,
-    )
-    return _print_batch(res)
+    o = EnhanceOptions(args.weights, args.detector, args.mpp, args.device, args.tta or None, args.precision)
+    return _print_batch(enhance_files(args.inputs, args.out, o, args.overwrite, progress=_progress))
 
 
 def cmd_explain(args) -> int:
-    from ..backend.pipelines import explain_files
+    from ..backend.pipelines import ExplainOptions, explain_files
 
     classes = [c for c in args.classes.split(",") if c] if args.classes else None
-    res = explain_files(
-        args.inputs,
-        args.out,
-        weights=args.model,
-        method=args.method,
-        classes=classes,
-        mpp=args.mpp,
-        device=args.device,
-        progress=_progress,
-        overwrite=args.overwrite,
-    )
-    return _print_batch(res)
+    o = ExplainOptions(args.model, args.method, classes, args.mpp, args.device)
+    return _print_batch(explain_files(args.inputs, args.out, o, args.overwrite, progress=_progress))
 
 
 def cmd_convert(args) -> int:

@@ -1,0 +1,38 @@
+"""Pipelines: image in, plain results out. The widgets, the CLI and the tests call these same functions.
+
+Every pipeline takes its input, one options dataclass (which model, scale, device, precision, decoding
+overrides), ``progress(i, n, message)``, ``cancel`` and a ``name`` for messages; the ``*_files``
+variants run it over many slides as one idempotent job each (see ``backend.batch``).
+"""
+
+from .detect import DetectOptions, detect, detect_files
+from .enhance import EnhanceOptions, enhance, enhance_files
+from .explain import ExplainOptions, explain, explain_files, explain_memory_check
+from .models import CLASSIFIER_TASKS, at_precision, common_card, get_classifier, get_model, get_models
+from .segment import SegmentOptions, segment, segment_file, segment_files
+from .weak import WeakOptions, weak_cells
+
+__all__ = [
+    "CLASSIFIER_TASKS",
+    "DetectOptions",
+    "EnhanceOptions",
+    "ExplainOptions",
+    "SegmentOptions",
+    "WeakOptions",
+    "at_precision",
+    "common_card",
+    "detect",
+    "detect_files",
+    "enhance",
+    "enhance_files",
+    "explain",
+    "explain_files",
+    "explain_memory_check",
+    "get_classifier",
+    "get_model",
+    "get_models",
+    "segment",
+    "segment_file",
+    "segment_files",
+    "weak_cells",
+]

@@ -1,0 +1,97 @@
+"""Cell detection: an image or slide in, :class:`~..points.CellPoints` out; and the batch over files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from ..errors import ProgressFn
+from ..points import CellPoints
+from .models import at_precision, get_model, sibling, validate_inputs
+
+
+@dataclass
+class DetectOptions:
+    """How to detect. ``weights``: detector name or path (None: shipped). ``mpp``: the input's microns
+    per pixel when the file does not say. ``threshold`` / ``min_distance_um`` / ``tta``: decoding
+    overrides (None: the card's; tta averages the 8 rotations / flips of every tile, 8x slower).
+    ``precision``: fp32 / bf16 / fp16 / auto for the network (decoding stays float32)."""
+
+    weights: str | None = None
+    mpp: float | None = None
+    device: str | None = None
+    threshold: float | None = None
+    min_distance_um: float | None = None
+    tta: bool | None = None
+    precision: str | None = None
+
+
+def detect(
+    image, options: DetectOptions | None = None, progress: ProgressFn | None = None, cancel=None, name: str = "image"
+) -> CellPoints:
+    """Detect cells in an (H, W, 3) array or a Slide -> CellPoints in level-0 pixels of the input."""
+    from ..detection import DetectParams
+    from ..detection import detect as _detect
+
+    o = options or DetectOptions()
+    model, card = get_model(o.weights, "detector", o.device)
+    params = DetectParams.from_card(card, threshold=o.threshold, min_distance_um=o.min_distance_um, tta=o.tta)
+    with at_precision(o.precision, model, card):
+        return _detect(image, model, card, mpp=o.mpp, params=params, progress=progress, cancel=cancel, name=name)
+
+
+def _detect_outputs(stem: Path) -> list[Path]:
+    return [sibling(stem, ".csv"), sibling(stem, ".geojson")]
+
+
+def _detect_one(path: str, stem: Path, options: DetectOptions) -> list[Path]:
+    """One slide of ``detect_files``: ``stem.csv`` + ``stem.geojson`` (each written atomically)."""
+    from ..exchange import write_geojson, write_points_csv
+    from ..slides import open_slide
+
+    s = open_slide(path, mpp=options.mpp)
+    pts = detect(s, options, name=s.path)
+    csv_path, geojson = _detect_outputs(stem)
+    return [write_points_csv(pts, csv_path), write_geojson(pts, geojson)]
+
+
+def detect_job_key(o: DetectOptions) -> dict:
+    """What makes two detect runs the same job (a rerun with the same key skips finished slides)."""
+    from ..weights import default_model
+
+    key = {"job": "detect", "weights": str(o.weights) if o.weights else default_model("detector")}
+    key |= {"mpp": o.mpp, "threshold": o.threshold}
+    if o.tta:
+        key["tta"] = True  # keeps the key of earlier non-TTA jobs unchanged
+    if o.precision not in (None, "fp32"):
+        key["precision"] = o.precision
+    return key
+
+
+def detect_files(
+    inputs,
+    out: str | Path,
+    options: DetectOptions | None = None,
+    workers: int = 1,
+    scheduler: str | None = None,
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+    cancel=None,
+) -> dict:
+    """Detect cells in each input file; write ``OUT/<name>.csv`` and ``OUT/<name>.geojson`` per input.
+
+    Every input is opened (validated) before any work. Slides already done by the same job (model,
+    threshold, mpp, unchanged input) are skipped, so a rerun after a crash only does what is left;
+    ``workers``/``scheduler`` run the slides on a Dask cluster (see ``backend.batch``). An existing
+    output pathreview did not write (e.g. the user's QuPath ``NAME.geojson`` beside the slide) is refused
+    before any work unless ``overwrite``. Returns ``{"written", "skipped", "ran"}``.
+    """
+    from ..batch import run_batch
+
+    o = options or DetectOptions()
+    validate_inputs(inputs, o.mpp)
+    run = partial(_detect_one, options=o)
+    return run_batch(
+        inputs, out, run, detect_job_key(o), workers, scheduler, progress, cancel, _detect_outputs, overwrite
+    )

@@ -1,0 +1,154 @@
+"""Class probabilities and heat maps of classifiers (CAM, Grad-CAM, LRP, ViT rollout), and the batch
+over files with the memory check that refuses a run before it starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+
+from ..errors import ProgressFn
+from .models import at_precision, get_classifier, per_slide, refuse_file_as_folder, sibling
+
+
+@dataclass
+class ExplainOptions:
+    """How to explain. ``weights``: classifier or ViT name/path (None: shipped classifier).
+    ``method``: cam, gradcam, lrp-epsilon, lrp-gamma, lrp-a1b0, lrp-a2b1 or rollout (ViT); ``classes``:
+    class names or indices to explain (None: all); ``layer``: Grad-CAM layer name (default: last conv).
+    ``mpp``: the input's microns per pixel when the file does not say. ``precision``: fp32 / bf16 /
+    fp16 / auto for the network's forward and backward passes (maps are accumulated in float32)."""
+
+    weights: str | None = None
+    method: str = "gradcam"
+    classes: object = None
+    mpp: float | None = None
+    device: str | None = None
+    layer: str | None = None
+    precision: str | None = None
+
+
+def explain_memory_check(
+    image, card, mpp: float | None = None, classes=None, write: bool = False, name: str = "image"
+) -> None:
+    """Refuse (InputError) an explanation that cannot fit in memory, before any pixel is read: estimated
+    (``memory.explain_bytes``) from the level ``classification.to_model_scale`` would read, the model's
+    scale, the number of maps and their output grid; ``write``: also the overlays ``explain_files`` writes
+    at the full resolution."""
+    import numpy as np
+
+    from ..classification import input_mpp
+    from ..explain import MAX_PIXELS, _targets
+    from ..memory import explain_bytes, require_memory
+    from ..slides import Slide
+
+    if isinstance(image, Slide):
+        full, m, level = image.shape, mpp or image.mpp, 0
+        if m and card.mpp:
+            level = max(i for i, d in enumerate(image.downsamples) if i == 0 or m * d <= card.mpp * 1.05)
+            m = m * image.downsamples[level]
+        read, channels = tuple(image.levels[level].shape[:2]), image.channels
+    else:
+        shape = np.shape(image)
+        full = read = tuple(shape[:2])
+        channels, m = (shape[2] if len(shape) > 2 else 1), mpp
+    factor = input_mpp(card, m) / float(card.mpp) if card.mpp else 1.0
+    model_yx = (read[0] * factor, read[1] * factor)
+    out = full if full[0] * full[1] <= MAX_PIXELS else model_yx
+    n = len(_targets(classes, card))
+    need = explain_bytes(read, channels, factor, n, out, full if write else None)
+    require_memory(
+        need,
+        f"{name}: explaining {full[0]} x {full[1]} px ({n} maps)",
+        "explain a region or a downsampled copy of the slide (export one from QuPath or napari), or fewer --classes",
+    )
+
+
+def explain(
+    image, options: ExplainOptions | None = None, progress: ProgressFn | None = None, cancel=None, name: str = "image"
+):
+    """Class probabilities + heat maps of an (H, W, C) array or a Slide -> ``explain.ExplainResult``.
+
+    Maps come back at the input's pixel grid (see ``ExplainResult.downsample`` for huge slides). A run
+    that cannot fit in memory is refused before any pixel is read (``explain_memory_check``).
+    """
+    from ..explain import explain_image
+
+    o = options or ExplainOptions()
+    model, card = get_classifier(o.weights, o.device)
+    explain_memory_check(image, card, o.mpp, o.classes, name=name)
+    with at_precision(o.precision, model, card):
+        return explain_image(
+            image,
+            model,
+            card,
+            method=o.method,
+            classes=o.classes,
+            mpp=o.mpp,
+            layer=o.layer,
+            progress=progress,
+            cancel=cancel,
+            name=name,
+        )
+
+
+def _explain_names(stem: Path, method: str, targets) -> list[Path]:
+    """The files ``explain.write_explanation`` writes for ``stem`` (its name without ``.ome``)."""
+    base = stem.with_name(stem.name.replace(".ome", ""))
+    return [sibling(base, f".{method}.{c}{ext}") for c in targets for ext in (".tif", ".png")] + [
+        sibling(base, f".{method}.json")
+    ]
+
+
+def _explain_one(path: str, stem: Path, options: ExplainOptions, progress=None, cancel=None) -> list[Path]:
+    """One slide of ``explain_files``: its maps, overlays and JSON (see ``_explain_names``)."""
+    from ..explain import write_explanation
+    from ..slides import open_slide
+
+    s = open_slide(path, mpp=options.mpp)
+    # the slide's own mpp (or --mpp, given to open_slide) wins over options.mpp inside explain
+    r = explain(s, replace(options, mpp=None), progress=per_slide(progress, s.name), cancel=cancel, name=s.name)
+    written = write_explanation(r, replace(s, name=stem.name + ".x"), stem.parent)
+    if progress is not None:
+        progress(1, 1, f"{s.name}: " + ", ".join(f"{c} {p:.2f}" for c, p in zip(r.classes, r.probs)))
+    return written
+
+
+def explain_files(
+    inputs,
+    out: str | Path,
+    options: ExplainOptions | None = None,
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+    cancel=None,
+) -> dict:
+    """Explain each input; write ``OUT/<name>.<method>.<class>.tif`` (float32 map at the input grid),
+    a ``.png`` overlay per class and ``OUT/<name>.<method>.json`` (probabilities, classes, files).
+
+    Every input is opened and its memory need checked before any work; one idempotent task per slide
+    (``backend.batch``): reruns skip slides already done by the same job, and an existing output
+    pathreview did not write is refused unless ``overwrite``. Returns ``{"written", "skipped", "ran"}``.
+    """
+    from ..batch import run_batch
+    from ..explain import _targets, method_fn
+    from ..slides import open_slide
+
+    o = options or ExplainOptions()
+    out = refuse_file_as_folder(out)
+    _, card = get_classifier(o.weights, o.device)
+    method_fn(o.method, card)
+    targets = [card.classes[t] for t in _targets(o.classes, card)]
+    for p in inputs:  # validate every input before writing anything
+        explain_memory_check(open_slide(p, mpp=o.mpp), card, o.mpp, o.classes, write=True, name=str(p))
+    key = {"job": f"explain-{o.method}", "model": card.name, "classes": targets, "mpp": o.mpp}
+    run = partial(_explain_one, options=o, progress=progress, cancel=cancel)
+    return run_batch(
+        inputs,
+        out,
+        run,
+        key,
+        progress=progress,
+        cancel=cancel,
+        overwrite=overwrite,
+        planned=lambda stem: _explain_names(stem, o.method, targets),
+    )

@@ -1,0 +1,91 @@
+"""The models pipelines run: cached loading by name or path, ensembles, and the precision scope."""
+
+from __future__ import annotations
+
+import contextlib
+from functools import lru_cache
+from pathlib import Path
+
+from ..errors import InputError
+
+CLASSIFIER_TASKS = ("classifier", "vit")
+
+
+@lru_cache(maxsize=8)
+def _cached_model(ref, task, device):
+    from ..weights import load_model
+
+    return load_model(ref, task, device)
+
+
+def get_model(ref: str | None, task: str, device: str | None = None):
+    """(model, card) for a name/path (shipped default when None), cached per (ref, device)."""
+    from ..weights import default_model
+
+    return _cached_model(str(ref) if ref else default_model(task), task, device or None)
+
+
+def get_models(weights, task: str, device):
+    """(models, cards) for one weights ref or a list of them (an ensemble)."""
+    refs = list(weights) if isinstance(weights, (list, tuple)) and weights else [weights]
+    pairs = [get_model(r, task, device) for r in refs]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def get_classifier(ref: str | None = None, device: str | None = None):
+    """(model, card) of a CNN classifier or ViT by name/path (shipped classifier when None), cached."""
+    from ..weights import resolve
+
+    if not ref:
+        return get_model(None, "classifier", device)
+    _, card = resolve(ref)
+    if card.task not in CLASSIFIER_TASKS:
+        raise InputError(f"{ref}: is a {card.task} model; explain needs a classifier or vit model")
+    return get_model(ref, card.task, device)
+
+
+def common_card(cards):
+    """One card for an ensemble's precision check: verified only where every member's card says so."""
+    from types import SimpleNamespace
+
+    from ..precision import verified
+
+    if len(cards) == 1:
+        return cards[0]
+    common = set.intersection(*(set(verified(c)) for c in cards))
+    return SimpleNamespace(training={"precision": {"verified": sorted(common)}})
+
+
+def at_precision(precision: str | None, model, card):
+    """The scope a network runs in: ``precision`` (fp32 / bf16 / fp16 / auto, see ``backend.precision``)
+    resolved for the model's device and card; None keeps the scope already set (fp32 by default)."""
+    from ..precision import resolve, use
+
+    if precision is None:
+        return contextlib.nullcontext()
+    return use(resolve(precision, next(model.parameters()).device, card))
+
+
+def sibling(stem: Path, suffix: str) -> Path:
+    """``OUT/<stem><suffix>`` (``with_suffix`` would cut a dotted stem such as ``img.v2``)."""
+    return stem.with_name(stem.name + suffix)
+
+
+def per_slide(progress, name: str):
+    """A progress callback that prefixes each message with the slide's name (None stays None)."""
+    return None if progress is None else (lambda a, b, m: progress(a, b, f"{name}: {m}"))
+
+
+def validate_inputs(inputs, mpp) -> None:
+    """Open every input (refusing an unreadable one with its own message) before any work."""
+    from ..slides import open_slide
+
+    for p in inputs:
+        open_slide(p, mpp=mpp)
+
+
+def refuse_file_as_folder(out: Path) -> Path:
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder; give --out a folder")
+    return out
