@@ -42,7 +42,7 @@ def main(device: str | None = None, sizes=(2048, 8192)) -> dict:
     else:
         precisions = ("bf16",)  # no fp16 on the CPU
     from napari_pathreview.backend import pipelines
-    from napari_pathreview.backend.bench import _mosaic
+    from napari_pathreview.bench.common import _mosaic
     from napari_pathreview.backend.matching import match_points
     from napari_pathreview.backend.seg_metrics import dice
 

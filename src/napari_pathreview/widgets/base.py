@@ -59,7 +59,7 @@ class LayerPicker(QComboBox):
         self.refresh()
 
     def names(self) -> list[str]:
-        """Layers of the picker's types, without level-of-detail display proxies (``widgets/lod.py``)."""
+        """Layers of the picker's types, without level-of-detail display proxies (``widgets/lod_control.py``)."""
         return [
             ly.name
             for ly in self.viewer.layers

@@ -28,6 +28,7 @@ from qtpy.QtWidgets import (
 )
 
 from .base import LayerPicker, TaskWidget, layer_kind, layer_mpp
+from .layers import points_from_layer_data
 
 #: error-layer colours, chosen away from every class colour (``backend.weights.DEFAULT_COLORS``,
 #: ``PALETTE`` and the shipped cards: red, green, blue, orange, purple, cyan, magenta, lime, yellow, grey),
@@ -247,7 +248,6 @@ class CompareWidget(TaskWidget):
     # ----------------------------------------------------------------- job
     def job(self):
         from ..backend.errors import InputError
-        from ..layers import points_from_layer_data
 
         pred, gt = self.image.layer(), self.annotation.layer()
         if pred is None or gt is None:

@@ -18,6 +18,7 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QSpinBox
 
 from ..backend.regions import crop_level0, segmentation_inside
 from .base import TaskWidget, layer_slide, result_units
+from .layers import labels_layer_data
 
 
 class SegmentWidget(TaskWidget):
@@ -179,7 +180,6 @@ class SegmentWidget(TaskWidget):
             origin = origin + region.offset * np.asarray(layer.scale[-2:], float)
 
         def done(result):
-            from ..layers import labels_layer_data
 
             translate = layer.translate[-2:] if isinstance(result, tuple) else tuple(origin)
             data, kwargs, _ = labels_layer_data(result, name, scale=layer.scale[-2:], translate=translate)

@@ -10,6 +10,7 @@ import numpy as np
 from qtpy.QtWidgets import QCheckBox, QLabel
 
 from .base import LayerPicker, TaskWidget
+from .layers import heat_colormap, heat_layer_data, hex_to_rgba, legend_html, points_layer_data
 
 DETECT = "(detect with the shipped detector)"
 
@@ -73,7 +74,6 @@ class WeakWidget(TaskWidget):
 
     def _add_layers(self, res, layer, mpp):
         from ..backend.weights import class_colors
-        from ..layers import heat_colormap, heat_layer_data, hex_to_rgba, legend_html, points_layer_data
 
         scale, translate = tuple(layer.scale[-2:]), tuple(layer.translate[-2:])
         units = getattr(layer, "units", None)
@@ -144,8 +144,6 @@ def rgba_hex(rgb) -> str:
 def _colour_labels(labels_layer, classes, colors) -> None:
     """Label k (1..K) in its class colour, 0 transparent."""
     from napari.utils.colormaps import DirectLabelColormap
-
-    from ..layers import hex_to_rgba
 
     cdict = {None: np.zeros(4, np.float32), 0: np.zeros(4, np.float32)}
     cdict.update({k + 1: hex_to_rgba(colors.get(c, "#ffffff")) for k, c in enumerate(classes)})

@@ -16,7 +16,7 @@ def hex_to_rgba(color: str, alpha: float = 1.0) -> np.ndarray:
 
 def points_layer_data(points, name: str, scale=(1.0, 1.0), translate=(0.0, 0.0), size_um: float = 4.0):
     """CellPoints -> ("points") LayerData: coloured by class, features table (class, score, p_*)."""
-    from .backend.weights import class_colors
+    from ..backend.weights import class_colors
 
     colors = points.colors or class_colors(points.classes)
     table = points.table()
@@ -65,8 +65,8 @@ def points_from_layer_data(data, features=None, metadata=None, face_color=None):
     layer's metadata (a plugin layer) or else from the class names and the points' face colours.
     Coordinates are the last two axes of the layer data (row, col); ``mpp`` the metadata's.
     """
-    from .backend.points import CellPoints
-    from .backend.weights import class_colors
+    from ..backend.points import CellPoints
+    from ..backend.weights import class_colors
 
     metadata = dict(metadata or {})
     yx = np.asarray(data, np.float32).reshape(len(data), -1)[:, -2:] if len(data) else np.zeros((0, 2), np.float32)

@@ -4,7 +4,7 @@
 ``LOD_MIN_LINES`` lines): small layers are drawn by napari as usual. For a larger one it attaches a
 :class:`LODController`, which the Detect, Enhance and Annotate widgets do for the layers they add.
 
-What the pathologist gets (the rules are in ``napari_pathreview.lod``):
+What the pathologist gets (the rules are in ``widgets/lod_rules.py``):
 
 - Zoomed out, the cells of the layer appear as a density image in their class colours (each bin the
   colour of its most frequent class, more opaque where cells are denser); lines (attention, graphs)
@@ -42,7 +42,7 @@ import weakref
 import numpy as np
 from qtpy.QtCore import QTimer
 
-from ..lod import DEFAULT_LINE_BUDGET, DEFAULT_POINT_BUDGET, LinesLOD, PointsLOD, View
+from .lod_rules import DEFAULT_LINE_BUDGET, DEFAULT_POINT_BUDGET, LinesLOD, PointsLOD, View
 
 LOD_MIN_POINTS = 50_000
 LOD_MIN_LINES = 50_000
