@@ -96,6 +96,15 @@ def points_from_layer_data(data, features=None, metadata=None, face_color=None):
     )
 
 
+def to_pixels_of(layer, ref) -> np.ndarray:
+    """(N, 2) float64 positions of ``layer``'s points (the last two axes of its data) in ``ref``'s data
+    pixels, through world coordinates (data * scale + translate); (0, 2) for an empty layer."""
+    data = np.asarray(layer.data, np.float64)
+    yx = data.reshape(len(data), -1)[:, -2:] if len(data) else np.zeros((0, 2))
+    world = yx * np.asarray(layer.scale[-2:]) + np.asarray(layer.translate[-2:])
+    return (world - np.asarray(ref.translate[-2:])) / np.asarray(ref.scale[-2:])
+
+
 def edges_layer_data(
     yx,
     edges,
