@@ -35,7 +35,7 @@ def timed(fn, *a, **k):
     return out, time.perf_counter() - t
 
 
-def _mosaic(size: int) -> np.ndarray:
+def mosaic(size: int) -> np.ndarray:
     """A size x size RGB mosaic of the bundled real H&E sample (mirrored copies, so no hard seams)."""
     from skimage.io import imread
 
@@ -52,7 +52,7 @@ def _child_target(q, fn, args):
     q.put((out, peak_rss_mb() - base))
 
 
-def _in_child(fn, *args):
+def in_child(fn, *args):
     """Run ``fn(*args)`` in a fresh (spawned) process; returns (its result, its peak RSS growth in MB
     over the process's state after imports)."""
     import multiprocessing as mp
@@ -66,7 +66,7 @@ def _in_child(fn, *args):
     return res
 
 
-def _cpu_flags() -> list[str]:
+def cpu_flags() -> list[str]:
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -75,7 +75,7 @@ def _cpu_flags() -> list[str]:
     return sorted(f for f in flags if f in ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile"))
 
 
-def _data_root() -> Path:
+def data_root() -> Path:
     """The annotated data sets: ``$PATHREVIEW_DATA``, else ``../shared/data`` beside the repository."""
     env = os.environ.get("PATHREVIEW_DATA")
     return Path(env) if env else Path(__file__).resolve().parents[4] / "shared" / "data"

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from .common import _in_child, bench
+from .common import bench, in_child
 
 
 def _enhancer_forward(n: int, mode: str, seed: int = 0) -> float:
@@ -47,9 +47,9 @@ def bench_enhancer(sizes=(1_000, 10_000, 100_000, 1_000_000), dense_max: int = 1
     rows = []
     for n in sizes:
         row = {"n": n}
-        row["sparse_s"], row["sparse_rss_mb"] = _in_child(_enhancer_forward, n, "sparse")
+        row["sparse_s"], row["sparse_rss_mb"] = in_child(_enhancer_forward, n, "sparse")
         if n <= dense_max:
-            row["dense_s"], row["dense_rss_mb"] = _in_child(_enhancer_forward, n, "dense")
+            row["dense_s"], row["dense_rss_mb"] = in_child(_enhancer_forward, n, "dense")
         rows.append({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
     ref = [r for r in rows if "dense_s" in r][-1]
     return {

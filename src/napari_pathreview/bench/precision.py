@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import _cpu_flags, _data_root, bench
+from .common import bench, cpu_flags, data_root
 
 PRECISION_BOUNDS = {"matched_f1": 0.99, "metric_delta": 0.005, "label_dice": 0.995, "same_class": 0.995}
 
@@ -183,7 +183,7 @@ def bench_precision(precisions=("bf16",), device: str = "cpu", record: bool = Fa
     from ..backend.errors import InputError
     from ..backend.precision import native, resolve
 
-    root = _data_root()
+    root = data_root()
     if not (root / "crchisto").is_dir() or not (root / "monuseg").is_dir():
         raise InputError(
             f"bench precision needs the annotated data sets (crchisto/, monuseg/) at {root}; "
@@ -195,7 +195,7 @@ def bench_precision(precisions=("bf16",), device: str = "cpu", record: bool = Fa
     res = {
         "device": str(dev),
         "native": list(native(dev.type)),
-        "cpu_flags": _cpu_flags(),
+        "cpu_flags": cpu_flags(),
         "bounds": PRECISION_BOUNDS,
         "models": _point_models(root, device, precisions, limit),
     }

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import _data_root, _in_child, _mosaic, bench, peak_rss_mb
+from .common import bench, data_root, in_child, mosaic, peak_rss_mb
 
 GLASS = 236  # the bright grey of bare glass in bright-field scans (tissue.is_background treats it as glass)
 
@@ -25,11 +25,11 @@ def _sparse_slide(path, size: int, mpp: float, n_blocks: int = 16) -> int:
     from ..backend.slides import write_ome_zarr
 
     block = int(round(1000 * 0.25 / mpp))
-    files = sorted((_data_root() / "monuseg" / "images").glob("*.png"))
+    files = sorted((data_root() / "monuseg" / "images").glob("*.png"))
     if files:
         tissue = [imread(f)[:1000, :1000, :3] for f in files[:n_blocks]]
     else:  # installed without ../shared: the bundled sample
-        tissue = [_mosaic(1000)] * n_blocks
+        tissue = [mosaic(1000)] * n_blocks
     if block != 1000:
         tissue = [
             (resize(t, (block, block), anti_aliasing=True, preserve_range=True) + 0.5).astype(np.uint8) for t in tissue
@@ -97,8 +97,8 @@ def bench_slide_memory(sizes=(10_000, 40_000), mpp: float = 0.5, n_blocks: int =
             t = time.perf_counter()
             tissue = _sparse_slide(slide, size, mpp, n_blocks)
             write_s = time.perf_counter() - t
-            (seg_s, n_inst, seg_mb), _ = _in_child(_segment_slide, str(slide), str(work / f"seg{size}.zarr"))
-            (det_s, yx, _, det_mb), _ = _in_child(_detect_slide, str(slide))
+            (seg_s, n_inst, seg_mb), _ = in_child(_segment_slide, str(slide), str(work / f"seg{size}.zarr"))
+            (det_s, yx, _, det_mb), _ = in_child(_detect_slide, str(slide))
             n_cells = len(yx)
             rows.append(
                 {
@@ -160,8 +160,8 @@ def bench_slide_throughput(size: int = 40_000, mpp: float = 0.5, n_blocks: int =
         _sparse_slide(slide, size, mpp, n_blocks)
         res = {}
         for p in ("fp32", precision):
-            (seg_s, n_inst, _), _ = _in_child(_segment_slide, str(slide), str(work / f"seg-{p}.zarr"), p)
-            (det_s, yx, labels, _), _ = _in_child(_detect_slide, str(slide), p)
+            (seg_s, n_inst, _), _ = in_child(_segment_slide, str(slide), str(work / f"seg-{p}.zarr"), p)
+            (det_s, yx, labels, _), _ = in_child(_detect_slide, str(slide), p)
             res[p] = {
                 "segment_s": round(seg_s, 1),
                 "instances": n_inst,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import _mosaic, bench, peak_rss_mb, timed
+from .common import bench, mosaic, peak_rss_mb, timed
 
 
 def matmul_ceiling_gflops(n: int = 2048, repeats: int = 8) -> float:
@@ -175,7 +175,7 @@ def bench_tiling(
 
     torch.set_grad_enabled(False)
     fn, card = _dense_model(task, compile)
-    image = _mosaic(size)
+    image = mosaic(size)
     k = fn.eager(torch.zeros(1, 3, tile, tile)).shape[1]
     ceiling = matmul_ceiling_gflops()
     flops_tile = _flops_per_tile(fn, tile)
@@ -244,7 +244,7 @@ def bench_segment_zarr(
     from ..backend.weights import load_model
 
     model, card = load_model(None, "segmenter", "cpu")
-    block = da.from_array(_mosaic(1024), chunks=(512, 512, 3))
+    block = da.from_array(mosaic(1024), chunks=(512, 512, 3))
     row = da.concatenate([block] * -(-width // 1024), axis=1)
     big = da.concatenate([row] * -(-height // 1024), axis=0)[:height, :width]
     work = Path(tempfile.mkdtemp(prefix="pathreview-bench-"))

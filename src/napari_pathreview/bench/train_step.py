@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from .common import _cpu_flags, bench
+from .common import bench, cpu_flags
 
 
 @bench("train-step")
@@ -55,5 +55,5 @@ def bench_train_step(
         "batch": batch,
         "tile": tile,
         "threads": torch.get_num_threads(),
-        "cpu_flags": _cpu_flags(),
+        "cpu_flags": cpu_flags(),
     }
