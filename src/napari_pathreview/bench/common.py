@@ -4,6 +4,7 @@ processes, the bundled H&E mosaic and the annotated data's folder."""
 from __future__ import annotations
 
 import gc
+import multiprocessing as mp
 import os
 import resource
 import time
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from skimage.io import imread
 
 BENCHES: dict[str, Callable[..., dict]] = {}
 
@@ -37,8 +39,6 @@ def timed(fn, *a, **k):
 
 def mosaic(size: int) -> np.ndarray:
     """A size x size RGB mosaic of the bundled real H&E sample (mirrored copies, so no hard seams)."""
-    from skimage.io import imread
-
     tile = imread(Path(__file__).resolve().parents[1] / "sample_data" / "monuseg_tile.png")[..., :3]
     row = np.concatenate([tile, tile[:, ::-1]], 1)
     block = np.concatenate([row, row[::-1]], 0)
@@ -55,8 +55,6 @@ def _child_target(q, fn, args):
 def in_child(fn, *args):
     """Run ``fn(*args)`` in a fresh (spawned) process; returns (its result, its peak RSS growth in MB
     over the process's state after imports)."""
-    import multiprocessing as mp
-
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     p = ctx.Process(target=_child_target, args=(q, fn, args))

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 
+from ..backend.weights import default_model, load_model
 from .common import bench, in_child
 
 
@@ -13,8 +14,6 @@ def _enhancer_forward(n: int, mode: str, seed: int = 0) -> float:
     """Seconds for one forward of the shipped enhancer over n synthetic cells at CRCHisto density
     (~1 per 75 µm²); the model is loaded and warmed up before the clock and the memory baseline."""
     import torch
-
-    from ..backend.weights import load_model
 
     torch.set_grad_enabled(False)
     model, _ = load_model(None, "enhancer", "cpu")
@@ -41,8 +40,6 @@ def bench_enhancer(sizes=(1_000, 10_000, 100_000, 1_000_000), dense_max: int = 1
     comfortably). Shipped enhancer weights; each run in a fresh forked process so its peak RSS growth
     (MB) is its own. ``ratio``: sparse time over dense time at ``dense_max``."""
     import torch
-
-    from ..backend.weights import default_model
 
     rows = []
     for n in sizes:

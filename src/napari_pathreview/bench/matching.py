@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
+from ..backend.matching import match_points
 from .common import bench, peak_rss_mb, timed
 
 
@@ -21,9 +23,6 @@ def _cells(n: int, rng, density_per_px2: float = 1 / 250.0, jitter: float = 2.0)
 def bench_matching(n: int = 1_000_000, dense_n: int = 5000, radius: float = 6.0, seed: int = 0) -> dict:
     """Ours: KD-tree candidates + Hungarian per connected component. Reference: scipy's dense
     linear_sum_assignment on the full distance matrix, at the largest N it handles here (dense_n)."""
-    from scipy.optimize import linear_sum_assignment
-
-    from ..backend.matching import match_points
 
     rng = np.random.default_rng(seed)
     pred, gt = _cells(dense_n, rng)

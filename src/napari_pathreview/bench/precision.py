@@ -3,10 +3,23 @@
 
 from __future__ import annotations
 
+import datetime
+import json
+import time
 from pathlib import Path
 
 import numpy as np
 
+from ..backend import pipelines
+from ..backend.datasets import load_points_dataset
+from ..backend.errors import InputError
+from ..backend.matching import match_points
+from ..backend.metrics import PointScores
+from ..backend.precision import native, resolve
+from ..backend.seg_metrics import dice, score_pair
+from ..backend.segmentation import load_masks_dataset
+from ..backend.weights import default_model
+from ..backend.weights import resolve as resolve_weights
 from .common import bench, cpu_flags, data_root
 
 PRECISION_BOUNDS = {"matched_f1": 0.99, "metric_delta": 0.005, "label_dice": 0.995, "same_class": 0.995}
@@ -15,8 +28,6 @@ PRECISION_BOUNDS = {"matched_f1": 0.99, "metric_delta": 0.005, "label_dice": 0.9
 def _outputs_agree(a, b, radius_px: float) -> dict:
     """Two CellPoints of one image: matched-cell F1 between them and the share of matched cells that keep
     their class."""
-    from ..backend.matching import match_points
-
     m = match_points(b.yx, a.yx, radius_px)
     n = len(m.pred_idx)
     f1 = 2 * n / max(1, len(a) + len(b)) if (len(a) or len(b)) else 1.0
@@ -26,8 +37,6 @@ def _outputs_agree(a, b, radius_px: float) -> dict:
 
 def _timed_runs(fn, p: str):
     """``fn(p)`` once to warm up (first-call allocations, oneDNN kernels), then timed: (output, seconds)."""
-    import time
-
     fn(p)
     t = time.perf_counter()
     out = fn(p)
@@ -37,8 +46,6 @@ def _timed_runs(fn, p: str):
 def _points_entry(task: str, run, samples, card, precisions) -> dict:
     """A detector's or enhancer's entry: ``run(precision)`` -> one CellPoints per sample, compared at each
     of ``precisions`` with fp32 (matched-cell F1, same class) and with the annotations (weighted F1)."""
-    from ..backend.metrics import PointScores
-
     radius_px = 6.0
     ref, t_ref = _timed_runs(run, "fp32")
     entry = {"task": task, "images": len(samples), "fp32_seconds": round(t_ref, 2), "by_precision": {}}
@@ -76,10 +83,6 @@ def _points_entry(task: str, run, samples, card, precisions) -> dict:
 
 def _point_models(root: Path, device: str, precisions, limit: int | None) -> dict:
     """Entries of the default detector and enhancer, on the CRCHisto validation images."""
-    from ..backend import pipelines
-    from ..backend.datasets import load_points_dataset
-    from ..backend.weights import default_model
-
     samples, _ = load_points_dataset(root / "crchisto", "validation")
     samples = samples[:limit] if limit else samples
     det_name, enh_name = default_model("detector"), default_model("enhancer")
@@ -105,10 +108,6 @@ def _point_models(root: Path, device: str, precisions, limit: int | None) -> dic
 def _segmenter_entry(name: str, root: Path, device: str, precisions, limit: int | None) -> dict:
     """A segmenter's entry on its held-out MoNuSeg images: labels Dice with fp32's labels, and Dice with
     the annotations, at each of ``precisions``."""
-    from ..backend import pipelines
-    from ..backend.seg_metrics import dice, score_pair
-    from ..backend.segmentation import load_masks_dataset
-
     scard = pipelines.get_model(name, "segmenter", device)[1]
     held = scard.training.get("heldout_images") or []
     segs = load_masks_dataset(root / "monuseg", names=held)
@@ -148,10 +147,6 @@ def _segmenter_entry(name: str, root: Path, device: str, precisions, limit: int 
 def _record(res: dict) -> None:
     """Write each model's verified precisions (and what was measured) into its shipped card's
     ``training.precision``, atomically (a temporary file renamed over the card)."""
-    import datetime
-    import json
-
-    from ..backend.weights import resolve as resolve_weights
 
     for name, entry in res["models"].items():
         path = Path(resolve_weights(name, entry["task"])[0]).with_suffix(".json")
@@ -179,9 +174,6 @@ def bench_precision(precisions=("bf16",), device: str = "cpu", record: bool = Fa
     writes the verified list into the shipped card (``training.precision``), which ``--precision auto`` reads.
     """
     import torch
-
-    from ..backend.errors import InputError
-    from ..backend.precision import native, resolve
 
     root = data_root()
     if not (root / "crchisto").is_dir() or not (root / "monuseg").is_dir():

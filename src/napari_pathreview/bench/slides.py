@@ -3,11 +3,21 @@ fresh processes (peak memory, megapixels per second, outputs at reduced precisio
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
+import dask.array as da
 import numpy as np
+from skimage.io import imread
+from skimage.transform import resize
 
+from ..backend.matching import match_points
+from ..backend.pipelines import detect, segment_file
+from ..backend.precision import resolve
+from ..backend.segmentation import read_table_csv
+from ..backend.slides import open_slide, write_ome_zarr
 from .common import bench, data_root, in_child, mosaic, peak_rss_mb
 
 GLASS = 236  # the bright grey of bare glass in bright-field scans (tissue.is_background treats it as glass)
@@ -17,12 +27,6 @@ def _sparse_slide(path, size: int, mpp: float, n_blocks: int = 16) -> int:
     """Write a ``size``² lazy OME-Zarr slide (``mpp`` µm/px) of glass holding ``n_blocks`` real H&E tissue
     blocks (MoNuSeg images, 250 µm square, resampled from their 0.25 µm/px to ``mpp``) spread on a grid;
     chunks of bare glass are not stored. Returns the tissue px."""
-
-    import dask.array as da
-    from skimage.io import imread
-    from skimage.transform import resize
-
-    from ..backend.slides import write_ome_zarr
 
     block = int(round(1000 * 0.25 / mpp))
     files = sorted((data_root() / "monuseg" / "images").glob("*.png"))
@@ -56,9 +60,6 @@ def _sparse_slide(path, size: int, mpp: float, n_blocks: int = 16) -> int:
 
 def _segment_slide(path: str, out: str, precision: str | None = None) -> tuple:
     """(seconds, instances, peak RSS MB) of ``segment`` into an OME-Zarr, run in a child process."""
-    from ..backend.pipelines import segment_file
-    from ..backend.segmentation import read_table_csv
-
     t = time.perf_counter()
     store = segment_file(path, out, device="cpu", precision=precision)
     seconds = time.perf_counter() - t
@@ -67,9 +68,6 @@ def _segment_slide(path: str, out: str, precision: str | None = None) -> tuple:
 
 def _detect_slide(path: str, precision: str | None = None) -> tuple:
     """(seconds, cells (N, 2) yx, their labels, peak RSS MB) of ``detect``, run in a child process."""
-    from ..backend.pipelines import detect
-    from ..backend.slides import open_slide
-
     t = time.perf_counter()
     cells = detect(open_slide(path), device="cpu", precision=precision)
     return time.perf_counter() - t, cells.yx, cells.labels, peak_rss_mb()
@@ -84,9 +82,6 @@ def bench_slide_memory(sizes=(10_000, 40_000), mpp: float = 0.5, n_blocks: int =
     ``detect_rss_ratio`` likewise. At 0.5 µm/px (20x) the segmenter reads level 0 of both slides, and
     both are wider than one strip (``segment_to_zarr``'s ``strip``, 8192 px): a slide narrower than a
     strip keeps a narrower band, so it needs less."""
-    import shutil
-    import tempfile
-
     import torch
 
     work = Path(tempfile.mkdtemp(prefix="pathreview-slide-memory-"))
@@ -143,15 +138,7 @@ def bench_slide_throughput(size: int = 40_000, mpp: float = 0.5, n_blocks: int =
     megapixels of slide per second, and the equality of the outputs: segmentation Dice of the two label
     stores' foregrounds (read chunk by chunk) and instance counts; detection matched-cell F1 (6 px) and
     the share of matched cells with the same class."""
-    import shutil
-    import tempfile
-
-    import dask.array as da
     import torch
-
-    from ..backend.matching import match_points
-    from ..backend.precision import resolve
-    from ..backend.slides import open_slide
 
     precision = resolve(precision, "cpu")
     work = Path(tempfile.mkdtemp(prefix="pathreview-throughput-"))

@@ -3,11 +3,20 @@ streaming segmentation into OME-Zarr against the in-memory path."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
+import dask.array as da
 import numpy as np
 
+from ..backend.compiled import compile_for_inference
+from ..backend.precision import autocast, resolve
+from ..backend.segmentation import segment, segment_to_zarr
+from ..backend.slides import open_slide, write_ome_zarr
+from ..backend.tiling import plan_tiles, predict_tiled
+from ..backend.weights import list_models, load_model
 from .common import bench, mosaic, peak_rss_mb, timed
 
 
@@ -32,8 +41,6 @@ def _dense_model(task: str | None, compile: bool = False):
     same function without compiling)."""
     import torch
 
-    from ..backend.weights import list_models, load_model
-
     tasks = [task] if task else ["segmenter", "detector"]
     for t in tasks:
         if list_models(t):
@@ -44,8 +51,6 @@ def _dense_model(task: str | None, compile: bool = False):
     model = model.to(memory_format=torch.channels_last)
     net = model
     if compile:
-        from ..backend.compiled import compile_for_inference
-
         net = compile_for_inference(model)
     mean = torch.tensor(card.normalisation["mean"]).view(1, -1, 1, 1)
     std = torch.tensor(card.normalisation["std"]).view(1, -1, 1, 1)
@@ -69,8 +74,6 @@ def _dense_model(task: str | None, compile: bool = False):
 
 def _at_precision(fn, precision: str):
     """``fn`` run under CPU autocast at ``precision``; ``fn`` itself at fp32."""
-    from ..backend.precision import autocast
-
     if precision == "fp32":
         return fn
 
@@ -99,8 +102,6 @@ def _time_both(image: np.ndarray, fn, ours_fn, tile: int, overlap: int, batch: i
     import torch
     from monai.data.utils import compute_importance_map
     from monai.inferers import sliding_window_inference
-
-    from ..backend.tiling import predict_tiled
 
     def predict_np(batch_np):
         # (B, H, W, C) numpy viewed as (B, C, H, W): already channels_last in memory, no copy
@@ -170,9 +171,6 @@ def bench_tiling(
     ``precision``: ours at reduced precision (autocast), the reference stays MONAI in float32."""
     import torch
 
-    from ..backend.precision import resolve
-    from ..backend.tiling import plan_tiles
-
     torch.set_grad_enabled(False)
     fn, card = _dense_model(task, compile)
     image = mosaic(size)
@@ -233,15 +231,7 @@ def bench_segment_zarr(
     OME-Zarr labels store). Reference: the in-memory segmentation.segment of the same slide (whole maps
     in memory). Peak RSS is measured after ours and then after the reference (it only grows), so
     ``peak_rss_mb_after_ours`` bounds ours and the difference shows what the whole-image path needs."""
-    import shutil
-    import tempfile
-
-    import dask.array as da
     import torch
-
-    from ..backend.segmentation import segment, segment_to_zarr
-    from ..backend.slides import open_slide, write_ome_zarr
-    from ..backend.weights import load_model
 
     model, card = load_model(None, "segmenter", "cpu")
     block = da.from_array(mosaic(1024), chunks=(512, 512, 3))

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 
+from ..backend.segmentation import segmenter_loss
 from .common import bench, cpu_flags
 
 
@@ -20,7 +21,6 @@ def bench_train_step(
     import torch
 
     from ..backend.models.segmenter import SegmenterConfig, build_segmenter
-    from ..backend.segmentation import segmenter_loss
 
     rows = []
     for w in widths:

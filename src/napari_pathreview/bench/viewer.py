@@ -13,7 +13,11 @@ import os
 import time
 
 import numpy as np
+from scipy.spatial import cKDTree
 
+from ..backend.errors import InputError
+from ..backend.points import CellPoints
+from ..widgets.layers import edges_layer_data, points_layer_data
 from .common import bench
 
 CLASSES = ["epithelial", "inflammatory", "fibroblast", "others", "necrosis"]
@@ -27,9 +31,6 @@ def synthetic_slide(n_cells: int, n_lines: int, side: float, seed: int = 0):
     60 % of the cells sit in 40 Gaussian "tissue" blobs whose cells are mostly of one class, the rest
     spread over the slide with mixed classes, so the density image has structure to show.
     """
-    from scipy.spatial import cKDTree
-
-    from ..backend.points import CellPoints
 
     rng = np.random.default_rng(seed)
     k = len(CLASSES)
@@ -67,7 +68,6 @@ def _median(xs) -> float:
 
 
 def _require_display() -> None:
-    from ..backend.errors import InputError
 
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         raise InputError(
@@ -231,8 +231,6 @@ def run_viewer_bench(
     imported only here, so registering this bench loads neither."""
     _require_display()
     import napari
-
-    from ..widgets.layers import edges_layer_data, points_layer_data
 
     t = time.perf_counter()
     cells, edges = synthetic_slide(n_cells, n_lines, side, seed)
