@@ -42,9 +42,9 @@ def main(device: str | None = None, sizes=(2048, 8192)) -> dict:
     else:
         precisions = ("bf16",)  # no fp16 on the CPU
     from napari_pathreview.backend import pipelines
-    from napari_pathreview.backend.bench import _mosaic
     from napari_pathreview.backend.matching import match_points
     from napari_pathreview.backend.seg_metrics import dice
+    from napari_pathreview.bench.common import mosaic
 
     def sync():
         if device.startswith("cuda"):
@@ -59,7 +59,7 @@ def main(device: str | None = None, sizes=(2048, 8192)) -> dict:
         return r, time.perf_counter() - t
 
     for size in sizes:
-        img = _mosaic(size)
+        img = mosaic(size)
         mpx = size * size / 1e6
         for task in ("detect", "segment"):
             key = f"{task}_{size}"

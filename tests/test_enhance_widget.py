@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from napari_pathreview.backend import pipelines
-from napari_pathreview.layers import points_layer_data
+from napari_pathreview.widgets.layers import points_layer_data
 
 
 def _viewer_with_cells(make_napari_viewer, val_sample, tiles=2):

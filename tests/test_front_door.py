@@ -254,7 +254,7 @@ def test_all_eight_docks_run_on_real_data_in_one_viewer(
     # sample; the real detector runs on one copy and its cells repeat: 16 min of CPU otherwise)
     from test_lod import MOSAIC_REPS, _mosaic, _mosaic_detect
 
-    from napari_pathreview.widgets.lod import controller_for
+    from napari_pathreview.widgets.lod_control import controller_for
 
     viewer.add_image(
         _mosaic(pixels, MOSAIC_REPS),

@@ -8,7 +8,7 @@ MODULES = [
     "napari_pathreview._reader",
     "napari_pathreview._writer",
     "napari_pathreview._sample_data",
-    "napari_pathreview.layers",
+    "napari_pathreview.widgets.layers",
     "napari_pathreview.widgets.detect",
     "napari_pathreview.backend.slides",
     "napari_pathreview.cli",

@@ -1,10 +1,10 @@
-"""Level of detail for large cell / line layers: the numpy helper (napari_pathreview.lod) and the viewer
-controller (widgets/lod.py) in a real napari viewer."""
+"""Level of detail for large cell / line layers: the numpy helper (widgets/lod_rules.py) and the viewer
+controller (widgets/lod_control.py) in a real napari viewer."""
 
 import numpy as np
 import pytest
 
-from napari_pathreview.lod import LinesLOD, PointsLOD, View, density_pyramid, in_view, palette_codes
+from napari_pathreview.widgets.lod_rules import LinesLOD, PointsLOD, View, density_pyramid, in_view, palette_codes
 
 RED, GREEN, BLUE = (1.0, 0.0, 0.0, 1.0), (0.0, 1.0, 0.0, 1.0), (0.0, 0.0, 1.0, 1.0)
 
@@ -78,7 +78,7 @@ def test_lines_lod_hides_subpixel_lines_keeps_the_strongest_then_those_in_view()
 # ---------------------------------------------------------------- viewer controller
 def _big_points(viewer, n=200_000, side=20_000.0):
     from napari_pathreview.backend.points import CellPoints
-    from napari_pathreview.layers import points_layer_data
+    from napari_pathreview.widgets.layers import points_layer_data
 
     rng = np.random.default_rng(0)
     yx = rng.uniform(0, side, (n, 2)).astype(np.float32)
@@ -103,7 +103,7 @@ def _markers_drawn(viewer, layer) -> bool:
 @pytest.mark.slow
 def test_controller_swaps_density_and_in_view_points_on_camera_zoom(make_napari_viewer, qtbot):
     from napari_pathreview.widgets.base import LayerPicker
-    from napari_pathreview.widgets.lod import attach_lod, controller_for
+    from napari_pathreview.widgets.lod_control import attach_lod, controller_for
 
     viewer = make_napari_viewer()
     layer = _big_points(viewer)
@@ -171,7 +171,7 @@ def test_controller_swaps_density_and_in_view_points_on_camera_zoom(make_napari_
 
 
 def test_controller_draws_only_lines_with_an_end_in_view(make_napari_viewer, qtbot):
-    from napari_pathreview.widgets.lod import attach_lod
+    from napari_pathreview.widgets.lod_control import attach_lod
 
     viewer = make_napari_viewer()
     rng = np.random.default_rng(2)
@@ -201,7 +201,7 @@ def test_controller_draws_only_lines_with_an_end_in_view(make_napari_viewer, qtb
 
 
 def test_small_layers_are_untouched(make_napari_viewer):
-    from napari_pathreview.widgets.lod import attach_lod, controller_for
+    from napari_pathreview.widgets.lod_control import attach_lod, controller_for
 
     viewer = make_napari_viewer()
     layer = _big_points(viewer, n=10_000, side=2_000.0)
@@ -254,7 +254,7 @@ def test_detect_from_the_plugin_menu_puts_over_50k_cells_under_level_of_detail(
     """Issue 26 item 5: Detect opened from Plugins > PathReview (proxied viewer and layers) on a 13 824² mosaic
     of the bundled sample: > 50 000 cells get level of detail, a density image zoomed out and only the
     in-view cells zoomed in; the score filter reaches what is drawn; the proxies follow the layer."""
-    from napari_pathreview.widgets.lod import controller_for
+    from napari_pathreview.widgets.lod_control import controller_for
 
     viewer = sample_viewer
     sample = viewer.layers[0]
@@ -328,8 +328,8 @@ def test_enhance_widget_puts_large_cell_and_attention_layers_under_level_of_deta
     from napari_pathreview.backend.enhancement import EnhanceResult
     from napari_pathreview.backend.models.enhancer import Attention
     from napari_pathreview.backend.points import CellPoints
-    from napari_pathreview.layers import points_layer_data
-    from napari_pathreview.widgets.lod import controller_for
+    from napari_pathreview.widgets.layers import points_layer_data
+    from napari_pathreview.widgets.lod_control import controller_for
 
     viewer = make_napari_viewer()
     w = open_dock(viewer, "enhance")  # from the plugin menu: a proxied viewer

@@ -17,7 +17,7 @@ import pytest
 
 from napari_pathreview.backend import pipelines
 from napari_pathreview.backend.compare import compare_points
-from napari_pathreview.layers import points_layer_data
+from napari_pathreview.widgets.layers import points_layer_data
 
 
 def _shipped_detector() -> Path:
@@ -158,7 +158,7 @@ def test_compare_widget_numbers_equal_pathreview_evaluate(
 def _assert_not_class_colours(viewer, names):
     """The error layers' face colours are far (RGB distance > 90 of 441) from every class colour."""
     from napari_pathreview.backend.weights import DEFAULT_COLORS, PALETTE
-    from napari_pathreview.layers import hex_to_rgba
+    from napari_pathreview.widgets.layers import hex_to_rgba
 
     classes = np.array([hex_to_rgba(c)[:3] for c in {*DEFAULT_COLORS.values(), *PALETTE}]) * 255
     for name in names:
@@ -486,7 +486,7 @@ def test_annotate_new_layer_keys_and_copy_on_write(make_napari_viewer, open_dock
     handler.release_key("2")
     assert ann.mode == "select"
     assert list(ann.features["class"]) == [classes[0], classes[1], classes[0], classes[1]]
-    from napari_pathreview.layers import hex_to_rgba
+    from napari_pathreview.widgets.layers import hex_to_rgba
 
     assert np.allclose(ann.face_color[3], hex_to_rgba(ann.metadata["colors"][classes[1]]))
     assert np.allclose(ann.face_color[0], hex_to_rgba(ann.metadata["colors"][classes[0]]))
@@ -515,7 +515,7 @@ def test_annotate_new_layer_keys_and_copy_on_write(make_napari_viewer, open_dock
 def test_annotate_class_key_after_a_click_sets_the_next_class_only(make_napari_viewer, open_dock):
     """Add mode: napari leaves the point just placed selected; pressing a class key (to choose the class of
     the next cells) must not re-class it. In select mode the key re-classes the selection."""
-    from napari_pathreview.layers import hex_to_rgba
+    from napari_pathreview.widgets.layers import hex_to_rgba
 
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((100, 100, 3), np.uint8), name="img", rgb=True)

@@ -97,7 +97,7 @@ def test_fine_tune_segmenter_on_painted_nuclei(make_napari_viewer, open_dock, qt
 def test_fine_tune_enhancer_on_annotated_cells(make_napari_viewer, open_dock, qtbot, val_sample, user_weights):
     """Real CRCHisto image + its real cell annotations as a Points layer with a class feature."""
     from napari_pathreview.backend.points import CellPoints
-    from napari_pathreview.layers import points_layer_data
+    from napari_pathreview.widgets.layers import points_layer_data
 
     sample, classes = val_sample
     cl = classes + ["unlabeled"]

@@ -77,7 +77,7 @@ def read_points(path: PathOrPaths) -> list[tuple]:
     dataset ``points.csv``), coloured by class with a ``class`` feature; scaled in µm when the file
     gives the pixel size (as the slide reader does), else in pixels."""
     from .backend.exchange import read_points_file
-    from .layers import points_layer_data
+    from .widgets.layers import points_layer_data
 
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     out = []
@@ -130,7 +130,7 @@ def _polygon_layers(path: str, name: str, scale) -> list[tuple]:
     """Polygon features of a GeoJSON as a Shapes layer (edge colour by class), when there are any."""
     from .backend.exchange import read_geojson_polygons
     from .backend.weights import class_colors
-    from .layers import hex_to_rgba
+    from .widgets.layers import hex_to_rgba
 
     rings, names, colors = read_geojson_polygons(path)
     if not rings:

@@ -70,7 +70,7 @@ def write_labels_layer(path: str, data: Any, meta: dict) -> list[str]:
 
 
 def _layer_points(data: Any, meta: dict):
-    from .layers import points_from_layer_data
+    from .widgets.layers import points_from_layer_data
 
     metadata = dict(meta.get("metadata") or {})
     if metadata.get("mpp") is None:

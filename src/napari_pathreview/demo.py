@@ -18,7 +18,7 @@ def render_points(image: np.ndarray, points, radius_px: int = 5) -> np.ndarray:
     """(H, W, 3) uint8 image with a class-coloured ring drawn around every cell."""
     from skimage.draw import circle_perimeter
 
-    from .layers import hex_to_rgba
+    from .widgets.layers import hex_to_rgba
 
     out = image[..., :3].copy()
     h, w = out.shape[:2]

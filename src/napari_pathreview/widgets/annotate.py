@@ -18,7 +18,8 @@ import numpy as np
 from qtpy.QtWidgets import QComboBox, QFormLayout, QGridLayout, QLabel, QPushButton, QVBoxLayout
 
 from .base import LayerPicker, TabifiedDock
-from .lod import attach_lod
+from .layers import hex_to_rgba, points_layer_data, rgba_to_hex
+from .lod_control import attach_lod
 
 
 def _model_cards():
@@ -114,7 +115,6 @@ class AnnotateWidget(TabifiedDock):
     def new_layer(self, name: str = "annotations"):
         """An empty annotation layer aligned with the chosen image (or in pixels when there is none)."""
         from ..backend.points import CellPoints
-        from ..layers import points_layer_data
         from .base import layer_mpp, micron_units, result_units
 
         self.layer = None
@@ -165,8 +165,6 @@ class AnnotateWidget(TabifiedDock):
             **(per_point if len(src.data) else {}),
         )
         if "colors" not in md:
-            from ..layers import rgba_to_hex
-
             cls = [str(c) for c in layer.features.get("class", [])]
             md["colors"] = {c: rgba_to_hex(layer.face_color[cls.index(c)]) for c in dict.fromkeys(cls)}
             layer.metadata["colors"] = md["colors"]
@@ -192,8 +190,6 @@ class AnnotateWidget(TabifiedDock):
         """Give new points of ``layer`` the class ``name`` (and its colour); in select mode the selected
         points too. In add mode napari keeps the point just placed selected: a key pressed to choose the
         class of the next cells must not re-class it, so the selection is left alone there."""
-        from ..layers import hex_to_rgba
-
         if layer is None:
             self.status.setText("no annotation layer: make one or copy a prediction first")
             return

@@ -14,20 +14,17 @@ from __future__ import annotations
 import csv
 
 import numpy as np
-from qtpy.QtCore import QSize, Qt
 from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QPushButton,
-    QSizePolicy,
-    QTableWidget,
-    QTableWidgetItem,
 )
 
 from .base import LayerPicker, TaskWidget, layer_kind, layer_mpp
+from .compare_table import LABEL_ROWS, FitTable, MetricsTable, table_item
+from .layers import points_from_layer_data, to_pixels_of  # widgets/train.py imports to_pixels_of from here
 
 #: error-layer colours, chosen away from every class colour (``backend.weights.DEFAULT_COLORS``,
 #: ``PALETTE`` and the shipped cards: red, green, blue, orange, purple, cyan, magenta, lime, yellow, grey),
@@ -44,99 +41,6 @@ COLORS = {
 #: border of the markers (contrast on pale and dark tissue alike)
 BORDERS = {"tp": "#000000", "fp": "#ffffff", "fn": "#000000"}
 
-TIPS = {  # what each Labels metric means, shown on hover
-    "dice": "overlap of the nucleus foregrounds, nuclei not told apart: 2|P∩A| / (|P| + |A|)",
-    "aji": "Aggregated Jaccard Index (Kumar et al. 2017): each annotated nucleus with its best-overlapping "
-    "prediction; split, merged and extra nuclei lower it",
-    "pq": "panoptic quality = DQ × SQ (Kirillov et al. 2019)",
-    "dq": "detection quality: matched / (matched + ½ false positives + ½ missed), an F1 of nuclei",
-    "sq": "segmentation quality: mean IoU of the matched nuclei (how well their outlines agree)",
-    "tp": "predicted and annotated nuclei paired with IoU above the threshold",
-    "fp": "predicted nuclei without an annotated match (marked x)",
-    "fn": "annotated nuclei without a predicted match (marked with a ring)",
-}
-
-HEADER_TIPS = {  # the Points table's columns, on hover
-    "precision": "of the cells predicted as the class, the share matched to an annotated cell of that class",
-    "recall": "of the annotated cells of the class, the share found with that class",
-    "F1": "harmonic mean of precision and recall",
-    "annotated": "annotated cells of the class (unlabelled annotations count for the detection row only)",
-    "predicted": "cells the prediction gave the class",
-    "matched": "annotated cells of the class matched by a prediction of the same class "
-    "(detection row: matched whatever the class)",
-}
-
-LABEL_ROWS = (  # key, what the table shows
-    ("dice", "Dice (foreground)"),
-    ("aji", "AJI"),
-    ("pq", "PQ (panoptic quality)"),
-    ("dq", "DQ (detection quality)"),
-    ("sq", "SQ (mean IoU of matches)"),
-    ("tp", "matched nuclei"),
-    ("fp", "false positives (predicted, unmatched)"),
-    ("fn", "missed (annotated, unmatched)"),
-    ("n_pred", "predicted nuclei"),
-    ("n_gt", "annotated nuclei"),
-)
-
-
-def to_pixels_of(layer, ref):
-    """(N, 2) last-two-axes data coordinates of ``layer`` expressed in ``ref``'s data pixels
-    (through world coordinates: data * scale + translate)."""
-    data = np.asarray(layer.data, np.float64)
-    yx = data.reshape(len(data), -1)[:, -2:] if len(data) else np.zeros((0, 2))
-    world = yx * np.asarray(layer.scale[-2:]) + np.asarray(layer.translate[-2:])
-    return (world - np.asarray(ref.translate[-2:])) / np.asarray(ref.scale[-2:])
-
-
-class FitTable(QTableWidget):
-    """A read-only table that asks for the height of all its rows (so a comparison's ~10 rows show without
-    scrolling) but can be squeezed to a few rows when the dock is short: it scrolls then, instead of the
-    rows below it being drawn over it. The first column fits its text, the others share the width."""
-
-    MIN_ROWS = 4
-
-    def __init__(self):
-        super().__init__(0, 0)
-        self.verticalHeader().hide()
-        self.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 8)
-        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
-        self.horizontalHeader().setStyleSheet("QHeaderView::section { padding: 2px 4px; }")
-
-    def _height(self, rows: int) -> int:
-        head = 0 if self.horizontalHeader().isHidden() else self.horizontalHeader().sizeHint().height()
-        rows_h = sum(self.rowHeight(i) for i in range(min(rows, self.rowCount())))
-        return rows_h + head + 2 * self.frameWidth() + 2
-
-    def sizeHint(self):
-        hint = super().sizeHint()
-        return QSize(hint.width(), self._height(self.rowCount()))
-
-    def minimumSizeHint(self):
-        hint = super().minimumSizeHint()
-        return QSize(hint.width(), self._height(self.MIN_ROWS))
-
-    def fit_columns(self):
-        """Columns as wide as their text (headers included); the last takes what width is left."""
-        head = self.horizontalHeader()
-        n = self.columnCount()
-        head.setMinimumSectionSize(24)
-        head.setDefaultSectionSize(24)  # a stretched last section is at least this wide (Qt's default: 100 px)
-        head.setStretchLastSection(False)
-        for j in range(n):
-            head.setSectionResizeMode(
-                j, QHeaderView.ResizeMode.ResizeToContents if j < n - 1 else QHeaderView.ResizeMode.Stretch
-            )
-        # as wide as its columns (up to a bound): the dock widens rather than hiding a column behind a scroll bar
-        width = sum(head.sectionSize(j) for j in range(n - 1)) + 2 * self.frameWidth()
-        if n:
-            width += max(self.sizeHintForColumn(n - 1), head.sectionSizeHint(n - 1))
-        width += self.verticalHeader().sizeHint().width() if not self.verticalHeader().isHidden() else 0
-        width += self.verticalScrollBar().sizeHint().width()  # room for it, should the dock be short
-        self.setMinimumWidth(min(width + 4, 640))
-        self.updateGeometry()
-
-
 #: the key to the error markers, shown in the dock under the error line
 MARKER_KEY = {
     "points": "markers: white disc = matched cell · black × = false positive · green ring = missed cell · "
@@ -151,15 +55,6 @@ def _units(layer) -> dict:
     over it: mixed units make napari warn and drop them."""
     units = getattr(layer, "units", None)
     return {"units": tuple(units)[-2:]} if units is not None else {}
-
-
-def _item(value, fmt="{:.3f}", key=None):
-    """A read-only table cell showing ``value`` (floats to 3 decimals) and holding it exactly (UserRole);
-    ``key``: what :meth:`CompareWidget.table_values` files the row under (first column)."""
-    it = QTableWidgetItem("" if value is None else (fmt.format(value) if isinstance(value, float) else str(value)))
-    it.setData(Qt.ItemDataRole.UserRole, value if key is None else key)
-    it.setFlags(it.flags() & ~Qt.ItemFlag.ItemIsEditable)
-    return it
 
 
 class CompareWidget(TaskWidget):
@@ -192,7 +87,7 @@ class CompareWidget(TaskWidget):
         self.form.addRow("match IoU above", self.iou)
         self.image.currentTextChanged.connect(self._show_rows)
         self.run_btn.setText("Compare")
-        self.table = FitTable()
+        self.table = MetricsTable()
         self.extra.addWidget(self.table)
         self.export_btn = QPushButton("Export table (CSV)…")
         self.export_btn.setToolTip("write the metrics table (exact values) to a CSV file")
@@ -247,7 +142,6 @@ class CompareWidget(TaskWidget):
     # ----------------------------------------------------------------- job
     def job(self):
         from ..backend.errors import InputError
-        from ..layers import points_from_layer_data
 
         pred, gt = self.image.layer(), self.annotation.layer()
         if pred is None or gt is None:
@@ -425,7 +319,7 @@ class CompareWidget(TaskWidget):
         self.confusion.setVerticalHeaderLabels(list(res.classes))
         for i in range(len(res.classes)):
             for j in range(len(res.classes)):
-                self.confusion.setItem(i, j, _item(int(c[i, j])))
+                self.confusion.setItem(i, j, table_item(int(c[i, j])))
         self.confusion.fit_columns()
         self.confusion.setVisible(True)
         self.confusion_label.setVisible(True)
@@ -477,37 +371,14 @@ class CompareWidget(TaskWidget):
     def _fill_table(self, rows, header=("class", "precision", "recall", "F1", "support"), keyed=False):
         """Rows of values under ``header``; ``keyed``: each row starts with the key :meth:`table_values`
         files it under, then the name shown."""
-        self.table.clear()
-        self.table.setColumnCount(len(header))
-        self.table.setHorizontalHeaderLabels(list(header))
-        for j, name in enumerate(header):
-            if name in HEADER_TIPS:
-                self.table.horizontalHeaderItem(j).setToolTip(HEADER_TIPS[name])
-        self.table.setRowCount(len(rows))
-        for i, row in enumerate(rows):
-            key, row = (row[0], row[1:]) if keyed else (row[0], row)
-            first = _item(row[0], key=key)
-            if keyed and key in TIPS:
-                first.setToolTip(TIPS[key])
-            self.table.setItem(i, 0, first)
-            for j, v in enumerate(row[1:], 1):
-                self.table.setItem(i, j, _item(v))
-        self.table.fit_columns()
+        self.table.fill(rows, header, keyed)
         self.export_btn.setEnabled(bool(rows))
 
     def table_values(self) -> dict:
         """{row key: {column header: value}} of the metrics table (exact values, not the rounded text).
         Points: keyed by class name ("detection", "mF1 (classes)", "weighted F1"); Labels: by metric key
         ("dice", "aji", "pq", "dq", "sq", "tp", "fp", "fn", "n_pred", "n_gt")."""
-        heads = [self.table.horizontalHeaderItem(j).text() for j in range(self.table.columnCount())]
-        out = {}
-        for i in range(self.table.rowCount()):
-            key = self.table.item(i, 0).data(Qt.ItemDataRole.UserRole)
-            out[key] = {
-                heads[j]: self.table.item(i, j).data(Qt.ItemDataRole.UserRole)
-                for j in range(1, self.table.columnCount())
-            }
-        return out
+        return self.table.values()
 
     # ----------------------------------------------------------------- export
     def export_csv(self, path=None):
@@ -527,16 +398,11 @@ class CompareWidget(TaskWidget):
             path, _ = QFileDialog.getSaveFileName(self, "Export metrics table", default, "CSV (*.csv)")
             if not path:
                 return None
-        heads = [self.table.horizontalHeaderItem(j).text() for j in range(self.table.columnCount())]
         try:
             with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
                 w = csv.writer(fh)
-                w.writerow(heads + ["prediction", "annotation", "criterion"])
-                for i in range(self.table.rowCount()):
-                    cells = [self.table.item(i, 0).text()]
-                    for j in range(1, self.table.columnCount()):
-                        v = self.table.item(i, j).data(Qt.ItemDataRole.UserRole)
-                        cells.append("" if v is None else repr(float(v)) if isinstance(v, float) else str(v))
+                w.writerow(self.table.headers() + ["prediction", "annotation", "criterion"])
+                for cells in self.table.csv_cells():
                     w.writerow(cells + [pred, gt, criterion])
         except OSError as e:
             show_error(f"could not write {path}: {e.strerror or e}")

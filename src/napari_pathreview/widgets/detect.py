@@ -1,6 +1,6 @@
 """'Detect cells' dock widget: image layer -> Points layer coloured by class, with a live score filter.
 
-A layer of more than 50 000 cells gets level of detail (``widgets/lod.py``): a class-colour density
+A layer of more than 50 000 cells gets level of detail (``widgets/lod_control.py``): a class-colour density
 image when zoomed out, the in-view cells when zoomed in; the layer itself keeps every cell.
 """
 
@@ -12,7 +12,8 @@ from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSlider, QWidget
 
 from ..backend.regions import cells_inside, crop_level0
 from .base import ClassLegend, TaskWidget, layer_slide, result_units, set_shown
-from .lod import attach_lod
+from .layers import points_layer_data
+from .lod_control import attach_lod
 
 
 class DetectWidget(TaskWidget):
@@ -68,7 +69,6 @@ class DetectWidget(TaskWidget):
             return cells if region is None else cells_inside(cells, region)
 
         def done(points):
-            from ..layers import points_layer_data
 
             data, kwargs, _ = points_layer_data(
                 points, f"{layer.name} cells", scale=layer.scale[-2:], translate=layer.translate[-2:]

@@ -12,7 +12,7 @@ Layers it adds (all sharing the cells layer's scale / translate):
 - ``<cells> kNN graph`` / ``<cells> similarity graph``: position kNN (k) and feature cosine-similarity
   (threshold) graphs.
 
-Layers of more than 50 000 cells or lines get level of detail (``widgets/lod.py``): zoomed out, a
+Layers of more than 50 000 cells or lines get level of detail (``widgets/lod_control.py``): zoomed out, a
 density image of the cells and only the strongest lines (none while they are sub-pixel); zoomed in,
 the cells and lines in view. The layers themselves keep every cell and line.
 """
@@ -25,7 +25,8 @@ from qtpy.QtGui import QColor, QLinearGradient, QPainter
 from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QPushButton, QSpinBox, QWidget
 
 from .base import LayerPicker, TaskWidget, layer_mpp, layer_slide, result_units, set_shown
-from .lod import attach_lod
+from .layers import edges_layer_data, legend_html, line_colormap, points_layer_data
+from .lod_control import attach_lod
 
 
 def cells_from_layer(layer, classes, mpp):
@@ -157,8 +158,6 @@ class EnhanceWidget(TaskWidget):
         return fn, self.show_result
 
     def show_result(self, result):
-        from ..layers import legend_html, points_layer_data
-
         self.result = result
         base = self._base_layer
         data, kwargs, _ = points_layer_data(
@@ -200,8 +199,6 @@ class EnhanceWidget(TaskWidget):
     def _edges_layer(self, current, edges, name, colormap="viridis", limits=None):
         """Create or update a Vectors layer for edges between the enhanced cells, coloured by weight in
         ``colormap`` without its dark low end (``layers.line_colormap``)."""
-        from ..layers import edges_layer_data, line_colormap
-
         base = self.points_layer
         data, kwargs, _ = edges_layer_data(
             base.data,

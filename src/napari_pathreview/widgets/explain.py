@@ -16,6 +16,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSlider, QWidget
 
 from .base import TaskWidget, layer_slide
+from .layers import has_evidence, heat_layer_data, named_heat_colormap
 
 METHODS = ("gradcam", "cam", "lrp-epsilon", "lrp-gamma", "lrp-a1b0", "lrp-a2b1", "rollout")
 COLORMAPS = ("inferno", "turbo", "magma", "viridis", "red")
@@ -146,7 +147,6 @@ class ExplainWidget(TaskWidget):
         from napari.utils.notifications import show_warning
 
         from ..backend.explain import display_range
-        from ..layers import has_evidence, heat_layer_data, named_heat_colormap
 
         if res.downsample != 1:  # model-grid maps of a huge slide: pixel centres line up
             translate = translate + (res.downsample - 1) / 2 * scale

@@ -11,6 +11,7 @@ The probability threshold and the minimum nucleus area (µm²) start at the mode
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,77 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QSpinBox
 
 from ..backend.regions import crop_level0, segmentation_inside
 from .base import TaskWidget, layer_slide, result_units
+from .layers import labels_layer_data
+
+
+@dataclass(frozen=True)
+class SegmentRun:
+    """What the Segment dock's form asks for, and the two jobs it runs in the worker thread: a pyramid
+    tile by tile into an OME-Zarr labels store, or an image (or the box of a drawn region) in memory."""
+
+    weights: str | list | None
+    device: str
+    tile: int
+    overlap: int
+    tta: bool
+    stain_norm: bool
+    thresholds: dict
+    precision: str
+
+    def _models(self):
+        from ..backend import pipelines
+        from ..backend.segmentation import SegmentParams
+
+        models, cards = pipelines._models(self.weights, "segmenter", self.device)
+        return models, cards, SegmentParams.from_card(cards[0], **self.thresholds)
+
+    def _at_precision(self, models, cards):
+        from ..backend import pipelines
+
+        return pipelines._at_precision(self.precision, models[0], pipelines._common_card(cards))
+
+    def _common(self, name: str) -> dict:
+        return dict(tile=self.tile, overlap=self.overlap, tta=self.tta, level=0, name=name, stain_norm=self.stain_norm)
+
+    def to_zarr(self, slide, store: Path, name: str):
+        """fn(progress, cancel) -> (labels levels, instances table, store metadata) of ``slide`` segmented
+        into ``store``; level 0: labels at the image's full resolution, whatever the model's scale."""
+
+        def fn(progress, cancel):
+            import json
+
+            from ..backend.segmentation import read_table_csv, segment_to_zarr
+            from ..backend.slides import open_slide
+
+            models, cards, params = self._models()
+            with self._at_precision(models, cards):
+                segment_to_zarr(
+                    slide, store, models, cards, params=params, progress=progress, cancel=cancel, **self._common(name)
+                )
+            meta = json.loads((store / "pathreview.json").read_text())
+            labels = open_slide(store)
+            return (list(labels.levels), read_table_csv(store / "instances.csv"), meta)
+
+        return fn
+
+    def in_memory(self, slide, mpp: float, region, name: str):
+        """fn(progress, cancel) -> the segmentation of ``slide`` (or of the box around ``region``'s shapes, at
+        full resolution, keeping the nuclei inside them)."""
+
+        def fn(progress, cancel):
+            from ..backend.segmentation import segment
+
+            models, cards, params = self._models()
+            image = slide
+            if region is not None:
+                image = np.asarray(crop_level0(slide.levels, region))
+            with self._at_precision(models, cards):
+                res = segment(
+                    image, models, cards, mpp=mpp, params=params, progress=progress, cancel=cancel, **self._common(name)
+                )
+            return res if region is None else segmentation_inside(res, region)
+
+        return fn
 
 
 class SegmentWidget(TaskWidget):
@@ -82,105 +154,45 @@ class SegmentWidget(TaskWidget):
         self.threshold.setValue(float(params.get("threshold", 0.5)))
         self.min_area.setValue(float(params.get("min_area_um2", 4.0)))
 
-    def job(self):
-        from ..backend import pipelines
+    def _run_settings(self) -> SegmentRun:
         from ..backend.errors import InputError
-        from ..backend.segmentation import SegmentParams
 
-        layer = self.selected_image()
-        mpp = self.image_mpp(layer)  # a typed value becomes the image's scale: results line up in µm
-        slide = layer_slide(layer, mpp)
-        region = self.selected_region(layer, slide)
         weights = self.model.currentText() or None
         other = self.ensemble_with.currentText()
         if other not in ("(none)", "") and other != weights:
             weights = [weights, other]
-        device, tile, overlap, tta = (
-            self.device.currentText(),
-            self.tile.value(),
-            self.overlap.value(),
-            self.tta.isChecked(),
-        )
-        stain_norm = self.stain_norm.isChecked()
+        tile, overlap = self.tile.value(), self.overlap.value()
         if overlap * 2 >= tile:
             raise InputError(f"overlap {overlap} must be under half the tile ({tile})")
-        thresholds = {"threshold": float(self.threshold.value()), "min_area_um2": float(self.min_area.value())}
-        name = f"{layer.name} nuclei"
+        return SegmentRun(
+            weights=weights,
+            device=self.device.currentText(),
+            tile=tile,
+            overlap=overlap,
+            tta=self.tta.isChecked(),
+            stain_norm=self.stain_norm.isChecked(),
+            thresholds={"threshold": float(self.threshold.value()), "min_area_um2": float(self.min_area.value())},
+            precision=self.precision.currentText(),
+        )
 
-        precision = self.precision.currentText()
-
-        def models_and_params():
-            models, cards = pipelines._models(weights, "segmenter", device)
-            return models, cards, SegmentParams.from_card(cards[0], **thresholds)
-
-        def at_precision(models, cards):
-            return pipelines._at_precision(precision, models[0], pipelines._common_card(cards))
-
+    def job(self):
+        layer = self.selected_image()
+        mpp = self.image_mpp(layer)  # a typed value becomes the image's scale: results line up in µm
+        slide = layer_slide(layer, mpp)
+        region = self.selected_region(layer, slide)
+        run = self._run_settings()
         if layer.multiscale and region is None:
             self._store_dir = self._store_dir or Path(tempfile.mkdtemp(prefix="pathreview-seg-"))
             store = self._store_dir / f"{layer.name.replace('/', '_')}-{id(slide)}.zarr"
-
-            def fn(progress, cancel):
-                import json
-
-                from ..backend.segmentation import read_table_csv, segment_to_zarr
-                from ..backend.slides import open_slide
-
-                models, cards, params = models_and_params()
-                # level 0: labels at the image's full resolution, whatever the model's scale
-                with at_precision(models, cards):
-                    segment_to_zarr(
-                        slide,
-                        store,
-                        models,
-                        cards,
-                        params=params,
-                        tile=tile,
-                        overlap=overlap,
-                        tta=tta,
-                        level=0,
-                        progress=progress,
-                        cancel=cancel,
-                        name=layer.name,
-                        stain_norm=stain_norm,
-                    )
-                meta = json.loads((store / "pathreview.json").read_text())
-                labels = open_slide(store)
-                return (list(labels.levels), read_table_csv(store / "instances.csv"), meta)
+            fn = run.to_zarr(slide, store, layer.name)
         else:
-
-            def fn(progress, cancel):
-                from ..backend.segmentation import segment
-
-                models, cards, params = models_and_params()
-                image = slide
-                if region is not None:  # the box around the drawn shapes, at full resolution
-                    image = np.asarray(crop_level0(slide.levels, region))
-                with at_precision(models, cards):
-                    res = segment(
-                        image,
-                        models,
-                        cards,
-                        mpp=mpp,
-                        params=params,
-                        tile=tile,
-                        overlap=overlap,
-                        tta=tta,
-                        level=0,
-                        progress=progress,
-                        cancel=cancel,
-                        name=layer.name,
-                        stain_norm=stain_norm,
-                    )
-                return res if region is None else segmentation_inside(res, region)
-
+            fn = run.in_memory(slide, mpp, region, layer.name)
         origin = np.asarray(layer.translate[-2:], float)
         if region is not None:  # the labels of the box sit at its place over the image
             origin = origin + region.offset * np.asarray(layer.scale[-2:], float)
+        name = f"{layer.name} nuclei"
 
         def done(result):
-            from ..layers import labels_layer_data
-
             translate = layer.translate[-2:] if isinstance(result, tuple) else tuple(origin)
             data, kwargs, _ = labels_layer_data(result, name, scale=layer.scale[-2:], translate=translate)
             # a new layer every run (napari numbers the name): a layer of that name may hold the user's edits

@@ -10,6 +10,7 @@ import numpy as np
 from qtpy.QtWidgets import QCheckBox, QLabel
 
 from .base import LayerPicker, TaskWidget
+from .layers import heat_colormap, heat_layer_data, hex_to_rgba, legend_html, points_layer_data, to_pixels_of
 
 DETECT = "(detect with the shipped detector)"
 
@@ -22,13 +23,6 @@ class CellsPicker(LayerPicker):
 
     def layer(self):
         return None if self.currentText() == DETECT else super().layer()
-
-
-def _image_yx(points_layer, image_layer) -> np.ndarray:
-    """(N, 2) positions of a Points layer in the image layer's data pixels (through world coordinates)."""
-    data = np.asarray(points_layer.data, np.float64).reshape(len(points_layer.data), -1)[:, -2:]
-    world = data * np.asarray(points_layer.scale)[-2:] + np.asarray(points_layer.translate)[-2:]
-    return ((world - np.asarray(image_layer.translate)[-2:]) / np.asarray(image_layer.scale)[-2:]).astype(np.float32)
 
 
 class WeakWidget(TaskWidget):
@@ -55,7 +49,7 @@ class WeakWidget(TaskWidget):
         pl = self.cells.layer()
         points = None
         if pl is not None:
-            yx = _image_yx(pl, layer)
+            yx = to_pixels_of(pl, layer).astype(np.float32)
             n = len(yx)
             points = CellPoints(
                 yx, np.zeros(n, np.int64), np.ones(n, np.float32), np.zeros((n, 1), np.float32), ["cell"], mpp=mpp
@@ -73,7 +67,6 @@ class WeakWidget(TaskWidget):
 
     def _add_layers(self, res, layer, mpp):
         from ..backend.weights import class_colors
-        from ..layers import heat_colormap, heat_layer_data, hex_to_rgba, legend_html, points_layer_data
 
         scale, translate = tuple(layer.scale[-2:]), tuple(layer.translate[-2:])
         units = getattr(layer, "units", None)
@@ -144,8 +137,6 @@ def rgba_hex(rgb) -> str:
 def _colour_labels(labels_layer, classes, colors) -> None:
     """Label k (1..K) in its class colour, 0 transparent."""
     from napari.utils.colormaps import DirectLabelColormap
-
-    from ..layers import hex_to_rgba
 
     cdict = {None: np.zeros(4, np.float32), 0: np.zeros(4, np.float32)}
     cdict.update({k + 1: hex_to_rgba(colors.get(c, "#ffffff")) for k, c in enumerate(classes)})

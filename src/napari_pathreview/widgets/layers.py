@@ -16,7 +16,7 @@ def hex_to_rgba(color: str, alpha: float = 1.0) -> np.ndarray:
 
 def points_layer_data(points, name: str, scale=(1.0, 1.0), translate=(0.0, 0.0), size_um: float = 4.0):
     """CellPoints -> ("points") LayerData: coloured by class, features table (class, score, p_*)."""
-    from .backend.weights import class_colors
+    from ..backend.weights import class_colors
 
     colors = points.colors or class_colors(points.classes)
     table = points.table()
@@ -65,8 +65,8 @@ def points_from_layer_data(data, features=None, metadata=None, face_color=None):
     layer's metadata (a plugin layer) or else from the class names and the points' face colours.
     Coordinates are the last two axes of the layer data (row, col); ``mpp`` the metadata's.
     """
-    from .backend.points import CellPoints
-    from .backend.weights import class_colors
+    from ..backend.points import CellPoints
+    from ..backend.weights import class_colors
 
     metadata = dict(metadata or {})
     yx = np.asarray(data, np.float32).reshape(len(data), -1)[:, -2:] if len(data) else np.zeros((0, 2), np.float32)
@@ -94,6 +94,15 @@ def points_from_layer_data(data, features=None, metadata=None, face_color=None):
     return CellPoints(
         yx, labels, scores, probs, classes, metadata.get("mpp"), None, str(metadata.get("source", "")), colors
     )
+
+
+def to_pixels_of(layer, ref) -> np.ndarray:
+    """(N, 2) float64 positions of ``layer``'s points (the last two axes of its data) in ``ref``'s data
+    pixels, through world coordinates (data * scale + translate); (0, 2) for an empty layer."""
+    data = np.asarray(layer.data, np.float64)
+    yx = data.reshape(len(data), -1)[:, -2:] if len(data) else np.zeros((0, 2))
+    world = yx * np.asarray(layer.scale[-2:]) + np.asarray(layer.translate[-2:])
+    return (world - np.asarray(ref.translate[-2:])) / np.asarray(ref.scale[-2:])
 
 
 def edges_layer_data(

@@ -18,7 +18,7 @@ what is worth drawing:
   pixels (zoomed far out), none.
 
 What stays true of the data (the policy the viewer controller follows, see
-``widgets/lod.py``): the user's layer is never truncated. Its data, features table, selection,
+``widgets/lod_control.py``): the user's layer is never truncated. Its data, features table, selection,
 colours and ``shown`` mask keep all N cells; it stays the layer that widgets, the features table, the
 writers and editing act on. Only what is *drawn* changes: the full layer's own markers are not drawn
 and two display-only layers draw the density image or the in-view subset, recomputed from the full

@@ -4,7 +4,7 @@
 ``LOD_MIN_LINES`` lines): small layers are drawn by napari as usual. For a larger one it attaches a
 :class:`LODController`, which the Detect, Enhance and Annotate widgets do for the layers they add.
 
-What the pathologist gets (the rules are in ``napari_pathreview.lod``):
+What the pathologist gets (the rules are in ``widgets/lod_rules.py``):
 
 - Zoomed out, the cells of the layer appear as a density image in their class colours (each bin the
   colour of its most frequent class, more opaque where cells are denser); lines (attention, graphs)
@@ -42,17 +42,20 @@ import weakref
 import numpy as np
 from qtpy.QtCore import QTimer
 
-from ..lod import DEFAULT_LINE_BUDGET, DEFAULT_POINT_BUDGET, LinesLOD, PointsLOD, View
+from .lod_proxies import (
+    copy_in_view,
+    is_proxy,
+    new_in_view,
+    new_overview,
+    overview_transform,
+    set_overview_data,
+)
+from .lod_rules import DEFAULT_LINE_BUDGET, DEFAULT_POINT_BUDGET, LinesLOD, PointsLOD, View
 
 LOD_MIN_POINTS = 50_000
 LOD_MIN_LINES = 50_000
-PROXY = "lod-proxy"
 
 _CONTROLLERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def is_proxy(layer) -> bool:
-    return (getattr(layer, "metadata", None) or {}).get("pathreview") == PROXY
 
 
 def controller_for(layer) -> LODController | None:
@@ -119,11 +122,6 @@ def _vispy_layer(viewer, layer):
 
 def _area(v: View) -> float:
     return float((v.y1 - v.y0) * (v.x1 - v.x0))
-
-
-def _block_refresh(layer):
-    block = getattr(layer, "_block_refresh", None)
-    return block() if block is not None else contextlib.nullcontext()
 
 
 class LODController:
@@ -246,7 +244,7 @@ class LODController:
         if self.in_view is not None:
             self.in_view.scale, self.in_view.translate = self.layer.scale, self.layer.translate
         if self.overview is not None and self.kind == "points" and self.lod is not None and self.lod.has_pyramid:
-            self.overview.scale, self.overview.translate = self._overview_transform(self.lod.pyramid)
+            self.overview.scale, self.overview.translate = overview_transform(self.layer, self.lod.pyramid)
         self.schedule()
 
     def _on_visible(self, *_):
@@ -396,71 +394,16 @@ class LODController:
 
     def _ensure_overview(self):
         if self.overview is not None and self._overview_stale:
-            self._set_overview_data()
+            set_overview_data(self.overview, self.layer, self.lod.pyramid)
         if self.overview is None:
-            from napari.layers import Image
-
-            pyr = self.lod.pyramid
-            scale, translate = self._overview_transform(pyr)
-            self.overview = Image(
-                pyr.levels if len(pyr.levels) > 1 else pyr.levels[0],
-                rgb=True,
-                multiscale=len(pyr.levels) > 1,
-                name=f"{self.layer.name} (overview)",
-                scale=scale,
-                translate=translate,
-                opacity=self.layer.opacity,
-                visible=False,
-                metadata={"pathreview": PROXY, "lod_source": self.layer.name},
-            )
-            with contextlib.suppress(Exception):  # the full layer's units (µm): napari's scale bar reads them
-                self.overview.units = self.layer.units
+            self.overview = new_overview(self.layer, self.lod.pyramid)
             self._insert(self.overview)
         self._overview_stale = False
 
-    def _overview_transform(self, pyr):
-        (by, bx), (ty, tx) = pyr.image_scale_translate(0)
-        s = np.asarray(self.layer.scale, float)[-2:]
-        t = np.asarray(self.layer.translate, float)[-2:]
-        return (by * s[0], bx * s[1]), (t[0] + ty * s[0], t[1] + tx * s[1])
-
-    def _set_overview_data(self):
-        pyr = self.lod.pyramid
-        scale, translate = self._overview_transform(pyr)
-        ov = self.overview
-        levels = pyr.levels if len(pyr.levels) > 1 else pyr.levels[0]
-        with _block_refresh(ov):
-            ov.data = levels
-            ov.scale, ov.translate = scale, translate
-        ov.refresh()
-
     def _new_in_view(self):
-        from napari.layers import Points, Vectors
-
-        ly, md = self.layer, {"pathreview": PROXY, "lod_source": self.layer.name}
-        if self.kind == "points":
-            proxy = Points(
-                np.zeros((0, ly.ndim)),
-                name=f"{ly.name} (in view)",
-                scale=ly.scale,
-                translate=ly.translate,
-                metadata=md,
-                visible=False,
-            )
-        else:
-            proxy = Vectors(
-                np.zeros((0, 2, ly.ndim)),
-                name=f"{ly.name} (in view)",
-                scale=ly.scale,
-                translate=ly.translate,
-                metadata=md,
-                visible=False,
-            )
-        with contextlib.suppress(Exception):
-            proxy.units = ly.units
-        self.in_view = proxy
+        self.in_view = new_in_view(self.layer, self.kind)
         self._sync_display_props()
-        self._insert(proxy)
+        self._insert(self.in_view)
 
     def _sync_display_props(self):
         for proxy in (self.in_view, self.overview):
@@ -476,24 +419,11 @@ class LODController:
     def _set_in_view(self, idx):
         if self.in_view is None:
             self._new_in_view()
-        ly, proxy = self.layer, self.in_view
         idx = np.asarray(idx, np.int64)
         same = not self._style_dirty and self._in_view_idx is not None and np.array_equal(self._in_view_idx, idx)
         if same:
             return
-        # the data first (napari re-slices, so the view indices fit), then the per-item styles at once
-        proxy.data = np.asarray(ly.data)[idx]
-        if len(idx) and self.kind == "points":
-            with _block_refresh(proxy):
-                proxy.face_color = np.asarray(ly.face_color)[idx]
-                proxy.border_color = np.asarray(ly.border_color)[idx]
-                proxy.size = np.asarray(ly.size)[idx]
-                proxy.border_width = np.asarray(ly.border_width)[idx]
-                proxy.border_width_is_relative = ly.border_width_is_relative
-                proxy.symbol = np.asarray(ly.symbol)[idx]
-            proxy.refresh()
-        elif len(idx):
-            proxy.edge_color = np.asarray(ly.edge_color)[idx]
+        copy_in_view(self.in_view, self.layer, self.kind, idx)
         self._in_view_idx = idx
 
     def _apply_visibility(self):
