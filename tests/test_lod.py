@@ -235,12 +235,12 @@ def _mosaic_detect(monkeypatch, reps=MOSAIC_REPS):
 
     real, calls = pipelines.detect, []
 
-    def detect(slide, model=None, **kw):
-        one = real(np.asarray(slide.levels[0][:512, :512]), model, **kw)
+    def detect(slide, options=None, **kw):
+        one = real(np.asarray(slide.levels[0][:512, :512]), options, **kw)
         offsets = np.stack(np.meshgrid(np.arange(reps), np.arange(reps), indexing="ij"), -1).reshape(-1, 2) * 512
         cells = one.select(np.tile(np.arange(len(one)), len(offsets)))
         cells.yx = (one.yx[None] + offsets[:, None]).reshape(-1, 2).astype(np.float32)
-        calls.append((slide, kw, len(one)))
+        calls.append((slide, options, len(one)))
         return cells
 
     monkeypatch.setattr(pipelines, "detect", detect)
@@ -275,7 +275,7 @@ def test_detect_from_the_plugin_menu_puts_over_50k_cells_under_level_of_detail(
     qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
     layer = viewer.layers["mosaic cells"]
     n = len(layer.data)
-    assert len(calls) == 1 and calls[0][1]["mpp"] == 0.25 and n == calls[0][2] * MOSAIC_REPS**2 > 50_000
+    assert len(calls) == 1 and calls[0][1].mpp == 0.25 and n == calls[0][2] * MOSAIC_REPS**2 > 50_000
     ctl = controller_for(layer)
     assert ctl is not None, "level of detail did not engage for a Detect result opened from the menu"
     assert w.status.text() == f"{n} cells"

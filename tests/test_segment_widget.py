@@ -133,13 +133,13 @@ def test_cancel_acts_inside_a_tta_ensemble_tile(sample_viewer, open_dock, qtbot,
             release.wait(60)
             return self.inner(x)
 
-    real = pipelines._models
+    real = pipelines.get_models
 
     def models(weights, task, device):
         ms, cs = real(weights, task, device)
         return [Blocking(m) for m in ms], cs
 
-    monkeypatch.setattr(pipelines, "_models", models)
+    monkeypatch.setattr(pipelines, "get_models", models)
     viewer = sample_viewer
     w = open_dock(viewer, "segment")
     w.tta.setChecked(True)
@@ -162,7 +162,7 @@ def test_cancel_acts_inside_a_tta_ensemble_tile(sample_viewer, open_dock, qtbot,
     for t in job:
         t.join(60)
     assert len(passes) == 1
-    monkeypatch.setattr(pipelines, "_models", real)
+    monkeypatch.setattr(pipelines, "get_models", real)
     w.tta.setChecked(False)
     w.ensemble_with.setCurrentIndex(0)
     w.tile.setValue(256)

@@ -115,9 +115,9 @@ def test_detect_status_ends_on_the_cell_count_not_the_last_tile(sample_viewer, o
     from napari_pathreview.backend import pipelines
 
     real = pipelines.detect
-    cells = real(np.asarray(sample_viewer.layers[0].data), mpp=0.25, device="cpu")
+    cells = real(np.asarray(sample_viewer.layers[0].data), pipelines.DetectOptions(mpp=0.25, device="cpu"))
 
-    def detect(slide, model=None, progress=None, **kw):
+    def detect(slide, options=None, progress=None, **kw):
         progress(0, 1, "tile 0/1")
         progress(1, 1, "tile 1/1")
         return cells

@@ -89,12 +89,20 @@ def _point_models(root: Path, device: str, precisions, limit: int | None) -> dic
     card = pipelines.get_model(det_name, "detector", device)[1]
 
     def det_run(p):
-        return [pipelines.detect(s.image, det_name, mpp=card.mpp, device=device, precision=p) for s in samples]
+        return [
+            pipelines.detect(
+                s.image, pipelines.DetectOptions(weights=det_name, mpp=card.mpp, device=device, precision=p)
+            )
+            for s in samples
+        ]
 
     def enh_run(p):
         return [
             pipelines.enhance(
-                s.image, weights=enh_name, mpp=card.mpp, device=device, return_attention=False, precision=p
+                s.image,
+                options=pipelines.EnhanceOptions(
+                    weights=enh_name, mpp=card.mpp, device=device, return_attention=False, precision=p
+                ),
             ).enhanced
             for s in samples
         ]
@@ -115,7 +123,12 @@ def _segmenter_entry(name: str, root: Path, device: str, precisions, limit: int 
     data_mpp = scard.training.get("data_mpp", 0.25)
 
     def seg_run(p):
-        return [pipelines.segment(s.image, name, mpp=data_mpp, device=device, precision=p).labels for s in segs]
+        return [
+            pipelines.segment(
+                s.image, pipelines.SegmentOptions(weights=name, mpp=data_mpp, device=device, precision=p)
+            ).labels
+            for s in segs
+        ]
 
     ref, t_ref = _timed_runs(seg_run, "fp32")
     m_ref = [score_pair(r, s.labels, s.instances) for r, s in zip(ref, segs)]

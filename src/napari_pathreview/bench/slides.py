@@ -14,7 +14,7 @@ from skimage.io import imread
 from skimage.transform import resize
 
 from ..backend.matching import match_points
-from ..backend.pipelines import detect, segment_file
+from ..backend.pipelines import DetectOptions, SegmentOptions, detect, segment_file
 from ..backend.precision import resolve
 from ..backend.segmentation import read_table_csv
 from ..backend.slides import open_slide, write_ome_zarr
@@ -61,7 +61,7 @@ def _sparse_slide(path, size: int, mpp: float, n_blocks: int = 16) -> int:
 def _segment_slide(path: str, out: str, precision: str | None = None) -> tuple:
     """(seconds, instances, peak RSS MB) of ``segment`` into an OME-Zarr, run in a child process."""
     t = time.perf_counter()
-    store = segment_file(path, out, device="cpu", precision=precision)
+    store = segment_file(path, out, SegmentOptions(device="cpu", precision=precision))
     seconds = time.perf_counter() - t
     return seconds, int(len(read_table_csv(Path(store) / "instances.csv")["label"])), peak_rss_mb()
 
@@ -69,7 +69,7 @@ def _segment_slide(path: str, out: str, precision: str | None = None) -> tuple:
 def _detect_slide(path: str, precision: str | None = None) -> tuple:
     """(seconds, cells (N, 2) yx, their labels, peak RSS MB) of ``detect``, run in a child process."""
     t = time.perf_counter()
-    cells = detect(open_slide(path), device="cpu", precision=precision)
+    cells = detect(open_slide(path), DetectOptions(device="cpu", precision=precision))
     return time.perf_counter() - t, cells.yx, cells.labels, peak_rss_mb()
 
 

@@ -10,7 +10,7 @@ from ..backend.errors import InputError
 def cmd_bench(args) -> int:
     import inspect
 
-    from ..backend.bench import BENCHES, run_bench
+    from ..bench import BENCHES, run_bench
 
     kw = {"record": True} if args.record else {}
     if args.precision:
@@ -19,14 +19,7 @@ def cmd_bench(args) -> int:
     for k in kw:
         if args.name in BENCHES and k not in takes:
             raise InputError(f"bench {args.name} takes no --{k}")
-    if args.name == "viewer":  # opens a napari window: the Qt code stays out of the backend
-        from ..viewer_bench import run_viewer_bench
-
-        if kw:
-            raise InputError(f"bench viewer takes no --{next(iter(kw))}")
-        res = run_viewer_bench()
-    else:
-        res = run_bench(args.name, **kw)
+    res = run_bench(args.name, **kw)
     if not args.json:
         for k, v in res.items():
             print(f"{k}: {v}")

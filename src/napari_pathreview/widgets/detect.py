@@ -57,14 +57,10 @@ class DetectWidget(TaskWidget):
             image = slide if region is None else crop_level0(slide.levels, region)
             cells = pipelines.detect(
                 image,
-                model,
-                mpp=mpp,
-                device=device,
-                tta=tta or None,
+                pipelines.DetectOptions(weights=model, mpp=mpp, device=device, tta=tta or None, precision=precision),
                 progress=progress,
                 cancel=cancel,
                 name=layer.name,
-                precision=precision,
             )
             return cells if region is None else cells_inside(cells, region)
 

@@ -146,13 +146,10 @@ class EnhanceWidget(TaskWidget):
             return pipelines.enhance(
                 slide,
                 cells,
-                weights=name,
-                mpp=mpp,
-                device=device,
+                options=pipelines.EnhanceOptions(weights=name, mpp=mpp, device=device, precision=precision),
                 progress=progress,
                 cancel=cancel,
                 name=cells_layer.name,
-                precision=precision,
             )
 
         return fn, self.show_result

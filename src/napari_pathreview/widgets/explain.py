@@ -126,11 +126,13 @@ class ExplainWidget(TaskWidget):
         def fn(progress, cancel):
             return pipelines.explain(
                 image,
-                model,
-                method,
-                classes=(classes or [0]) if agnostic else classes,
-                mpp=mpp,
-                device=device,
+                pipelines.ExplainOptions(
+                    weights=model,
+                    method=method,
+                    classes=(classes or [0]) if agnostic else classes,
+                    mpp=mpp,
+                    device=device,
+                ),
                 progress=progress,
                 cancel=cancel,
                 name=name,

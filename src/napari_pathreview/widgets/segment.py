@@ -40,13 +40,13 @@ class SegmentRun:
         from ..backend import pipelines
         from ..backend.segmentation import SegmentParams
 
-        models, cards = pipelines._models(self.weights, "segmenter", self.device)
+        models, cards = pipelines.get_models(self.weights, "segmenter", self.device)
         return models, cards, SegmentParams.from_card(cards[0], **self.thresholds)
 
     def _at_precision(self, models, cards):
         from ..backend import pipelines
 
-        return pipelines._at_precision(self.precision, models[0], pipelines._common_card(cards))
+        return pipelines.at_precision(self.precision, models[0], pipelines.common_card(cards))
 
     def _common(self, name: str) -> dict:
         return dict(tile=self.tile, overlap=self.overlap, tta=self.tta, level=0, name=name, stain_norm=self.stain_norm)

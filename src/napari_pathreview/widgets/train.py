@@ -322,7 +322,7 @@ class TrainWidget(TaskWidget):
 
     def _points(self, image):
         """The annotation Points layer's cells in ``image`` pixels, their class names, the image's mpp."""
-        from .compare import to_pixels_of
+        from .layers import to_pixels_of
 
         ann = self._annotation_layer("an annotation Points layer with annotated cells (see 'Annotate cells')")
         if len(ann.data) == 0:

@@ -57,7 +57,12 @@ class WeakWidget(TaskWidget):
 
         def fn(progress, cancel):
             return pipelines.weak_cells(
-                arr, model, points=points, mpp=mpp, device=device, progress=progress, cancel=cancel, name=layer.name
+                arr,
+                options=pipelines.WeakOptions(weights=model, mpp=mpp, device=device),
+                points=points,
+                progress=progress,
+                cancel=cancel,
+                name=layer.name,
             )
 
         def done(res):
