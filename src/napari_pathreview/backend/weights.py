@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import InputError
-from .tasks import task_for_card
+from .registry import task_for_card
 
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "weights"
 

@@ -1,4 +1,4 @@
-"""One module per task; importing this package registers them all (see ``tasks.base``).
+"""One module per task; importing this package registers them all (the registry is ``backend.registry``).
 
 A new task: a module here that calls ``register(Task(...))``, and its name in ``MODULES`` (the order
 ``pathreview train --help`` and the Train widget list the tasks in).
@@ -6,7 +6,7 @@ A new task: a module here that calls ``register(Task(...))``, and its name in ``
 
 import importlib
 
-from .base import (
+from ..registry import (
     REGISTRY,
     EvalRun,
     Task,

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..registry import option
 from . import parsers
-from .base import option
 
 
 @dataclass

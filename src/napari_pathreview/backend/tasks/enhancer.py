@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import EvalRun, Task, TrainRun, option, register
+from ..registry import EvalRun, Task, TrainRun, option, register
 from .common import points_table, trained
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..registry import EvalRun, Task, TrainRun, option, register
 from . import parsers
-from .base import EvalRun, Task, TrainRun, option, register
 from .common import NetOptions, trained
 
 

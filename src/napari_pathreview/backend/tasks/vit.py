@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import EvalRun, Task, TrainRun, register
+from ..registry import EvalRun, Task, TrainRun, register
 from .classifier import ClassifierEvalOptions, ClassifierTrainOptions, evaluate_task, train_arch
 
 

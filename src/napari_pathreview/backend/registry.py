@@ -7,7 +7,9 @@ one new module under ``backend/tasks/`` that calls :func:`register` (and one imp
 ``tasks/__init__.py``).
 
 Nothing here imports torch: a task names its functions as ``"module:function"`` strings, imported
-when they are first called.
+when they are first called. The registry sits below every backend module (it imports only
+``errors``); the task modules, which sit above the numerics they orchestrate, are imported on the
+first lookup (:func:`load_tasks`), so ``weights`` can find a card's builder without an import cycle.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from .errors import InputError
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -150,6 +152,13 @@ class Task:
 
 
 REGISTRY: dict[str, Task] = {}
+TASKS_PACKAGE = __name__.rsplit(".", 1)[0] + ".tasks"
+
+
+def load_tasks() -> dict[str, Task]:
+    """The registry with the shipped task modules registered (imports ``backend.tasks`` once)."""
+    importlib.import_module(TASKS_PACKAGE)
+    return REGISTRY
 
 
 def register(task: Task) -> Task:
@@ -164,23 +173,23 @@ def unregister(name: str) -> None:
 
 
 def get_task(name: str) -> Task:
-    if name not in REGISTRY:
+    if name not in load_tasks():
         raise InputError(f"unknown task '{name}'; choose from {', '.join(trainable())}")
     return REGISTRY[name]
 
 
 def trainable() -> tuple:
     """Names of the tasks ``pathreview train`` offers, in registration order."""
-    return tuple(n for n, t in REGISTRY.items() if t.train)
+    return tuple(n for n, t in load_tasks().items() if t.train)
 
 
 def evaluable() -> tuple:
-    return tuple(n for n, t in REGISTRY.items() if t.evaluate)
+    return tuple(n for n, t in load_tasks().items() if t.evaluate)
 
 
 def task_for_card(card_task: str) -> Task:
     """The task whose models carry cards with ``task == card_task``."""
-    for t in REGISTRY.values():
+    for t in load_tasks().values():
         if card_task in (t.card_tasks or (t.name,)):
             return t
     raise InputError(f"unknown model task '{card_task}'")
