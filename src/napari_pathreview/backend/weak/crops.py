@@ -35,6 +35,19 @@ def normalise(img: np.ndarray, normalisation: dict) -> np.ndarray:
     return normalise_pixels(img, normalisation).transpose(2, 0, 1)
 
 
+def jitter_and_turn(img: np.ndarray, rng: np.random.Generator, *aligned: np.ndarray) -> tuple:
+    """A uint8 crop -> float [0, 1] with stain (HED) and brightness / contrast jitter, then a random
+    90° turn and horizontal flip applied to it and to the ``aligned`` arrays (label maps) alike.
+    Returns contiguous copies: (image, *aligned)."""
+    img = brightness_contrast(hed_jitter(img / 255.0, rng), rng)
+    out = [img, *aligned]
+    k = int(rng.integers(4))
+    out = [np.rot90(a, k) for a in out]
+    if rng.random() < 0.5:
+        out = [a[:, ::-1] for a in out]
+    return tuple(np.ascontiguousarray(a) for a in out)
+
+
 def random_crops(samples, n: int, size: int, n_classes: int, rng: np.random.Generator, normalisation: dict):
     """``n`` random crops with dihedral + colour jitter -> x ``(n, 3, size, size)``, y ``(n, K)``."""
     xs, ys = [], []
@@ -42,13 +55,8 @@ def random_crops(samples, n: int, size: int, n_classes: int, rng: np.random.Gene
         s = samples[rng.integers(len(samples))]
         h, w = s.image.shape[:2]
         y0, x0 = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
-        img = s.image[y0 : y0 + size, x0 : x0 + size]
-        img = brightness_contrast(hed_jitter(img / 255.0, rng), rng)
-        k = int(rng.integers(4))
-        img = np.rot90(img, k)
-        if rng.random() < 0.5:
-            img = img[:, ::-1]
-        xs.append(normalise(np.ascontiguousarray(img), normalisation))
+        (img,) = jitter_and_turn(s.image[y0 : y0 + size, x0 : x0 + size], rng)
+        xs.append(normalise(img, normalisation))
         ys.append(tile_labels(s.yx, s.labels, y0, x0, size, n_classes))
     return np.stack(xs), np.stack(ys)
 

@@ -8,11 +8,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..augment import brightness_contrast, hed_jitter
 from ..errors import InputError, ProgressFn
 from ..train import TrainConfig, fit, seed_everything
 from .config import VARIANTS, WeakConfig
-from .crops import crop_tensor, grid_crops, normalise, random_crops
+from .crops import crop_tensor, grid_crops, jitter_and_turn, normalise, random_crops
 from .maps import seg_probs
 from .model import build_weak_cam, stage1_loss
 from .scores import crop_presence_f1, pseudo_agreement, tile_presence_f1
@@ -108,14 +107,9 @@ def _seg_batch(data: WeakData, train_maps, cfg: WeakConfig, rng):
         j = int(rng.integers(len(data.train)))
         img, lab = data.train[j].image, train_maps[j]
         y0, x0 = int(rng.integers(0, img.shape[0] - c + 1)), int(rng.integers(0, img.shape[1] - c + 1))
-        im = brightness_contrast(hed_jitter(img[y0 : y0 + c, x0 : x0 + c] / 255.0, rng), rng)
-        lb = lab[y0 : y0 + c, x0 : x0 + c]
-        r = int(rng.integers(4))
-        im, lb = np.rot90(im, r), np.rot90(lb, r)
-        if rng.random() < 0.5:
-            im, lb = im[:, ::-1], lb[:, ::-1]
-        xs.append(normalise(np.ascontiguousarray(im), data.normalisation))
-        ys.append(np.ascontiguousarray(lb))
+        im, lb = jitter_and_turn(img[y0 : y0 + c, x0 : x0 + c], rng, lab[y0 : y0 + c, x0 : x0 + c])
+        xs.append(normalise(im, data.normalisation))
+        ys.append(lb)
     return np.stack(xs), np.stack(ys).astype(np.int64)
 
 
