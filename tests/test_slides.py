@@ -9,6 +9,7 @@ import json
 import math
 import os
 import threading
+from pathlib import Path
 
 import dask.array as da
 import imageio.v3 as iio
@@ -121,6 +122,18 @@ def test_ome_zarr_from_lazy_dask_and_unknown_mpp(tmp_path, he):
     assert s.mpp is None and len(s.levels) == 2
     np.testing.assert_array_equal(np.asarray(s.levels[0]), he)
     assert open_slide(out, mpp=0.3).mpp == 0.3
+
+
+def test_ome_zarr_layout_object_equals_its_keywords(tmp_path, mask):
+    from napari_pathreview.backend.slides import ZarrLayout
+
+    a = write_ome_zarr(tmp_path / "a.zarr", mask, 0.25, ZarrLayout(n_levels=3, chunks=64, labels=True, name="m"))
+    b = write_ome_zarr(tmp_path / "b.zarr", mask, 0.25, n_levels=3, chunks=64, labels=True, name="m")
+    files = sorted(p.relative_to(a) for p in Path(a).rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b) for p in Path(b).rglob("*") if p.is_file())
+    assert all((Path(a) / f).read_bytes() == (Path(b) / f).read_bytes() for f in files)
+    with pytest.raises(TypeError):
+        write_ome_zarr(tmp_path / "c.zarr", mask, 0.25, chunk=64)
 
 
 def test_ome_zarr_labels_use_stride(tmp_path, mask):

@@ -116,6 +116,18 @@ def test_pipeline_types_the_given_points_at_the_input_grid(crchisto):
     assert np.allclose(res.points.yx, s.yx) and np.allclose(res.points.probs.sum(1), 1.0, atol=1e-4)
 
 
+def test_normalise_reads_the_card_and_matches_the_shipped_numbers():
+    from napari_pathreview.backend.weights import resolve
+
+    img = np.random.default_rng(0).integers(0, 256, (9, 7, 3)).astype(np.uint8)
+    card = resolve("weak-cells", "weak-cells")[1]
+    x = weak.normalise(img, card.normalisation)
+    assert x.shape == (3, 9, 7) and x.dtype == np.float32
+    np.testing.assert_array_equal(x, ((img.astype(np.float32) / 255.0 - 0.5) / 0.25).transpose(2, 0, 1))
+    other = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
+    np.testing.assert_array_equal(weak.normalise(img, other), (img.astype(np.float32) / 255.0).transpose(2, 0, 1))
+
+
 def test_pseudo_agreement_scores_types_on_the_pseudo_foreground_only():
     pseudo = np.zeros((8, 8), np.int64)
     pseudo[:4, :4], pseudo[:4, 4:], pseudo[4:, :4], pseudo[4:, 4:6] = 1, 2, 3, 4  # 0 = background

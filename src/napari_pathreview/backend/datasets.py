@@ -3,6 +3,8 @@
 - points:  ``images/NAME.png`` + ``points.csv`` (image, split, x, y, label); x = column, y = row, pixels.
 - masks:   ``images/NAME.png`` + ``masks/NAME.png`` + ``splits.csv`` (image, split, mask).
 - labels:  ``images/NAME.*`` + ``labels.csv`` (image, split, grade|labels).
+
+Still elsewhere: the masks reader (``segmentation.read_splits_csv`` / ``load_masks_dataset``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .slides import to_rgb_uint8
 
 UNLABELED_NAME = "unlabeled"
 
@@ -30,12 +33,27 @@ class PointsSample:
     labels: np.ndarray
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+_LABEL_COLUMNS = ("labels", "label", "grade", "class")
+
+
+def find_image(folder: Path, name: str, bare: bool = False) -> Path | None:
+    """``folder/name.<ext>`` for the first of :data:`IMAGE_SUFFIXES` that exists; with ``bare``, else
+    ``folder/name`` itself (a name that carries its extension). None when there is none."""
+    for ext in IMAGE_SUFFIXES:
+        if (folder / f"{name}{ext}").is_file():
+            return folder / f"{name}{ext}"
+    if bare and (folder / name).is_file():
+        return folder / name
+    return None
+
+
 def _find_image(images: Path, name: str) -> Path:
-    for ext in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"):
-        p = images / f"{name}{ext}"
-        if p.exists():
-            return p
-    raise InputError(f"{images}: no image file for '{name}' listed in the CSV; add images/{name}.png")
+    """The image of a points / masks CSV row (InputError when missing)."""
+    found = find_image(images, name)
+    if found is None:
+        raise InputError(f"{images}: no image file for '{name}' listed in the CSV; add images/{name}.png")
+    return found
 
 
 def read_points_csv(path: Path) -> list[dict]:
@@ -60,8 +78,6 @@ def load_points_dataset(
     given or sorted with ``others`` last; ``unlabeled`` is never a class.
     """
     from skimage.io import imread
-
-    from .slides import to_rgb_uint8
 
     root = Path(root)
     if not (root / "images").is_dir():
@@ -89,3 +105,68 @@ def load_points_dataset(
     if not samples:
         raise InputError(f"{root}: no images in split(s) {splits}")
     return samples, list(classes)
+
+
+# ---------------------------------------------------------------- labels.csv (image classification)
+
+
+@dataclass
+class LabelledImage:
+    """One dataset image: ``labels`` are class names (several for multi-label rows ``a;b``).
+
+    In-memory images (annotations from the viewer) carry their pixels in ``image`` (an ``(H, W, C)`` array
+    or a Slide) at ``mpp`` µm/px (None: the training data's); ``path`` is then not read.
+    """
+
+    name: str
+    path: Path
+    split: str
+    labels: list
+    image: object = None
+    mpp: float | None = None
+
+
+def _labelled_image(folder: Path, name: str) -> Path:
+    found = find_image(folder, name, bare=True)
+    if found is None:
+        raise InputError(f"{folder}: no image file for '{name}'")
+    return found
+
+
+def read_labels_csv(root: str | Path) -> tuple[list[LabelledImage], list[str], bool]:
+    """Read ``root/labels.csv`` (``image,split,<label column>``; ``a;b`` = several labels).
+
+    Returns (images, sorted class names, multilabel). The label column is the first of
+    labels/label/grade/class present, else the third column.
+    """
+    root = Path(root)
+    path = root / "labels.csv"
+    if not path.is_file():
+        raise InputError(f"{root}: no labels.csv (expected image,split,label; see docs/data-formats.md)")
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or "image" not in rows[0]:
+        raise InputError(f"{path}: needs a header with an 'image' column")
+    cols = list(rows[0])
+    col = next((c for c in _LABEL_COLUMNS if c in cols), None) or (cols[2] if len(cols) > 2 else None)
+    if col is None:
+        raise InputError(f"{path}: no label column (expected image,split,label)")
+    out = []
+    for r in rows:
+        labels = [s.strip() for s in (r[col] or "").split(";") if s.strip()]
+        out.append(LabelledImage(r["image"], _labelled_image(root / "images", r["image"]), r.get("split", ""), labels))
+    classes = sorted({c for s in out for c in s.labels})
+    multilabel = any(len(s.labels) != 1 for s in out)
+    return out, classes, multilabel
+
+
+def load_labels_split(root, split: str | None):
+    """(images of ``split`` of a labels.csv folder (all when None), classes, multilabel)."""
+    images, classes, multi = read_labels_csv(root)
+    if split:
+        chosen = [s for s in images if s.split == split]
+        if not chosen:
+            splits = sorted({s.split for s in images})
+            raise InputError(f"{root}: no images in split '{split}'; splits: {', '.join(splits)}")
+        images = chosen
+    return images, classes, multi

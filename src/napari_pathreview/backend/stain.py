@@ -9,7 +9,13 @@ gives the same result tile by tile as on the whole image.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
+
+from .errors import InputError
+from .slides import Slide
+from .tissue import CoarseTissue, coarse_tissue, tissue_mask
 
 # Ruifrok & Johnston H&E-DAB stain vectors as scikit-image has them (skimage.color.rgb_from_hed, rows H, E,
 # DAB); densities are natural-log optical densities (skimage's rgb2hed divides them by -log(1e-6) and clips
@@ -62,8 +68,6 @@ def _samples(arr, tissue=None) -> np.ndarray:
     """Pixels ``(N, 3)`` to measure: the whole image up to ``_WHOLE_MAX`` px a side, else windows of it
     (:func:`_window_origins`; a lazy slide is read only there). An in-memory array without ``tissue``
     finds its own from every 32nd pixel."""
-    from .tissue import CoarseTissue, tissue_mask
-
     h, w = (int(s) for s in arr.shape[:2])
     if max(h, w) <= _WHOLE_MAX:
         return np.asarray(arr[0:h, 0:w])[..., :3].reshape(-1, 3)
@@ -82,8 +86,6 @@ def hematoxylin_level(arr, percentile: float = PERCENTILE, tissue=None) -> float
     uint8 image (numpy, or lazy: dask / zarr). None when it holds no tissue (bare glass) or is grey.
     ``tissue``: a ``tissue.CoarseTissue`` for ``arr`` (a slide's coarse level), which places the
     measured windows of a large image on tissue."""
-    from .tissue import tissue_mask
-
     if len(arr.shape) != 3 or arr.shape[2] < 3:
         return None  # grey: no stain to separate
     px = _samples(arr, tissue)
@@ -115,8 +117,6 @@ def image_factor(arr, reference: float | None, image=None, level: int = 0) -> fl
     when ``image`` is a Slide its coarse level places the measured windows on tissue."""
     if reference is None:
         return 1.0
-    from .slides import Slide
-    from .tissue import coarse_tissue
 
     tissue = coarse_tissue(image, level) if isinstance(image, Slide) else None
     return hematoxylin_factor(arr, reference, tissue=tissue)
@@ -132,8 +132,6 @@ def normalised_image(img: np.ndarray, reference: float | None) -> np.ndarray:
 
 def reference_level(images) -> float:
     """Median hematoxylin level of RGB uint8 ``images`` (those holding tissue): a training set's reference."""
-    from .errors import InputError
-
     levels = [v for v in (hematoxylin_level(im) for im in images) if v is not None]
     if not levels:
         raise InputError(
@@ -145,8 +143,6 @@ def reference_level(images) -> float:
 def normalised_samples(samples, reference: float) -> list:
     """Copies of dataclass ``samples`` (with an ``image`` field, RGB uint8) whose images are scaled to
     ``reference`` (:func:`normalised_image`)."""
-    from dataclasses import replace
-
     return [replace(s, image=normalised_image(s.image, reference)) for s in samples]
 
 

@@ -1,0 +1,295 @@
+"""Classifier training: class-balanced random crops, checkpoint chosen and thresholds tuned on held-out images."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..augment import brightness_contrast, hed_jitter, random_dihedral
+from ..errors import InputError, ProgressFn
+from ..slides import open_slide
+from ..tiling import pad_to
+from ..train import TrainConfig, fit, seed_everything
+from ..weights import ModelCard, choose_device, load_model, save_model
+from .data import load_split, targets_of
+from .metrics import classification_metrics, search_thresholds
+from .model_input import normalise, predict_probs, to_model_scale
+from .options import ClassifierTrainOptions, with_fields
+
+
+def _holdout(targets: np.ndarray, n: int, rng) -> np.ndarray:
+    """Indices of ``n`` held-out images, stratified by each image's first label."""
+    key = targets.argmax(1)
+    out = []
+    for k in np.unique(key):
+        idx = np.flatnonzero(key == k)
+        take = max(1, round(n * len(idx) / len(key)))
+        out += list(rng.permutation(idx)[:take])
+    return np.sort(np.asarray(out, int))
+
+
+def _crop(img: np.ndarray, side: int, rng) -> np.ndarray:
+    img = pad_to(img, side, side)[0]
+    y = int(rng.integers(img.shape[0] - side + 1))
+    x = int(rng.integers(img.shape[1] - side + 1))
+    return img[y : y + side, x : x + side]
+
+
+def _augment(crop: np.ndarray, rng) -> np.ndarray:
+    (crop,) = random_dihedral([crop], rng)
+    if crop.shape[2] == 3:
+        crop = hed_jitter(crop, rng, sigma=0.08, bias=0.03)
+    return brightness_contrast(crop, rng, b=0.08, c=0.15)
+
+
+def _sample_weights(targets: np.ndarray) -> np.ndarray:
+    """Balanced sampling: each image weighted by the inverse frequency of its rarest label."""
+    freq = targets.sum(0) / len(targets)
+    w = np.array([1.0 / freq[row > 0].min() if row.any() else 1.0 for row in targets])
+    return w / w.sum()
+
+
+def classifier_loss(model, x, y, loss_fn, multilabel: bool, recon_weight: float = 10.0):
+    """Loss on a batch: x ``(B, C, H, W)``; y ``(B, K)`` 0/1 (multi-label) or ``(B,)`` indices."""
+    from ..losses import arcface_loss, dual_loss
+    from ..models.classifier import ArcFaceHead
+
+    f = model.forward_features(x)
+    pooled = model.drop(model.flatten(model.pool(f)))
+    if isinstance(model.head, ArcFaceHead):
+        loss = arcface_loss(model.head.cosine(pooled), y, model.head.s, model.head.m)
+    else:
+        loss = loss_fn(model.head(pooled), y)
+    if model.decoder is not None:
+        loss = dual_loss(loss, model.reconstruct(f, x.shape[-2:]), x, recon_weight)
+    return loss
+
+
+def _training_images(data):
+    """(images, classes, multilabel, description) of a labels.csv folder's train split or a list of
+    :class:`~..datasets.LabelledImage`; InputError with fewer than two classes."""
+    if isinstance(data, (str, Path)):
+        images, classes, multi = load_split(data, "train")
+        desc = str(data)
+    else:
+        images = list(data)
+        classes = sorted({c for s in images for c in s.labels})
+        multi = any(len(s.labels) != 1 for s in images)
+        desc = "in-memory: " + ", ".join(s.name for s in images)[:300]
+    present = sorted({c for s in images for c in s.labels})
+    if len(present) < 2:
+        raise InputError(f"{desc}: need images of at least two classes to train a classifier, found {present}")
+    return images, classes, multi, desc
+
+
+def _base_model(opts: ClassifierTrainOptions, images, dev):
+    """(model, card) of ``opts.init`` checked against the data's labels, or (None, None)."""
+    if opts.init is None:
+        return None, None
+    model, base = load_model(opts.init, None, dev)
+    if base.task not in ("classifier", "vit"):
+        raise InputError(f"'{base.name}' is a {base.task} model, not a classifier")
+    unknown = sorted({c for s in images for c in s.labels} - set(base.classes))
+    if unknown:
+        raise InputError(f"labels {unknown} are not classes of {base.name} ({', '.join(base.classes)})")
+    return model, base
+
+
+def _new_model(opts: ClassifierTrainOptions, classes, multi: bool, dev):
+    """A fresh CNN classifier or ViT (``opts.arch``) and its config."""
+    if opts.arch == "vit":
+        from ..models.vit import ViTConfig, build_vit
+
+        cfg = ViTConfig(classes=tuple(classes), img_size=opts.crop, multilabel=multi)
+        return build_vit(cfg).to(dev), cfg
+    from ..models.classifier import ClassifierConfig, build_classifier
+
+    cfg = ClassifierConfig(
+        classes=tuple(classes),
+        widths=tuple(opts.widths),
+        se=opts.se,
+        multilabel=multi,
+        head=opts.head,
+        decoder=opts.decoder,
+    )
+    return build_classifier(cfg).to(dev), cfg
+
+
+def _card(out, cfg, classes, opts: ClassifierTrainOptions, base) -> ModelCard:
+    """The new model's card; a fine-tuned model keeps its base's scales, normalisation and inference settings."""
+    card = ModelCard(
+        name=Path(out).stem,
+        task="vit" if opts.arch == "vit" else "classifier",
+        config=cfg.to_dict(),
+        classes=list(classes),
+        mpp=float(opts.model_mpp),
+        params={"input_mpp": float(opts.data_mpp), "tile": 512, "tta": True, "thresholds": [0.5] * len(classes)},
+        licence="research use only (inherited from the GlaS training data)",
+    )
+    if base is not None:
+        card.mpp, card.normalisation, card.colors = base.mpp, base.normalisation, base.colors
+        card.licence = base.licence
+        card.params = {**base.params, "thresholds": [0.5] * len(classes)}
+    return card
+
+
+@dataclass
+class _Run:
+    """One training run's data at the model's scale and its held-out (tune) images."""
+
+    opts: ClassifierTrainOptions
+    card: ModelCard
+    pix: list
+    targets: np.ndarray
+    fit_i: np.ndarray
+    tune_i: np.ndarray
+    multi: bool
+    rng: np.random.Generator
+    dev: object
+
+    def batches(self, epoch):
+        import torch
+
+        fit_t = self.targets[self.fit_i]
+        weights = _sample_weights(fit_t)
+        o = self.opts
+        for _ in range(o.steps_per_epoch):
+            idx = self.rng.choice(len(self.fit_i), o.batch_size, p=weights)
+            crops = [_augment(_crop(self.pix[self.fit_i[i]], o.crop, self.rng), self.rng) for i in idx]
+            x = normalise(np.stack(crops), self.card).to(self.dev)
+            y = torch.from_numpy(fit_t[idx]).to(self.dev)
+            yield x, (y if self.multi else y.argmax(1))
+
+    def tune_probs(self, model, tta: bool = False) -> np.ndarray:
+        return np.concatenate([predict_probs(model, self.card, self.pix[i][None], tta=tta) for i in self.tune_i])
+
+    def validate(self, model) -> dict:
+        """Checkpoint score on the tune images: accuracy - 0.1 x NLL."""
+        if not len(self.tune_i):
+            return {"score": 0.0}
+        p, t = self.tune_probs(model), self.targets[self.tune_i]
+        hit = (p * t).sum(1) if not self.multi else np.where(t > 0, p, 1 - p).prod(1)
+        nll = float(-np.mean(np.log(np.clip(hit, 1e-6, 1))))
+        acc = classification_metrics(p, t, self.card)["accuracy"]
+        return {"score": acc - 0.1 * nll, "accuracy": acc, "nll": nll}
+
+
+def _split_tune(targets: np.ndarray, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, tune) indices: ``n`` stratified held-out images, or all for both when holding them out
+    would leave a class without training images."""
+    tune_i = _holdout(targets, n, rng) if n else np.zeros(0, int)
+    fit_i = np.setdiff1d(np.arange(len(targets)), tune_i)
+    if n and len(np.unique(targets[fit_i].argmax(1))) < len(np.unique(targets.argmax(1))):
+        fit_i = tune_i = np.arange(len(targets))  # too few images to hold any out
+    return fit_i, tune_i
+
+
+def _tune_thresholds(model, run: _Run) -> None:
+    """Per-class thresholds and tune metrics into the card (with TTA), when there are tune images."""
+    if not len(run.tune_i):
+        return
+    p = run.tune_probs(model, tta=True)
+    run.card.params["thresholds"] = search_thresholds(p, run.targets[run.tune_i], run.multi)
+    m = classification_metrics(p, run.targets[run.tune_i], run.card)
+    run.card.metrics = {"tune": {k: m[k] for k in ("accuracy", "balanced_accuracy", "auc", "f1", "n_images")}}
+
+
+def _training_record(opts, run: _Run, res, extra: dict) -> dict:
+    return {
+        "command": extra["command"],
+        "data": extra["data"],
+        "data_mpp": extra["data_mpp"],
+        "seed": opts.seed,
+        "init": None if opts.init is None else str(opts.init),
+        "epochs": opts.epochs,
+        "steps_per_epoch": opts.steps_per_epoch,
+        "batch_size": opts.batch_size,
+        "crop": opts.crop,
+        "arch": opts.arch,
+        "loss": opts.loss,
+        "lr": opts.lr,
+        "best_epoch": res.best_epoch,
+        "seconds": extra["seconds"],
+        "device": str(run.dev),
+        "fit_images": len(run.fit_i),
+        "tune_images": [extra["images"][i].name for i in run.tune_i],
+        "history": res.history,
+    }
+
+
+def train_classifier(
+    data,
+    out,
+    options: ClassifierTrainOptions | None = None,
+    *,
+    device=None,
+    progress: ProgressFn | None = None,
+    cancel=None,
+    command: str = "",
+    on_epoch=None,
+    **fields,
+):
+    """Train a classifier on ``data/labels.csv`` (split ``train``) and save weights + card to ``out``.
+
+    ``options`` (:class:`ClassifierTrainOptions`; its fields may also be given as keywords) -> (model, card).
+    ``tune_images`` train images (stratified, chosen by ``seed``) are held out to pick the checkpoint
+    (accuracy - 0.1 x NLL) and to search the per-class thresholds (F1); the rest are read at
+    ``model_mpp`` (``data_mpp`` µm/px on disk) and sampled class-balanced as random ``crop`` x ``crop``
+    crops with flips / 90° turns, stain and brightness jitter. Cosine LR (AdamW).
+    ``data``: a labels.csv folder, or a list of :class:`LabelledImage` (in memory: ``image`` set).
+    ``init``: a classifier or ViT (name or path) to fine-tune from: its architecture (``arch`` follows
+    it), classes, scale, input scale, tile and TTA are kept, so the data's labels must be its classes.
+    When holding out ``tune_images`` would leave a class without training images (a few viewer
+    annotations), the checkpoint is selected on the training images themselves.
+    """
+    from ..losses import build_loss
+
+    opts = with_fields(options, ClassifierTrainOptions, fields)
+    rng = seed_everything(opts.seed)
+    dev = choose_device(device)
+    images, classes, multi, data_desc = _training_images(data)
+    model, base = _base_model(opts, images, dev)
+    if base is not None:
+        arch = "vit" if base.task == "vit" else "cnn"
+        opts = with_fields(opts, ClassifierTrainOptions, {"arch": arch})
+        classes, multi = list(base.classes), bool(base.config.get("multilabel"))
+    opts.lr = opts.lr or (1e-3 if opts.arch == "vit" else 3e-3)
+    if base is not None:
+        cfg = model.cfg
+        opts.crop = int(base.config.get("img_size", opts.crop)) if opts.arch == "vit" else opts.crop
+    else:
+        model, cfg = _new_model(opts, classes, multi, dev)
+    card = _card(out, cfg, classes, opts, base)
+    data_mpp = float(base.params.get("input_mpp") or opts.data_mpp) if base is not None else opts.data_mpp
+    targets = targets_of(images, classes)
+    fit_i, tune_i = _split_tune(targets, opts.tune_images, rng)
+    pix = [
+        to_model_scale(s.image if s.image is not None else open_slide(s.path), card, s.mpp or data_mpp) for s in images
+    ]
+    run = _Run(opts, card, pix, targets, fit_i, tune_i, multi, rng, dev)
+    loss_fn = build_loss(opts.loss, multi)
+    tcfg = TrainConfig(epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed, device=str(dev))
+
+    def checkpoint(m, row):
+        if opts.checkpoints:
+            card.training = {"command": command, "checkpoint_epoch": row["epoch"], "partial": True}
+            save_model(m, card, Path(str(out) + ".checkpoint"))
+
+    t0 = time.time()
+    step_loss = (
+        (lambda m, b: loss_fn(m(b[0]), b[1]))
+        if opts.arch == "vit"
+        else (lambda m, b: classifier_loss(m, b[0], b[1], loss_fn, multi))
+    )
+    steps = opts.steps_per_epoch
+    res = fit(model, step_loss, run.batches, run.validate, tcfg, steps, progress, cancel, on_epoch, checkpoint)
+    model.load_state_dict(res.best_state)
+    model.eval()
+    _tune_thresholds(model, run)
+    extra = {"command": command, "data": data_desc, "data_mpp": data_mpp, "images": images}
+    card.training = _training_record(opts, run, res, {**extra, "seconds": round(time.time() - t0, 1)})
+    save_model(model, card, out)
+    return model, card
