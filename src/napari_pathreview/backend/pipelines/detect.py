@@ -6,8 +6,14 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from ..batch import run_batch
+from ..detection import DetectParams
+from ..detection import detect as _detect
 from ..errors import ProgressFn
+from ..exchange import write_geojson, write_points_csv
 from ..points import CellPoints
+from ..slides import open_slide
+from ..weights import default_model
 from .models import at_precision, get_model, sibling, validate_inputs
 
 
@@ -31,8 +37,6 @@ def detect(
     image, options: DetectOptions | None = None, progress: ProgressFn | None = None, cancel=None, name: str = "image"
 ) -> CellPoints:
     """Detect cells in an (H, W, 3) array or a Slide -> CellPoints in level-0 pixels of the input."""
-    from ..detection import DetectParams
-    from ..detection import detect as _detect
 
     o = options or DetectOptions()
     model, card = get_model(o.weights, "detector", o.device)
@@ -47,8 +51,6 @@ def _detect_outputs(stem: Path) -> list[Path]:
 
 def _detect_one(path: str, stem: Path, options: DetectOptions) -> list[Path]:
     """One slide of ``detect_files``: ``stem.csv`` + ``stem.geojson`` (each written atomically)."""
-    from ..exchange import write_geojson, write_points_csv
-    from ..slides import open_slide
 
     s = open_slide(path, mpp=options.mpp)
     pts = detect(s, options, name=s.path)
@@ -58,7 +60,6 @@ def _detect_one(path: str, stem: Path, options: DetectOptions) -> list[Path]:
 
 def detect_job_key(o: DetectOptions) -> dict:
     """What makes two detect runs the same job (a rerun with the same key skips finished slides)."""
-    from ..weights import default_model
 
     key = {"job": "detect", "weights": str(o.weights) if o.weights else default_model("detector")}
     key |= {"mpp": o.mpp, "threshold": o.threshold}
@@ -87,7 +88,6 @@ def detect_files(
     output pathreview did not write (e.g. the user's QuPath ``NAME.geojson`` beside the slide) is refused
     before any work unless ``overwrite``. Returns ``{"written", "skipped", "ran"}``.
     """
-    from ..batch import run_batch
 
     o = options or DetectOptions()
     validate_inputs(inputs, o.mpp)

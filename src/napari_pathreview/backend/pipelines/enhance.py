@@ -7,8 +7,14 @@ from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
+from ..batch import run_batch
+from ..enhancement import enhance_points, features_at_points
 from ..errors import InputError, ProgressFn, check_cancel
+from ..exchange import write_geojson, write_points_csv
 from ..points import CellPoints
+from ..precision import resolve, use
+from ..slides import open_slide
+from ..weights import default_model
 from .detect import DetectOptions, detect
 from .models import get_model, per_slide, refuse_file_as_folder, sibling, validate_inputs
 
@@ -45,8 +51,6 @@ def enhance(
     feature vectors get them sampled from ``image`` with the enhancer's detector. Without ``points``, the
     enhancer's detector first detects the cells in ``image`` (an (H, W, 3) array or a Slide).
     """
-    from ..enhancement import enhance_points
-    from ..precision import resolve, use
 
     o = options or EnhanceOptions()
     model, card = get_model(o.weights, "enhancer", o.device)
@@ -67,8 +71,6 @@ def _cells(image, points: CellPoints | None, o: EnhanceOptions, progress, cancel
     """The cells to correct, with the detector's feature vectors: detected in ``image`` when no
     ``points`` are given, else ``points`` with their features sampled from ``image`` when missing."""
     import numpy as np
-
-    from ..enhancement import features_at_points
 
     if points is None:
         if image is None:
@@ -93,8 +95,6 @@ def _enhance_outputs(stem: Path) -> list[Path]:
 
 def _enhance_one(path: str, stem: Path, options: EnhanceOptions, progress=None, cancel=None) -> list[Path]:
     """One slide of ``enhance_files``: ``stem.csv``, ``stem.geojson`` (enhanced) and ``stem.base.csv``."""
-    from ..exchange import write_geojson, write_points_csv
-    from ..slides import open_slide
 
     s = open_slide(path, mpp=options.mpp)
     # the slide's own mpp (or --mpp, given to open_slide) wins over options.mpp inside enhance
@@ -112,7 +112,6 @@ def _enhance_one(path: str, stem: Path, options: EnhanceOptions, progress=None, 
 
 
 def enhance_job_key(o: EnhanceOptions) -> dict:
-    from ..weights import default_model
 
     key = {"job": "enhance", "weights": str(o.weights) if o.weights else default_model("enhancer")}
     key |= {"detector": o.detector, "mpp": o.mpp}
@@ -136,7 +135,6 @@ def enhance_files(
     (``backend.batch``): reruns skip slides already done by the same job; an existing output pathreview
     did not write is refused before any work unless ``overwrite``. Returns ``{"written", "skipped", "ran"}``.
     """
-    from ..batch import run_batch
 
     o = options or EnhanceOptions()
     out = refuse_file_as_folder(out)

@@ -7,7 +7,12 @@ from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
+from ..batch import run_batch
+from ..classification import input_mpp
 from ..errors import ProgressFn
+from ..explain import MAX_PIXELS, explain_image, method_fn, target_indices, write_explanation
+from ..memory import explain_bytes, require_memory
+from ..slides import Slide, open_slide
 from .models import at_precision, get_classifier, per_slide, refuse_file_as_folder, sibling
 
 
@@ -37,11 +42,6 @@ def explain_memory_check(
     at the full resolution."""
     import numpy as np
 
-    from ..classification import input_mpp
-    from ..explain import MAX_PIXELS, _targets
-    from ..memory import explain_bytes, require_memory
-    from ..slides import Slide
-
     if isinstance(image, Slide):
         full, m, level = image.shape, mpp or image.mpp, 0
         if m and card.mpp:
@@ -55,7 +55,7 @@ def explain_memory_check(
     factor = input_mpp(card, m) / float(card.mpp) if card.mpp else 1.0
     model_yx = (read[0] * factor, read[1] * factor)
     out = full if full[0] * full[1] <= MAX_PIXELS else model_yx
-    n = len(_targets(classes, card))
+    n = len(target_indices(classes, card))
     need = explain_bytes(read, channels, factor, n, out, full if write else None)
     require_memory(
         need,
@@ -72,7 +72,6 @@ def explain(
     Maps come back at the input's pixel grid (see ``ExplainResult.downsample`` for huge slides). A run
     that cannot fit in memory is refused before any pixel is read (``explain_memory_check``).
     """
-    from ..explain import explain_image
 
     o = options or ExplainOptions()
     model, card = get_classifier(o.weights, o.device)
@@ -102,8 +101,6 @@ def _explain_names(stem: Path, method: str, targets) -> list[Path]:
 
 def _explain_one(path: str, stem: Path, options: ExplainOptions, progress=None, cancel=None) -> list[Path]:
     """One slide of ``explain_files``: its maps, overlays and JSON (see ``_explain_names``)."""
-    from ..explain import write_explanation
-    from ..slides import open_slide
 
     s = open_slide(path, mpp=options.mpp)
     # the slide's own mpp (or --mpp, given to open_slide) wins over options.mpp inside explain
@@ -129,15 +126,12 @@ def explain_files(
     (``backend.batch``): reruns skip slides already done by the same job, and an existing output
     pathreview did not write is refused unless ``overwrite``. Returns ``{"written", "skipped", "ran"}``.
     """
-    from ..batch import run_batch
-    from ..explain import _targets, method_fn
-    from ..slides import open_slide
 
     o = options or ExplainOptions()
     out = refuse_file_as_folder(out)
     _, card = get_classifier(o.weights, o.device)
     method_fn(o.method, card)
-    targets = [card.classes[t] for t in _targets(o.classes, card)]
+    targets = [card.classes[t] for t in target_indices(o.classes, card)]
     for p in inputs:  # validate every input before writing anything
         explain_memory_check(open_slide(p, mpp=o.mpp), card, o.mpp, o.classes, write=True, name=str(p))
     key = {"job": f"explain-{o.method}", "model": card.name, "classes": targets, "mpp": o.mpp}

@@ -7,20 +7,22 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..errors import InputError
+from ..precision import resolve as resolve_precision
+from ..precision import use, verified
+from ..slides import open_slide
+from ..weights import default_model, load_model, resolve
 
 CLASSIFIER_TASKS = ("classifier", "vit")
 
 
 @lru_cache(maxsize=8)
 def _cached_model(ref, task, device):
-    from ..weights import load_model
 
     return load_model(ref, task, device)
 
 
 def get_model(ref: str | None, task: str, device: str | None = None):
     """(model, card) for a name/path (shipped default when None), cached per (ref, device)."""
-    from ..weights import default_model
 
     return _cached_model(str(ref) if ref else default_model(task), task, device or None)
 
@@ -34,7 +36,6 @@ def get_models(weights, task: str, device):
 
 def get_classifier(ref: str | None = None, device: str | None = None):
     """(model, card) of a CNN classifier or ViT by name/path (shipped classifier when None), cached."""
-    from ..weights import resolve
 
     if not ref:
         return get_model(None, "classifier", device)
@@ -48,8 +49,6 @@ def common_card(cards):
     """One card for an ensemble's precision check: verified only where every member's card says so."""
     from types import SimpleNamespace
 
-    from ..precision import verified
-
     if len(cards) == 1:
         return cards[0]
     common = set.intersection(*(set(verified(c)) for c in cards))
@@ -59,11 +58,10 @@ def common_card(cards):
 def at_precision(precision: str | None, model, card):
     """The scope a network runs in: ``precision`` (fp32 / bf16 / fp16 / auto, see ``backend.precision``)
     resolved for the model's device and card; None keeps the scope already set (fp32 by default)."""
-    from ..precision import resolve, use
 
     if precision is None:
         return contextlib.nullcontext()
-    return use(resolve(precision, next(model.parameters()).device, card))
+    return use(resolve_precision(precision, next(model.parameters()).device, card))
 
 
 def sibling(stem: Path, suffix: str) -> Path:
@@ -78,7 +76,6 @@ def per_slide(progress, name: str):
 
 def validate_inputs(inputs, mpp) -> None:
     """Open every input (refusing an unreadable one with its own message) before any work."""
-    from ..slides import open_slide
 
     for p in inputs:
         open_slide(p, mpp=mpp)

@@ -7,7 +7,13 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from ..atomic import refuse_input_as_output, writable_folder
+from ..batch import run_batch
 from ..errors import InputError, ProgressFn
+from ..segmentation import segment as _segment
+from ..segmentation import segment_to_zarr
+from ..slides import open_slide
+from ..weights import default_model
 from .models import at_precision, common_card, get_models, sibling, validate_inputs
 
 
@@ -37,7 +43,6 @@ def segment(
     image, options: SegmentOptions | None = None, progress: ProgressFn | None = None, cancel=None, name: str = "image"
 ):
     """Segment an (H, W, 3) array or a Slide in memory -> SegmentationResult (instances + probabilities)."""
-    from ..segmentation import segment as _segment
 
     o = options or SegmentOptions()
     models, cards = get_models(o.weights, "segmenter", o.device)
@@ -62,9 +67,6 @@ def segment_file(
     input, out: str | Path, options: SegmentOptions | None = None, overwrite: bool = False, progress=None, cancel=None
 ) -> Path:
     """Segment one slide/image file tile by tile into an OME-Zarr labels store at ``out`` (bounded memory)."""
-    from ..atomic import refuse_input_as_output, writable_folder
-    from ..segmentation import segment_to_zarr
-    from ..slides import open_slide
 
     o, out = options or SegmentOptions(), Path(out)
     refuse_input_as_output(out, [input])
@@ -104,7 +106,6 @@ def _segment_one(path: str, stem: Path, options: SegmentOptions) -> list[Path]:
 
 def segment_job_key(o: SegmentOptions) -> dict:
     """What makes two segment runs the same job (a rerun with the same key skips finished slides)."""
-    from ..weights import default_model
 
     refs = list(o.weights) if isinstance(o.weights, (list, tuple)) else [o.weights]
     key = {"job": "segment", "weights": [str(r) if r else default_model("segmenter") for r in refs], "mpp": o.mpp}
@@ -130,7 +131,6 @@ def segment_files(
     task per slide on this process or a Dask cluster; reruns skip slides already done by the same job
     (see ``backend.batch``). An existing store pathreview did not write (its record does not list it) is
     refused unless ``overwrite``; a store that is one of the inputs is refused always."""
-    from ..batch import run_batch
 
     o = options or SegmentOptions()
     validate_inputs(inputs, o.mpp)

@@ -7,6 +7,7 @@ from functools import lru_cache
 
 from ..errors import InputError, ProgressFn, check_cancel
 from ..points import CellPoints
+from ..weak import infer, load_weak_cells
 from .detect import DetectOptions, detect
 
 
@@ -36,8 +37,6 @@ def weak_cells(
     """
     import numpy as np
 
-    from ..weak import infer
-
     o = options or WeakOptions()
     arr = np.asarray(image.levels[0] if hasattr(image, "levels") else image)
     if arr.ndim != 3 or arr.shape[-1] < 3:
@@ -52,6 +51,5 @@ def weak_cells(
 
 @lru_cache(maxsize=2)
 def _cached_weak(ref, device):
-    from ..weak import load_weak_cells
 
     return load_weak_cells(ref, device)

@@ -50,7 +50,7 @@ def train_arch(run: TrainRun, o: ClassifierTrainOptions, arch: str) -> dict:
 
 
 def evaluate_task(run: EvalRun, o: ClassifierEvalOptions, task: str) -> dict:
-    from ..classification import evaluate_classifier
+    from ..classifier_eval import evaluate_classifier
 
     return evaluate_classifier(
         run.data,
