@@ -11,18 +11,27 @@ from pathlib import Path
 import numpy as np
 
 from ..backend import pipelines
-from ..backend.datasets import load_points_dataset
+from ..backend.classification.model_input import decide
+from ..backend.datasets import load_labels_split, load_points_dataset
 from ..backend.errors import InputError
 from ..backend.matching import match_points
 from ..backend.metrics import PointScores
 from ..backend.precision import native, resolve
 from ..backend.seg_metrics import dice, score_pair
 from ..backend.segmentation import load_masks_dataset
+from ..backend.slides import open_slide
 from ..backend.weights import default_model
 from ..backend.weights import resolve as resolve_weights
 from .common import bench, cpu_flags, data_root
 
-PRECISION_BOUNDS = {"matched_f1": 0.99, "metric_delta": 0.005, "label_dice": 0.995, "same_class": 0.995}
+PRECISION_BOUNDS = {
+    "matched_f1": 0.99,
+    "metric_delta": 0.005,
+    "label_dice": 0.995,
+    "same_class": 0.995,
+    "map_pearson": 0.99,
+}
+MAP_IMAGES = 12  # heat maps compared on the first images of the held-out split (all images for accuracy)
 
 
 def _outputs_agree(a, b, radius_px: float) -> dict:
@@ -157,6 +166,60 @@ def _segmenter_entry(name: str, root: Path, device: str, precisions, limit: int 
     return entry
 
 
+def _explain_run(name: str, method: str, images, device: str, p: str) -> list:
+    opts = pipelines.ExplainOptions(weights=name, method=method, device=device, precision=p)
+    return [pipelines.explain(im, opts) for im in images]
+
+
+def _classifier_entry(name: str, root: Path, device: str, precisions, limit: int | None) -> dict:
+    """A classifier's (or ViT's) entry on the GlaS testA images: every heat-map method's maps compared
+    with fp32's (Pearson r per map, on the first ``MAP_IMAGES``), and the accuracy of its decisions at
+    each precision against fp32's (all images, Grad-CAM's or rollout's run)."""
+    card = pipelines.get_classifier(name, device)[1]
+    rows = load_labels_split(root / "glas", "testA")[0]
+    rows = rows[:limit] if limit else rows
+    images = [open_slide(r.path) for r in rows]
+    target = np.array([card.classes.index(r.labels[0]) for r in rows])
+    methods = ("rollout",) if card.task == "vit" else ("cam", "gradcam", "lrp-epsilon", "lrp-a1b0")
+    main = methods[0] if card.task == "vit" else "gradcam"
+    t = time.perf_counter()
+    ref = {m: _explain_run(name, m, images if m == main else images[:MAP_IMAGES], device, "fp32") for m in methods}
+    t_ref = time.perf_counter() - t
+
+    def accuracy(results) -> float:
+        return float((decide(np.stack([r.probs for r in results]), card).argmax(1) == target).mean())
+
+    acc_ref = accuracy(ref[main])
+    entry = {"task": card.task, "images": len(images), "fp32_seconds": round(t_ref, 2), "fp32_accuracy": acc_ref}
+    entry["by_precision"] = {}
+    for p in precisions:
+        t = time.perf_counter()
+        out = {m: _explain_run(name, m, images if m == main else images[:MAP_IMAGES], device, p) for m in methods}
+        sec = time.perf_counter() - t
+        r = {
+            m: min(
+                float(np.corrcoef(a.maps[k].ravel(), b.maps[k].ravel())[0, 1])
+                for a, b in zip(ref[m], out[m])
+                for k in range(len(a.maps))
+            )
+            for m in methods
+        }
+        acc = accuracy(out[main])
+        ok = (
+            min(r.values()) >= PRECISION_BOUNDS["map_pearson"]
+            and abs(acc - acc_ref) <= PRECISION_BOUNDS["metric_delta"]
+        )
+        entry["by_precision"][p] = {
+            "min_map_pearson": {m: round(v, 4) for m, v in r.items()},
+            "accuracy": acc,
+            "delta": round(acc - acc_ref, 4),
+            "seconds": round(sec, 2),
+            "time_ratio": round(sec / t_ref, 3),
+            "verified": ok,
+        }
+    return entry
+
+
 def _record(res: dict) -> None:
     """Write each model's verified precisions (and what was measured) into its shipped card's
     ``training.precision``, atomically (a temporary file renamed over the card)."""
@@ -189,9 +252,9 @@ def bench_precision(precisions=("bf16",), device: str = "cpu", record: bool = Fa
     import torch
 
     root = data_root()
-    if not (root / "crchisto").is_dir() or not (root / "monuseg").is_dir():
+    if not all((root / d).is_dir() for d in ("crchisto", "monuseg", "glas")):
         raise InputError(
-            f"bench precision needs the annotated data sets (crchisto/, monuseg/) at {root}; "
+            f"bench precision needs the annotated data sets (crchisto/, monuseg/, glas/) at {root}; "
             "set PATHREVIEW_DATA to their folder (docs/data-formats.md)"
         )
     dev = torch.device(device)
@@ -206,6 +269,8 @@ def bench_precision(precisions=("bf16",), device: str = "cpu", record: bool = Fa
     }
     for name in ("segmenter-monuseg-wide", "segmenter-monuseg"):
         res["models"][name] = _segmenter_entry(name, root, device, precisions, limit)
+    for name in (default_model("classifier"), default_model("vit")):
+        res["models"][name] = _classifier_entry(name, root, device, precisions, limit)
     if record:
         _record(res)
         res["recorded"] = sorted(res["models"])

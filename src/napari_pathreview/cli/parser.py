@@ -22,7 +22,7 @@ def add_common(sp, mpp=True):
 
 
 def add_precision(sp):
-    """--precision of the network (detect, enhance, segment)."""
+    """--precision of the network (detect, enhance, segment, explain)."""
     sp.add_argument(
         "--precision",
         default=None,
@@ -84,6 +84,7 @@ def _add_explain(sub) -> None:
         help="replace existing outputs that pathreview did not write (its own are replaced anyway)",
     )
     add_common(sp)
+    add_precision(sp)
     sp.set_defaults(func=cmd_explain)
 
 

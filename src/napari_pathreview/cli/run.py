@@ -63,7 +63,7 @@ def cmd_explain(args) -> int:
     from ..backend.pipelines import ExplainOptions, explain_files
 
     classes = [c for c in args.classes.split(",") if c] if args.classes else None
-    o = ExplainOptions(args.model, args.method, classes, args.mpp, args.device)
+    o = ExplainOptions(args.model, args.method, classes, args.mpp, args.device, precision=args.precision)
     return _print_batch(explain_files(args.inputs, args.out, o, args.overwrite, progress=_progress))
 
 

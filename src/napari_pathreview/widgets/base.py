@@ -224,7 +224,7 @@ class TaskWidget(TabifiedDock):
             self.region = RegionPicker(napari_viewer)
             self.form.addRow("region", self.region)
         self.precision = None
-        if self.task in ("detector", "segmenter", "enhancer"):
+        if self.task in ("detector", "segmenter", "enhancer", "classifier"):
             self.precision = QComboBox()
             self.precision.addItems(["fp32", "auto", "bf16", "fp16"])
             self.precision.setToolTip(

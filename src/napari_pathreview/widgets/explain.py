@@ -108,7 +108,11 @@ class ExplainWidget(TaskWidget):
         layer = self.selected_image()
         mpp = self.image_mpp(layer)  # as every widget: typed (becomes the scale), else the file's, else refused
         slide = layer_slide(layer, mpp)
-        model, device = self.model.currentText() or None, self.device.currentText()
+        model, device, precision = (
+            self.model.currentText() or None,
+            self.device.currentText(),
+            self.precision.currentText(),
+        )
         method, target = self.method.currentText(), self.target.currentText()
         agnostic = method in CLASS_AGNOSTIC
         classes = None if agnostic or target in ("", "all") else [target]
@@ -132,6 +136,7 @@ class ExplainWidget(TaskWidget):
                     classes=(classes or [0]) if agnostic else classes,
                     mpp=mpp,
                     device=device,
+                    precision=precision,
                 ),
                 progress=progress,
                 cancel=cancel,

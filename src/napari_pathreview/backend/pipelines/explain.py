@@ -22,7 +22,8 @@ class ExplainOptions:
     ``method``: cam, gradcam, lrp-epsilon, lrp-gamma, lrp-a1b0, lrp-a2b1 or rollout (ViT); ``classes``:
     class names or indices to explain (None: all); ``layer``: Grad-CAM layer name (default: last conv).
     ``mpp``: the input's microns per pixel when the file does not say. ``precision``: fp32 / bf16 /
-    fp16 / auto for the network's forward and backward passes (maps are accumulated in float32)."""
+    fp16 / auto for the network's forward and backward passes (maps are accumulated in float32; LRP
+    always runs in float32, see ``explain.images.FP32_METHODS``)."""
 
     weights: str | None = None
     method: str = "gradcam"
@@ -135,6 +136,8 @@ def explain_files(
     for p in inputs:  # validate every input before writing anything
         explain_memory_check(open_slide(p, mpp=o.mpp), card, o.mpp, o.classes, write=True, name=str(p))
     key = {"job": f"explain-{o.method}", "model": card.name, "classes": targets, "mpp": o.mpp}
+    if o.precision not in (None, "fp32"):
+        key["precision"] = o.precision
     run = partial(_explain_one, options=o, progress=progress, cancel=cancel)
     return run_batch(
         inputs,
