@@ -85,7 +85,7 @@ class SegmentWidget(TaskWidget):
     def job(self):
         from ..backend import pipelines
         from ..backend.errors import InputError
-        from ..backend.segmentation import SegmentParams
+        from ..backend.segmentation import SegmentOptions, SegmentParams
 
         layer = self.selected_image()
         mpp = self.image_mpp(layer)  # a typed value becomes the image's scale: results line up in µm
@@ -108,6 +108,7 @@ class SegmentWidget(TaskWidget):
         name = f"{layer.name} nuclei"
 
         precision = self.precision.currentText()
+        options = SegmentOptions(tile=tile, overlap=overlap, tta=tta, stain_norm=stain_norm, level=0, name=layer.name)
 
         def models_and_params():
             models, cards = pipelines._models(weights, "segmenter", device)
@@ -130,19 +131,7 @@ class SegmentWidget(TaskWidget):
                 # level 0: labels at the image's full resolution, whatever the model's scale
                 with at_precision(models, cards):
                     segment_to_zarr(
-                        slide,
-                        store,
-                        models,
-                        cards,
-                        params=params,
-                        tile=tile,
-                        overlap=overlap,
-                        tta=tta,
-                        level=0,
-                        progress=progress,
-                        cancel=cancel,
-                        name=layer.name,
-                        stain_norm=stain_norm,
+                        slide, store, models, cards, params=params, options=options, progress=progress, cancel=cancel
                     )
                 meta = json.loads((store / "pathreview.json").read_text())
                 labels = open_slide(store)
@@ -163,14 +152,9 @@ class SegmentWidget(TaskWidget):
                         cards,
                         mpp=mpp,
                         params=params,
-                        tile=tile,
-                        overlap=overlap,
-                        tta=tta,
-                        level=0,
+                        options=options,
                         progress=progress,
                         cancel=cancel,
-                        name=layer.name,
-                        stain_norm=stain_norm,
                     )
                 return res if region is None else segmentation_inside(res, region)
 

@@ -530,9 +530,14 @@ class TrainWidget(TaskWidget):
         data = image.data[0] if image.multiscale else image.data
         region = f"{image.name}/{labels.name}"
 
-        def train(out, folder, init, **kw):
+        def train(out, folder, init, epochs, lr, **kw):
             from ..backend.annotations import mask_sample
-            from ..backend.segmentation import MONUSEG_MPP, load_masks_dataset, train_segmenter
+            from ..backend.segmentation import (
+                MONUSEG_MPP,
+                SegmenterTrainOptions,
+                load_masks_dataset,
+                train_segmenter,
+            )
 
             data_mpp = MONUSEG_MPP if folder else mpp  # a masks folder is read at MoNuSeg's 0.25 µm/px
             samples = [mask_sample(data, lab, mpp, data_mpp, name=region, offset=offset)]
@@ -542,17 +547,10 @@ class TrainWidget(TaskWidget):
             else:  # the region's 2x2 grid cells at the model's scale (MultiScaleTiles), 64..256 px
                 side = min(samples[0].image.shape[:2]) / 2 * data_mpp / card.mpp
                 tile = int(np.clip(round(side / 32) * 32, 64, 256))
-            return train_segmenter(
-                samples,
-                out,
-                init=init,
-                data_mpp=data_mpp,
-                model_mpp=card.mpp,
-                tile=tile,
-                tune_images=0,
-                report_images=0,
-                **kw,
-            )[1]
+            opts = SegmenterTrainOptions(
+                epochs=epochs, lr=lr, init=init, model_mpp=card.mpp, tile=tile, tune_images=0, report_images=0
+            )
+            return train_segmenter(samples, out, opts, data_mpp=data_mpp, **kw)[1]
 
         return train, ""
 
