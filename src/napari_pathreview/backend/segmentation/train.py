@@ -225,7 +225,7 @@ def train_segmenter(
     *,
     seed: int = 0,
     device=None,
-    data_mpp: float = MONUSEG_MPP,
+    data_mpp: float | None = None,
     progress: ProgressFn | None = None,
     cancel=None,
     command: str = "",
@@ -234,16 +234,18 @@ def train_segmenter(
     """Train a binary (nucleus) segmenter on a masks dataset and save weights + card to ``out``.
 
     ``data``: a masks dataset folder (its ``train`` split) or a list of ``MaskSample`` at ``data_mpp``
-    (annotations from the viewer); ``data_mpp``: µm per pixel of the dataset. All ``train`` images are
-    used; ``options.tune_images`` of them select the checkpoint and the post-processing thresholds and
-    ``options.report_images`` more are held out untouched for the card's metrics (``evaluate --split
-    heldout``); the other knobs: :class:`SegmenterTrainOptions`. ``seed``: held-out choice, weights and
-    augmentation; ``device``: ``weights.choose_device``'s name; ``progress``, ``cancel``, ``on_epoch``:
-    see ``train.fit``; ``command``: recorded in the card. Returns ``(model, card)``.
+    (annotations from the viewer); ``data_mpp``: µm per pixel of the dataset (None: ``MONUSEG_MPP``).
+    All ``train`` images are used; ``options.tune_images`` of them select the checkpoint and the
+    post-processing thresholds and ``options.report_images`` more are held out untouched for the card's
+    metrics (``evaluate --split heldout``); the other knobs: :class:`SegmenterTrainOptions`. ``seed``:
+    held-out choice, weights and augmentation; ``device``: ``weights.choose_device``'s name;
+    ``progress``, ``cancel``, ``on_epoch``: see ``train.fit``; ``command``: recorded in the card.
+    Returns ``(model, card)``.
     """
     import torch
 
     opts = options or SegmenterTrainOptions()
+    data_mpp = MONUSEG_MPP if data_mpp is None else data_mpp
     rng = seed_everything(seed)
     dev = choose_device(device)
     samples = load_masks_dataset(data, "train") if isinstance(data, (str, Path)) else list(data)
