@@ -16,6 +16,8 @@ from napari_pathreview.backend.seg_metrics import aji, dice
 from napari_pathreview.backend.segmentation import (
     INCOMPLETE_MARKER,
     MONUSEG_MPP,
+    SegmentSettings,
+    ZarrTarget,
     distance_target,
     label_instances,
     load_masks_dataset,
@@ -50,7 +52,7 @@ def sample(monuseg, shipped):
 @pytest.fixture(scope="module")
 def whole(sample, shipped):
     model, card = shipped
-    return segment(sample.image, model, card, mpp=MONUSEG_MPP, tile=512, overlap=0)
+    return segment(sample.image, model, card, mpp=MONUSEG_MPP, options=SegmentSettings(tile=512, overlap=0))
 
 
 def test_shipped_model_segments_held_out_nuclei(sample, whole):
@@ -88,7 +90,7 @@ def test_light_model_is_shipped_beside_the_default_and_segments_held_out_nuclei(
     assert res.labels.shape == sample.labels.shape
     assert dice(res.labels > 0, sample.labels > 0) >= 0.73
     assert aji(res.labels, sample.labels) >= 0.47
-    tiled = segment(sample.image, model, light, mpp=MONUSEG_MPP, tile=320, overlap=96)
+    tiled = segment(sample.image, model, light, mpp=MONUSEG_MPP, options=SegmentSettings(tile=320, overlap=96))
     assert dice(tiled.labels > 0, res.labels > 0) >= 0.99
 
 
@@ -99,7 +101,7 @@ def test_tiled_inference_has_no_seams(sample, shipped, whole):
     (the 1x-wide model: 0.992, 0.955; with 256-px tiles 0.988 — too little context per tile — and
     most of its disagreement lies along the image's own right and bottom borders, not on the seams)."""
     model, card = shipped
-    tiled = segment(sample.image, model, card, mpp=MONUSEG_MPP, tile=320, overlap=96)
+    tiled = segment(sample.image, model, card, mpp=MONUSEG_MPP, options=SegmentSettings(tile=320, overlap=96))
     assert dice(tiled.labels > 0, whole.labels > 0) >= 0.99
     # instances: marker seeds near the distance threshold flip with tiny probability changes
     assert aji(tiled.labels, whole.labels) >= 0.9
@@ -109,7 +111,9 @@ def test_tiled_inference_has_no_seams(sample, shipped, whole):
 def test_compiled_segmenter_gives_the_eager_result(sample, shipped, whole):
     """``compile=True`` (torch.compile, frozen weights) on the CPU: same maps to float rounding, same labels."""
     model, card = shipped
-    comp = segment(sample.image, model, card, mpp=MONUSEG_MPP, tile=512, overlap=0, compile=True)
+    comp = segment(
+        sample.image, model, card, mpp=MONUSEG_MPP, options=SegmentSettings(tile=512, overlap=0, compile=True)
+    )
     assert np.abs(comp.prob - whole.prob).max() < 1e-4
     assert np.abs(comp.distance - whole.distance).max() < 1e-4
     assert dice(comp.labels > 0, whole.labels > 0) > 0.999 and abs(len(comp) - len(whole)) <= 1
@@ -125,7 +129,9 @@ def test_a_failing_compiler_falls_back_to_eager_with_a_warning(sample, shipped, 
     monkeypatch.setattr(torch, "compile", broken_compile)
     model, card = shipped
     with pytest.warns(RuntimeWarning, match="no C compiler found"):
-        res = segment(sample.image, model, card, mpp=MONUSEG_MPP, tile=512, overlap=0, compile=True)
+        res = segment(
+            sample.image, model, card, mpp=MONUSEG_MPP, options=SegmentSettings(tile=512, overlap=0, compile=True)
+        )
     assert np.array_equal(res.labels, whole.labels) and np.array_equal(res.prob, whole.prob)
 
 
@@ -133,8 +139,9 @@ def test_a_failing_compiler_falls_back_to_eager_with_a_warning(sample, shipped, 
 def test_segment_to_zarr_equals_in_memory_segment(sample, shipped, tmp_path):
     model, card = shipped
     slide = open_slide(_png(sample, tmp_path), mpp=MONUSEG_MPP)
-    mem = segment(slide, model, card, tile=256, overlap=32)
-    out = segment_to_zarr(slide, tmp_path / "seg.zarr", model, card, tile=256, overlap=32)
+    opts = SegmentSettings(tile=256, overlap=32)
+    mem = segment(slide, model, card, options=opts)
+    out = segment_to_zarr(slide, tmp_path / "seg.zarr", model, card, options=opts)
     store = open_slide(out)
     assert store.is_labels and store.mpp == pytest.approx(MONUSEG_MPP) and len(store.levels) >= 2
     assert np.array_equal(np.asarray(store.levels[0]), mem.labels)
@@ -142,13 +149,13 @@ def test_segment_to_zarr_equals_in_memory_segment(sample, shipped, tmp_path):
     assert np.array_equal(table["label"], mem.table["label"])
     assert np.allclose(table["centroid_y"], mem.table["centroid_y"], atol=1e-3)
     # bands of 300 rows with 40 µm of context: same foreground, same instances but at band cuts
-    out2 = segment_to_zarr(slide, tmp_path / "banded.zarr", model, card, tile=256, overlap=32, band=300)
+    out2 = segment_to_zarr(slide, ZarrTarget(tmp_path / "banded.zarr", band=300), model, card, options=opts)
     banded = np.asarray(open_slide(out2).levels[0])
     assert np.array_equal(banded > 0, mem.labels > 0)
     assert aji(banded, mem.labels) >= 0.97
     # and in 3 x 4 blocks (strips of 334 columns, bands of 300 rows): the band kept in memory is a strip
     # wide; same foreground, each instance labelled once, centroids in the table where the labels are
-    out3 = segment_to_zarr(slide, tmp_path / "blocks.zarr", model, card, tile=256, overlap=32, band=300, strip=334)
+    out3 = segment_to_zarr(slide, ZarrTarget(tmp_path / "blocks.zarr", band=300, strip=334), model, card, options=opts)
     blocks = np.asarray(open_slide(out3).levels[0])
     assert np.array_equal(blocks > 0, mem.labels > 0)
     assert aji(blocks, mem.labels) >= 0.95
@@ -181,7 +188,14 @@ def test_cancelled_segment_to_zarr_leaves_no_complete_looking_store(sample, ship
     out = tmp_path / "seg.zarr"
     with pytest.raises(Cancelled):
         segment_to_zarr(
-            sample.image, out, model, card, mpp=MONUSEG_MPP, tile=128, overlap=16, progress=progress, cancel=cancel
+            sample.image,
+            out,
+            model,
+            card,
+            mpp=MONUSEG_MPP,
+            options=SegmentSettings(tile=128, overlap=16),
+            progress=progress,
+            cancel=cancel,
         )
     assert seen[-1][0] == 2 < seen[-1][1]
     assert not out.exists()
@@ -323,15 +337,16 @@ def test_training_tile_sets_the_recorded_working_scale(monuseg, tmp_path):
     fine-tuning keeps it."""
     from dataclasses import replace
 
-    from napari_pathreview.backend.segmentation import train_segmenter
+    from napari_pathreview.backend.segmentation import SegmenterTrainOptions, train_segmenter
 
     crops = [
         replace(s, image=s.image[:256, :256], labels=s.labels[:256, :256])
         for s in load_masks_dataset(monuseg, "train")[:4]
     ]
-    model, card = train_segmenter(
-        crops, tmp_path / "w", epochs=1, tile=96, batch_size=4, widths=(8, 16, 32, 64), tune_images=1, report_images=0
+    opts = SegmenterTrainOptions(
+        epochs=1, tile=96, batch_size=4, widths=(8, 16, 32, 64), tune_images=1, report_images=0
     )
+    model, card = train_segmenter(crops, tmp_path / "w", opts)
     assert card.mpp == 0.333 and card.training["tile"] == 96
     assert (tmp_path / "w.safetensors").is_file()
     _, saved = load_model(tmp_path / "w.safetensors", "segmenter", "cpu")
@@ -340,16 +355,10 @@ def test_training_tile_sets_the_recorded_working_scale(monuseg, tmp_path):
     assert res.labels.shape == (256, 256) and res.mpp == MONUSEG_MPP
     # fine-tuned on smaller crops at its own tile, it keeps its scale (the crops alone would give 0.26)
     small = [replace(s, image=s.image[:200, :200], labels=s.labels[:200, :200]) for s in crops]
-    _, tuned = train_segmenter(
-        small,
-        tmp_path / "w2",
-        epochs=1,
-        tile=96,
-        batch_size=4,
-        init=tmp_path / "w.safetensors",
-        tune_images=1,
-        report_images=0,
+    opts = SegmenterTrainOptions(
+        epochs=1, tile=96, batch_size=4, init=tmp_path / "w.safetensors", tune_images=1, report_images=0
     )
+    _, tuned = train_segmenter(small, tmp_path / "w2", opts)
     assert tuned.mpp == 0.333
 
 
@@ -359,23 +368,17 @@ def test_stain_normalised_training_records_its_reference_and_inference_applies_i
     such a model keeps normalising, to its base's level; inference scales each image to it (and not without it)."""
     from dataclasses import replace
 
-    from napari_pathreview.backend.segmentation import SegmentParams, train_segmenter
+    from napari_pathreview.backend.segmentation import SegmenterTrainOptions, SegmentParams, train_segmenter
     from napari_pathreview.backend.stain import hematoxylin_factor, hematoxylin_level, scale_hematoxylin
 
     crops = [
         replace(s, image=s.image[:256, :256], labels=s.labels[:256, :256])
         for s in load_masks_dataset(monuseg, "train")[:5]
     ]
-    model, card = train_segmenter(
-        crops,
-        tmp_path / "w",
-        epochs=1,
-        batch_size=4,
-        widths=(8, 16, 32, 64),
-        tune_images=1,
-        report_images=0,
-        stain_norm=True,
+    opts = SegmenterTrainOptions(
+        epochs=1, batch_size=4, widths=(8, 16, 32, 64), tune_images=1, report_images=0, stain_norm=True
     )
+    model, card = train_segmenter(crops, tmp_path / "w", opts)
     fitted = [s for s in crops if s.name not in card.training["tune_images"]]
     assert card.params["stain_reference"] == pytest.approx(np.median([hematoxylin_level(s.image) for s in fitted]))
     assert card.training["stain_norm"] is True
@@ -383,9 +386,10 @@ def test_stain_normalised_training_records_its_reference_and_inference_applies_i
     assert saved.params["stain_reference"] == card.params["stain_reference"]
     # a fine-tune on other images (here: one, paler) keeps the level its base learnt
     pale = [replace(crops[0], image=scale_hematoxylin(crops[0].image, 0.5).round().astype(np.uint8))]
-    _, tuned = train_segmenter(
-        pale, tmp_path / "w2", epochs=1, batch_size=4, init=tmp_path / "w.safetensors", tune_images=0, report_images=0
+    opts = SegmenterTrainOptions(
+        epochs=1, batch_size=4, init=tmp_path / "w.safetensors", tune_images=0, report_images=0
     )
+    _, tuned = train_segmenter(pale, tmp_path / "w2", opts)
     assert tuned.params["stain_reference"] == card.params["stain_reference"] and tuned.training["stain_norm"]
     ref = card.params["stain_reference"]
     img = max((s.image for s in crops), key=lambda im: abs(np.log(hematoxylin_factor(im, ref))))

@@ -13,7 +13,9 @@ from scipy import ndimage
 
 from napari_pathreview.backend.errors import Cancelled, InputError
 from napari_pathreview.backend.tiling import (
+    BandWrite,
     Stitcher,
+    TileSpec,
     blend_window,
     iter_tiles,
     pad_to,
@@ -113,14 +115,14 @@ def test_pad_to_and_iter_tiles():
 )
 def test_identity_reproduces_real_image(real_image, shape, tile, overlap, window, batch):
     img = real_image[: shape[0], 100 : 100 + shape[1]]
-    out = predict_tiled(img, identity, tile, overlap, 3, window=window, batch_size=batch)
+    out = predict_tiled(img, identity, TileSpec(tile, overlap, window, batch_size=batch), 3)
     assert out.shape == (3, *shape) and out.dtype == np.float32
     np.testing.assert_allclose(out, img.transpose(2, 0, 1).astype(np.float32), atol=1e-5 * 255)
 
 
 def test_dask_input_and_2d_image(real_image):
     gray = real_image[:200, :150, 0]
-    out = predict_tiled(da.from_array(gray, chunks=50), identity, 64, 16, 1)
+    out = predict_tiled(da.from_array(gray, chunks=50), identity, TileSpec(64, 16), 1)
     np.testing.assert_allclose(out[0], gray, atol=1e-3)
 
 
@@ -131,8 +133,8 @@ def test_box_blur_matches_whole_image(real_image):
     # >= 3 px from every interior tile edge are exact (< 1e-3) with any window.
     img = real_image[:300, :300].astype(np.float32)
     whole = box_blur(img[None])[0]
-    hann = predict_tiled(img, box_blur, 64, 16, 3, window="hann")
-    const = predict_tiled(img, box_blur, 64, 16, 3, window="constant")
+    hann = predict_tiled(img, box_blur, TileSpec(64, 16, "hann"), 3)
+    const = predict_tiled(img, box_blur, TileSpec(64, 16, "constant"), 3)
     err_hann, err_const = np.abs(hann - whole), np.abs(const - whole)
     assert err_hann.max() < 0.25
     assert err_hann.max() < err_const.max() / 10
@@ -151,23 +153,23 @@ def test_box_blur_matches_whole_image(real_image):
 def test_cancel_and_progress():
     img = np.zeros((100, 100, 1), np.float32)
     calls = []
-    predict_tiled(img, identity, 64, 16, 1, progress=lambda i, n, m: calls.append((i, n)))
+    predict_tiled(img, identity, TileSpec(64, 16), 1, progress=lambda i, n, m: calls.append((i, n)))
     n = len(plan_tiles((100, 100), 64, 16))
     assert calls == [(i + 1, n) for i in range(n)]
     calls.clear()
-    predict_tiled(img, identity, 64, 16, 1, batch_size=3, progress=lambda i, n, m: calls.append((i, n)))
+    predict_tiled(img, identity, TileSpec(64, 16, batch_size=3), 1, progress=lambda i, n, m: calls.append((i, n)))
     assert calls[-1] == (math.ceil(n / 3), math.ceil(n / 3))
     ev = threading.Event()
     ev.set()
     with pytest.raises(Cancelled):
-        predict_tiled(img, identity, 64, 16, 1, cancel=ev)
+        predict_tiled(img, identity, TileSpec(64, 16), 1, cancel=ev)
     with pytest.raises(Cancelled):
-        predict_tiled_to_zarr(img, identity, np.zeros((1, 100, 100)), 64, 16, 1, cancel=ev)
+        predict_tiled_to_zarr(img, identity, np.zeros((1, 100, 100)), TileSpec(64, 16), 1, cancel=ev)
 
 
 def test_predict_fn_shape_is_checked():
     with pytest.raises(ValueError, match="predict_fn returned"):
-        predict_tiled(np.zeros((70, 70, 3)), lambda b: b, 64, 16, 3)
+        predict_tiled(np.zeros((70, 70, 3)), lambda b: b, TileSpec(64, 16), 3)
 
 
 def test_stitcher_2d_and_out():
@@ -183,21 +185,18 @@ def test_stitcher_2d_and_out():
 @pytest.mark.parametrize("batch", [1, 4])
 def test_zarr_equals_in_memory(real_image, tmp_path, batch):
     img = real_image[:257, :190]
-    mem = predict_tiled(img, box_blur, 64, 16, 3, batch_size=batch)
+    mem = predict_tiled(img, box_blur, TileSpec(64, 16, batch_size=batch), 3)
     arr = zarr.create_array(store=zarr.storage.MemoryStore(), shape=(3, 257, 190), dtype="float32", chunks=(3, 64, 64))
-    predict_tiled_to_zarr(img, box_blur, arr, 64, 16, 3, batch_size=batch)
+    predict_tiled_to_zarr(img, box_blur, arr, TileSpec(64, 16, batch_size=batch), 3)
     np.testing.assert_allclose(arr[:], mem, atol=1e-4)
     # path output with a post-processing step (threshold -> uint8 mask), rows flushed band by band
     z = predict_tiled_to_zarr(
         img,
         box_blur,
         tmp_path / "mask.zarr",
-        64,
-        16,
+        TileSpec(64, 16, batch_size=batch),
         3,
-        batch_size=batch,
-        postprocess=lambda b: b[0] > 128,
-        dtype="uint8",
+        BandWrite(postprocess=lambda b: b[0] > 128, dtype="uint8"),
     )
     assert z.shape == (257, 190) and z.dtype == np.uint8
     same = np.asarray(zarr.open_array(str(tmp_path / "mask.zarr"))[:]) == (mem[0] > 128)
@@ -207,7 +206,7 @@ def test_zarr_equals_in_memory(real_image, tmp_path, batch):
 def test_zarr_small_image():
     img = np.random.default_rng(0).random((30, 40, 2)).astype(np.float32)
     out = np.zeros((2, 30, 40), np.float32)
-    predict_tiled_to_zarr(img, identity, out, 64, 16, 2)
+    predict_tiled_to_zarr(img, identity, out, TileSpec(64, 16), 2)
     np.testing.assert_allclose(out, img.transpose(2, 0, 1), atol=1e-5)
 
 
@@ -215,15 +214,17 @@ def test_start_row_gives_bit_identical_rows_below_it(real_image):
     """A resumed run (start_row) writes exactly the rows a full run writes there, and only those."""
     img = real_image[:500, :300]
     full = np.zeros((3, 500, 300), np.float32)
-    predict_tiled_to_zarr(img, box_blur, full, 96, 24, 3)
+    predict_tiled_to_zarr(img, box_blur, full, TileSpec(96, 24), 3)
     part = np.full((3, 500, 300), -1.0, np.float32)
     seen = []
-    predict_tiled_to_zarr(img, box_blur, part, 96, 24, 3, start_row=230, progress=lambda i, n, m: seen.append(n))
+    predict_tiled_to_zarr(
+        img, box_blur, part, TileSpec(96, 24), 3, BandWrite(start_row=230), progress=lambda i, n, m: seen.append(n)
+    )
     assert np.array_equal(part[:, 230:], full[:, 230:])
     assert (part[:, :230] == -1).all()  # rows above it are not touched
     assert seen[-1] < len(plan_tiles((500, 300), 96, 24))  # fewer tiles run
     strip = np.full((3, 500, 300), -1.0, np.float32)
-    predict_tiled_to_zarr(img, box_blur, strip, 96, 24, 3, start_row=230, cols=(101, 187))
+    predict_tiled_to_zarr(img, box_blur, strip, TileSpec(96, 24), 3, BandWrite(start_row=230, cols=(101, 187)))
     assert np.array_equal(strip[:, 230:, 101:187], full[:, 230:, 101:187])
     assert (strip[:, :, :101] == -1).all() and (strip[:, :, 187:] == -1).all()
 
@@ -249,9 +250,9 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_output(real_image):
         return fn(batch)
 
     img = real_image[200:800, 200:800]
-    ref = predict_tiled(img, fn, 256, 32, fn.out_channels, batch_size=1)
+    ref = predict_tiled(img, fn, TileSpec(256, 32, batch_size=1), fn.out_channels)
     split = OomSplitter(small_gpu)
-    out = predict_tiled(img, split, 256, 32, fn.out_channels, batch_size=8)
+    out = predict_tiled(img, split, TileSpec(256, 32, batch_size=8), fn.out_channels)
     np.testing.assert_allclose(out, ref, atol=1e-4)
     assert split.limit == 2 and split.retries == 2  # 8 -> 4 -> 2, then every later batch goes in 2s
     assert calls.count(8) == 1 and calls.count(4) == 1 and max(calls[2:]) == 2
@@ -260,9 +261,9 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_output(real_image):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
     with pytest.raises(InputError, match="single 256x256 tile; use a smaller --tile"):
-        predict_tiled(img, no_room, 256, 32, fn.out_channels)
+        predict_tiled(img, no_room, TileSpec(256, 32), fn.out_channels)
     with pytest.raises(ValueError, match="not memory"):  # other errors pass through untouched
-        predict_tiled(img, lambda b: (_ for _ in ()).throw(ValueError("not memory")), 256, 32, 3)
+        predict_tiled(img, lambda b: (_ for _ in ()).throw(ValueError("not memory")), TileSpec(256, 32), 3)
 
 
 def test_with_monais_importance_map_the_output_equals_monai(real_image):
@@ -287,11 +288,8 @@ def test_with_monais_importance_map_the_output_equals_monai(real_image):
     ours = predict_tiled(
         img,
         lambda b: fn(torch.from_numpy(b.transpose(0, 3, 1, 2).copy())).numpy(),
-        512,
-        64,
+        TileSpec(512, 64, window, batch_size=2),
         2,
-        window=window,
-        batch_size=2,
     )
     with torch.no_grad():
         ref = sliding_window_inference(
@@ -305,8 +303,8 @@ def test_with_monais_importance_map_the_output_equals_monai(real_image):
         )[0].numpy()
     scale = np.abs(ref).max()
     assert scale > 1 and np.abs(ours - ref).max() < 1e-5 * scale
-    named = predict_tiled(img[:300, :300], box_blur, 64, 16, 3, window="gaussian")
-    explicit = predict_tiled(img[:300, :300], box_blur, 64, 16, 3, window=blend_window(64, 64, "gaussian"))
+    named = predict_tiled(img[:300, :300], box_blur, TileSpec(64, 16, "gaussian"), 3)
+    explicit = predict_tiled(img[:300, :300], box_blur, TileSpec(64, 16, blend_window(64, 64, "gaussian")), 3)
     assert np.array_equal(named, explicit)
     with pytest.raises(InputError, match="positive"):
-        predict_tiled(img[:100, :100], box_blur, 64, 16, 3, window=np.zeros((64, 64)))
+        predict_tiled(img[:100, :100], box_blur, TileSpec(64, 16, np.zeros((64, 64))), 3)

@@ -116,7 +116,7 @@ def features_at_points(
     from .detection import _check_mpp, normalise, predict_maps, stain_normalised
     from .points import sample_bilinear
     from .slides import Slide, check_model_scale, to_rgb_uint8
-    from .tiling import predict_tiled
+    from .tiling import TileSpec, predict_tiled
 
     if isinstance(image, Slide):
         mpp = image.mpp if mpp is None else mpp
@@ -147,7 +147,7 @@ def features_at_points(
             outs.append(np.concatenate([m["features"], m["probs"]]))
         return np.stack(outs)
 
-    maps = predict_tiled(img, predict, 512, 64, nf + nk, progress=progress, cancel=cancel)
+    maps = predict_tiled(img, predict, TileSpec(512, 64), nf + nk, progress=progress, cancel=cancel)
     at = (np.asarray(yx, np.float32) + 0.5) * np.array([img.shape[0] / h, img.shape[1] / w], np.float32) - 0.5
     s = sample_bilinear(maps, at)
     probs = s[:, nf:] / np.maximum(s[:, nf:].sum(1, keepdims=True), 1e-6)

@@ -44,6 +44,10 @@ class FineTune:
         kw = dict(device=r.device, progress=r.progress, cancel=r.cancel, on_epoch=r.on_epoch, command=r.command)
         return {"epochs": self.epochs, "lr": self.lr, **kw} if lr else kw
 
+    def run_kwargs(self) -> dict:
+        """``kwargs`` without ``epochs`` / ``lr`` (those travel in the task's options dataclass)."""
+        return self.kwargs(lr=False)
+
 
 def save_path(name: str) -> Path:
     """Where weights saved as ``name`` go (the user weights folder); refuses names that are not a plain
@@ -127,7 +131,7 @@ def finetune_segmenter(ft: FineTune, image, labels, mpp: float, offset, name: st
     """Fine-tune a segmenter on nuclei painted over an image region (``labels``: instance ids at
     ``offset`` (row, col) in ``image`` pixels of ``mpp`` µm) + the folder (read at MoNuSeg's 0.25 µm/px)."""
     from .annotations import mask_sample
-    from .segmentation import MONUSEG_MPP, load_masks_dataset, train_segmenter
+    from .segmentation import MONUSEG_MPP, SegmenterTrainOptions, load_masks_dataset, train_segmenter
 
     data_mpp = MONUSEG_MPP if ft.folder else mpp
     samples = [mask_sample(image, labels, mpp, data_mpp, name=name, offset=offset)]
@@ -136,17 +140,10 @@ def finetune_segmenter(ft: FineTune, image, labels, mpp: float, offset, name: st
         samples += load_masks_dataset(ft.folder, "train")
     else:
         tile = segmenter_tile(samples[0].image.shape, data_mpp, model_mpp)
-    return train_segmenter(
-        samples,
-        ft.run.out,
-        init=ft.init,
-        data_mpp=data_mpp,
-        model_mpp=model_mpp,
-        tile=tile,
-        tune_images=0,
-        report_images=0,
-        **ft.kwargs(),
-    )[1]
+    opts = SegmenterTrainOptions(
+        epochs=ft.epochs, lr=ft.lr, init=ft.init, model_mpp=model_mpp, tile=tile, tune_images=0, report_images=0
+    )
+    return train_segmenter(samples, ft.run.out, opts, data_mpp=data_mpp, **ft.kwargs(lr=False))[1]
 
 
 def check_classifier_classes(names, classes, model: str, folder: str) -> None:

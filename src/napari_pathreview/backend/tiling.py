@@ -333,17 +333,59 @@ def _run_batch(predict_fn: PredictFn, tiles: list[Tile], batch: np.ndarray, out_
     return [p[:, : t.y1 - t.y0, : t.x1 - t.x0] for t, p in zip(tiles, pred)]
 
 
+@dataclass
+class TileSpec:
+    """How an image is cut and blended: ``tile`` x ``tile`` px windows overlapping by at least
+    ``overlap`` px (:func:`plan_tiles`), blended with ``window`` / ``border`` (:func:`blend_window`),
+    ``batch_size`` tiles per ``predict_fn`` call."""
+
+    tile: int
+    overlap: int
+    window: str | np.ndarray = "hann"
+    border: int | None = None
+    batch_size: int = 1
+
+
+@dataclass
+class BandWrite:
+    """What :func:`predict_tiled_to_zarr` writes. ``postprocess(band)``: float32 ``(C, h, W)`` ->
+    ``(C', h, W)`` or ``(h, W)`` (argmax, threshold ...; None: identity); ``dtype``: of the zarr array
+    created when ``out`` is a path; ``start_row`` (resuming): only rows ``>= start_row``;
+    ``cols = (x0, x1)`` (a vertical strip): only those columns (None: all)."""
+
+    postprocess: Callable[[np.ndarray], np.ndarray] | None = None
+    dtype: object = np.float32
+    start_row: int = 0
+    cols: tuple[int, int] | None = None
+
+
+def _planned(image_hwc, predict_fn: PredictFn, spec: TileSpec):
+    """-> (h, w, predict_fn wrapped in an :class:`OomSplitter`, tile plan)."""
+    if spec.batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {spec.batch_size}")
+    h, w = _check_image(image_hwc)
+    predict_fn = predict_fn if isinstance(predict_fn, OomSplitter) else OomSplitter(predict_fn)
+    return h, w, predict_fn, plan_tiles((h, w), spec.tile, spec.overlap)
+
+
+def _predicted(image_hwc, predict_fn, tiles: list[Tile], spec: TileSpec, out_channels: int, progress, cancel, glass):
+    """Yield ``(tile, prediction (C, h, w))`` batch by batch, checking ``cancel`` before and reporting
+    ``progress`` after each batch."""
+    n = math.ceil(len(tiles) / spec.batch_size)
+    for i, (ts, batch) in enumerate(_batches(image_hwc, tiles, spec.tile, spec.batch_size, glass)):
+        check_cancel(cancel)
+        yield from zip(ts, _run_batch(predict_fn, ts, batch, out_channels))
+        report(progress, i + 1, n, f"tiles {ts[0].index + 1}-{ts[-1].index + 1} of {len(tiles)}")
+
+
 def predict_tiled(
     image_hwc,
     predict_fn: PredictFn,
-    tile: int,
-    overlap: int,
+    spec: TileSpec,
     out_channels: int,
-    window: str = "hann",
-    batch_size: int = 1,
+    *,
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
-    border: int | None = None,
     glass: GlassFn = None,
 ) -> np.ndarray:
     """Run ``predict_fn`` over overlapping tiles of ``image_hwc`` and blend: float32 ``(C, H, W)``.
@@ -351,113 +393,108 @@ def predict_tiled(
     ``image_hwc``: numpy or dask ``(H, W, C)`` or ``(H, W)``; only one batch of crops is read at a time.
     ``predict_fn``: float32 ``(B, tile, tile, C)`` numpy -> ``(B, out_channels, tile, tile)`` numpy
     (framework-agnostic: a torch model is wrapped by its caller). Crops of images smaller than a tile
-    are reflect-padded to the tile size and their predictions cropped back. ``progress(i, n, msg)`` is
-    called after each of the ``n`` batches; ``cancel`` is checked before each batch
-    (raises :class:`Cancelled`). ``window``/``border``: see :func:`blend_window`. ``glass``: see
-    :func:`iter_tiles`.
+    are reflect-padded to the tile size and their predictions cropped back. ``spec``: tile, overlap,
+    blending window and batch size. ``progress(i, n, msg)`` is called after each of the ``n`` batches;
+    ``cancel`` is checked before each batch (raises :class:`Cancelled`). ``glass``: see :func:`iter_tiles`.
     """
-    if batch_size < 1:
-        raise InputError(f"batch_size must be >= 1, got {batch_size}")
-    h, w = _check_image(image_hwc)
-    predict_fn = predict_fn if isinstance(predict_fn, OomSplitter) else OomSplitter(predict_fn)
-    tiles = plan_tiles((h, w), tile, overlap)
-    st = Stitcher((out_channels, h, w), window, border=border)
-    n = math.ceil(len(tiles) / batch_size)
-    for i, (ts, batch) in enumerate(_batches(image_hwc, tiles, tile, batch_size, glass)):
-        check_cancel(cancel)
-        for t, p in zip(ts, _run_batch(predict_fn, ts, batch, out_channels)):
-            st.add(t, p)
-        report(progress, i + 1, n, f"tiles {ts[0].index + 1}-{ts[-1].index + 1} of {len(tiles)}")
+    h, w, predict_fn, tiles = _planned(image_hwc, predict_fn, spec)
+    st = Stitcher((out_channels, h, w), spec.window, border=spec.border)
+    for t, p in _predicted(image_hwc, predict_fn, tiles, spec, out_channels, progress, cancel, glass):
+        st.add(t, p)
     return st.result()
+
+
+class _BandBlender:
+    """The rows of a streamed prediction that may still receive tile contributions.
+
+    ``acc`` ``(C, tile, xb - xa)``: weighted sums, ``wsum``: weights, ``b0``: the image row of
+    ``acc[:, 0]``; columns ``xa..xb`` are those of the tiles run. :meth:`flush` writes the rows above a
+    row no later tile reaches (normalised and post-processed) to ``out`` and drops them.
+    """
+
+    def __init__(self, out, shape_yx, rows: int, tiles: list[Tile], spec: TileSpec, out_channels: int, write):
+        self.out, (self.h, self.w), self.spec, self.write, self.c = out, shape_yx, spec, write, out_channels
+        self.cx0, self.cx1 = write.cols if write.cols is not None else (0, self.w)
+        self.xa = min((t.x0 for t in tiles), default=self.cx0)
+        self.width = max((t.x1 for t in tiles), default=self.cx1) - self.xa
+        self.acc = np.zeros((out_channels, rows, self.width), np.float32)
+        self.wsum = np.zeros((rows, self.width), np.float32)
+        self.b0 = tiles[0].y0 if tiles else self.h
+        self.wins: dict[tuple[int, int], np.ndarray] = {}
+
+    def add(self, t: Tile, p: np.ndarray) -> None:
+        if t.y0 > self.b0:
+            self.flush(t.y0)
+        if t.shape not in self.wins:
+            self.wins[t.shape] = blend_window(*t.shape, self.spec.window, self.spec.border)
+        win = self.wins[t.shape]
+        self.acc[:, t.y0 - self.b0 : t.y1 - self.b0, t.x0 - self.xa : t.x1 - self.xa] += p * win
+        self.wsum[t.y0 - self.b0 : t.y1 - self.b0, t.x0 - self.xa : t.x1 - self.xa] += win
+
+    def flush(self, y_end: int) -> None:
+        k = y_end - self.b0
+        if k <= 0:
+            return
+        lo = max(self.b0, self.write.start_row)
+        if y_end > lo:
+            xs = slice(self.cx0 - self.xa, self.cx1 - self.xa)
+            band = self.acc[:, lo - self.b0 : k, xs] / self.wsum[lo - self.b0 : k, xs]
+            if self.write.postprocess is not None:
+                band = np.asarray(self.write.postprocess(band))
+            if isinstance(self.out, (str, Path)):
+                import zarr
+
+                lead, (h, w), t = band.shape[:-2], (self.h, self.w), self.spec.tile
+                chunks = (*lead, min(t, h), min(t, w))
+                self.out = zarr.open_array(
+                    str(self.out), mode="w", shape=(*lead, h, w), dtype=self.write.dtype, chunks=chunks
+                )
+            self.out[..., lo:y_end, self.cx0 : self.cx1] = band
+        self.acc = np.concatenate([self.acc[:, k:], np.zeros((self.c, k, self.width), np.float32)], axis=1)
+        self.wsum = np.concatenate([self.wsum[k:], np.zeros((k, self.width), np.float32)], axis=0)
+        self.b0 = y_end
 
 
 def predict_tiled_to_zarr(
     image_hwc,
     predict_fn: PredictFn,
     out,
-    tile: int,
-    overlap: int,
+    spec: TileSpec,
     out_channels: int,
-    window: str = "hann",
-    batch_size: int = 1,
-    postprocess: Callable[[np.ndarray], np.ndarray] | None = None,
-    dtype=np.float32,
+    write: BandWrite | None = None,
+    *,
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
-    border: int | None = None,
-    start_row: int = 0,
-    cols: tuple[int, int] | None = None,
     glass: GlassFn = None,
 ):
     """Same blending as :func:`predict_tiled`, written band by band into a zarr array; returns it.
 
     Bounded memory: tiles are processed in row-major plan order. Because tile rows start at increasing
     ``y``, once the first tile of the next row (start ``y_next``) arrives, image rows ``< y_next`` can
-    receive no more contributions: they are normalised, passed through ``postprocess`` and written to
-    ``out[..., y_prev:y_next, :]``. Only one band of ``tile`` rows is kept, about
+    receive no more contributions: they are normalised, passed through ``write.postprocess`` and written
+    to ``out[..., y_prev:y_next, :]``. Only one band of ``tile`` rows is kept, about
     ``(out_channels + 1) * tile * W * 4`` bytes, plus one batch of crops.
 
     ``out``: an existing array supporting slice assignment (zarr, numpy) of the post-processed shape,
-    or a path (str / Path) where a zarr array of ``dtype`` is created with ``(.., tile, tile)`` chunks.
-    ``postprocess(band)``: float32 ``(C, h, W)`` -> ``(C', h, W)`` or ``(h, W)`` (argmax, threshold ...);
-    default: identity, ``out`` shape ``(C, H, W)``. The result is cast to ``out``'s dtype on writing.
+    or a path (str / Path) where a zarr array of ``write.dtype`` is created with ``(.., tile, tile)``
+    chunks. Default post-processing: identity, ``out`` shape ``(C, H, W)``. The result is cast to
+    ``out``'s dtype on writing.
 
-    ``start_row`` (resuming): only the tiles reaching below it are run and only rows ``>= start_row``
-    are written; they get the same contributions in the same order as in a full run, so they are
-    bit-identical to it. ``cols=(x0, x1)`` (a vertical strip): only the tiles reaching into those
-    columns are run and only ``out[..., x0:x1]`` is written, again bit-identical to a full run there;
-    the band kept in memory is then as wide as the strip, not the image. ``glass``: see :func:`iter_tiles`.
+    ``write.start_row`` (resuming): only the tiles reaching below it are run and only rows
+    ``>= start_row`` are written; they get the same contributions in the same order as in a full run, so
+    they are bit-identical to it. ``write.cols=(x0, x1)`` (a vertical strip): only the tiles reaching
+    into those columns are run and only ``out[..., x0:x1]`` is written, again bit-identical to a full
+    run there; the band kept in memory is then as wide as the strip, not the image. ``glass``: see
+    :func:`iter_tiles`.
     """
-    if batch_size < 1:
-        raise InputError(f"batch_size must be >= 1, got {batch_size}")
-    h, w = _check_image(image_hwc)
-    predict_fn = predict_fn if isinstance(predict_fn, OomSplitter) else OomSplitter(predict_fn)
-    tiles = plan_tiles((h, w), tile, overlap)
+    write = write or BandWrite()
+    h, w, predict_fn, tiles = _planned(image_hwc, predict_fn, spec)
     th = tiles[0].y1 - tiles[0].y0
-    tiles = [t for t in tiles if t.y1 > start_row]
-    cx0, cx1 = cols if cols is not None else (0, w)
-    tiles = [t for t in tiles if t.x1 > cx0 and t.x0 < cx1]
-    xa = min((t.x0 for t in tiles), default=cx0)
-    xb = max((t.x1 for t in tiles), default=cx1)
-    wins: dict[tuple[int, int], np.ndarray] = {}
-    _check_window(window, border)
-    acc = np.zeros((out_channels, th, xb - xa), np.float32)
-    wsum = np.zeros((th, xb - xa), np.float32)
-    b0 = tiles[0].y0 if tiles else h  # image row of acc[:, 0]
-    state = {"out": out}
-
-    def flush(y_end: int) -> None:
-        nonlocal acc, wsum, b0
-        k = y_end - b0
-        if k <= 0:
-            return
-        lo = max(b0, start_row)
-        if y_end > lo:
-            band = acc[:, lo - b0 : k, cx0 - xa : cx1 - xa] / wsum[lo - b0 : k, cx0 - xa : cx1 - xa]
-            if postprocess is not None:
-                band = np.asarray(postprocess(band))
-            if isinstance(state["out"], (str, Path)):
-                import zarr
-
-                shape = (*band.shape[:-2], h, w)
-                chunks = (*band.shape[:-2], min(tile, h), min(tile, w))
-                state["out"] = zarr.open_array(str(state["out"]), mode="w", shape=shape, dtype=dtype, chunks=chunks)
-            state["out"][..., lo:y_end, cx0:cx1] = band
-        acc = np.concatenate([acc[:, k:], np.zeros((out_channels, k, xb - xa), np.float32)], axis=1)
-        wsum = np.concatenate([wsum[k:], np.zeros((k, xb - xa), np.float32)], axis=0)
-        b0 = y_end
-
-    n = math.ceil(len(tiles) / batch_size)
-    for i, (ts, batch) in enumerate(_batches(image_hwc, tiles, tile, batch_size, glass)):
-        check_cancel(cancel)
-        for t, p in zip(ts, _run_batch(predict_fn, ts, batch, out_channels)):
-            if t.y0 > b0:
-                flush(t.y0)
-            if t.shape not in wins:
-                wins[t.shape] = blend_window(*t.shape, window, border)
-            win = wins[t.shape]
-            acc[:, t.y0 - b0 : t.y1 - b0, t.x0 - xa : t.x1 - xa] += p * win
-            wsum[t.y0 - b0 : t.y1 - b0, t.x0 - xa : t.x1 - xa] += win
-        report(progress, i + 1, n, f"tiles {ts[0].index + 1}-{ts[-1].index + 1} of {len(tiles)}")
-    flush(h)
-    return state["out"]
+    cx0, cx1 = write.cols if write.cols is not None else (0, w)
+    tiles = [t for t in tiles if t.y1 > write.start_row and t.x1 > cx0 and t.x0 < cx1]
+    _check_window(spec.window, spec.border)
+    blender = _BandBlender(out, (h, w), th, tiles, spec, out_channels, write)
+    for t, p in _predicted(image_hwc, predict_fn, tiles, spec, out_channels, progress, cancel, glass):
+        blender.add(t, p)
+    blender.flush(h)
+    return blender.out

@@ -13,9 +13,9 @@ import numpy as np
 
 from ..backend.compiled import compile_for_inference
 from ..backend.precision import autocast, resolve
-from ..backend.segmentation import segment, segment_to_zarr
+from ..backend.segmentation import SegmentSettings, segment, segment_to_zarr
 from ..backend.slides import open_slide, write_ome_zarr
-from ..backend.tiling import plan_tiles, predict_tiled
+from ..backend.tiling import TileSpec, plan_tiles, predict_tiled
 from ..backend.weights import list_models, load_model
 from .common import bench, mosaic, peak_rss_mb, timed
 
@@ -129,7 +129,7 @@ def _time_both(image: np.ndarray, fn, ours_fn, tile: int, overlap: int, batch: i
         return out
 
     def run_ours():
-        out, t = timed(predict_tiled, image32, predict_np, tile, overlap, k, window=window, batch_size=batch)
+        out, t = timed(predict_tiled, image32, predict_np, TileSpec(tile, overlap, window, batch_size=batch), k)
         t_ours_all.append(t)
         return out
 
@@ -241,11 +241,13 @@ def bench_segment_zarr(
     try:
         write_ome_zarr(work / "slide.zarr", big, mpp, chunks=512)
         slide = open_slide(work / "slide.zarr")
-        segment_to_zarr(slide, work / "warm.zarr", model, card, tile=tile, overlap=overlap, level=len(slide.levels) - 1)
+        opts = SegmentSettings(tile=tile, overlap=overlap)
+        warm = SegmentSettings(tile=tile, overlap=overlap, level=len(slide.levels) - 1)
+        segment_to_zarr(slide, work / "warm.zarr", model, card, options=warm)
         rss0 = peak_rss_mb()
-        _, t_ours = timed(segment_to_zarr, slide, work / "labels.zarr", model, card, tile=tile, overlap=overlap)
+        _, t_ours = timed(segment_to_zarr, slide, work / "labels.zarr", model, card, options=opts)
         rss_ours = peak_rss_mb()
-        res, t_ref = timed(segment, slide, model, card, tile=tile, overlap=overlap)
+        res, t_ref = timed(segment, slide, model, card, options=opts)
         rss_ref = peak_rss_mb()
         ours = np.asarray(open_slide(work / "labels.zarr").levels[0])
         same_fg = float(np.mean((ours > 0) == (res.labels > 0)))

@@ -48,8 +48,12 @@ class SegmentRun:
 
         return pipelines.at_precision(self.precision, models[0], pipelines.common_card(cards))
 
-    def _common(self, name: str) -> dict:
-        return dict(tile=self.tile, overlap=self.overlap, tta=self.tta, level=0, name=name, stain_norm=self.stain_norm)
+    def _settings(self, name: str):
+        from ..backend.segmentation import SegmentSettings
+
+        return SegmentSettings(
+            tile=self.tile, overlap=self.overlap, tta=self.tta, stain_norm=self.stain_norm, level=0, name=name
+        )
 
     def to_zarr(self, slide, store: Path, name: str):
         """fn(progress, cancel) -> (labels levels, instances table, store metadata) of ``slide`` segmented
@@ -64,7 +68,14 @@ class SegmentRun:
             models, cards, params = self._models()
             with self._at_precision(models, cards):
                 segment_to_zarr(
-                    slide, store, models, cards, params=params, progress=progress, cancel=cancel, **self._common(name)
+                    slide,
+                    store,
+                    models,
+                    cards,
+                    params=params,
+                    options=self._settings(name),
+                    progress=progress,
+                    cancel=cancel,
                 )
             meta = json.loads((store / "pathreview.json").read_text())
             labels = open_slide(store)
@@ -85,7 +96,14 @@ class SegmentRun:
                 image = np.asarray(crop_level0(slide.levels, region))
             with self._at_precision(models, cards):
                 res = segment(
-                    image, models, cards, mpp=mpp, params=params, progress=progress, cancel=cancel, **self._common(name)
+                    image,
+                    models,
+                    cards,
+                    mpp=mpp,
+                    params=params,
+                    options=self._settings(name),
+                    progress=progress,
+                    cancel=cancel,
                 )
             return res if region is None else segmentation_inside(res, region)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from ..atomic import refuse_input_as_output, writable_folder
 from ..batch import run_batch
 from ..errors import InputError, ProgressFn
+from ..segmentation import SegmentSettings, ZarrTarget, segment_to_zarr
 from ..segmentation import segment as _segment
-from ..segmentation import segment_to_zarr
 from ..slides import open_slide
 from ..weights import default_model
 from .models import at_precision, common_card, get_models, sibling, validate_inputs
@@ -39,6 +39,19 @@ class SegmentOptions:
     compile: bool = False
 
 
+def settings(o: SegmentOptions, name: str) -> SegmentSettings:
+    """The numerics' settings (``segmentation.SegmentSettings``) of a pipeline's options."""
+    return SegmentSettings(
+        tile=o.tile,
+        overlap=o.overlap,
+        tta=o.tta,
+        stain_norm=o.stain_norm,
+        ensemble=o.ensemble,
+        compile=o.compile,
+        name=name,
+    )
+
+
 def segment(
     image, options: SegmentOptions | None = None, progress: ProgressFn | None = None, cancel=None, name: str = "image"
 ):
@@ -47,20 +60,7 @@ def segment(
     o = options or SegmentOptions()
     models, cards = get_models(o.weights, "segmenter", o.device)
     with at_precision(o.precision, models[0], common_card(cards)):
-        return _segment(
-            image,
-            models,
-            cards,
-            mpp=o.mpp,
-            tile=o.tile,
-            overlap=o.overlap,
-            tta=o.tta,
-            ensemble=o.ensemble,
-            progress=progress,
-            cancel=cancel,
-            name=name,
-            stain_norm=o.stain_norm,
-        )
+        return _segment(image, models, cards, mpp=o.mpp, options=settings(o, name), progress=progress, cancel=cancel)
 
 
 def segment_file(
@@ -76,21 +76,9 @@ def segment_file(
     slide = open_slide(input, mpp=o.mpp)
     models, cards = get_models(o.weights, "segmenter", o.device)
     with at_precision(o.precision, models[0], common_card(cards)):
+        target = ZarrTarget(out, overwrite=overwrite)
         return segment_to_zarr(
-            slide,
-            out,
-            models,
-            cards,
-            tile=o.tile,
-            overlap=o.overlap,
-            tta=o.tta,
-            ensemble=o.ensemble,
-            overwrite=overwrite,
-            progress=progress,
-            cancel=cancel,
-            name=slide.path,
-            compile=o.compile,
-            stain_norm=o.stain_norm,
+            slide, target, models, cards, options=settings(o, slide.path), progress=progress, cancel=cancel
         )
 
 

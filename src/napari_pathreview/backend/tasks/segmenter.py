@@ -39,29 +39,35 @@ class SegmenterEvalOptions:
 
 
 def train(run: TrainRun, o: SegmenterTrainOptions) -> dict:
+    from ..segmentation import SegmenterTrainOptions as Knobs
     from ..segmentation import train_segmenter
 
-    _, card = train_segmenter(
-        run.data,
-        run.out,
+    knobs = Knobs(
         epochs=o.epochs,
-        seed=run.seed,
-        device=run.device,
         init=o.init,
         decoder=o.decoder,
         aspp=o.aspp,
         lovasz=o.lovasz,
-        progress=run.progress,
-        command=run.command,
         ema=o.ema,
         amp=o.amp,
         widths=o.widths,
         tile=o.tile,
         pale=o.pale_nuclei,
         stain_norm=o.stain_norm,
-        **({"per_grid": o.per_grid} if o.per_grid else {}),
         checkpoints=o.checkpoints,
+        **({"per_grid": o.per_grid} if o.per_grid else {}),  # None there: every grid cell
         **({"lr": o.lr} if o.lr else {}),
+    )
+    _, card = train_segmenter(
+        run.data,
+        run.out,
+        knobs,
+        seed=run.seed,
+        device=run.device,
+        data_mpp=run.mpp,
+        progress=run.progress,
+        cancel=run.cancel,
+        command=run.command,
         on_epoch=run.on_epoch,
     )
     return trained(run.out, card, ("params", "metrics"))
