@@ -134,7 +134,7 @@ def test_tuned_decoding_is_stored_in_the_shipped_card_and_beats_no_smoothing(val
 
 def test_fine_tuning_keeps_the_centre_targets_its_base_learnt(val_sample, tmp_path):
     """A fine-tune (viewer annotations) trains on the base model's target width, not the 2 px default."""
-    from napari_pathreview.backend.detection import train_detector
+    from napari_pathreview.backend.detection import DetectorTrainOptions, train_detector
     from napari_pathreview.backend.weights import resolve
 
     sample, _ = val_sample
@@ -144,14 +144,9 @@ def test_fine_tuning_keeps_the_centre_targets_its_base_learnt(val_sample, tmp_pa
     _, card = train_detector(
         [crop],
         tmp_path / "ft",
-        epochs=1,
-        seed=0,
-        device="cpu",
-        init="detector-crchisto",
-        crops_per_image=1,
-        crop=64,
-        batch_size=1,
-        lr=1e-5,
+        DetectorTrainOptions(
+            epochs=1, seed=0, device="cpu", init="detector-crchisto", crops_per_image=1, crop=64, batch_size=1, lr=1e-5
+        ),
     )
     sigma = base.training["target_sigma_um"]
     assert sigma > 1.5  # wider than the 2 px (1.1 µm) default, so inheriting it is visible
@@ -161,14 +156,16 @@ def test_fine_tuning_keeps_the_centre_targets_its_base_learnt(val_sample, tmp_pa
     _, fresh = train_detector(
         [crop],
         tmp_path / "new",
-        epochs=1,
-        seed=0,
-        device="cpu",
-        widths=(8, 16),
-        classes=list(base.classes),
-        crops_per_image=1,
-        crop=64,
-        batch_size=1,
+        DetectorTrainOptions(
+            epochs=1,
+            seed=0,
+            device="cpu",
+            widths=(8, 16),
+            classes=list(base.classes),
+            crops_per_image=1,
+            crop=64,
+            batch_size=1,
+        ),
     )
     assert fresh.licence.startswith("research use only") and fresh.config["widths"] == [8, 16]
 
@@ -206,7 +203,7 @@ def test_stain_normalised_training_records_its_reference_and_detect_applies_it(v
     img4: 132 of 132; without normalisation 106)."""
     from dataclasses import replace
 
-    from napari_pathreview.backend.detection import train_detector
+    from napari_pathreview.backend.detection import DetectorTrainOptions, train_detector
     from napari_pathreview.backend.matching import match_points
     from napari_pathreview.backend.stain import hematoxylin_factor, hematoxylin_level, scale_hematoxylin
 
@@ -215,15 +212,17 @@ def test_stain_normalised_training_records_its_reference_and_detect_applies_it(v
     model, card = train_detector(
         crops,
         tmp_path / "sn",
-        epochs=1,
-        seed=0,
-        device="cpu",
-        init="detector-crchisto",
-        crops_per_image=1,
-        crop=64,
-        batch_size=1,
-        lr=1e-6,
-        stain_norm=True,
+        DetectorTrainOptions(
+            epochs=1,
+            seed=0,
+            device="cpu",
+            init="detector-crchisto",
+            crops_per_image=1,
+            crop=64,
+            batch_size=1,
+            lr=1e-6,
+            stain_norm=True,
+        ),
     )
     fitted = [c for c in crops if c.name not in card.training["tune_images"]]
     assert card.params["stain_reference"] == pytest.approx(hematoxylin_level(fitted[0].image))
@@ -269,11 +268,13 @@ def test_focal_objectness_loss_prefers_peaks_on_the_centres():
 
 
 def test_unknown_objectness_loss_is_refused(val_sample, tmp_path):
-    from napari_pathreview.backend.detection import train_detector
+    from napari_pathreview.backend.detection import DetectorTrainOptions, train_detector
 
     sample, _ = val_sample
     with pytest.raises(InputError, match="objectness loss"):
-        train_detector([sample], tmp_path / "x", epochs=1, init="detector-crchisto", obj_loss="dice")
+        train_detector(
+            [sample], tmp_path / "x", DetectorTrainOptions(epochs=1, init="detector-crchisto", obj_loss="dice")
+        )
 
 
 @pytest.mark.slow
@@ -281,7 +282,7 @@ def test_deepened_detector_gives_the_same_cells_until_trained(val_sample, tmp_pa
     """``deepen``: one more, coarser level (the stride doubles) whose new decoder block passes the old one's
     input through, so before any training the deepened model finds the same cells with the same classes;
     a fine-tune with ``deepen`` writes the new architecture into its card and loads back from it."""
-    from napari_pathreview.backend.detection import _deepened, train_detector
+    from napari_pathreview.backend.detection import DetectorTrainOptions, _deepened, train_detector
     from napari_pathreview.backend.matching import match_points
     from napari_pathreview.backend.weights import load_model
 
@@ -299,21 +300,23 @@ def test_deepened_detector_gives_the_same_cells_until_trained(val_sample, tmp_pa
     _, tuned = train_detector(
         crops,
         tmp_path / "deep",
-        epochs=1,
-        seed=0,
-        device="cpu",
-        init="detector-crchisto",
-        crops_per_image=1,
-        crop=64,
-        batch_size=1,
-        lr=1e-6,
-        deepen=64,
+        DetectorTrainOptions(
+            epochs=1,
+            seed=0,
+            device="cpu",
+            init="detector-crchisto",
+            crops_per_image=1,
+            crop=64,
+            batch_size=1,
+            lr=1e-6,
+            deepen=64,
+        ),
     )
     assert tuned.config["widths"][-1] == 64 and tuned.training["deepen"] == 64
     reloaded, _ = load_model(tmp_path / "deep.safetensors", "detector", "cpu")
     assert reloaded.stride == 2 * model.stride
     with pytest.raises(InputError, match="deepen"):
-        train_detector(crops, tmp_path / "x", epochs=1, deepen=64, classes=list(card.classes))
+        train_detector(crops, tmp_path / "x", DetectorTrainOptions(epochs=1, deepen=64, classes=list(card.classes)))
 
 
 def test_scale_jitter_zooms_each_crop_and_keeps_the_targets_on_the_nucleus():

@@ -256,7 +256,7 @@ def test_training_modes_run_and_select_on_held_out_images(one_val_image, monkeyp
     assert (cache[0].target >= 0).sum() > 50
     opt = E.EnhancerTrainOptions(epochs=2, **opts)
     cfg = EnhancerConfig(classes=tuple(classes), position_head=opts["mode"] == "bipartite", layers=1)
-    model, res, tune = E.fit_enhancer(cache, cache, classes, cfg, opt, 0.55)
+    model, res, tune = E.fit_enhancer(cache, cache, classes, cfg, opt, E.EnhancerTrainSetup(mpp=0.55))
     assert len(res.history) == 2 and np.isfinite([h["loss"] for h in res.history]).all()
     assert set(tune) == {"base", "enhanced"} and 0 <= tune["enhanced"]["mF1"] <= 1
 
@@ -267,7 +267,7 @@ def test_an_enhancer_trained_on_a_detector_file_finds_it_from_another_folder(val
     import shutil
 
     from napari_pathreview.backend import pipelines
-    from napari_pathreview.backend.enhancement import EnhancerTrainOptions, train_enhancer
+    from napari_pathreview.backend.enhancement import EnhancerTrainOptions, EnhancerTrainSetup, train_enhancer
     from napari_pathreview.backend.weights import resolve
 
     weights, _ = resolve("detector-crchisto", "detector")
@@ -283,26 +283,17 @@ def test_an_enhancer_trained_on_a_detector_file_finds_it_from_another_folder(val
         sample.labels[(sample.yx < 256).all(1)],
     )
     monkeypatch.chdir(tmp_path)
+    one_epoch = EnhancerTrainOptions(epochs=1)
     _, card = train_enhancer(
-        [crop],
-        "runs/enh",
-        detector="runs/mine.safetensors",
-        mpp=0.55,
-        device="cpu",
-        options=EnhancerTrainOptions(epochs=1),
+        [crop], "runs/enh", one_epoch, EnhancerTrainSetup(detector="runs/mine.safetensors", mpp=0.55, device="cpu")
     )
     assert card.params["detector"] == str(tmp_path / "runs" / "mine.safetensors")
     _, named = train_enhancer(
-        [crop],
-        "runs/enh2",
-        detector="detector-crchisto",
-        mpp=0.55,
-        device="cpu",
-        options=EnhancerTrainOptions(epochs=1),
+        [crop], "runs/enh2", one_epoch, EnhancerTrainSetup(detector="detector-crchisto", mpp=0.55, device="cpu")
     )
     assert named.params["detector"] == "detector-crchisto"
     _, by_file = train_enhancer(
-        [crop], "runs/enh3", detector=weights, mpp=0.55, device="cpu", options=EnhancerTrainOptions(epochs=1)
+        [crop], "runs/enh3", one_epoch, EnhancerTrainSetup(detector=weights, mpp=0.55, device="cpu")
     )
     assert by_file.params["detector"] == "detector-crchisto"  # the shipped file is the registered model
     elsewhere = tmp_path / "elsewhere"

@@ -37,17 +37,6 @@ class FineTune:
     def folder(self) -> str:
         return str(self.run.data or "")
 
-    def kwargs(self, lr: bool = True) -> dict:
-        """The keyword arguments every training function takes from a fine-tune (``epochs`` and ``lr``
-        unless ``lr`` is False)."""
-        r = self.run
-        kw = dict(device=r.device, progress=r.progress, cancel=r.cancel, on_epoch=r.on_epoch, command=r.command)
-        return {"epochs": self.epochs, "lr": self.lr, **kw} if lr else kw
-
-    def run_kwargs(self) -> dict:
-        """``kwargs`` without ``epochs`` / ``lr`` (those travel in the task's options dataclass)."""
-        return self.kwargs(lr=False)
-
 
 def save_path(name: str) -> Path:
     """Where weights saved as ``name`` go (the user weights folder); refuses names that are not a plain
@@ -76,15 +65,19 @@ def detector_crop(samples) -> int:
 def finetune_detector(ft: FineTune, region, classes: list):
     """Fine-tune a detector on one annotated region (a ``PointsSample`` at the model's mpp) + the folder."""
     from .datasets import load_points_dataset
-    from .detection import train_detector
+    from .detection import DetectorTrainOptions, train_detector
 
     samples = [region]
     if ft.folder:
         samples += load_points_dataset(ft.folder, "train", classes=classes)[0]
     crop = detector_crop(samples)
-    return train_detector(samples, ft.run.out, init=ft.init, crop=crop, tune_images=0, classes=classes, **ft.kwargs())[
-        1
-    ]
+    r = ft.run
+    opts = DetectorTrainOptions(
+        epochs=ft.epochs, lr=ft.lr, device=r.device, init=ft.init, crop=crop, tune_images=0, classes=classes
+    )
+    return train_detector(
+        samples, r.out, opts, progress=r.progress, cancel=r.cancel, on_epoch=r.on_epoch, command=r.command
+    )[1]
 
 
 def check_enhancer_classes(names, classes, layer: str, model: str) -> None:
@@ -105,19 +98,18 @@ def finetune_enhancer(ft: FineTune, region, classes: list, det_card):
     """Fine-tune an enhancer on one annotated region (a ``PointsSample`` at its detector's mpp) + the
     folder; ``det_card``: the card of the detector whose cells it corrects."""
     from .datasets import load_points_dataset
-    from .enhancement import EnhancerTrainOptions, train_enhancer
+    from .enhancement import EnhancerTrainOptions, EnhancerTrainSetup, train_enhancer
 
     samples = [region]
     if ft.folder:
         samples += load_points_dataset(ft.folder, "train", classes=classes)[0]
+    r = ft.run
+    setup = EnhancerTrainSetup(
+        detector=Path(det_card.path).with_suffix(".safetensors"), init=ft.init, mpp=det_card.mpp, device=r.device
+    )
+    opts = EnhancerTrainOptions(epochs=ft.epochs, lr=ft.lr)
     return train_enhancer(
-        samples,
-        ft.run.out,
-        init=ft.init,
-        detector=Path(det_card.path).with_suffix(".safetensors"),
-        options=EnhancerTrainOptions(epochs=ft.epochs, lr=ft.lr),
-        mpp=det_card.mpp,
-        **ft.kwargs(lr=False),
+        samples, r.out, opts, setup, progress=r.progress, cancel=r.cancel, on_epoch=r.on_epoch, command=r.command
     )[1]
 
 
@@ -143,7 +135,18 @@ def finetune_segmenter(ft: FineTune, image, labels, mpp: float, offset, name: st
     opts = SegmenterTrainOptions(
         epochs=ft.epochs, lr=ft.lr, init=ft.init, model_mpp=model_mpp, tile=tile, tune_images=0, report_images=0
     )
-    return train_segmenter(samples, ft.run.out, opts, data_mpp=data_mpp, **ft.kwargs(lr=False))[1]
+    r = ft.run
+    return train_segmenter(
+        samples,
+        r.out,
+        opts,
+        device=r.device,
+        data_mpp=data_mpp,
+        progress=r.progress,
+        cancel=r.cancel,
+        command=r.command,
+        on_epoch=r.on_epoch,
+    )[1]
 
 
 def check_classifier_classes(names, classes, model: str, folder: str) -> None:
@@ -162,10 +165,21 @@ def check_classifier_classes(names, classes, model: str, folder: str) -> None:
 def finetune_classifier(ft: FineTune, samples: list):
     """Fine-tune a classifier on labelled regions (``annotations.labelled_region``) + the folder; one
     step per training image and epoch, 2..16."""
-    from .classification import load_split, train_classifier
+    from .classification import ClassifierTrainOptions, load_split, train_classifier
 
     samples = list(samples)
     if ft.folder:
         samples += load_split(ft.folder, "train")[0]
     steps = int(np.clip(len(samples), 2, 16))
-    return train_classifier(samples, ft.run.out, init=ft.init, steps_per_epoch=steps, **ft.kwargs())[1]
+    r = ft.run
+    opts = ClassifierTrainOptions(epochs=ft.epochs, lr=ft.lr, init=ft.init, steps_per_epoch=steps)
+    return train_classifier(
+        samples,
+        r.out,
+        opts,
+        device=r.device,
+        progress=r.progress,
+        cancel=r.cancel,
+        command=r.command,
+        on_epoch=r.on_epoch,
+    )[1]

@@ -1,8 +1,14 @@
-"""One-to-one matching of predicted to annotated points within a radius.
+"""One-to-one matching of predicted to annotated points, for evaluation and for training.
 
-Candidates come from a KD-tree (pairs closer than the radius); the optimal assignment (Hungarian,
-minimum total distance, maximum cardinality) is solved per connected component of the candidate
-graph, so 10^6 x 10^6 points match in seconds instead of needing an N x M cost matrix.
+Two entry points over the same two solvers (Hungarian: maximum cardinality, then minimum total cost;
+greedy: cheapest pairs first):
+
+- :func:`match_points` (evaluation, ``metrics``, the enhancer's targets): points within a radius.
+  Candidates come from a KD-tree (pairs closer than the radius); the assignment is solved per
+  connected component of the candidate graph, so 10^6 x 10^6 points match in seconds instead of
+  needing an N x M cost matrix.
+- :func:`match_cost` (the enhancer's bipartite loss, as DETR's ``HungarianMatcher``): a dense cost
+  matrix of one image's predictions and annotations, with the pairs that may match.
 """
 
 from __future__ import annotations
@@ -41,6 +47,61 @@ def _empty(n_pred: int, n_gt: int) -> Matches:
     return Matches(e, e.copy(), np.zeros(0), n_pred, n_gt)
 
 
+def _greedy(rows: np.ndarray, cols: np.ndarray, n: int, m: int) -> np.ndarray:
+    """Candidate pairs ``(rows[k], cols[k])`` (K,) visited in the order given (cheapest first): the
+    positions k of those taken, each when both its prediction (of ``n``) and annotation (of ``m``) are
+    still free."""
+    used_p, used_g = np.zeros(n, bool), np.zeros(m, bool)
+    keep = []
+    for k in range(len(rows)):
+        if not used_p[rows[k]] and not used_g[cols[k]]:
+            used_p[rows[k]] = used_g[cols[k]] = True
+            keep.append(k)
+    return np.asarray(keep, dtype=np.int64)
+
+
+def _hungarian(cost: np.ndarray, big: float) -> tuple[np.ndarray, np.ndarray]:
+    """Optimal assignment of a dense (N, M) ``cost`` whose forbidden pairs cost ``big`` (more than any
+    set of allowed pairs, so the number of allowed matches is maximised first) -> rows, cols (K,) of the
+    allowed pairs matched."""
+    from scipy.optimize import linear_sum_assignment
+
+    r, k = linear_sum_assignment(cost)
+    ok = cost[r, k] < big
+    return r[ok], k[ok]
+
+
+#: cost of a forbidden pair in :func:`match_cost` (costs there are O(1): class probability + L1 of
+#: normalised coordinates)
+FORBIDDEN_COST = 1e6
+
+
+def match_cost(cost: np.ndarray, allowed: np.ndarray, method: str = "hungarian") -> tuple[np.ndarray, np.ndarray]:
+    """Match one image's predictions to its annotations on a dense cost matrix.
+
+    Args:
+        cost: (N, M) cost of matching prediction i to annotation j (lower is better), N predictions,
+            M annotations.
+        allowed: (N, M) bool, False where a pair may not match (e.g. further apart than the radius).
+        method: "hungarian" (maximum number of allowed matches, then minimum total cost) or "greedy"
+            (cheapest allowed pairs first).
+
+    Returns ``(pred_idx, gt_idx)``: (K,) int arrays of the matched pairs, K <= min(N, M).
+    """
+    cost = np.array(cost, copy=True)
+    cost[~np.asarray(allowed, bool)] = FORBIDDEN_COST
+    if method == "hungarian":
+        return _hungarian(cost, FORBIDDEN_COST)
+    if method != "greedy":
+        raise ValueError(f"unknown matching method {method!r}; use 'hungarian' or 'greedy'")
+    order = np.argsort(cost, axis=None)
+    stop = np.flatnonzero(cost.flat[order] >= FORBIDDEN_COST)
+    order = order[: stop[0]] if len(stop) else order
+    rows, cols = np.divmod(order, cost.shape[1])
+    keep = _greedy(rows, cols, *cost.shape)
+    return rows[keep].astype(np.int64), cols[keep].astype(np.int64)
+
+
 def _local_index(node: np.ndarray, pair_comp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per pair: the node's index among the distinct nodes of its component; and nodes per component."""
     uniq, inv = np.unique(node, return_inverse=True)
@@ -63,7 +124,6 @@ def match_points(pred: np.ndarray, gt: np.ndarray, radius: float, method: str = 
         radius: largest allowed distance of a match, same unit.
         method: "hungarian" (optimal per connected component) or "greedy" (closest pairs first).
     """
-    from scipy.optimize import linear_sum_assignment
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
     from scipy.spatial import cKDTree
@@ -79,13 +139,7 @@ def match_points(pred: np.ndarray, gt: np.ndarray, radius: float, method: str = 
     pi, gi, d = pairs["i"].astype(np.int64), pairs["j"].astype(np.int64), pairs["v"]
     if method == "greedy":
         order = np.argsort(d, kind="stable")
-        used_p, used_g = np.zeros(n, bool), np.zeros(m, bool)
-        keep = []
-        for k in order:
-            if not used_p[pi[k]] and not used_g[gi[k]]:
-                used_p[pi[k]] = used_g[gi[k]] = True
-                keep.append(k)
-        keep = np.asarray(keep, dtype=np.int64)
+        keep = order[_greedy(pi[order], gi[order], n, m)]
         return Matches(pi[keep], gi[keep], d[keep], n, m)
     if method != "hungarian":
         raise ValueError(f"unknown matching method {method!r}; use 'hungarian' or 'greedy'")
@@ -114,11 +168,10 @@ def match_points(pred: np.ndarray, gt: np.ndarray, radius: float, method: str = 
         big = radius * (e - s + 1) + 1.0
         cost = np.full((n_p[c], n_g[c]), big)
         cost[lp[s:e], lg[s:e]] = d[s:e]
-        r, k = linear_sum_assignment(cost)
-        ok = cost[r, k] < big
+        r, k = _hungarian(cost, big)
         rows = np.empty(n_p[c], np.int64)
         rows[lp[s:e]] = pi[s:e]
         cols = np.empty(n_g[c], np.int64)
         cols[lg[s:e]] = gi[s:e]
-        out_p.append(rows[r[ok]]), out_g.append(cols[k[ok]]), out_d.append(cost[r[ok], k[ok]])
+        out_p.append(rows[r]), out_g.append(cols[k]), out_d.append(cost[r, k])
     return Matches(np.concatenate(out_p), np.concatenate(out_g), np.concatenate(out_d), n, m)

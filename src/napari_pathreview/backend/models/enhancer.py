@@ -334,6 +334,10 @@ class CellEnhancer(nn.Module):
         groups: np.ndarray | None = None,
         _sorted: bool = False,
     ) -> dict:
+        """See the class docstring. ``neighbours``: precomputed (else built from ``pos_um``, within
+        ``groups`` (N,) when given: cells of different images never attend to each other); ``mode``:
+        "dense" (N x N masked attention), "sparse" (gathered neighbours, ``chunk`` cells at a time) or
+        "auto" (dense up to 256 cells of one image)."""
         cfg = self.cfg
         dev = self.head.weight.device
         features, probs, pos_um = (
@@ -343,56 +347,78 @@ class CellEnhancer(nn.Module):
         if mode == "auto":
             mode = "dense" if n <= 256 and groups is None else "sparse"
         if mode == "sparse" and n > chunk and not _sorted:
-            # process cells in a spatial order so that gathered neighbours sit close in memory (~1.5x faster)
-            perm = spatial_order(pos_um.detach().cpu().numpy(), cfg.radius_um or 50.0)
-            inv = np.empty_like(perm)
-            inv[perm] = np.arange(n)
-            if neighbours is None:  # built on the sorted cells: no index remapping, no copies
-                nb = build_neighbours(
-                    pos_um.detach().cpu().numpy()[perm],
-                    cfg.radius_um,
-                    cfg.max_neighbours,
-                    None if groups is None else np.asarray(groups)[perm],
-                )
-            else:
-                nb = Neighbours(inv[neighbours.idx[perm]], neighbours.dist[perm], neighbours.valid[perm])
-            tp = torch.as_tensor(perm, device=dev)
-            out = self.forward(
-                features[tp], probs[tp], pos_um[tp], nb, "sparse", aux, return_attention, chunk, _sorted=True
+            return self._forward_in_spatial_order(
+                features, probs, pos_um, neighbours, groups, aux, return_attention, chunk
             )
-            ti = torch.as_tensor(inv, device=dev)
-            out["logits"] = out["logits"][ti]
-            out["aux_logits"] = [a[ti] for a in out["aux_logits"]]
-            if "offset_um" in out:
-                out["offset_um"] = out["offset_um"][ti]
-            if return_attention:
-                att = out["attention"]
-                att.src, att.dst = perm[att.src], perm[att.dst]
-            return out
         if neighbours is None:
             neighbours = build_neighbours(pos_um.detach().cpu().numpy(), cfg.radius_um, cfg.max_neighbours, groups)
         x = self.embed(torch.cat([self.feat_norm(features), probs], 1))
         if cfg.sinusoidal:
             x = x + sinusoidal(pos_um, cfg.width, cfg.sin_max_um)
-        if mode == "sparse":
-            idx = torch.as_tensor(neighbours.idx, device=dev)
-            dist = torch.as_tensor(neighbours.dist, device=dev)
-            valid = torch.as_tensor(neighbours.valid, device=dev)
-        elif mode == "dense":
-            mask = (
-                torch.ones(n, n, dtype=torch.bool, device=dev)
-                if cfg.radius_um is None
-                else torch.as_tensor(neighbours.dense_mask(), device=dev)
+        context = self._attention_context(mode, neighbours, n, dev)
+        x, aux_logits, attn = self._encode(x, probs, pos_um, mode, context, aux, return_attention, chunk)
+        out = {"logits": self.classify(x, probs), "aux_logits": aux_logits}
+        if self.offset is not None:
+            out["offset_um"] = self.offset(self.norm(x))
+        if return_attention:
+            mask = None if mode == "sparse" else context["mask"].cpu().numpy()
+            out["attention"] = _edges(attn, neighbours, mode, n, mask)
+        return out
+
+    def _forward_in_spatial_order(self, features, probs, pos_um, neighbours, groups, aux, return_attention, chunk):
+        """:meth:`forward` (sparse) on the cells in a spatial order, so that gathered neighbours sit close in
+        memory (~1.5x faster); outputs come back in the input order."""
+        cfg, dev, n = self.cfg, self.head.weight.device, len(features)
+        perm = spatial_order(pos_um.detach().cpu().numpy(), cfg.radius_um or 50.0)
+        inv = np.empty_like(perm)
+        inv[perm] = np.arange(n)
+        if neighbours is None:  # built on the sorted cells: no index remapping, no copies
+            nb = build_neighbours(
+                pos_um.detach().cpu().numpy()[perm],
+                cfg.radius_um,
+                cfg.max_neighbours,
+                None if groups is None else np.asarray(groups)[perm],
             )
         else:
-            raise ValueError(f"mode must be auto, sparse or dense, got {mode!r}")
+            nb = Neighbours(inv[neighbours.idx[perm]], neighbours.dist[perm], neighbours.valid[perm])
+        tp = torch.as_tensor(perm, device=dev)
+        out = self.forward(
+            features[tp], probs[tp], pos_um[tp], nb, "sparse", aux, return_attention, chunk, _sorted=True
+        )
+        ti = torch.as_tensor(inv, device=dev)
+        out["logits"] = out["logits"][ti]
+        out["aux_logits"] = [a[ti] for a in out["aux_logits"]]
+        if "offset_um" in out:
+            out["offset_um"] = out["offset_um"][ti]
+        if return_attention:
+            att = out["attention"]
+            att.src, att.dst = perm[att.src], perm[att.dst]
+        return out
+
+    def _attention_context(self, mode: str, neighbours: Neighbours, n: int, dev) -> dict:
+        """Sparse: neighbour ``idx`` / ``dist`` / ``valid`` (N, K) tensors; dense: the (N, N) bool ``mask``."""
+        if mode == "sparse":
+            return {
+                "idx": torch.as_tensor(neighbours.idx, device=dev),
+                "dist": torch.as_tensor(neighbours.dist, device=dev),
+                "valid": torch.as_tensor(neighbours.valid, device=dev),
+            }
+        if mode == "dense":
+            if self.cfg.radius_um is None:
+                return {"mask": torch.ones(n, n, dtype=torch.bool, device=dev)}
+            return {"mask": torch.as_tensor(neighbours.dense_mask(), device=dev)}
+        raise ValueError(f"mode must be auto, sparse or dense, got {mode!r}")
+
+    def _encode(self, x, probs, pos_um, mode: str, context: dict, aux: bool, return_attention: bool, chunk: int):
+        """The encoder layers over the (N, W) embeddings -> (x, aux logits per layer, attention per layer)."""
+        n = len(x)
         aux_logits, attn = [], []
         for layer in self.layers:
             y = layer.norm1(x)
             if mode == "sparse":
-                y, a = layer.attn.sparse(y, idx, dist, valid, chunk, return_attention)
+                y, a = layer.attn.sparse(y, context["idx"], context["dist"], context["valid"], chunk, return_attention)
             else:
-                y, a = layer.attn.dense(y, pos_um, mask)
+                y, a = layer.attn.dense(y, pos_um, context["mask"])
             if torch.is_grad_enabled() or self.training:
                 x = x + layer.drop(y)
                 x = x + layer.drop(layer.ff(layer.norm2(x)))
@@ -405,12 +431,7 @@ class CellEnhancer(nn.Module):
                 aux_logits.append(self.classify(x, probs))
             if return_attention:
                 attn.append(a)
-        out = {"logits": self.classify(x, probs), "aux_logits": aux_logits}
-        if self.offset is not None:
-            out["offset_um"] = self.offset(self.norm(x))
-        if return_attention:
-            out["attention"] = _edges(attn, neighbours, mode, n, None if mode == "sparse" else mask.cpu().numpy())
-        return out
+        return x, aux_logits, attn
 
 
 def spatial_order(pos: np.ndarray, cell: float) -> np.ndarray:

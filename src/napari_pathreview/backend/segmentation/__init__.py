@@ -12,7 +12,6 @@ One module per job:
 - :mod:`.tiles`, :mod:`.train`: the multi-scale training tiles, their augmentation and loss, and
   :func:`train_segmenter`;
 - :mod:`.evaluate`: scores against masks, the post-processing grid search, :func:`evaluate_segmenter`;
-- :mod:`.cards`: reading a card (µm per pixel, params) — the twins of detection's.
 
 Maps: the network's foreground probability (and, for several classes, per-class probabilities) and a
 normalised distance map are blended over overlapping tiles (``tiling.predict_tiled``); instances are

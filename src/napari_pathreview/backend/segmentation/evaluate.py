@@ -8,9 +8,9 @@ from dataclasses import replace
 import numpy as np
 
 from ..errors import InputError, ProgressFn, check_cancel, report
+from ..modelio import check_mpp
 from ..seg_metrics import score_pair
 from ..weights import load_model
-from .cards import check_mpp
 from .data import MONUSEG_MPP, load_masks_dataset
 from .infer import predict_maps
 from .instances import postprocess_maps

@@ -15,11 +15,11 @@ import numpy as np
 
 from ..errors import InputError, ProgressFn, check_cancel
 from ..memory import require_memory
+from ..modelio import check_mpp
 from ..slides import Slide, check_model_scale, lazy_rgb_uint8, to_rgb_uint8
 from ..stain import image_factor
 from ..tiling import TileSpec, predict_tiled
 from ..tissue import glass_tiles
-from .cards import check_mpp
 from .instances import instance_table, postprocess_maps
 from .params import SegmentationResult, SegmentParams, SegmentSettings, apply_options
 from .predict import SegmenterPredictor, check_ensemble, n_fg_channels

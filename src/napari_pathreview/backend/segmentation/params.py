@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .cards import from_card
+from ..modelio import from_card
 
 
 @dataclass

@@ -50,17 +50,14 @@ class DetectorEvalOptions:
 
 
 def train(run: TrainRun, o: DetectorTrainOptions) -> dict:
+    from ..detection import DetectorTrainOptions as Knobs
     from ..detection import train_detector
 
-    _, card = train_detector(
-        run.data,
-        run.out,
+    knobs = Knobs(
         epochs=o.epochs,
         seed=run.seed,
         device=run.device,
         init=o.init,
-        progress=run.progress,
-        command=run.command,
         checkpoints=o.checkpoints,
         lr=o.lr,
         target_sigma_um=o.target_sigma_um,
@@ -74,7 +71,11 @@ def train(run: TrainRun, o: DetectorTrainOptions) -> dict:
         crop=o.tile,
         crops_per_image=o.crops_per_image,
         scale_jitter=o.scale_jitter,
-        on_epoch=run.on_epoch,
+    )
+    if run.mpp is not None:
+        knobs.mpp = run.mpp
+    _, card = train_detector(
+        run.data, run.out, knobs, progress=run.progress, cancel=run.cancel, on_epoch=run.on_epoch, command=run.command
     )
     return trained(run.out, card, ("params",))
 

@@ -38,7 +38,7 @@ class EnhancerEvalOptions:
 
 def train(run: TrainRun, o: EnhancerTrainOptions) -> dict:
     from ..enhancement import EnhancerTrainOptions as LoopOptions
-    from ..enhancement import train_enhancer
+    from ..enhancement import EnhancerTrainSetup, train_enhancer
 
     opt = LoopOptions(
         epochs=o.epochs,
@@ -50,38 +50,36 @@ def train(run: TrainRun, o: EnhancerTrainOptions) -> dict:
         **({"lr": o.lr} if o.lr else {}),
     )
     config = {"position": o.position, "radius_um": None if o.mask_um <= 0 else o.mask_um}
+    setup = EnhancerTrainSetup(
+        detector=o.detector, init=o.init, config=config, mpp=run.mpp, seed=run.seed, device=run.device
+    )
     _, card = train_enhancer(
         run.data,
         run.out,
-        detector=o.detector,
-        seed=run.seed,
-        device=run.device,
-        options=opt,
-        config=config,
+        opt,
+        setup,
         progress=run.progress,
+        cancel=run.cancel,
         command=run.command,
-        init=o.init,
         on_epoch=run.on_epoch,
     )
     return trained(run.out, card, ("metrics",))
 
 
 def evaluate(run: EvalRun, o: EnhancerEvalOptions) -> dict:
+    from ..enhancement import EnhancerEvalOptions as Knobs
     from ..enhancement import evaluate_enhancer
 
-    return evaluate_enhancer(
-        run.data,
-        run.split,
-        run.weights,
+    knobs = Knobs(
         detector=o.detector,
         radius_um=o.radius_um,
         mpp=run.mpp,
         device=run.device,
+        tta=o.tta,
         ablation=o.ablation,
         ablation_epochs=o.ablation_epochs,
-        tta=o.tta,
-        progress=run.progress,
     )
+    return evaluate_enhancer(run.data, run.split, run.weights, knobs, progress=run.progress)
 
 
 def describe(res: dict) -> list[str]:
