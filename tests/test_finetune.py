@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -61,17 +60,6 @@ def test_class_checks_name_the_problem():
         ft.check_classifier_classes(["grade3"], grades, "cls", "")
     with pytest.raises(InputError, match="at least two classes"):
         ft.check_classifier_classes(["benign", "benign"], grades, "cls", "")
-
-
-def test_fine_tune_kwargs_carry_the_run():
-    calls = []
-    run = TrainRun(data="", out="x", device="cpu", command="c", progress=print, on_epoch=calls.append)
-    f = ft.FineTune(run, Path("init.safetensors"), epochs=3, lr=1e-4)
-    assert f.folder == ""
-    assert f.kwargs() == dict(
-        epochs=3, lr=1e-4, device="cpu", progress=print, cancel=None, on_epoch=calls.append, command="c"
-    )
-    assert "epochs" not in f.kwargs(lr=False) and "lr" not in f.kwargs(lr=False)
 
 
 @pytest.mark.slow
