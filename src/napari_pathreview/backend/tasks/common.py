@@ -3,7 +3,7 @@ run prints, and the points table of the detector and the enhancer."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from ..registry import option
@@ -17,6 +17,17 @@ class FitOptions:
     epochs: int = option(30, "passes over the training images", parse=int)
     init: str | None = option(None, "weights to fine-tune from (name or path)")
     checkpoints: bool = option(False, "write best-so-far weights to OUT.checkpoint.*")
+
+
+def carry(options, target_cls, rename: dict | None = None, **extra):
+    """The numerics' options dataclass ``target_cls`` filled from a task's command-line ``options``: every
+    field both have (``rename``: ``{our name: theirs}``) whose value is not None (None keeps the
+    numerics' default), then ``extra``."""
+    rename = rename or {}
+    theirs = set(target_cls.__dataclass_fields__)
+    values = {rename.get(f.name, f.name): getattr(options, f.name) for f in fields(options)}
+    values = {k: v for k, v in values.items() if k in theirs and v is not None}
+    return target_cls(**{**values, **extra})
 
 
 def trained(out, card, keys: tuple) -> dict:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from ..registry import EvalRun, Task, TrainRun, option, register
 from . import parsers
-from .common import NetOptions, points_table, trained
+from .common import NetOptions, carry, points_table, trained
 
 
 @dataclass
@@ -53,25 +53,7 @@ def train(run: TrainRun, o: DetectorTrainOptions) -> dict:
     from ..detection import DetectorTrainOptions as Knobs
     from ..detection import train_detector
 
-    knobs = Knobs(
-        epochs=o.epochs,
-        seed=run.seed,
-        device=run.device,
-        init=o.init,
-        checkpoints=o.checkpoints,
-        lr=o.lr,
-        target_sigma_um=o.target_sigma_um,
-        ema=o.ema,
-        amp=o.amp,
-        widths=o.widths,
-        target_crowding=o.target_crowding,
-        stain_norm=o.stain_norm,
-        obj_loss=o.obj_loss,
-        deepen=o.deepen,
-        crop=o.tile,
-        crops_per_image=o.crops_per_image,
-        scale_jitter=o.scale_jitter,
-    )
+    knobs = carry(o, Knobs, {"tile": "crop"}, seed=run.seed, device=run.device)
     if run.mpp is not None:
         knobs.mpp = run.mpp
     _, card = train_detector(

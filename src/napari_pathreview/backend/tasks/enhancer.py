@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..registry import EvalRun, Task, TrainRun, option, register
-from .common import points_table, trained
+from .common import carry, points_table, trained
 
 
 @dataclass
@@ -40,15 +40,7 @@ def train(run: TrainRun, o: EnhancerTrainOptions) -> dict:
     from ..enhancement import EnhancerTrainOptions as LoopOptions
     from ..enhancement import EnhancerTrainSetup, train_enhancer
 
-    opt = LoopOptions(
-        epochs=o.epochs,
-        mode=o.mode,
-        matching=o.matching,
-        aux_loss=o.aux_loss,
-        schedule=o.schedule,
-        tune_bias=o.tune_bias,
-        **({"lr": o.lr} if o.lr else {}),
-    )
+    opt = carry(o, LoopOptions)  # epochs, lr, mode, matching, aux_loss, schedule, tune_bias
     config = {"position": o.position, "radius_um": None if o.mask_um <= 0 else o.mask_um}
     setup = EnhancerTrainSetup(
         detector=o.detector, init=o.init, config=config, mpp=run.mpp, seed=run.seed, device=run.device
@@ -70,15 +62,7 @@ def evaluate(run: EvalRun, o: EnhancerEvalOptions) -> dict:
     from ..enhancement import EnhancerEvalOptions as Knobs
     from ..enhancement import evaluate_enhancer
 
-    knobs = Knobs(
-        detector=o.detector,
-        radius_um=o.radius_um,
-        mpp=run.mpp,
-        device=run.device,
-        tta=o.tta,
-        ablation=o.ablation,
-        ablation_epochs=o.ablation_epochs,
-    )
+    knobs = carry(o, Knobs, mpp=run.mpp, device=run.device)
     return evaluate_enhancer(run.data, run.split, run.weights, knobs, progress=run.progress)
 
 

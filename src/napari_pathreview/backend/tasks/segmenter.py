@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from ..registry import EvalRun, Task, TrainRun, option, register
 from . import parsers
-from .common import NetOptions, trained
+from .common import NetOptions, carry, trained
 
 
 @dataclass
@@ -42,22 +42,7 @@ def train(run: TrainRun, o: SegmenterTrainOptions) -> dict:
     from ..segmentation import SegmenterTrainOptions as Knobs
     from ..segmentation import train_segmenter
 
-    knobs = Knobs(
-        epochs=o.epochs,
-        init=o.init,
-        decoder=o.decoder,
-        aspp=o.aspp,
-        lovasz=o.lovasz,
-        ema=o.ema,
-        amp=o.amp,
-        widths=o.widths,
-        tile=o.tile,
-        pale=o.pale_nuclei,
-        stain_norm=o.stain_norm,
-        checkpoints=o.checkpoints,
-        **({"per_grid": o.per_grid} if o.per_grid else {}),  # None there: every grid cell
-        **({"lr": o.lr} if o.lr else {}),
-    )
+    knobs = carry(o, Knobs, {"pale_nuclei": "pale"})  # per_grid / lr None: the numerics' defaults
     _, card = train_segmenter(
         run.data,
         run.out,
