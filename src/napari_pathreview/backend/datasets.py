@@ -10,13 +10,16 @@ Still elsewhere: the masks reader (``segmentation.read_splits_csv`` / ``load_mas
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError
-from .slides import to_rgb_uint8
+from .slides import to_rgb_uint8, validate_mpp
+
+DATASET_JSON = "dataset.json"  # {"mpp": 0.25}: the microns per pixel of every image of a dataset folder
 
 UNLABELED_NAME = "unlabeled"
 
@@ -170,3 +173,46 @@ def load_labels_split(root, split: str | None):
             raise InputError(f"{root}: no images in split '{split}'; splits: {', '.join(splits)}")
         images = chosen
     return images, classes, multi
+
+
+def dataset_mpp(folder) -> float | None:
+    """The microns per pixel a dataset folder declares in its ``dataset.json`` (``{"mpp": 0.25}``);
+    None when the folder has no such file (or ``folder`` is not a folder, e.g. viewer samples)."""
+    if not isinstance(folder, (str, Path)):
+        return None
+    path = Path(folder) / DATASET_JSON
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(f'{path}: cannot read it ({e}); write it as {{"mpp": 0.25}}') from None
+    if not isinstance(meta, dict) or "mpp" not in meta:
+        raise InputError(f'{path}: no "mpp" key; write it as {{"mpp": 0.25}} (microns per pixel of the images)')
+    return validate_mpp(meta["mpp"], str(path))
+
+
+def data_mpp(given: float | None, folder) -> float | None:
+    """The microns per pixel of a dataset's images: ``given`` (``--mpp``) wins, else the folder's
+    ``dataset.json``, else None (the task's data set default)."""
+    if given is not None:
+        return validate_mpp(given, "--mpp")
+    return dataset_mpp(folder)
+
+
+def rescale_points_samples(samples: list[PointsSample], factor: float) -> list[PointsSample]:
+    """Points samples resampled by ``factor`` (new pixels per old pixel, e.g. 0.25 / 0.55 from 40x to a
+    0.55 µm/px model): images with anti-aliasing (uint8 kept), point centres mapped as pixel centres
+    (``(c + 0.5) * factor - 0.5``)."""
+    from skimage.transform import resize
+
+    if abs(factor - 1.0) < 1e-6:
+        return list(samples)
+    out = []
+    for s in samples:
+        h, w = s.image.shape[:2]
+        shape = (max(1, round(h * factor)), max(1, round(w * factor)))
+        img = resize(s.image, shape, order=1, anti_aliasing=factor < 1, preserve_range=True)
+        yx = (np.asarray(s.yx, np.float64) + 0.5) * np.array([shape[0] / h, shape[1] / w]) - 0.5
+        out.append(replace(s, image=np.clip(np.rint(img), 0, 255).astype(np.uint8), yx=yx.astype(s.yx.dtype)))
+    return out

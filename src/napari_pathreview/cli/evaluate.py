@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from ..backend.datasets import data_mpp
 from ..backend.tasks import EvalRun, get_task
 from .common import progress
 from .train import task_options
@@ -16,7 +17,7 @@ def cmd_evaluate(args) -> int:
         data=args.data,
         split=args.split,
         weights=args.weights,
-        mpp=args.mpp,
+        mpp=data_mpp(args.mpp, args.data),
         device=args.device,
         progress=None if args.json else progress,
     )

@@ -88,6 +88,13 @@ def add_train(sub, common) -> None:
         tp.add_argument("--data", required=True, help="dataset folder (see docs/data-formats.md)")
         tp.add_argument("--out", required=True, help="output weights path (writes OUT.safetensors + OUT.json)")
         tp.add_argument("--seed", type=int, default=0, help="random seed (weights, data order, augmentation)")
+        tp.add_argument(
+            "--mpp",
+            type=float,
+            default=None,
+            help="microns per pixel of the dataset's images (default: its dataset.json, else the data set the "
+            "task was built on); images and annotations are resampled to the model's scale",
+        )
         add_options(tp, task.train_options)
         common(tp, mpp=False)
         tp.set_defaults(func=cmd_train)

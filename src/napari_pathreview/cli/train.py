@@ -7,6 +7,7 @@ import json
 import shlex
 import sys
 
+from ..backend.datasets import data_mpp
 from ..backend.tasks import TrainRun, get_task, option_specs
 from .common import epoch_line, progress
 
@@ -24,6 +25,7 @@ def cmd_train(args) -> int:
         out=args.out,
         seed=args.seed,
         device=args.device,
+        mpp=data_mpp(args.mpp, args.data),
         command=command,
         progress=progress,
         on_epoch=epoch_line,

@@ -13,7 +13,7 @@ class ClassifierTrainOptions:
     """How :func:`~.train.train_classifier` trains.
 
     ``epochs`` x ``steps_per_epoch`` batches of ``batch_size`` random ``crop`` x ``crop`` crops (model
-    pixels); ``data_mpp``: µm/px of the images on disk, ``model_mpp``: the model's scale; ``tune_images``:
+    pixels); ``data_mpp``: µm/px of the images on disk (None: the base's, else GlaS's), ``model_mpp``: the model's scale; ``tune_images``:
     train images held out to pick the checkpoint and thresholds; ``lr``: None = 3e-3 (CNN) or 1e-3 (ViT);
     ``widths``, ``se``, ``head`` (``linear`` / ``arcface``), ``decoder``: the CNN (``arch="cnn"``) or a
     small ViT (``arch="vit"``); ``loss``: ``backend.losses.build_loss`` name; ``checkpoints``: save
@@ -25,7 +25,7 @@ class ClassifierTrainOptions:
     crop: int = 192
     batch_size: int = 16
     steps_per_epoch: int = 16
-    data_mpp: float = GLAS_MPP
+    data_mpp: float | None = None
     model_mpp: float = 2 * GLAS_MPP
     tune_images: int = 10
     lr: float | None = None

@@ -14,7 +14,7 @@ from ..slides import open_slide
 from ..tiling import pad_to
 from ..train import TrainConfig, fit, seed_everything
 from ..weights import ModelCard, choose_device, load_model, save_model
-from .data import load_split, targets_of
+from .data import GLAS_MPP, load_split, targets_of
 from .metrics import classification_metrics, search_thresholds
 from .model_input import normalise, predict_probs, to_model_scale
 from .options import ClassifierTrainOptions, with_fields
@@ -262,8 +262,11 @@ def train_classifier(
         opts.crop = int(base.config.get("img_size", opts.crop)) if opts.arch == "vit" else opts.crop
     else:
         model, cfg = _new_model(opts, classes, multi, dev)
+    # the images' µm/px: given (--mpp, dataset.json), else what the base was trained on, else GlaS's
+    base_mpp = (base.params or {}).get("input_mpp") if base is not None else None
+    opts.data_mpp = float(opts.data_mpp or base_mpp or GLAS_MPP)
+    data_mpp = opts.data_mpp
     card = _card(out, cfg, classes, opts, base)
-    data_mpp = float(base.params.get("input_mpp") or opts.data_mpp) if base is not None else opts.data_mpp
     targets = targets_of(images, classes)
     fit_i, tune_i = _split_tune(targets, opts.tune_images, rng)
     pix = [

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..datasets import load_points_dataset
+from ..datasets import load_points_dataset, rescale_points_samples
 from ..errors import InputError, ProgressFn
 from ..points import point_targets
 from ..train import TrainConfig, check_new_architecture, fit, seed_everything
@@ -29,7 +29,9 @@ class DetectorTrainOptions:
 
     ``init``: weights to fine-tune from (name or path), else from scratch; ``widths``: encoder channels of
     a model trained from scratch (default ``DetectorConfig``'s). ``classes``: what the labels of in-memory
-    samples index (default: ``init``'s). ``mpp``: the data's µm per pixel (a fine-tune uses ``init``'s).
+    samples index (default: ``init``'s). ``mpp``: the µm per pixel of a dataset folder's images (None: at
+    the model's scale; CRCHisto's 0.55 from scratch); a fine-tune resamples them to ``init``'s scale, a
+    model from scratch is trained at theirs.
     ``tune_images``: training images (chosen by ``seed``) held out to select the checkpoint and the
     decoding; ``radius_um``: match radius of that selection. ``checkpoints``: also write the best-so-far
     weights to ``OUT.checkpoint.*`` during training. ``lr``: learning rate (default ``TrainConfig.lr``;
@@ -53,7 +55,7 @@ class DetectorTrainOptions:
     device: str | None = None
     init: str | Path | None = None
     classes: list | None = None
-    mpp: float = CRCHISTO_MPP
+    mpp: float | None = None
     crops_per_image: int = 4
     crop: int = 256
     batch_size: int = 8
@@ -144,7 +146,7 @@ def _start_model(o: DetectorTrainOptions, data, classes, dev):
         raise InputError("--deepen adds a level to the model given by --init: give both, with a channel count >= 1")
     if o.init is None:
         cfg = DetectorConfig(classes=tuple(classes), **({"widths": tuple(o.widths)} if o.widths else {}))
-        return build_detector(cfg).to(dev), None, cfg, o.mpp
+        return build_detector(cfg).to(dev), None, cfg, o.mpp or CRCHISTO_MPP
     model, base = load_model(o.init, "detector", dev)
     if list(base.classes) != list(classes):
         raise InputError(f"{data}: classes {classes} differ from the model's {base.classes}")
@@ -262,6 +264,8 @@ def train_detector(
     dev = choose_device(o.device)
     train, classes, data_desc = _training_samples(data, o)
     model, base, cfg, mpp = _start_model(o, data, classes, dev)
+    if o.mpp is not None and isinstance(data, (str, Path)):  # a folder at another scale than the model's
+        train = rescale_points_samples(train, o.mpp / mpp)
     o = _recipe(o, base)
     tune, fit_set, reference = _split_tune(train, o, base, rng)
     if o.deepen:

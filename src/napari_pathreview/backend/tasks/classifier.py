@@ -44,6 +44,7 @@ def train_arch(run: TrainRun, o: ClassifierTrainOptions, arch: str) -> dict:
         decoder=o.dual,
         head="arcface" if o.arcface else "linear",
         init=o.init,
+        data_mpp=run.mpp,
         on_epoch=run.on_epoch,
     )
     return trained(run.out, card, ("params", "metrics"))

@@ -34,6 +34,8 @@ def train(run: TrainRun, o: WeakCellsTrainOptions) -> dict:
     from ..weak import WeakConfig, train_weak_cells
 
     cfg = WeakConfig(seed=run.seed, cam_epochs=o.epochs, seg_epochs=o.epochs, seg_select=o.seg_select)
+    if run.mpp is not None:  # the models are trained at the data's scale
+        cfg.mpp = run.mpp
     return train_weak_cells(
         run.data,
         run.out,
