@@ -21,6 +21,17 @@ def add_common(sp, mpp=True):
         )
 
 
+def add_run_tail(sp) -> None:
+    """--overwrite, --device, --mpp and --precision: what every command that runs a model on files takes."""
+    sp.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing outputs that pathreview did not write (its own are replaced anyway)",
+    )
+    add_common(sp)
+    add_precision(sp)
+
+
 def add_precision(sp):
     """--precision of the network (detect, enhance, segment, explain)."""
     sp.add_argument(
@@ -57,13 +68,7 @@ def _add_enhance(sub) -> None:
         action="store_true",
         help="detect with the 8 rotations / flips of every tile averaged (8x slower detection)",
     )
-    sp.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace existing outputs that pathreview did not write (its own are replaced anyway)",
-    )
-    add_common(sp)
-    add_precision(sp)
+    add_run_tail(sp)
     sp.set_defaults(func=cmd_enhance)
 
 
@@ -78,13 +83,7 @@ def _add_explain(sub) -> None:
         choices=("cam", "gradcam", "lrp-epsilon", "lrp-gamma", "lrp-a1b0", "lrp-a2b1", "rollout"),
     )
     sp.add_argument("--classes", default=None, help="comma-separated classes to explain (default: all)")
-    sp.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace existing outputs that pathreview did not write (its own are replaced anyway)",
-    )
-    add_common(sp)
-    add_precision(sp)
+    add_run_tail(sp)
     sp.set_defaults(func=cmd_explain)
 
 
@@ -112,13 +111,7 @@ def _add_detect(sub) -> None:
         "--workers", type=int, default=1, help="run the inputs on a local Dask cluster of N single-threaded workers"
     )
     sp.add_argument("--scheduler", default=None, help="address of an existing dask.distributed scheduler")
-    sp.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace existing outputs that pathreview did not write (its own are replaced anyway)",
-    )
-    add_common(sp)
-    add_precision(sp)
+    add_run_tail(sp)
     sp.set_defaults(func=cmd_detect)
 
 

@@ -13,8 +13,7 @@ from ..errors import ProgressFn
 from ..exchange import write_geojson, write_points_csv
 from ..points import CellPoints
 from ..slides import open_slide
-from ..weights import default_model
-from .models import at_precision, get_model, sibling, validate_inputs
+from .models import at_precision, get_model, job_key, sibling, validate_inputs
 
 
 @dataclass
@@ -59,15 +58,9 @@ def _detect_one(path: str, stem: Path, options: DetectOptions) -> list[Path]:
 
 
 def detect_job_key(o: DetectOptions) -> dict:
-    """What makes two detect runs the same job (a rerun with the same key skips finished slides)."""
-
-    key = {"job": "detect", "weights": str(o.weights) if o.weights else default_model("detector")}
-    key |= {"mpp": o.mpp, "threshold": o.threshold}
-    if o.tta:
-        key["tta"] = True  # keeps the key of earlier non-TTA jobs unchanged
-    if o.precision not in (None, "fp32"):
-        key["precision"] = o.precision
-    return key
+    """The batch job of ``o`` (``tta`` only when on: the key of earlier non-TTA jobs stays unchanged)."""
+    tta = {"tta": True} if o.tta else {}
+    return job_key("detect", o.weights, "detector", o.precision, mpp=o.mpp, threshold=o.threshold, **tta)
 
 
 def detect_files(

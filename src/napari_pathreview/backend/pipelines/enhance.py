@@ -14,9 +14,8 @@ from ..exchange import write_geojson, write_points_csv
 from ..points import CellPoints
 from ..precision import resolve, use
 from ..slides import open_slide
-from ..weights import default_model
 from .detect import DetectOptions, detect
-from .models import get_model, per_slide, refuse_file_as_folder, sibling, validate_inputs
+from .models import get_model, job_key, per_slide, refuse_file_as_folder, sibling, validate_inputs
 
 
 @dataclass
@@ -112,14 +111,8 @@ def _enhance_one(path: str, stem: Path, options: EnhanceOptions, progress=None, 
 
 
 def enhance_job_key(o: EnhanceOptions) -> dict:
-
-    key = {"job": "enhance", "weights": str(o.weights) if o.weights else default_model("enhancer")}
-    key |= {"detector": o.detector, "mpp": o.mpp}
-    if o.tta:
-        key["tta"] = True
-    if o.precision not in (None, "fp32"):
-        key["precision"] = o.precision
-    return key
+    tta = {"tta": True} if o.tta else {}
+    return job_key("enhance", o.weights, "enhancer", o.precision, detector=o.detector, mpp=o.mpp, **tta)
 
 
 def enhance_files(

@@ -86,3 +86,12 @@ def refuse_file_as_folder(out: Path) -> Path:
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder; give --out a folder")
     return out
+
+
+def job_key(job: str, weights, task: str, precision: str | None = None, **fields) -> dict:
+    """What makes two batch runs the same job (a rerun with the same key skips finished slides): the
+    job, the model's name (the shipped default's when None), ``fields``, and a reduced precision."""
+    key = {"job": job, "weights": str(weights) if weights else default_model(task), **fields}
+    if precision not in (None, "fp32"):
+        key["precision"] = precision
+    return key

@@ -37,6 +37,23 @@ class Hooks:
     cancel: object = None
     on_epoch: Callable | None = None
 
+    def fit(self, model, loss, batches, validate, tc, steps: int):
+        """``backend.train.fit`` with these callbacks; the best epoch's weights loaded -> (model in eval
+        mode, FitResult)."""
+        res = fit(
+            model,
+            loss,
+            batches,
+            validate,
+            tc,
+            steps,
+            progress=self.progress,
+            cancel=self.cancel,
+            on_epoch=self.on_epoch,
+        )
+        model.load_state_dict(res.best_state)
+        return model.eval(), res
+
 
 def split_tune(samples, every: int):
     """(train, tune): every ``every``-th training image is held out (stopping, threshold choice)."""
@@ -75,19 +92,8 @@ def train_stage1(variant: str, data: WeakData, cfg: WeakConfig, device, init=Non
         return {"score": tile_presence_f1(logits > 0, yt)}
 
     tc = TrainConfig(epochs=cfg.cam_epochs, batch_size=cfg.cam_batch, lr=cfg.lr, seed=cfg.seed)
-    res = fit(
-        model,
-        lambda m, b: stage1_loss(m, b[0], b[1], variant, b[2], cfg.puzzle_alpha),
-        batches,
-        validate,
-        tc,
-        cfg.cam_steps,
-        progress=hooks.progress,
-        cancel=hooks.cancel,
-        on_epoch=hooks.on_epoch,
-    )
-    model.load_state_dict(res.best_state)
-    return model.eval(), res
+    loss = lambda m, b: stage1_loss(m, b[0], b[1], variant, b[2], cfg.puzzle_alpha)
+    return hooks.fit(model, loss, batches, validate, tc, cfg.cam_steps)
 
 
 def _class_weights(train_maps, k: int, device):
@@ -155,16 +161,4 @@ def train_stage2(data: WeakData, train_maps, cfg: WeakConfig, device, tune_maps=
         return {"score": row[cfg.seg_select], **row}
 
     tc = TrainConfig(epochs=cfg.seg_epochs, batch_size=cfg.seg_batch, lr=cfg.lr, seed=cfg.seed)
-    res = fit(
-        seg,
-        loss_fn,
-        batches,
-        validate,
-        tc,
-        cfg.seg_steps,
-        progress=hooks.progress,
-        cancel=hooks.cancel,
-        on_epoch=hooks.on_epoch,
-    )
-    seg.load_state_dict(res.best_state)
-    return seg.eval(), res
+    return hooks.fit(seg, loss_fn, batches, validate, tc, cfg.seg_steps)
