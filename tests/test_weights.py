@@ -95,3 +95,54 @@ def test_every_shipped_model_states_its_training_data_licence():
         assert card.licence.startswith(("research use only", "CC BY-NC-SA 4.0")), card.name
     det = next(c for c in shipped if c.name == "detector-crchisto")
     assert "CRCHisto" in det.licence
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"mpp": 0}, "'mpp'"),
+        ({"mpp": "abc"}, "'mpp' is 'abc'"),
+        ({"mpp": -0.55}, "'mpp'"),
+        ({"classes": "x"}, "'classes' must be a list"),
+        ({"classes": [f"c{i}" for i in range(10**4)]}, "at most 1000"),
+        ({"normalisation": {"mean": [0.5] * 3, "std": [0.0] * 3}}, "'std' must be positive"),
+        ({"params": {"threshold": float("nan")}}, "'threshold' is nan"),
+        ({"params": {"threshold": 2}}, "probability from 0 to 1"),
+        ({"params": {"tile": 0}}, "'tile' has 0"),
+        ({"params": {"tile": -5}}, "'tile' has -5"),
+        ({"config": {"widths": [32, 10**7]}}, "'widths' has 10000000"),
+    ],
+)
+def test_a_card_with_impossible_values_is_refused_in_one_line(tmp_path, capsys, change, message):
+    """Issue 31: card values no model was trained with are refused on load (exit 2, one line naming the card
+    and the field), not reported as an internal error or used to compute nonsense."""
+    import json
+    import shutil
+
+    from napari_pathreview.backend.errors import InputError
+    from napari_pathreview.backend.weights import SHIPPED_DIR, ModelCard
+    from napari_pathreview.cli import main
+
+    card = json.loads((SHIPPED_DIR / "detector-crchisto.json").read_text())
+    for k, v in change.items():
+        card[k] = {**card[k], **v} if isinstance(v, dict) and k != "normalisation" else v
+    shutil.copy(SHIPPED_DIR / "detector-crchisto.safetensors", tmp_path / "bad.safetensors")
+    (tmp_path / "bad.json").write_text(json.dumps(card))
+    with pytest.raises(InputError, match=message.replace("(", r"\(")):
+        ModelCard.from_file(tmp_path / "bad.json")
+    img = SHIPPED_DIR.parent / "sample_data" / "monuseg_tile.png"
+    rc = main(
+        [
+            "detect",
+            str(img),
+            "--out",
+            str(tmp_path / "o"),
+            "--mpp",
+            "0.5",
+            "--weights",
+            str(tmp_path / "bad.safetensors"),
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "bad.json: model card" in err[0]
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

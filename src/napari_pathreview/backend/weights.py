@@ -7,6 +7,7 @@ Loading never unpickles: weights are safetensors, or ``torch.load(weights_only=T
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -73,10 +74,59 @@ class ModelCard:
         if missing:
             raise InputError(f"{path}: model card lacks {sorted(missing)}")
         card = cls(**{k: v for k, v in d.items() if k in known})
+        check_card_values(card, path)
         card.path = str(path)
         if not card.colors:
             card.colors = class_colors(card.classes)
         return card
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_card_values(card: ModelCard, path) -> None:
+    """Refuse (InputError naming the card and the field) values no model could have been trained with:
+    a pixel size that is not a plausible positive number, classes that are not a list of names, a
+    normalisation with a non-positive or non-finite spread, thresholds outside [0, 1], tiles or widths
+    that are not positive whole numbers (within 1..16384)."""
+    from .slides import validate_mpp
+
+    where = f"{path}: model card"
+    if card.mpp is not None:
+        if not _finite(card.mpp):
+            raise InputError(f"{where} 'mpp' is {card.mpp!r}; it must be microns per pixel, e.g. 0.5")
+        validate_mpp(card.mpp, f"{where} 'mpp'")
+    if not isinstance(card.classes, list) or not card.classes or not all(isinstance(c, str) for c in card.classes):
+        raise InputError(f"{where} 'classes' must be a list of class names, got {card.classes!r:.80}")
+    if len(card.classes) > 1000:
+        raise InputError(f"{where} has {len(card.classes)} classes; at most 1000")
+    if not isinstance(card.config, dict):
+        raise InputError(f"{where} 'config' must be an object")
+    norm = card.normalisation or {}
+    for key in ("mean", "std"):
+        vals = norm.get(key, [0.5])
+        if not isinstance(vals, list) or not all(_finite(v) for v in vals):
+            raise InputError(f"{where} normalisation '{key}' must be a list of numbers, got {vals!r:.80}")
+    if any(v <= 0 for v in norm.get("std", [1.0])):
+        raise InputError(f"{where} normalisation 'std' must be positive, got {norm['std']}")
+    _check_params(card.params or {}, card.config, where)
+
+
+def _check_params(params: dict, config: dict, where: str) -> None:
+    for key in ("threshold", "marker_threshold"):
+        v = params.get(key)
+        if v is not None and (not _finite(v) or not 0.0 <= v <= 1.0):
+            raise InputError(f"{where} '{key}' is {v!r}; it must be a probability from 0 to 1")
+    thresholds = params.get("thresholds")
+    if thresholds is not None and (
+        not isinstance(thresholds, list) or not all(_finite(v) and 0.0 <= v <= 1.0 for v in thresholds)
+    ):
+        raise InputError(f"{where} 'thresholds' must be probabilities from 0 to 1, got {thresholds!r:.80}")
+    sizes = [("tile", params.get("tile"))] + [("widths", w) for w in config.get("widths") or []]
+    for key, v in sizes:
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 16384):
+            raise InputError(f"{where} '{key}' has {v!r}; it must be a whole number from 1 to 16384")
 
 
 def user_weights_dir() -> Path:
