@@ -485,3 +485,20 @@ def test_an_output_file_is_replaced_by_a_store_with_overwrite(tmp_path):
         tmp.mkdir()
         (tmp / ".zgroup").write_text("{}")
     assert target.is_dir() and (target / ".zgroup").exists()
+
+
+def test_evaluate_says_which_points_it_cannot_score(mini_points, tmp_path, capsys):
+    """Issue 31: labels that are not the model's classes and points outside their image are no longer
+    dropped or counted as misses without a word: one warning line each, and the run still scores."""
+    import shutil
+
+    data = tmp_path / "pts"
+    shutil.copytree(mini_points, data)
+    with open(data / "points.csv", "a") as f:
+        f.write("TCGA-50-5931,train,20.0,30.0,tumour\nTCGA-50-5931,train,5000.0,30.0,epithelial\n")
+    assert main(["evaluate", "detector", "--data", str(data), "--split", "train", "--json"]) == 0
+    cap = capsys.readouterr()
+    warn = [ln for ln in cap.err.splitlines() if ln.startswith("pathreview: warning:")]
+    assert any("1 points have labels ['tumour']" in w and "detection only" in w for w in warn)
+    assert any("1 points lie outside their image" in w and "TCGA-50-5931" in w for w in warn)
+    assert json.loads(cap.out.strip().splitlines()[-1])["detection"]["f1"] > 0.5

@@ -107,7 +107,35 @@ def load_points_dataset(
         samples.append(PointsSample(name, split, image, yx, labels))
     if not samples:
         raise InputError(f"{root}: no images in split(s) {splits}")
+    _warn_unused_points(root, samples, [r for s in samples for r in by_image[s.name]], classes)
     return samples, list(classes)
+
+
+def _warn_unused_points(root: Path, samples: list[PointsSample], rows: list[dict], classes) -> None:
+    """Say (a warning: the CLI prints one line) what a points dataset holds that scores cannot use: labels
+    that are not among ``classes`` (scored as unlabelled cells: detection only) and points outside their
+    image (never matched: they count as misses)."""
+    import warnings
+
+    unknown = sorted({r["label"] for r in rows} - set(classes) - {UNLABELED_NAME})
+    if unknown:
+        n = sum(r["label"] in unknown for r in rows)
+        warnings.warn(
+            f"{root}: {n} points have labels {unknown[:5]} that are not classes ({', '.join(classes)}); "
+            "they count for detection only",
+            stacklevel=3,
+        )
+    outside = {  # beyond the edge pixels' outer border, with a pixel of slack for clicks on the border
+        s.name: int(((s.yx < -1.5) | (s.yx > np.array(s.image.shape[:2]) + 0.5)).any(1).sum()) for s in samples
+    }
+    outside = {k: v for k, v in outside.items() if v}
+    if outside:
+        first = next(iter(outside))
+        warnings.warn(
+            f"{root}: {sum(outside.values())} points lie outside their image (e.g. {outside[first]} in "
+            f"{first}); check x/y are pixels of the image, not microns",
+            stacklevel=3,
+        )
 
 
 # ---------------------------------------------------------------- labels.csv (image classification)
