@@ -502,3 +502,18 @@ def test_evaluate_says_which_points_it_cannot_score(mini_points, tmp_path, capsy
     assert any("1 points have labels ['tumour']" in w and "detection only" in w for w in warn)
     assert any("1 points lie outside their image" in w and "TCGA-50-5931" in w for w in warn)
     assert json.loads(cap.out.strip().splitlines()[-1])["detection"]["f1"] > 0.5
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [(["--weights", "/nonexistent/w.safetensors"], "weights file not found"), (["--device", "cuda:3"], "cuda:3")],
+)
+def test_a_bad_model_or_device_with_workers_is_one_line_before_any_work(mini_points, tmp_path, capsys, extra, message):
+    """Issue 31: ``--workers 2`` with a bad ``--weights`` or an absent GPU used to print 8-13 lines of Dask
+    worker tracebacks; the model and device are checked before the cluster starts: one line, exit 2."""
+    images = sorted((mini_points / "images").glob("*.png"))
+    argv = ["detect", *map(str, images), "--out", str(tmp_path / "o"), "--mpp", "0.55", "--workers", "2", *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

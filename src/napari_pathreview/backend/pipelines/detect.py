@@ -83,7 +83,7 @@ def detect_files(
     """
 
     o = options or DetectOptions()
-    validate_inputs(inputs, o.mpp)
+    validate_inputs(inputs, o.mpp, [(o.weights, "detector")], o.device)
     run = partial(_detect_one, options=o)
     return run_batch(
         inputs, out, run, detect_job_key(o), workers, scheduler, progress, cancel, _detect_outputs, overwrite

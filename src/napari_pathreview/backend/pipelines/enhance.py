@@ -131,7 +131,7 @@ def enhance_files(
 
     o = options or EnhanceOptions()
     out = refuse_file_as_folder(out)
-    validate_inputs(inputs, o.mpp)
+    validate_inputs(inputs, o.mpp, [(o.weights, "enhancer"), (o.detector, "detector")], o.device)
     run = partial(_enhance_one, options=o, progress=progress, cancel=cancel)
     return run_batch(
         inputs,

@@ -10,7 +10,7 @@ from ..errors import InputError
 from ..precision import resolve as resolve_precision
 from ..precision import use, verified
 from ..slides import open_slide
-from ..weights import default_model, load_model, resolve
+from ..weights import choose_device, default_model, load_model, resolve
 
 CLASSIFIER_TASKS = ("classifier", "vit")
 
@@ -74,11 +74,15 @@ def per_slide(progress, name: str):
     return None if progress is None else (lambda a, b, m: progress(a, b, f"{name}: {m}"))
 
 
-def validate_inputs(inputs, mpp) -> None:
-    """Open every input (refusing an unreadable one with its own message) before any work."""
-
+def validate_inputs(inputs, mpp, models=(), device: str | None = None) -> None:
+    """Before any work: open every input (refusing an unreadable one with its own message), find each
+    ``(ref, task)`` of ``models`` (a name or path that is no model is refused) and the device."""
     for p in inputs:
         open_slide(p, mpp=mpp)
+    for ref, task in models:
+        if ref:
+            resolve(ref, task)
+    choose_device(device)
 
 
 def refuse_file_as_folder(out: Path) -> Path:

@@ -121,7 +121,8 @@ def segment_files(
     refused unless ``overwrite``; a store that is one of the inputs is refused always."""
 
     o = options or SegmentOptions()
-    validate_inputs(inputs, o.mpp)
+    refs = o.weights if isinstance(o.weights, (list, tuple)) else [o.weights]
+    validate_inputs(inputs, o.mpp, [(r, "segmenter") for r in refs], o.device)
     run = partial(_segment_one, options=o)
     return run_batch(
         inputs, out, run, segment_job_key(o), workers, scheduler, progress, cancel, _segment_outputs, overwrite
