@@ -180,7 +180,8 @@ def detect(
     require_memory(
         detect_bytes((h, w), level_mpp, params.tile, len(card.classes) + 40),
         f"{name}: detecting cells in {h} x {w} px at {level_mpp:.3g} µm/px",
-        "detect a region or a coarser level, or use a machine with more memory",
+        "draw a region in the Detect dock (its region row) or detect a crop of the slide exported from "
+        "QuPath / napari, or use a machine with more memory",
         0.9,
     )
     tiles = plan_tiles((h, w), tile_in, overlap_in)

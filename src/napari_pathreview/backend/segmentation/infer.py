@@ -199,8 +199,8 @@ def check_fits_in_memory(shape_yx, channels: int, name: str, fraction: float = 0
     require_memory(
         in_memory_bytes(shape_yx, channels),
         f"{name}: segmenting {shape_yx[0]} x {shape_yx[1]} px in memory",
-        "write to an OME-Zarr instead (`pathreview segment INPUT --out OUT.zarr`, bounded memory) "
-        "or pick a coarser level",
+        "write to an OME-Zarr instead (`pathreview segment INPUT --out OUT.zarr`, bounded memory; the Segment "
+        "dock does this for pyramids) or segment a region (the dock's region row)",
         fraction,
     )
 
