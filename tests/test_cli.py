@@ -115,11 +115,9 @@ def test_evaluate_detector_tta_scores_the_tta_detections(small_points_dataset):
     samples, _ = load_points_dataset(small_points_dataset, "validation", classes=list(classes))
     scores, plain = PointScores(classes, 6.0), PointScores(classes, 6.0)
     for s in samples:
-        p = pipelines.detect(
-            s.image, pipelines.DetectOptions(weights=pipelines.DetectOptions(mpp=0.55, device="cpu", tta=True))
-        )
+        p = pipelines.detect(s.image, pipelines.DetectOptions(mpp=0.55, device="cpu", tta=True))
         scores.add(p.yx, p.labels, s.yx, s.labels)
-        q = pipelines.detect(s.image, pipelines.DetectOptions(weights=pipelines.DetectOptions(mpp=0.55, device="cpu")))
+        q = pipelines.detect(s.image, pipelines.DetectOptions(mpp=0.55, device="cpu"))
         plain.add(q.yx, q.labels, s.yx, s.labels)
     ref, no_tta = scores.as_dict(3.3), plain.as_dict(3.3)
     assert res["detection"] == pytest.approx(ref["detection"]) and res["mF1"] == pytest.approx(ref["mF1"])

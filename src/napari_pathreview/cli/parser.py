@@ -126,7 +126,7 @@ def _add_bench(sub) -> None:
         "--precision",
         default=None,
         choices=("fp32", "bf16"),
-        help="tiling, slide-throughput: our side's precision (the reference stays fp32)",
+        help="tiling, slide-throughput, enhancer: our side's precision (the reference stays fp32)",
     )
     sp.set_defaults(func=cmd_bench)
 
