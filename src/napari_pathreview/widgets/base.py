@@ -200,6 +200,7 @@ class TaskWidget(TabifiedDock):
 
     task: str = ""
     layer_types: tuple[str, ...] = ("image",)
+    runs_models: bool = True  # the region and precision rows of docks that run a model on the image
 
     def __init__(self, napari_viewer):
         super().__init__()
@@ -220,11 +221,11 @@ class TaskWidget(TabifiedDock):
         self.device.addItems(available_devices())
         self.form.addRow("device", self.device)
         self.region = None
-        if self.task in ("detector", "segmenter", "classifier"):
+        if self.runs_models and self.task in ("detector", "segmenter", "classifier"):
             self.region = RegionPicker(napari_viewer)
             self.form.addRow("region", self.region)
         self.precision = None
-        if self.task in ("detector", "segmenter", "enhancer", "classifier"):
+        if self.runs_models and self.task in ("detector", "segmenter", "enhancer", "classifier"):
             self.precision = QComboBox()
             self.precision.addItems(["fp32", "auto", "bf16", "fp16"])
             self.precision.setToolTip(

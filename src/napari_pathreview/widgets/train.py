@@ -165,6 +165,7 @@ def _to_image_pixels(yx, layer, image) -> np.ndarray:
 
 class TrainWidget(TaskWidget):
     task = "detector"
+    runs_models = False  # no region / precision rows: it trains on the annotated region, in float32
     layer_types = ("image",)
     epoch_done = Signal(dict)  # emitted from the worker thread; Qt queues it to the GUI thread
 
