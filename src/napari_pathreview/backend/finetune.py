@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .tasks import TrainRun
+from .registry import TrainRun
 
 # ~10x below the learning rates of training from scratch
 LEARNING_RATES = {"detector": 2e-4, "segmenter": 2e-4, "enhancer": 1e-4, "classifier": 3e-4}
