@@ -131,3 +131,34 @@ def test_convert_malformed_csv_is_exit_2_with_one_line_or_a_result(tmp_path, hea
     if rc == 2:
         lines = [ln for ln in err.strip().splitlines() if not ln.startswith("pathreview: warning:")]
         assert len(lines) == 1 and lines[0].startswith("pathreview: error:") and "Traceback" not in err
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**9), 10**9)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=6),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    max_leaves=8,
+)
+CARD_KEYS = st.sampled_from(["mpp", "classes", "config", "normalisation", "params", "task", "in_channels"])
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(CARD_KEYS, JSON_VALUES, st.sampled_from(["detector-crchisto", "segmenter-monuseg", "classifier-glas"]))
+def test_a_card_with_any_value_loads_and_builds_or_is_input_error(tmp_path_factory, key, value, name):
+    """Issue 31: a shipped card with one field replaced by any JSON value either loads and builds its model,
+    or is refused with InputError naming the card: never another exception (an 'internal error', exit 1)."""
+    import json
+
+    from napari_pathreview.backend.weights import SHIPPED_DIR, ModelCard, build_model
+
+    card = json.loads((SHIPPED_DIR / f"{name}.json").read_text())
+    card[key] = value
+    p = tmp_path_factory.mktemp("card") / f"{name}.json"
+    p.write_text(json.dumps(card))
+    try:
+        build_model(ModelCard.from_file(p))
+    except InputError as e:
+        assert name in str(e) or "task" in str(e)

@@ -93,6 +93,11 @@ def check_card_values(card: ModelCard, path) -> None:
     from .slides import validate_mpp
 
     where = f"{path}: model card"
+    for key, kind in (("name", str), ("task", str), ("config", dict), ("normalisation", dict), ("params", dict)):
+        if not isinstance(getattr(card, key), kind):
+            raise InputError(f"{where} '{key}' must be {'a text' if kind is str else 'an object'}")
+    if not isinstance(card.in_channels, int) or isinstance(card.in_channels, bool) or not 1 <= card.in_channels <= 64:
+        raise InputError(f"{where} 'in_channels' is {card.in_channels!r}; it must be a whole number from 1 to 64")
     if card.mpp is not None:
         if not _finite(card.mpp):
             raise InputError(f"{where} 'mpp' is {card.mpp!r}; it must be microns per pixel, e.g. 0.5")
@@ -101,8 +106,6 @@ def check_card_values(card: ModelCard, path) -> None:
         raise InputError(f"{where} 'classes' must be a list of class names, got {card.classes!r:.80}")
     if len(card.classes) > 1000:
         raise InputError(f"{where} has {len(card.classes)} classes; at most 1000")
-    if not isinstance(card.config, dict):
-        raise InputError(f"{where} 'config' must be an object")
     norm = card.normalisation or {}
     for key in ("mean", "std"):
         vals = norm.get(key, [0.5])
@@ -243,7 +246,7 @@ def build_model(card: ModelCard):
         raise InputError(f"{card.path or card.name}: unknown task '{card.task}'") from None
     try:
         return build(card.config)
-    except TypeError as e:
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError, RuntimeError) as e:
         raise InputError(f"{card.path or card.name}: card config does not fit the {card.task} ({e})") from None
 
 
