@@ -8,6 +8,7 @@ import pytest
 
 NAMES = {
     "enhancer",
+    "few-shot",
     "matching",
     "precision",
     "segment-zarr",
@@ -35,7 +36,7 @@ def test_unknown_bench_names_the_available_ones():
     from napari_pathreview.backend.errors import InputError
     from napari_pathreview.bench import run_bench
 
-    with pytest.raises(InputError, match="available: enhancer, matching, .*viewer"):
+    with pytest.raises(InputError, match="available: enhancer, few-shot, matching, .*viewer"):
         run_bench("nope")
 
 

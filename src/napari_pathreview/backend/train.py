@@ -23,7 +23,9 @@ class TrainConfig:
     statistics), updated after every step with this decay (0.99 ≈ a 100-step memory); 0 keeps the raw weights.
     ``amp``: run the training forward passes under bfloat16 autocast (weights, optimiser and validation stay
     float32; the loss functions cast the network's outputs back to float32). Pays on CPUs with AMX /
-    AVX512-BF16 and on GPUs; elsewhere it can be slower."""
+    AVX512-BF16 and on GPUs; elsewhere it can be slower. ``freeze_bn``: batch-norm layers stay in eval
+    mode while training (their running mean / variance are not re-estimated on the training crops; their
+    affine weights still learn), what a fine-tune on a few images needs to keep its base's statistics."""
 
     epochs: int = 30
     batch_size: int = 8
@@ -34,6 +36,7 @@ class TrainConfig:
     device: str | None = None
     ema: float = 0.0
     amp: bool = False
+    freeze_bn: bool = False
 
 
 @dataclass
@@ -53,6 +56,17 @@ def check_new_architecture(init, widths) -> None:
 
     if init is not None and widths:
         raise InputError(f"--widths sets the architecture of a new model; {init} already has one: drop one of them")
+
+
+def freeze_batchnorm(model) -> int:
+    """Put every batch-norm layer of ``model`` in eval mode (running statistics used, not updated);
+    -> how many layers. Call after ``model.train()``, which turns them back."""
+    import torch
+
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.eval()
+    return len(bns)
 
 
 def seed_everything(seed: int) -> np.random.Generator:
@@ -111,6 +125,8 @@ def fit(
     best, history, t0 = None, [], time.time()
     for epoch in range(cfg.epochs):
         model.train()
+        if cfg.freeze_bn:
+            freeze_batchnorm(model)
         losses = []
         for batch in batches(epoch):
             check_cancel(cancel)

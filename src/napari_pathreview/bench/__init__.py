@@ -9,7 +9,7 @@ imports napari and Qt when it runs, not when it is registered. The backend never
 from __future__ import annotations
 
 from ..backend.errors import InputError
-from . import enhancer, matching, precision, slides, tiling, train_step, viewer  # noqa: F401  (registers)
+from . import enhancer, few_shot, matching, precision, slides, tiling, train_step, viewer  # noqa: F401  (registers)
 from .common import BENCHES
 
 

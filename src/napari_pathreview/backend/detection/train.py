@@ -20,6 +20,7 @@ from ..train import TrainConfig, check_new_architecture, fit, seed_everything
 from ..weights import ModelCard, choose_device, class_colors, load_model, resolve, save_model
 from .data import CRCHISTO_MPP, _crop_batches, _to_tensors
 from .evaluate import tune_params
+from .few_shot import ClassAnchor, few_shot_options, is_few_shot
 from .maps import DetectParams, normalise
 
 
@@ -47,16 +48,22 @@ class DetectorTrainOptions:
     training (``models.detector.deepen_detector``: the same outputs at first, twice the context).
     ``crop``: side in pixels of the training crops; ``crops_per_image``: crops per fitted image and
     epoch; ``scale_jitter``: random zoom of each crop, up to this fraction either way (0: none; see
-    ``data._crop_batches``).
+    ``data._crop_batches``). ``epochs`` / ``crops_per_image`` None: 30 / 4, or a few-shot fine-tune's.
+
+    ``few_shot``: fine-tune ``init`` the few-shot way (``few_shot.FewShotRecipe``: its epochs, crops, lr;
+    ``init``'s batch-norm statistics and decoding kept; class probabilities distilled from ``init``);
+    None: when ``init`` is given and the data has at most ``few_shot.FEW_SHOT_IMAGES`` images.
+    ``freeze_bn`` / ``distill`` (weight of the KL to ``init``'s class probabilities): None: the
+    few-shot recipe's, else off; so is ``amp`` (None: on for a few-shot fine-tune, else off).
     """
 
-    epochs: int = 30
+    epochs: int | None = None
     seed: int = 0
     device: str | None = None
     init: str | Path | None = None
     classes: list | None = None
     mpp: float | None = None
-    crops_per_image: int = 4
+    crops_per_image: int | None = None
     crop: int = 256
     batch_size: int = 8
     tune_images: int = 8
@@ -66,19 +73,24 @@ class DetectorTrainOptions:
     target_sigma_um: float | None = None
     target_crowding: float | None = None
     ema: float = 0.0
-    amp: bool = False
+    amp: bool | None = None
     widths: tuple | None = None
     stain_norm: bool | None = None
     obj_loss: str | None = None
     deepen: int | None = None
     scale_jitter: float = 0.0
+    few_shot: bool | None = None
+    freeze_bn: bool | None = None
+    distill: float | None = None
 
 
-def detector_loss(model, batch, class_weights, obj_loss: str = "bce"):
+def detector_loss(model, batch, class_weights, obj_loss: str = "bce", anchor=None):
     """Objectness: ``"bce"``, BCE against the Gaussian targets weighted towards centres, or ``"focal"``,
     CenterNet's penalty-reduced focal loss (each centre pixel a positive, the Gaussian lowering the penalty
     of the pixels around it; summed and divided by the number of centres); classes: weighted CE near
-    labelled centres (pixels without a labelled nearest cell are ignored)."""
+    labelled centres (pixels without a labelled nearest cell are ignored; no term when the batch has none,
+    e.g. nuclei annotated without types); ``anchor`` (``few_shot.ClassAnchor``): plus its distillation
+    term on the class logits."""
     import torch
     import torch.nn.functional as F
 
@@ -94,8 +106,12 @@ def detector_loss(model, batch, class_weights, obj_loss: str = "bce"):
     else:
         w = 1.0 + 9.0 * obj
         l_obj = F.binary_cross_entropy_with_logits(out["objectness"], obj, weight=w)
-    l_cls = F.cross_entropy(out["class_logits"], cls, weight=class_weights, ignore_index=-1)
-    return l_obj + 0.5 * l_cls
+    loss = l_obj
+    if bool((cls >= 0).any()):
+        loss = loss + 0.5 * F.cross_entropy(out["class_logits"], cls, weight=class_weights, ignore_index=-1)
+    if anchor is not None:
+        loss = loss + anchor.loss(x, out["class_logits"], obj)
+    return loss
 
 
 def _deepened(model, card, samples, channels: int):
@@ -125,6 +141,8 @@ def _training_samples(data, o: DetectorTrainOptions):
     """-> (samples, class names, a description for the card) of a dataset folder or in-memory samples."""
     if isinstance(data, (str, Path)):
         train, classes = load_points_dataset(data, "train")
+        if not classes and o.init is not None:  # nuclei without types: detection-only, init's classes
+            classes = list(resolve(o.init, "detector")[1].classes)
         return train, classes, str(data)
     train = list(data)
     if not train:
@@ -135,6 +153,14 @@ def _training_samples(data, o: DetectorTrainOptions):
             raise InputError("in-memory training samples need `classes` or an `init` model")
         classes = list(resolve(o.init, "detector")[1].classes)
     return train, classes, "in-memory: " + ", ".join(s.name for s in train)[:300]
+
+
+def _at_model_scale(train, data, data_mpp: float | None, model_mpp: float):
+    """A dataset folder's samples resampled from ``data_mpp`` (µm/px; None: already at the model's) to
+    the model's ``model_mpp``; in-memory samples (the viewer's) are at the model's scale already."""
+    if data_mpp is None or not isinstance(data, (str, Path)):
+        return train
+    return rescale_points_samples(train, data_mpp / model_mpp)
 
 
 def _start_model(o: DetectorTrainOptions, data, classes, dev):
@@ -153,9 +179,28 @@ def _start_model(o: DetectorTrainOptions, data, classes, dev):
     return model, base, DetectorConfig.from_dict(base.config), base.mpp
 
 
-def _recipe(o: DetectorTrainOptions, base) -> DetectorTrainOptions:
+def _n_tune(n_images: int, tune_images: int) -> int:
+    """How many of ``n_images`` training images are held out to tune on (0: one image, tuned on itself)."""
+    return min(tune_images, max(1, n_images // 5)) if n_images > 1 else 0
+
+
+def _recipe(o: DetectorTrainOptions, base, n_images: int) -> DetectorTrainOptions:
     """``o`` with the choices left to ``init`` (None) filled: a fine-tune keeps the stain normalisation,
-    targets and objectness loss its base learnt with; from scratch: off, 2 px, no cap, ``"bce"``."""
+    targets and objectness loss its base learnt with; from scratch: off, 2 px, no cap, ``"bce"``. A
+    few-shot fine-tune of ``n_images`` takes ``few_shot.FewShotRecipe``'s schedule; anything else 30
+    epochs of 4 crops per image, batch-norm statistics learnt, no distillation."""
+    few = is_few_shot(o.init, n_images, o.few_shot)
+    if few:
+        o = few_shot_options(replace(o, few_shot=True), max(1, n_images - _n_tune(n_images, o.tune_images)))
+    o = replace(
+        o,
+        few_shot=few,
+        epochs=o.epochs if o.epochs is not None else 30,
+        crops_per_image=o.crops_per_image if o.crops_per_image is not None else 4,
+        freeze_bn=bool(o.freeze_bn),
+        amp=bool(o.amp),
+        distill=float(o.distill or 0.0),
+    )
     trained = (base.training or {}) if base is not None else {}
     stain_norm = o.stain_norm
     if stain_norm is None:
@@ -178,7 +223,7 @@ def _split_tune(train: list, o: DetectorTrainOptions, base, rng):
     """-> (tune, fit_set, hematoxylin reference or None): ``tune_images`` held out by the seeded ``rng``,
     both stain-normalised when ``o.stain_norm``."""
     order = rng.permutation(len(train))
-    n_tune = min(o.tune_images, max(1, len(train) // 5)) if len(train) > 1 else 0
+    n_tune = _n_tune(len(train), o.tune_images)
     tune = [train[i] for i in order[:n_tune]] or train
     fit_set = [train[i] for i in order[n_tune:]] or train
     if not o.stain_norm:
@@ -230,6 +275,9 @@ def _record(o: DetectorTrainOptions, command, data_desc, lr, sigma_um, res, seco
         "crop": o.crop,
         "crops_per_image": o.crops_per_image,
         "scale_jitter": o.scale_jitter,
+        "few_shot": o.few_shot,
+        "freeze_bn": o.freeze_bn,
+        "distill": o.distill,
         "best_epoch": res.best_epoch,
         "seconds": seconds,
         "device": str(dev),
@@ -264,14 +312,14 @@ def train_detector(
     dev = choose_device(o.device)
     train, classes, data_desc = _training_samples(data, o)
     model, base, cfg, mpp = _start_model(o, data, classes, dev)
-    if o.mpp is not None and isinstance(data, (str, Path)):  # a folder at another scale than the model's
-        train = rescale_points_samples(train, o.mpp / mpp)
-    o = _recipe(o, base)
+    train = _at_model_scale(train, data, o.mpp, mpp)
+    o = _recipe(o, base, len(train))
     tune, fit_set, reference = _split_tune(train, o, base, rng)
     if o.deepen:
         model = _deepened(model, base, fit_set, o.deepen)
         cfg = model.cfg
     model = model.to(memory_format=torch.channels_last)
+    anchor = ClassAnchor(model, o.distill) if o.distill > 0 else None
     sigma_px = o.target_sigma_um / mpp if o.target_sigma_um else 2.0
     targets = [
         point_targets(s.image.shape[:2], s.yx, s.labels, sigma=sigma_px, crowding=o.target_crowding) for s in fit_set
@@ -282,7 +330,14 @@ def train_detector(
     steps = max(1, (len(fit_set) * o.crops_per_image) // o.batch_size)
     lr = {"lr": o.lr} if o.lr else {}
     tcfg = TrainConfig(
-        epochs=o.epochs, batch_size=o.batch_size, seed=o.seed, device=str(dev), ema=o.ema, amp=o.amp, **lr
+        epochs=o.epochs,
+        batch_size=o.batch_size,
+        seed=o.seed,
+        device=str(dev),
+        ema=o.ema,
+        amp=o.amp,
+        freeze_bn=o.freeze_bn,
+        **lr,
     )
 
     def batches(epoch):
@@ -301,12 +356,13 @@ def train_detector(
             save_model(m, card, Path(str(out) + ".checkpoint"))
 
     t0 = time.time()
-    loss = lambda m, b: detector_loss(m, b, cw, o.obj_loss)
+    loss = lambda m, b: detector_loss(m, b, cw, o.obj_loss, anchor)
     res = fit(model, loss, batches, validate, tcfg, steps, progress, cancel, on_epoch, checkpoint)
     model.load_state_dict(res.best_state)
     model.eval()
-    params = tune_params(model, card, tune, o.radius_um)
-    card.params.update({k: params[k] for k in ("threshold", "min_distance_um", "smooth_um")})
+    if not o.few_shot:  # a few-shot fine-tune keeps init's decoding: one field is too few to re-tune it on
+        params = tune_params(model, card, tune, o.radius_um)
+        card.params.update({k: params[k] for k in ("threshold", "min_distance_um", "smooth_um")})
     seconds = round(time.time() - t0, 1)
     card.training = _record(o, command, data_desc, tcfg.lr, round(sigma_px * mpp, 3), res, seconds, dev, fit_set, tune)
     save_model(model, card, out)

@@ -11,6 +11,16 @@ from .common import NetOptions, carry, points_table, trained
 
 @dataclass
 class DetectorTrainOptions(NetOptions):
+    # None: the recipe decides (training: 30 epochs, 4 crops, fp32; a few-shot fine-tune of --init on a
+    # field: 4 epochs, 64 crops per image and epoch, bf16; see backend/detection/few_shot.py)
+    epochs: int | None = option(
+        None, "passes over the training images (default 30; a few-shot fine-tune from --init: 4)", parse=int
+    )
+    amp: bool | None = option(
+        None,
+        "bfloat16 autocast in training (default: off; on for a few-shot fine-tune from --init)",
+        negatable=True,
+    )
     tile: int = option(256, "side of the training crops in pixels, at the model's scale", parse=parsers.train_tile)
     target_sigma_um: float | None = option(
         None, "sigma of the Gaussian cell-centre target in µm (default: --init's, else 2 model pixels)", parse=float
@@ -26,7 +36,11 @@ class DetectorTrainOptions(NetOptions):
         "objectness loss, BCE against the Gaussian targets or CenterNet's focal loss (default: --init's, else bce)",
         choices=("bce", "focal"),
     )
-    crops_per_image: int = option(4, "training crops drawn per image and epoch", parse=parsers.count)
+    crops_per_image: int | None = option(
+        None,
+        "training crops drawn per image and epoch (default 4; a few-shot fine-tune: enough for 8 steps)",
+        parse=parsers.count,
+    )
     scale_jitter: float = option(
         0.0,
         "read each training crop at a random zoom, up to J either way (e.g. 0.15: nuclei 0.85-1.15x their "
