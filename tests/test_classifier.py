@@ -128,6 +128,117 @@ def test_threshold_search_and_decisions():
     assert decide(probs, card)[:, 1].tolist() == [0, 0, 0, 0, 1]
 
 
+def test_threshold_search_takes_the_middle_of_the_gap_when_every_threshold_separates():
+    """Separated tune images: not 0.5 by default but the grid point farthest (in logits) from every image."""
+    p1 = np.array([0.01, 0.02, 0.3, 0.4])
+    probs, t = np.stack([1 - p1, p1], 1), np.array([[1, 0], [1, 0], [0, 1], [0, 1]])
+    th = search_thresholds(probs, t, multilabel=False)
+    middle = 1 / (1 + np.sqrt((0.98 / 0.02) * (0.7 / 0.3)))  # sigmoid of the mean of logit(0.02), logit(0.3)
+    assert th[1] == pytest.approx(middle, abs=0.01) and th[0] == pytest.approx(1 - th[1])
+    card = ModelCard(name="x", task="classifier", config={"multilabel": False}, classes=["b", "m"], mpp=1.0)
+    card.params["thresholds"] = th
+    assert (decide(probs, card) == t).all()
+    card.params["thresholds"] = [0.5, 0.5]
+    assert not (decide(probs, card) == t).all()  # 0.5 would call both malignant images benign
+
+
+def test_stain_shift_is_fixed_per_image_and_changes_the_stain():
+    from napari_pathreview.backend.classification import stain_shifted
+
+    rng = np.random.default_rng(0)
+    img = rng.uniform(0.2, 0.9, (16, 16, 3)).astype(np.float32)
+    a, b, c = stain_shifted(img, 3, 0.3), stain_shifted(img, 3, 0.3), stain_shifted(img, 4, 0.3)
+    assert np.array_equal(a, b) and not np.allclose(a, c) and np.abs(a - img).mean() > 0.01
+    assert a.shape == img.shape and 0 <= a.min() and a.max() <= 1
+    assert stain_shifted(img, 3, None) is img and stain_shifted(img, 3, 0.0) is img
+
+
+def test_vit_conv_stem_keeps_the_token_grid():
+    from napari_pathreview.backend.models.vit import ViTConfig, build_vit
+
+    x = torch.randn(2, 3, 64, 64)
+    for stem in ("patch", "conv"):
+        m = build_vit(ViTConfig(img_size=64, dim=32, depth=2, heads=2, stem=stem)).eval()
+        logits, attn = m(x, return_attention=True)
+        assert logits.shape == (2, 2) and attn[0].shape == (2, 2, 1 + 16, 1 + 16)
+    assert isinstance(m.patch_embed, torch.nn.Sequential)
+    with pytest.raises(ValueError):
+        build_vit(ViTConfig(img_size=64, stem="pixels"))
+
+
+def test_distill_loss_is_zero_when_the_student_matches_the_teacher():
+    from napari_pathreview.backend.classification.train import distill_loss
+
+    logits = torch.tensor([[2.0, -1.0], [-0.5, 1.5]])
+    soft, y = torch.softmax(logits, 1), torch.tensor([0, 1])
+    ce = torch.nn.functional.cross_entropy(logits, y)
+    assert distill_loss(logits, y, soft, torch.nn.functional.cross_entropy, 1.0, False).item() == pytest.approx(
+        0, abs=1e-5
+    )
+    mixed = distill_loss(logits, y, soft, torch.nn.functional.cross_entropy, 0.5, False)
+    assert mixed.item() == pytest.approx(0.5 * ce.item(), abs=1e-5)
+    flipped = distill_loss(logits, y, soft.flip(1), torch.nn.functional.cross_entropy, 1.0, False)
+    assert flipped.item() > 0.5
+
+
+def test_train_vit_conv_stem_distilled_with_shifted_tune_thresholds(glas, tmp_path):
+    data = _small_glas(glas, tmp_path / "ds", per_class=3)
+    model, card = train_classifier(
+        data,
+        tmp_path / "v",
+        arch="vit",
+        stem="conv",
+        distill="classifier-glas",
+        distill_weight=0.7,
+        stain_jitter=0.25,
+        tune_shift=0.3,
+        epochs=1,
+        steps_per_epoch=2,
+        batch_size=4,
+        crop=64,
+        tune_images=2,
+        device="cpu",
+    )
+    assert card.task == "vit" and card.config["stem"] == "conv" and card.training["distill"] == "classifier-glas"
+    assert card.metrics["tune_shifted"]["n_images"] == 3 * card.metrics["tune"]["n_images"] == 6
+    assert 0.02 <= card.params["thresholds"][1] <= 0.98 and np.isfinite(card.training["history"][0]["loss"])
+    loaded, saved = load_model(tmp_path / "v.safetensors", "vit", "cpu")
+    x = torch.randn(1, 3, 64, 64)
+    assert saved.config["stem"] == "conv" and torch.allclose(loaded(x), model.eval()(x), atol=1e-5)
+
+
+def test_stratified_folds_partition_the_images_and_spread_each_class():
+    from napari_pathreview.backend.classification.folds import stratified_folds
+
+    targets = np.eye(2)[[0] * 16 + [1] * 28]
+    folds = stratified_folds(targets, 4, np.random.default_rng(0))
+    assert sorted(np.concatenate(folds).tolist()) == list(range(44))
+    assert [int(targets[f, 0].sum()) for f in folds] == [4, 4, 4, 4]
+    assert sorted(int(targets[f, 1].sum()) for f in folds) == [7, 7, 7, 7]
+
+
+def test_thresholds_from_out_of_fold_probabilities(glas, tmp_path):
+    data = _small_glas(glas, tmp_path / "ds", per_class=3)
+    _, card = train_classifier(
+        data,
+        tmp_path / "f",
+        threshold_folds=2,
+        tune_shift=0.3,
+        epochs=1,
+        steps_per_epoch=2,
+        batch_size=4,
+        crop=64,
+        widths=(8, 16),
+        tune_images=2,
+        device="cpu",
+    )
+    oof = card.metrics["out_of_fold"]
+    assert oof["folds"] == 2 and oof["n_images"] == 6 and len(oof["probabilities"]) == 6
+    assert card.metrics["out_of_fold_shifted"]["n_images"] == 18 and card.training["threshold_folds"] == 2
+    assert 0.02 <= card.params["thresholds"][1] <= 0.98 and card.metrics["tune"]["n_images"] == 2
+    assert not list(tmp_path.glob("fold*"))  # fold models are not kept
+
+
 def test_shipped_classifier_card_records_how_it_was_made():
     weights, card = resolve("classifier-glas", "classifier")
     assert weights.stat().st_size < 5e6 and card.classes == ["benign", "malignant"]
@@ -135,8 +246,20 @@ def test_shipped_classifier_card_records_how_it_was_made():
     assert {"seed", "seconds", "tune_images", "best_epoch"} <= set(card.training)
     assert len(card.params["thresholds"]) == 2 and "research use only" in card.licence
     assert card.metrics["testA"]["accuracy"] >= 0.85
+    shifted = card.metrics["testA_stain_shift_0.3"]  # the later-batch proxy (issue 27 part 5): >= 0.90
+    assert shifted["accuracy"] >= 0.90 and shifted["n_images"] == 49
+    assert card.training["stain_jitter"] == 0.25 and card.training["tune_shift"] == 0.3
     model, _ = load_model("classifier-glas", "classifier", "cpu")
     assert not model.training
+
+
+def test_shipped_vit_card_meets_the_later_batch_targets_on_the_proxies():
+    _, card = resolve("vit-glas", "vit")
+    assert card.config["stem"] == "conv" and card.training["distill"] == "classifier-glas"
+    for key in ("testA", "testA_stain_shift_0.3"):
+        assert card.metrics[key]["accuracy"] >= 0.85 and card.metrics[key]["auc"] >= 0.95
+    rollout = card.metrics["testA"]["faithfulness"]["rollout"]
+    assert rollout["deletion_auc"] < rollout["random_deletion_auc"]
 
 
 def test_train_classifier_tiny_run_writes_weights_and_card(glas, tmp_path):
@@ -232,10 +355,13 @@ def test_evaluate_classifier_json_keys_on_the_fixture_set(mini_labels, capsys):
             "--device",
             "cpu",
             "--no-faithfulness",
+            "--stain-shift",
+            "0.3",
         ]
     )
     assert rc == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["stain_shift"] == pytest.approx(0.3)
     assert {"accuracy", "balanced_accuracy", "auc", "f1", "per_class"} <= set(res) and res["n_images"] == 1  # --limit 1
     assert set(res["per_class"]) == {"benign", "malignant"} and 0 <= res["accuracy"] <= 1
     images, classes, multi = read_labels_csv(mini_labels)

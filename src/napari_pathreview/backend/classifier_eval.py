@@ -14,6 +14,7 @@ from .classification import (
     load_classifier,
     load_split,
     predict_probs,
+    stain_shifted,
     targets_of,
     to_model_scale,
 )
@@ -47,8 +48,8 @@ def evaluate_classifier(
 ) -> dict:
     """Score a classifier on a labels.csv split (TTA and thresholds as its card says).
 
-    ``options`` (:class:`ClassifierEvalOptions`: ``mpp``, ``faithfulness``, ``methods``, ``limit``; its
-    fields may also be given as keywords). Returns ``{accuracy, balanced_accuracy, auc, f1, per_class,
+    ``options`` (:class:`ClassifierEvalOptions`: ``mpp``, ``faithfulness``, ``methods``, ``limit``,
+    ``stain_shift``; its fields may also be given as keywords). Returns ``{accuracy, balanced_accuracy, auc, f1, per_class,
     n_images, faithfulness}``; ``faithfulness[method] = {deletion_auc, random_deletion_auc,
     insertion_auc, random_insertion_auc}`` (means over images, explaining the predicted class; see
     ``backend.explain.faithfulness``). ``weights=None``: the shipped model of ``task`` (``classifier``
@@ -67,6 +68,7 @@ def evaluate_classifier(
     for i, s in enumerate(images):
         check_cancel(cancel)
         img = to_model_scale(open_slide(s.path), card, opts.mpp or card.params.get("input_mpp"))
+        img = stain_shifted(img, i, opts.stain_shift)
         p, faith = _score_image(model, card, img, i, opts, methods)
         probs.append(p)
         for m in methods if faith else ():
@@ -75,6 +77,8 @@ def evaluate_classifier(
     out = classification_metrics(np.concatenate(probs), targets, card)
     out["model"] = card.name
     out["split"] = split
+    if opts.stain_shift:
+        out["stain_shift"] = float(opts.stain_shift)
     if opts.faithfulness:
         out["faithfulness"] = {m: {k: float(np.mean([c[k] for c in curves[m]])) for k in curves[m][0]} for m in methods}
     return out

@@ -2,9 +2,9 @@
 
 Pixels vs microns: a classifier works at its card's ``mpp`` (see :mod:`.model_input`). Modules:
 :mod:`.data` (labels.csv split, label matrix), :mod:`.model_input` (scale, tiles, normalisation,
-probabilities, decisions), :mod:`.metrics` (scores, threshold search), :mod:`.loading` (which models are
-classifiers), :mod:`.options` and :mod:`.train`. Evaluation, which also scores the explanations'
-faithfulness, is ``backend.classifier_eval`` (it sits above ``backend.explain``, which sits above this).
+probabilities, decisions, stain shift), :mod:`.metrics` (scores, threshold search), :mod:`.loading`
+(which models are classifiers), :mod:`.options`, :mod:`.train` and :mod:`.folds` (thresholds from
+out-of-fold probabilities). Evaluation, which also scores the explanations' faithfulness, is ``backend.classifier_eval`` (it sits above ``backend.explain``, which sits above this).
 """
 
 from .data import GLAS_MPP, LabelledImage, load_split, read_labels_csv, targets_of
@@ -18,6 +18,7 @@ from .model_input import (
     pad_for_model,
     predict_probs,
     probabilities,
+    stain_shifted,
     tile_side,
     to_model_scale,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "probabilities",
     "read_labels_csv",
     "search_thresholds",
+    "stain_shifted",
     "targets_of",
     "tile_side",
     "to_model_scale",

@@ -50,18 +50,27 @@ def classification_metrics(probs: np.ndarray, targets: np.ndarray, card) -> dict
 
 
 def search_thresholds(probs: np.ndarray, targets: np.ndarray, multilabel: bool) -> list[float]:
-    """Per-class threshold maximising that class' F1 on validation; ties -> the one nearest 0.5.
+    """Per-class threshold (grid 0.02 ... 0.98, step 0.01) maximising that class' F1 on validation.
 
-    Binary single-label: only the positive class is searched and ``t_0 = 1 - t_1`` (see :func:`decide`).
+    Ties (e.g. tune images separated at any threshold) -> the largest margin: the tied threshold
+    farthest, in logit units, from every validation probability (the middle of the gap between the
+    classes, not simply the one nearest 0.5, so that a threshold is actually chosen). Binary
+    single-label: only the positive class is searched and ``t_0 = 1 - t_1`` (see :func:`decide`).
     """
-    grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
+    grid = np.round(np.arange(0.02, 0.985, 0.01), 2)
     t = np.asarray(targets) > 0.5
     k_all = range(probs.shape[1]) if (multilabel or probs.shape[1] != 2) else [1]
     out = [0.5] * probs.shape[1]
     for k in k_all:
         f1 = np.array([_prf(probs[:, k] >= g, t[:, k])["f1"] for g in grid])
-        best = np.flatnonzero(f1 >= f1.max() - 1e-9)
-        out[k] = float(grid[best[np.argmin(np.abs(grid[best] - 0.5))]])
+        best = grid[np.flatnonzero(f1 >= f1.max() - 1e-9)]
+        margin = np.abs(_logit(best)[:, None] - _logit(probs[:, k])[None, :]).min(1)
+        out[k] = float(best[np.argmax(margin - 1e-6 * np.abs(best - 0.5))])
     if not multilabel and probs.shape[1] == 2:
         out[0] = round(1 - out[1], 2)
     return out
+
+
+def _logit(p) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))

@@ -113,6 +113,18 @@ def predict_probs(model, card, images_hwc: np.ndarray, tta: bool = False, cancel
     return acc / (len(tiles) * len(flips))
 
 
+def stain_shifted(img: np.ndarray, index: int, strength: float | None) -> np.ndarray:
+    """``img`` (float ``(H, W, 3)`` in [0, 1]) with a stain shift fixed by ``index``: HED optical densities
+    scaled by ``U(1 - strength, 1 + strength)`` and shifted by ``U(-strength / 4, strength / 4)`` per
+    stain (``backend.augment.hed_jitter``; a later-batch proxy); unchanged when ``strength`` is None or 0 or not RGB."""
+    if not strength or img.ndim != 3 or img.shape[2] != 3:
+        return img
+    from ..augment import hed_jitter
+
+    rng = np.random.default_rng(1000 + int(index))
+    return hed_jitter(np.asarray(img, np.float32), rng, sigma=float(strength), bias=float(strength) / 4)
+
+
 def decide(probs: np.ndarray, card) -> np.ndarray:
     """0/1 decisions ``(B, K)`` from probabilities with the card's per-class thresholds.
 

@@ -16,7 +16,7 @@ from ..train import TrainConfig, fit, seed_everything
 from ..weights import ModelCard, choose_device, load_model, save_model
 from .data import GLAS_MPP, load_split, targets_of
 from .metrics import classification_metrics, search_thresholds
-from .model_input import normalise, predict_probs, to_model_scale
+from .model_input import normalise, predict_probs, probabilities, stain_shifted, to_model_scale
 from .options import ClassifierTrainOptions, with_fields
 
 
@@ -38,10 +38,11 @@ def _crop(img: np.ndarray, side: int, rng) -> np.ndarray:
     return img[y : y + side, x : x + side]
 
 
-def _augment(crop: np.ndarray, rng) -> np.ndarray:
+def _augment(crop: np.ndarray, rng, stain: float = 0.08) -> np.ndarray:
+    """Flips / 90° turns, HED jitter of strength ``stain`` (OD scale ±stain, shift ±3/8 stain), brightness."""
     (crop,) = random_dihedral([crop], rng)
-    if crop.shape[2] == 3:
-        crop = hed_jitter(crop, rng, sigma=0.08, bias=0.03)
+    if crop.shape[2] == 3 and stain > 0:
+        crop = hed_jitter(crop, rng, sigma=stain, bias=0.375 * stain)
     return brightness_contrast(crop, rng, b=0.08, c=0.15)
 
 
@@ -103,7 +104,7 @@ def _new_model(opts: ClassifierTrainOptions, classes, multi: bool, dev):
     if opts.arch == "vit":
         from ..models.vit import ViTConfig, build_vit
 
-        cfg = ViTConfig(classes=tuple(classes), img_size=opts.crop, multilabel=multi)
+        cfg = ViTConfig(classes=tuple(classes), img_size=opts.crop, multilabel=multi, stem=opts.stem)
         return build_vit(cfg).to(dev), cfg
     from ..models.classifier import ClassifierConfig, build_classifier
 
@@ -136,6 +137,46 @@ def _card(out, cfg, classes, opts: ClassifierTrainOptions, base) -> ModelCard:
     return card
 
 
+def _teacher(opts: ClassifierTrainOptions, classes, dev):
+    """(model, card) of the ``distill`` teacher in eval mode, or None; InputError when its classes differ."""
+    if opts.distill is None:
+        return None
+    from .loading import load_classifier
+
+    model, card = load_classifier(opts.distill, dev)
+    if list(card.classes) != list(classes):
+        raise InputError(f"distill teacher {card.name} has classes {card.classes}, the data {list(classes)}")
+    if opts.arch == "cnn" and (opts.head != "linear" or opts.decoder):
+        raise InputError("distillation needs the linear head and no decoder")
+    return model, card
+
+
+def distill_loss(logits, y, soft, loss_fn, weight: float, multilabel: bool):
+    """``(1 - weight) x loss_fn(logits, y) + weight x`` the KL divergence from the teacher's probabilities
+    ``soft`` ``(B, K)`` to the student's softmax (multi-label: binary cross-entropy with ``soft``)."""
+    import torch.nn.functional as F
+
+    hard = loss_fn(logits, y)
+    if multilabel:
+        kd = F.binary_cross_entropy_with_logits(logits, soft)
+    else:
+        kd = F.kl_div(F.log_softmax(logits, 1), soft.clamp_min(1e-6), reduction="batchmean")
+    return (1 - weight) * hard + weight * kd
+
+
+def _step_loss(opts: ClassifierTrainOptions, loss_fn, multi: bool):
+    """``loss(model, batch)`` of one step: plain, or distilled when the batch carries teacher probabilities."""
+
+    def step(m, b):
+        if len(b) == 3:
+            return distill_loss(m(b[0]), b[1], b[2], loss_fn, opts.distill_weight, multi)
+        if opts.arch == "vit":
+            return loss_fn(m(b[0]), b[1])
+        return classifier_loss(m, b[0], b[1], loss_fn, multi)
+
+    return step
+
+
 @dataclass
 class _Run:
     """One training run's data at the model's scale and its held-out (tune) images."""
@@ -149,8 +190,11 @@ class _Run:
     multi: bool
     rng: np.random.Generator
     dev: object
+    teacher: tuple | None = None
+    epochs_seen: int = 0
 
     def batches(self, epoch):
+        """``steps_per_epoch`` batches (x, y) or, with a teacher, (x, y, teacher probabilities ``(B, K)``)."""
         import torch
 
         fit_t = self.targets[self.fit_i]
@@ -158,18 +202,38 @@ class _Run:
         o = self.opts
         for _ in range(o.steps_per_epoch):
             idx = self.rng.choice(len(self.fit_i), o.batch_size, p=weights)
-            crops = [_augment(_crop(self.pix[self.fit_i[i]], o.crop, self.rng), self.rng) for i in idx]
-            x = normalise(np.stack(crops), self.card).to(self.dev)
+            crops = np.stack(
+                [_augment(_crop(self.pix[self.fit_i[i]], o.crop, self.rng), self.rng, o.stain_jitter) for i in idx]
+            )
+            x = normalise(crops, self.card).to(self.dev)
             y = torch.from_numpy(fit_t[idx]).to(self.dev)
-            yield x, (y if self.multi else y.argmax(1))
+            y = y if self.multi else y.argmax(1)
+            if self.teacher is None:
+                yield x, y
+                continue
+            t_model, t_card = self.teacher
+            with torch.no_grad():
+                soft = probabilities(t_model(normalise(crops, t_card).to(self.dev)), t_card)
+            yield x, y, soft
 
-    def tune_probs(self, model, tta: bool = False) -> np.ndarray:
-        return np.concatenate([predict_probs(model, self.card, self.pix[i][None], tta=tta) for i in self.tune_i])
+    def tune_probs(self, model, tta: bool = False, shift: float = 0.0) -> np.ndarray:
+        """Probabilities ``(n, K)`` of the tune images; ``shift`` > 0: ``(4 n, K)``, the images as they are
+        then three stain-shifted copies (``model_input.stain_shifted`` strength ``shift``)."""
+        copies = [(i, 0.0, 0) for i in self.tune_i]
+        if shift > 0:
+            copies += [(i, shift, 100 * r + j) for r in (1, 2, 3) for j, i in enumerate(self.tune_i)]
+        return np.concatenate(
+            [
+                predict_probs(model, self.card, stain_shifted(self.pix[i], seed, s)[None], tta=tta)
+                for i, s, seed in copies
+            ]
+        )
 
     def validate(self, model) -> dict:
         """Checkpoint score on the tune images: accuracy - 0.1 x NLL."""
-        if not len(self.tune_i):
-            return {"score": 0.0}
+        if not len(self.tune_i):  # nothing held out: the last epoch is the best
+            self.epochs_seen += 1
+            return {"score": float(self.epochs_seen)}
         p, t = self.tune_probs(model), self.targets[self.tune_i]
         hit = (p * t).sum(1) if not self.multi else np.where(t > 0, p, 1 - p).prod(1)
         nll = float(-np.mean(np.log(np.clip(hit, 1e-6, 1))))
@@ -187,14 +251,22 @@ def _split_tune(targets: np.ndarray, n: int, rng) -> tuple[np.ndarray, np.ndarra
     return fit_i, tune_i
 
 
-def _tune_thresholds(model, run: _Run) -> None:
-    """Per-class thresholds and tune metrics into the card (with TTA), when there are tune images."""
+def _tune_thresholds(model, run: _Run, search: bool = True) -> None:
+    """Per-class thresholds (``search``; else the card's stay) and tune metrics into the card (with TTA),
+    when there are tune images."""
     if not len(run.tune_i):
         return
-    p = run.tune_probs(model, tta=True)
-    run.card.params["thresholds"] = search_thresholds(p, run.targets[run.tune_i], run.multi)
-    m = classification_metrics(p, run.targets[run.tune_i], run.card)
-    run.card.metrics = {"tune": {k: m[k] for k in ("accuracy", "balanced_accuracy", "auc", "f1", "n_images")}}
+    shift = run.opts.tune_shift if run.card.in_channels == 3 else 0.0
+    p = run.tune_probs(model, tta=True, shift=shift)
+    t = np.tile(run.targets[run.tune_i], (len(p) // len(run.tune_i), 1))
+    if search:
+        run.card.params["thresholds"] = search_thresholds(p, t, run.multi)
+    keys = ("accuracy", "balanced_accuracy", "auc", "f1", "n_images")
+    m = classification_metrics(p[: len(run.tune_i)], run.targets[run.tune_i], run.card)
+    run.card.metrics = {**(run.card.metrics or {}), "tune": {k: m[k] for k in keys}}
+    if shift > 0:
+        m = classification_metrics(p[len(run.tune_i) :], t[len(run.tune_i) :], run.card)
+        run.card.metrics["tune_shifted"] = {**{k: m[k] for k in keys}, "stain_shift": shift}
 
 
 def _training_record(opts, run: _Run, res, extra: dict) -> dict:
@@ -211,6 +283,12 @@ def _training_record(opts, run: _Run, res, extra: dict) -> dict:
         "arch": opts.arch,
         "loss": opts.loss,
         "lr": opts.lr,
+        "stain_jitter": opts.stain_jitter,
+        "stem": opts.stem if opts.arch == "vit" else None,
+        "distill": None if opts.distill is None else str(opts.distill),
+        "distill_weight": opts.distill_weight if opts.distill is not None else None,
+        "tune_shift": opts.tune_shift,
+        "threshold_folds": opts.threshold_folds,
         "best_epoch": res.best_epoch,
         "seconds": extra["seconds"],
         "device": str(run.dev),
@@ -272,7 +350,7 @@ def train_classifier(
     pix = [
         to_model_scale(s.image if s.image is not None else open_slide(s.path), card, s.mpp or data_mpp) for s in images
     ]
-    run = _Run(opts, card, pix, targets, fit_i, tune_i, multi, rng, dev)
+    run = _Run(opts, card, pix, targets, fit_i, tune_i, multi, rng, dev, _teacher(opts, classes, dev))
     loss_fn = build_loss(opts.loss, multi)
     tcfg = TrainConfig(epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed, device=str(dev))
 
@@ -282,16 +360,16 @@ def train_classifier(
             save_model(m, card, Path(str(out) + ".checkpoint"))
 
     t0 = time.time()
-    step_loss = (
-        (lambda m, b: loss_fn(m(b[0]), b[1]))
-        if opts.arch == "vit"
-        else (lambda m, b: classifier_loss(m, b[0], b[1], loss_fn, multi))
-    )
+    step_loss = _step_loss(opts, loss_fn, multi)
     steps = opts.steps_per_epoch
     res = fit(model, step_loss, run.batches, run.validate, tcfg, steps, progress, cancel, on_epoch, checkpoint)
     model.load_state_dict(res.best_state)
     model.eval()
-    _tune_thresholds(model, run)
+    if opts.threshold_folds > 1:
+        from .folds import fold_thresholds
+
+        fold_thresholds(images, run, progress, cancel)
+    _tune_thresholds(model, run, search=opts.threshold_folds <= 1)
     extra = {"command": command, "data": data_desc, "data_mpp": data_mpp, "images": images}
     card.training = _training_record(opts, run, res, {**extra, "seconds": round(time.time() - t0, 1)})
     save_model(model, card, out)

@@ -5,6 +5,9 @@ token. ``forward(x, return_attention=True)`` also returns a list (one per layer)
 ``(B, heads, 1 + N, 1 + N)`` with ``N = (S / 16) ** 2`` patch tokens; token 0 is the class token.
 ``backend.explain.attention_rollout`` turns them into a patch heat map (Abnar & Zuidema 2020).
 The original work used dim 768, 12 heads, 12 layers; the defaults here are 96 / 4 / 4.
+``stem="conv"`` replaces the single 16 x 16 patch convolution by four 3 x 3 stride-2 convolutions
+(BN + ReLU) and a 1 x 1 projection (Xiao et al. 2021, "Early convolutions help transformers see
+better"): the same 16-pixel token grid, so rollout maps keep their layout; it trains from few images.
 """
 
 from __future__ import annotations
@@ -31,6 +34,21 @@ class ViTConfig(ConfigDict):
     mlp_ratio: float = 2.0
     multilabel: bool = False
     dropout: float = 0.0
+    stem: str = "patch"
+
+
+def conv_stem(cin: int, dim: int, patch: int) -> nn.Sequential:
+    """3 x 3 stride-2 Conv-BN-ReLU layers down to stride ``patch`` (a power of two), then a 1 x 1
+    projection to ``dim``: ``(B, cin, S, S)`` -> ``(B, dim, S / patch, S / patch)``."""
+    n = patch.bit_length() - 1
+    if 2**n != patch:
+        raise ValueError(f"the conv stem needs a power-of-two patch, got {patch}")
+    layers, c = [], cin
+    for i in range(n):
+        nxt = max(16, dim // 2 ** (n - 1 - i))
+        layers += [nn.Conv2d(c, nxt, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(nxt), nn.ReLU()]
+        c = nxt
+    return nn.Sequential(*layers, nn.Conv2d(c, dim, 1))
 
 
 class Block(nn.Module):
@@ -53,7 +71,8 @@ class Block(nn.Module):
 
 
 class ViT(nn.Module):
-    """Patch embedding (conv 16x16 stride 16) + class token + learned positions + blocks + linear head."""
+    """Patch embedding (conv 16x16 stride 16, or the conv stem) + class token + learned positions + blocks +
+    linear head."""
 
     def __init__(self, cfg: ViTConfig):
         super().__init__()
@@ -61,7 +80,12 @@ class ViT(nn.Module):
             raise ValueError("img_size must be a multiple of patch and dim a multiple of heads")
         self.cfg = cfg
         self.grid = cfg.img_size // cfg.patch
-        self.patch_embed = nn.Conv2d(cfg.in_channels, cfg.dim, cfg.patch, stride=cfg.patch)
+        if cfg.stem == "conv":
+            self.patch_embed = conv_stem(cfg.in_channels, cfg.dim, cfg.patch)
+        elif cfg.stem == "patch":
+            self.patch_embed = nn.Conv2d(cfg.in_channels, cfg.dim, cfg.patch, stride=cfg.patch)
+        else:
+            raise ValueError(f"unknown ViT stem {cfg.stem!r}: use 'patch' or 'conv'")
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         self.pos = nn.Parameter(torch.randn(1, 1 + self.grid**2, cfg.dim) * 0.02)
         self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.depth))

@@ -17,12 +17,21 @@ class ClassifierTrainOptions(FitOptions):
     se: bool = option(False, "squeeze-and-excitation blocks")
     arcface: bool = option(False, "ArcFace (angular margin) head")
     dual: bool = option(False, "auto-encoder decoder, reconstruction MSE x10")
+    stain_jitter: float = option(0.08, "HED stain jitter of the crops: OD scale ±S, shift ±3/8 S", parse=float)
+    stem: str = option("patch", "ViT patch embedding", choices=("patch", "conv"))
+    distill: str | None = option(None, "classifier (name or path) whose probabilities are soft targets")
+    distill_weight: float = option(0.5, "weight of the distillation term (0-1)", parse=float)
+    tune_shift: float = option(0.0, "also pick thresholds on stain-shifted tune images (strength S)", parse=float)
+    threshold_folds: int = option(0, "pick thresholds on out-of-fold probabilities of K fold models", parse=int)
 
 
 @dataclass
 class ClassifierEvalOptions:
     faithfulness: bool = option(True, "skip the deletion curves", flag="--no-faithfulness")
     limit: int | None = option(None, "first N images of the split only", parse=int)
+    stain_shift: float | None = option(
+        None, "shift each image's H/E optical densities by ±S (fixed per image): a later-batch proxy", parse=float
+    )
 
 
 def train_arch(run: TrainRun, o: ClassifierTrainOptions, arch: str) -> dict:
@@ -44,6 +53,12 @@ def train_arch(run: TrainRun, o: ClassifierTrainOptions, arch: str) -> dict:
         decoder=o.dual,
         head="arcface" if o.arcface else "linear",
         init=o.init,
+        stain_jitter=o.stain_jitter,
+        stem=o.stem,
+        distill=o.distill,
+        distill_weight=o.distill_weight,
+        tune_shift=o.tune_shift,
+        threshold_folds=o.threshold_folds,
         data_mpp=run.mpp,
         on_epoch=run.on_epoch,
     )
@@ -61,6 +76,7 @@ def evaluate_task(run: EvalRun, o: ClassifierEvalOptions, task: str) -> dict:
         mpp=run.mpp,
         faithfulness=o.faithfulness,
         limit=o.limit,
+        stain_shift=o.stain_shift,
         progress=run.progress,
         task=task,
     )
