@@ -43,15 +43,14 @@ def _fold_probs(model, run, idx: np.ndarray, shift: float) -> np.ndarray:
     )
 
 
-def fold_thresholds(images, run, progress: ProgressFn | None = None, cancel=None) -> dict:
+def fold_thresholds(images, run, train_fn, progress: ProgressFn | None = None, cancel=None) -> dict:
     """Train ``run.opts.threshold_folds`` fold models (the run's options, nothing held out inside a fold,
     seed ``opts.seed + 1 + f``), set ``run.card.params["thresholds"]`` from their out-of-fold
     probabilities (+ ``tune_shift`` copies) and record ``metrics["out_of_fold"]`` (at those thresholds,
     images as they are, with each image's last-class probability) and ``["out_of_fold_shifted"]``.
     With ``init`` every fold fine-tunes the same base: out of fold only if the base never saw these
-    images. Returns the out-of-fold metrics."""
-    from .train import train_classifier
-
+    images. ``train_fn``: ``train_classifier`` (passed in: this module sits below ``train``). Returns the
+    out-of-fold metrics."""
     opts, k = run.opts, int(run.opts.threshold_folds)
     shift = opts.tune_shift if run.card.in_channels == 3 else 0.0
     folds = stratified_folds(run.targets, k, np.random.default_rng(opts.seed + 1000))
@@ -61,7 +60,7 @@ def fold_thresholds(images, run, progress: ProgressFn | None = None, cancel=None
         keep = [images[i] for i in np.setdiff1d(np.arange(len(images)), idx)]
         fold_opts = replace(opts, seed=opts.seed + 1 + f, tune_images=0, threshold_folds=0, checkpoints=False)
         with tempfile.TemporaryDirectory() as tmp:  # fold models are not kept
-            model, _ = train_classifier(keep, Path(tmp) / f"fold{f}", fold_opts, device=run.dev, cancel=cancel)
+            model, _ = train_fn(keep, Path(tmp) / f"fold{f}", fold_opts, device=run.dev, cancel=cancel)
         p = _fold_probs(model, run, idx, shift)
         plain[idx] = p[: len(idx)]
         if shift > 0:

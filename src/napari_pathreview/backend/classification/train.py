@@ -15,6 +15,7 @@ from ..tiling import pad_to
 from ..train import TrainConfig, fit, seed_everything
 from ..weights import ModelCard, choose_device, load_model, save_model
 from .data import GLAS_MPP, load_split, targets_of
+from .folds import fold_thresholds
 from .metrics import classification_metrics, search_thresholds
 from .model_input import normalise, predict_probs, probabilities, stain_shifted, to_model_scale
 from .options import ClassifierTrainOptions, with_fields
@@ -366,9 +367,7 @@ def train_classifier(
     model.load_state_dict(res.best_state)
     model.eval()
     if opts.threshold_folds > 1:
-        from .folds import fold_thresholds
-
-        fold_thresholds(images, run, progress, cancel)
+        fold_thresholds(images, run, train_classifier, progress, cancel)
     _tune_thresholds(model, run, search=opts.threshold_folds <= 1)
     extra = {"command": command, "data": data_desc, "data_mpp": data_mpp, "images": images}
     card.training = _training_record(opts, run, res, {**extra, "seconds": round(time.time() - t0, 1)})
