@@ -517,3 +517,36 @@ def test_a_bad_model_or_device_with_workers_is_one_line_before_any_work(mini_poi
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_a_points_csv_with_a_non_numeric_coordinate_is_one_line_naming_it(mini_points, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "pts"
+    shutil.copytree(mini_points, data)
+    lines = (data / "points.csv").read_text().splitlines()
+    head, first = lines[0], lines[1].split(",")
+    first[head.split(",").index("x")] = "abc"
+    (data / "points.csv").write_text("\n".join([head, ",".join(first), *lines[2:]]) + "\n")
+    assert main(["evaluate", "detector", "--data", str(data), "--split", "train"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "points.csv" in err[0] and "x='abc'" in err[0]
+
+
+def test_a_png_too_large_to_decode_is_refused_from_its_header(tmp_path, capsys):
+    """A 100000² PNG of a few bytes (a decompression bomb) is refused before decoding, from its header and
+    the memory available, with advice that exists; Pillow's fixed pixel limit no longer refuses
+    legitimate large images (a 14000² PNG reads)."""
+    import struct
+    import zlib
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+
+    w = h = 100_000
+    raw = zlib.compress(b"".join(b"\x00" + b"\x00" * (w * 3) for _ in range(4)))
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + chunk(b"IDAT", raw)
+    (tmp_path / "bomb.png").write_bytes(png + chunk(b"IEND", b""))
+    assert main(["detect", str(tmp_path / "bomb.png"), "--out", str(tmp_path / "o"), "--mpp", "0.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "100000 x 100000 px" in err[0] and "OME-TIFF or OME-Zarr" in err[0]

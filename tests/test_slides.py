@@ -250,7 +250,7 @@ def test_mpp_override_and_with_mpp(tiff_path):
 
 @pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf"), 1e6, "abc"])
 def test_implausible_mpp_is_an_input_error(tiff_path, bad):
-    with pytest.raises(InputError, match=r"pyr\.ome\.tif.*mpp.*between 0\.01 and 100"):
+    with pytest.raises(InputError, match=r"pyr\.ome\.tif.*mpp.*above 0\.01 and up to 100"):
         open_slide(tiff_path, mpp=bad)
     with pytest.raises(InputError, match="mpp"):
         open_slide(tiff_path).with_mpp(bad)

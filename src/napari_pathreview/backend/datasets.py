@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -102,13 +103,27 @@ def load_points_dataset(
         if splits is not None and split not in splits:
             continue
         image = to_rgb_uint8(imread(_find_image(root / "images", name)))
-        yx = np.array([[float(r["y"]), float(r["x"])] for r in rs], np.float32)
+        yx = np.array([[_coordinate(r, "y", root), _coordinate(r, "x", root)] for r in rs], np.float32)
         labels = np.array([index.get(r["label"], -1) for r in rs], np.int64)
         samples.append(PointsSample(name, split, image, yx, labels))
     if not samples:
         raise InputError(f"{root}: no images in split(s) {splits}")
     _warn_unused_points(root, samples, [r for s in samples for r in by_image[s.name]], classes)
     return samples, list(classes)
+
+
+def _coordinate(row: dict, key: str, root: Path) -> float:
+    """``row[key]`` as a finite float; InputError naming the file, the image and the value otherwise."""
+    try:
+        v = float(row[key])
+    except (TypeError, ValueError, KeyError):
+        v = math.nan
+    if not math.isfinite(v):
+        raise InputError(
+            f"{root / 'points.csv'}: image {row.get('image')!r} has {key}={row.get(key)!r}; x and y must be "
+            "pixel coordinates (numbers)"
+        )
+    return v
 
 
 def _warn_unused_points(root: Path, samples: list[PointsSample], rows: list[dict], classes) -> None:

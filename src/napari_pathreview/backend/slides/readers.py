@@ -29,22 +29,51 @@ from .zarr_io import _open_zarr
 
 def _open_plain_image(path: str) -> list:
     import imageio.v3 as iio
+    from PIL import Image
 
+    limit = Image.MAX_IMAGE_PIXELS
     try:
+        _check_plain_fits(path)  # Pillow's fixed pixel limit is replaced by the memory this machine has
+        Image.MAX_IMAGE_PIXELS = None
         img = _read_cmyk_as_rgb(path)
         if img is None:
             img = np.asarray(iio.imread(path))
+    except InputError:
+        raise
     except Exception as e:
         raise InputError(
             f"{path}: cannot read this image ({type(e).__name__}: {e}); the file may be truncated or "
             "not really a PNG/JPEG/BMP - re-export it"
         ) from e
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
     if img.ndim == 3 and img.shape[2] == 2:  # grey + alpha (PNG "LA"): keep the grey
         img = img[..., 0]
     if img.ndim not in (2, 3) or img.size == 0:
         raise InputError(f"{path}: unexpected image shape {img.shape}; expected a 2-D grey or RGB(A) image")
     arr = da.from_array(img, chunks=(1024, 1024) + img.shape[2:])
     return [_arrange(arr, "yx" if img.ndim == 2 else "yxc", path)]
+
+
+def _check_plain_fits(path: str) -> None:
+    """Refuse (InputError) a PNG / JPEG / BMP whose decoded pixels (from its header, before decoding)
+    would not fit in the memory available: such formats are read whole."""
+    from PIL import Image
+
+    from ..memory import require_memory
+
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with Image.open(path) as im:
+            (w, h), bands = im.size, len(im.getbands())
+    except Exception:
+        return  # not for Pillow (or broken): the reader below says so
+    require_memory(
+        w * h * bands * 2,  # the decoded image and its RGB copy
+        f"{path}: reading this {w} x {h} px image whole",
+        "convert it to a tiled, pyramidal OME-TIFF or OME-Zarr (e.g. `vips tiffsave IN OUT.ome.tif --tile "
+        "--pyramid`), which is read tile by tile",
+    )
 
 
 def _read_cmyk_as_rgb(path: str) -> np.ndarray | None:

@@ -122,13 +122,13 @@ def validate_mpp(mpp: Any, source: str | None = None) -> float:
         value = float(mpp)
     except (TypeError, ValueError):
         raise InputError(
-            f"{where}mpp {mpp!r} is not a number; give --mpp as microns per pixel between {MPP_MIN:g} and "
-            f"{MPP_MAX:g} (e.g. 0.25 for 40x, 0.5 for 20x)"
+            f"{where}mpp {mpp!r} is not a number; give --mpp as microns per pixel above {MPP_MIN:g} and up "
+            f"to {MPP_MAX:g} (e.g. 0.25 for 40x, 0.5 for 20x)"
         ) from None
     if not math.isfinite(value) or not (MPP_MIN < value <= MPP_MAX):
         raise InputError(
-            f"{where}mpp {mpp!r} is not a plausible microns-per-pixel value; give --mpp between {MPP_MIN:g} "
-            f"and {MPP_MAX:g} (e.g. 0.25 for 40x, 0.5 for 20x)"
+            f"{where}mpp {mpp!r} is not a plausible microns-per-pixel value; give --mpp above {MPP_MIN:g} "
+            f"and up to {MPP_MAX:g} (e.g. 0.25 for 40x, 0.5 for 20x)"
         )
     return value
 
