@@ -166,6 +166,13 @@ def _segmenter_entry(name: str, root: Path, device: str, precisions, limit: int 
     return entry
 
 
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson r of two maps; two constant maps agree (1.0) when equal, else not (0.0)."""
+    if a.std() == 0 or b.std() == 0:
+        return 1.0 if np.allclose(a, b) else 0.0
+    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
 def _explain_run(name: str, method: str, images, device: str, p: str) -> list:
     opts = pipelines.ExplainOptions(weights=name, method=method, device=device, precision=p)
     return [pipelines.explain(im, opts) for im in images]
@@ -197,11 +204,7 @@ def _classifier_entry(name: str, root: Path, device: str, precisions, limit: int
         out = {m: _explain_run(name, m, images if m == main else images[:MAP_IMAGES], device, p) for m in methods}
         sec = time.perf_counter() - t
         r = {
-            m: min(
-                float(np.corrcoef(a.maps[k].ravel(), b.maps[k].ravel())[0, 1])
-                for a, b in zip(ref[m], out[m])
-                for k in range(len(a.maps))
-            )
+            m: min(_pearson(a.maps[k], b.maps[k]) for a, b in zip(ref[m], out[m]) for k in range(len(a.maps)))
             for m in methods
         }
         acc = accuracy(out[main])
