@@ -72,6 +72,24 @@ def test_bf16_segmentation_equals_fp32_on_real_hne(sample_he):
     assert np.array_equal(auto.labels, (low if want == "bf16" else ref).labels)
 
 
+def test_bf16_heat_maps_equal_fp32_and_lrp_stays_float32(mini_labels):
+    """Explain at bf16 on a committed H&E image: Grad-CAM and CAM maps correlate r >= 0.99 with fp32's and the
+    probabilities agree; LRP runs in float32 whatever the scope (its maps are the fp32 maps exactly)."""
+    from napari_pathreview.backend.slides import open_slide
+
+    image = open_slide(sorted((mini_labels / "images").glob("*.jpg"))[0], mpp=0.62)
+    for method in ("gradcam", "cam", "lrp-epsilon"):
+        o = pipelines.ExplainOptions("classifier-glas", method, device="cpu")
+        ref = pipelines.explain(image, o)
+        low = pipelines.explain(image, pipelines.ExplainOptions(**{**o.__dict__, "precision": "bf16"}))
+        assert low.maps.dtype == np.float32 and np.abs(low.probs - ref.probs).max() < 0.02
+        for a, b in zip(ref.maps, low.maps):
+            r = np.corrcoef(a.ravel(), b.ravel())[0, 1]
+            assert r >= 0.99, (method, r)
+        if method.startswith("lrp"):
+            assert np.allclose(ref.maps, low.maps, atol=1e-6)
+
+
 def test_cli_precision_flag_and_a_new_precision_is_a_new_job(tmp_path, capsys, sample_he):
     import imageio.v3 as iio
 
