@@ -101,6 +101,17 @@ def sample_he():
 
 
 # ---- the plugin as users open it ----------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def remembered_values(tmp_path_factory, monkeypatch) -> Path:
+    """The folder where the docks' forms remember their values (magicgui's ``persist`` cache,
+    ``widgets/forms.py``): a fresh temporary one per test, never the user's ``~/.cache/magicgui``."""
+    import magicgui._util
+
+    folder = tmp_path_factory.mktemp("magicgui-cache")
+    monkeypatch.setattr(magicgui._util, "user_cache_dir", lambda *a, **k: folder)
+    return folder
+
+
 WIDGETS = {
     "detect": "Detect cells",
     "enhance": "Enhance cells",

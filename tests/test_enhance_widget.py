@@ -29,8 +29,8 @@ def test_enhance_widget_draws_over_10k_attention_lines(make_napari_viewer, open_
     viewer, img, cells_layer, cells = _viewer_with_cells(make_napari_viewer, val_sample)
     w = open_dock(viewer, "enhance")
     assert w.cells.currentText() == "slide cells" and w.model.count() >= 1
-    w.top_k.setValue(0)  # all neighbours
-    w.threshold.setValue(0.0)
+    w.params["top_k"].value = 0  # all neighbours
+    w.params["threshold"].value = 0.0
     _run(w, qtbot)
     enh = viewer.layers["slide cells enhanced"]
     assert len(enh.data) == len(cells) and {"class", "base_class", "changed"} <= set(enh.features.columns)
@@ -43,7 +43,7 @@ def test_enhance_widget_draws_over_10k_attention_lines(make_napari_viewer, open_
     assert np.linalg.norm(att.data[:, 1], axis=1).max() * 0.55 <= 70.0 + 1e-3
     assert np.isin(ends.round(2).view([("", ends.dtype)] * 2), cells.yx.round(2).view([("", ends.dtype)] * 2)).all()
     # controls: top-k 3, one head -> at most 3 lines per cell
-    w.top_k.setValue(3)
+    w.params["top_k"].value = 3
     w.head.setCurrentIndex(2)
     att = viewer.layers["slide cells attention"]
     assert len(att.data) <= 3 * len(cells) and np.bincount(att.features["src"]).max() <= 3
@@ -56,10 +56,10 @@ def test_enhance_widget_draws_over_10k_attention_lines(make_napari_viewer, open_
     sel = viewer.layers["slide cells attention (selected)"]
     assert len(sel.data) >= 1 and (sel.features["src"] == 5).all()
     # graphs
-    w.knn_k.setValue(3)
+    w.params["knn_k"].value = 3
     w.knn_btn.click()
     assert len(viewer.layers["slide cells kNN graph"].data) == 3 * len(cells)
-    w.sim.setValue(0.9)
+    w.params["similarity"].value = 0.9
     w.sim_btn.click()
     sim = viewer.layers["slide cells similarity graph"]
     assert len(sim.data) > 0 and (sim.features["weight"] >= 0.9).all()

@@ -133,7 +133,7 @@ def check_second_image_is_explained(viewer, w, second, qtbot):
     hit = w.childAt(picker.mapTo(w, picker.rect().center()))
     assert hit is picker or picker.isAncestorOf(hit), "the image picker is covered"
     picker.setCurrentIndex(names.index(second.name))
-    w.method.setCurrentText("gradcam")
+    w.params["method"].value = "gradcam"
     w.target.setCurrentText("malignant")
     before = {ly.name for ly in viewer.layers}
     _run(w, qtbot)
@@ -194,9 +194,9 @@ def test_explain_widget_adds_aligned_readable_heat_maps_glas(make_napari_viewer,
     w = open_dock(viewer, "explain")
     w.device.setCurrentText("cpu")
     assert w.model.currentText() == "classifier-glas"
-    w.method.setCurrentText("cam")
+    w.params["method"].value = "cam"
     w.target.setCurrentText("malignant")
-    w.colormap.setCurrentText("turbo")
+    w.params["colormap"].value = "turbo"
     n = len(viewer.layers)
     _run(w, qtbot)
     assert len(viewer.layers) == n + 1
@@ -208,7 +208,7 @@ def test_explain_widget_adds_aligned_readable_heat_maps_glas(make_napari_viewer,
     w.opacity.setValue(30)
     assert layer.opacity == pytest.approx(0.3)
     # all classes, another method: one layer per class, each readable
-    w.method.setCurrentText("lrp-epsilon")
+    w.params["method"].value = "lrp-epsilon"
     w.target.setCurrentText("all")
     _run(w, qtbot)
     for name in ("glas lrp-epsilon benign", "glas lrp-epsilon malignant"):
@@ -219,7 +219,7 @@ def test_explain_widget_adds_readable_heat_maps(sample_viewer, open_dock, qtbot)
     image = sample_viewer.layers[0]
     w = open_dock(sample_viewer, "explain")
     w.device.setCurrentText("cpu")
-    w.method.setCurrentText("gradcam")
+    w.params["method"].value = "gradcam"
     w.target.setCurrentText("all")
     n = len(sample_viewer.layers)
     _run(w, qtbot)
@@ -232,7 +232,7 @@ def test_explain_widget_adds_readable_heat_maps(sample_viewer, open_dock, qtbot)
 def check_rollout_adds_one_layer(viewer, w, qtbot):
     w.device.setCurrentText("cpu")
     w.model.setCurrentText("vit-glas")
-    assert w.method.currentText() == "rollout"
+    assert w.params["method"].value == "rollout"
     w.target.setCurrentText("all")
     n = len(viewer.layers)
     _run(w, qtbot)
@@ -253,7 +253,7 @@ def test_rollout_adds_exactly_one_layer(sample_viewer, open_dock, qtbot):
 def check_empty_map_is_explained(viewer, w, qtbot, empty_class, full_class):
     """lrp-a1b0 keeps positive relevance only: the class the model rejects has an empty map."""
     w.device.setCurrentText("cpu")
-    w.method.setCurrentText("lrp-a1b0")
+    w.params["method"].value = "lrp-a1b0"
     w.target.setCurrentText("all")
     n, seen = len(viewer.layers), len(_notifications())
     _run(w, qtbot)
@@ -281,7 +281,7 @@ def test_cancel_stops_a_tiled_explanation(make_napari_viewer, open_dock, qtbot, 
     viewer.add_image(np.tile(_glas(shared_data), (4, 4, 1)), name="big", rgb=True, metadata={"mpp": 0.62})  # 12 tiles
     w = open_dock(viewer, "explain")
     w.device.setCurrentText("cpu")
-    w.method.setCurrentText("lrp-epsilon")
+    w.params["method"].value = "lrp-epsilon"
     n = len(viewer.layers)
     w.run_btn.click()
     qtbot.waitUntil(lambda: "tile 1 of" in w.status.text(), timeout=60_000)
@@ -295,7 +295,7 @@ def test_explain_widget_reports_a_method_that_does_not_apply(make_napari_viewer,
     viewer.add_image(np.zeros((64, 64, 3), np.uint8), rgb=True, name="blank", metadata={"mpp": 0.62})
     w = open_dock(viewer, "explain")
     w.device.setCurrentText("cpu")
-    w.method.setCurrentText("rollout")
+    w.params["method"].value = "rollout"
     n = len(viewer.layers)
     _run(w, qtbot, 60_000)
     assert "does not apply" in w.status.text() and len(viewer.layers) == n

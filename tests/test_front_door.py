@@ -149,7 +149,7 @@ def test_all_eight_docks_run_on_real_data_in_one_viewer(
     assert any(ly.name.endswith("attention") or "attention" in ly.name for ly in added), [a.name for a in added]
 
     seg = open_dock(viewer, "segment")
-    seg.tile.setValue(256)
+    seg.params["tile"].value = 256
     (nuclei,) = run(seg)
     assert nuclei.data.shape == pixels.shape[:2] and nuclei.data.max() > 50
 
@@ -170,13 +170,13 @@ def test_all_eight_docks_run_on_real_data_in_one_viewer(
     tr = open_dock(viewer, "train")
     tr.kind.setCurrentText("detector")
     tr.annotations.setCurrentText(corrected.name)
-    tr.epochs.setValue(1)
-    tr.save_as.setText("detector-session")
+    tr.params["epochs"].value = 1
+    tr.params["save_as"].value = "detector-session"
     run(tr, timeout=600_000)
     assert tr.saved is not None and (tmp_path / "weights" / "detector-session.safetensors").is_file()
 
     ex = open_dock(viewer, "explain")
-    ex.method.setCurrentText("cam")
+    ex.params["method"].value = "cam"
     maps = run(ex)
     assert maps and all(m.blending != "additive" for m in maps)
 
@@ -232,7 +232,7 @@ def test_all_eight_docks_run_on_real_data_in_one_viewer(
         metadata={"mpp": 0.25},
     )
     seg.model.setCurrentText(default_model("segmenter"))
-    seg.tile.setValue(seg.tile.value())  # the card's tile, as evaluate
+    seg.params["tile"].value = int(seg.model_card().params.get("tile", 512))  # the card's tile, as evaluate
     seg.region.setCurrentText("(whole image)")
     n = len(viewer.layers)
     seg.image.setCurrentText(he.name)

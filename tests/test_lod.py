@@ -354,8 +354,8 @@ def test_enhance_widget_puts_large_cell_and_attention_layers_under_level_of_deta
     monkeypatch.setattr(pipelines, "enhance", lambda *a, **k: result)
     w.device.setCurrentText("cpu")
     w.cells.setCurrentText("cells")
-    w.top_k.setValue(2)
-    w.threshold.setValue(0.0)
+    w.params["top_k"].value = 2
+    w.params["threshold"].value = 0.0
     _run_widget(w, qtbot)
     enh, att = viewer.layers["cells enhanced"], viewer.layers["cells attention"]
     assert len(enh.data) == n and len(att.data) == 2 * n
@@ -366,7 +366,7 @@ def test_enhance_widget_puts_large_cell_and_attention_layers_under_level_of_deta
     }
     assert w.cells.names() == ["cells", "cells enhanced"]  # no proxies in the picker
     # top-k 1: the lines layer is replaced; the old controller and its proxy go with it
-    w.top_k.setValue(1)
+    w.params["top_k"].value = 1
     att2 = viewer.layers["cells attention"]
     assert att2 != att and len(att2.data) == n and controller_for(att2) is not None
     assert not ctl_lines._attached and controller_for(att) is None

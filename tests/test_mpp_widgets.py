@@ -29,7 +29,7 @@ def test_every_widget_refuses_an_unknown_mpp_in_the_same_gui_words(make_napari_v
     if key == "train":
         w.kind.setCurrentText("detector")
         w.annotations.setCurrentText("my cells")
-        w.save_as.setText("never-saved")
+        w.params["save_as"].value = "never-saved"
     w.image.setCurrentText(image.name)
     w.run()
     assert w.worker is None, f"{key} ran on an image of unknown pixel size"
@@ -47,7 +47,7 @@ def test_typed_mpp_takes_the_layers_drawn_over_the_image_along(make_napari_viewe
     w = open_dock(viewer, "segment")
     w.image.setCurrentText(image.name)
     w.mpp.setValue(0.25)
-    w.tile.setValue(256)
+    w.params["tile"].value = 256
     w.device.setCurrentText("cpu")
     w.run()
     qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)

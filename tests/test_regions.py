@@ -84,7 +84,7 @@ def test_explain_on_a_drawn_rectangle_places_its_maps_over_it(sample_viewer, ope
     _shapes(sample_viewer, [[10.0, 20.0], [10.0, 100.0], [90.0, 100.0], [90.0, 20.0]], "rectangle")
     w = open_dock(sample_viewer, "explain")
     w.device.setCurrentText("cpu")
-    w.method.setCurrentText("cam")
+    w.params["method"].value = "cam"
     w.region.setCurrentText("roi")
     n = len(sample_viewer.layers)
     w.run()

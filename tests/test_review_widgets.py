@@ -99,7 +99,7 @@ def test_compare_widget_numbers_equal_pathreview_evaluate(
     w = open_dock(viewer, "compare")
     w.image.setCurrentText("cells")
     w.annotation.setCurrentText(ann.name)
-    assert w.radius.value() == 3.3
+    assert w.params["radius_um"].value == 3.3
     w.run()
     qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
     out, err = proc.communicate(timeout=300)
@@ -232,7 +232,7 @@ def test_compare_labels_from_the_menu_gives_hand_computed_scores(make_napari_vie
     assert "error 2/2: missed: annotated nucleus (label 2) overlaps no predicted nucleus" in w.error_label.text()
     assert np.allclose(viewer.layers["pred: current error"].data, [w.errors[1].yx])  # the one under review
     # a stricter IoU: the overlapping pair no longer matches, and the message gives its best IoU
-    w.iou.setValue(0.7)
+    w.params["iou"].value = 0.7
     w.run()
     qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
     t = w.table_values()
@@ -585,8 +585,8 @@ def test_fine_tune_in_viewer_then_f1_on_another_image(
     assert w.model.currentText() == shipped.stem
     w.device.setCurrentText("cpu")
     w.mpp.setValue(0.55)
-    w.epochs.setValue(2)
-    w.save_as.setText("detector-test-finetune")
+    w.params["epochs"].value = 2
+    w.params["save_as"].value = "detector-test-finetune"
     t0 = time.time()
     w.run()
     qtbot.waitUntil(lambda: w.worker is None, timeout=300_000)
@@ -623,7 +623,7 @@ def test_fine_tune_in_viewer_then_f1_on_another_image(
         "train_image": sample.name,
         "eval_image": other_name,
         "epochs": 2,
-        "lr": w.lr.value(),
+        "lr": w.params["lr"].value,
         "train_seconds": round(seconds, 1),
         "before": {"det_f1": before["detection"]["f1"], "mF1": before["mF1"], "weighted_f1": before["weighted_f1"]},
         "after": {"det_f1": after["detection"]["f1"], "mF1": after["mF1"], "weighted_f1": after["weighted_f1"]},
@@ -652,14 +652,14 @@ def test_train_cancel_saves_nothing_and_bad_names_are_refused(
     w = open_dock(viewer, "train")
     w.device.setCurrentText("cpu")
     w.mpp.setValue(0.55)  # the PNG says no pixel size: every dock refuses to guess one
-    w.save_as.setText("bad name/..")
+    w.params["save_as"].value = "bad name/.."
     w.run()
     assert w.worker is None and "save as" in w.status.text()
-    w.save_as.setText(_shipped_detector().stem)
+    w.params["save_as"].value = _shipped_detector().stem
     w.run()
     assert w.worker is None and "shipped model's name" in w.status.text()
-    w.save_as.setText("never-saved")
-    w.epochs.setValue(50)
+    w.params["save_as"].value = "never-saved"
+    w.params["epochs"].value = 50
     w.run()
     w.cancel_btn.click()
     qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)

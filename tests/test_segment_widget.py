@@ -23,7 +23,7 @@ def test_segment_widget_adds_aligned_labels_layer_with_features(sample_viewer, o
     image = viewer.layers[0]
     w = open_dock(viewer, "segment")
     assert w.image.currentText() == image.name and w.model.count() >= 1
-    w.tile.setValue(256)
+    w.params["tile"].value = 256
     _run(w, qtbot)
     layer = viewer.layers[f"{image.name} nuclei"]
     assert layer == w.labels_layer and w.labels_layer.__class__.__name__ == "Labels"
@@ -40,8 +40,8 @@ def test_segment_widget_adds_aligned_labels_layer_with_features(sample_viewer, o
     assert np.isclose(f["area_px"].iloc[0], (layer.data == k).sum())
     assert w.status.text() == f"{len(ids)} nuclei"
     # the default model was trained on stain-normalised images: normalising is on; off gives other masks
-    assert w.stain_norm.isChecked()
-    w.stain_norm.setChecked(False)
+    assert w.params["stain_norm"].value
+    w.params["stain_norm"].value = False
     _run(w, qtbot)
     plain = viewer.layers[-1]
     assert plain != layer and plain.data.shape == layer.data.shape
@@ -63,7 +63,7 @@ def test_segment_widget_asks_for_the_pixel_size_in_gui_words_and_a_typed_one_sca
         w.status.text() == f"'{image.name}': microns per pixel unknown; set 'mpp (µm/px)' (0.25 for 40x, 0.5 for 20x)"
     )
     w.mpp.setValue(0.25)
-    w.tile.setValue(256)
+    w.params["tile"].value = 256
     _run(w, qtbot)
     layer = viewer.layers[f"{image.name} nuclei"]
     # the typed value is now the image's scale (µm), and the labels carry it
@@ -93,19 +93,19 @@ def test_probability_and_minimum_size_thresholds_reach_the_instances(sample_view
     image = viewer.layers[0]
     w = open_dock(viewer, "segment")
     card = w.model_card()
-    assert np.isclose(w.threshold.value(), card.params["threshold"])
-    assert np.isclose(w.min_area.value(), card.params["min_area_um2"])
-    w.tile.setValue(256)
+    assert np.isclose(w.params["threshold"].value, card.params["threshold"])
+    assert np.isclose(w.params["min_area_um2"].value, card.params["min_area_um2"])
+    w.params["tile"].value = 256
     _run(w, qtbot)
     base = w.labels_layer
     areas = np.asarray(base.features["area_um2"])
-    w.min_area.setValue(float(np.median(areas)))
+    w.params["min_area_um2"].value = float(np.median(areas))
     _run(w, qtbot)
     big = w.labels_layer
     assert big != base and 0 < len(big.features) < len(areas)
     assert (np.asarray(big.features["area_um2"]) >= np.median(areas) - 0.07).all()  # one pixel of 0.0625 µm²
-    w.min_area.setValue(card.params["min_area_um2"])
-    w.threshold.setValue(0.9)
+    w.params["min_area_um2"].value = card.params["min_area_um2"]
+    w.params["threshold"].value = 0.9
     _run(w, qtbot)
     strict = w.labels_layer
     assert (np.asarray(strict.data) > 0).sum() < (np.asarray(base.data) > 0).sum()
@@ -142,7 +142,7 @@ def test_cancel_acts_inside_a_tta_ensemble_tile(sample_viewer, open_dock, qtbot,
     monkeypatch.setattr(pipelines, "get_models", models)
     viewer = sample_viewer
     w = open_dock(viewer, "segment")
-    w.tta.setChecked(True)
+    w.params["tta"].value = True
     w.ensemble_with.setCurrentIndex(2)  # the second model
     assert w.ensemble_with.currentText() not in ("(none)", w.model.currentText())
     w.device.setCurrentText("cpu")
@@ -163,9 +163,9 @@ def test_cancel_acts_inside_a_tta_ensemble_tile(sample_viewer, open_dock, qtbot,
         t.join(60)
     assert len(passes) == 1
     monkeypatch.setattr(pipelines, "get_models", real)
-    w.tta.setChecked(False)
+    w.params["tta"].value = False
     w.ensemble_with.setCurrentIndex(0)
-    w.tile.setValue(256)
+    w.params["tile"].value = 256
     _run(w, qtbot)
     assert w.status.text().endswith("nuclei") and len(viewer.layers) == n_layers + 1
 
@@ -180,7 +180,7 @@ def test_cancel_stops_a_running_segmentation(sample_viewer, open_dock, qtbot):
     w = open_dock(viewer, "segment")
     w.device.setCurrentText("cpu")
     w.image.setCurrentText("big")
-    w.tile.setValue(256)
+    w.params["tile"].value = 256
     n_layers = len(viewer.layers)
     w.run()
     qtbot.waitUntil(lambda: w.status.text().startswith("tiles"), timeout=60_000)
@@ -201,7 +201,7 @@ def test_a_rerun_never_replaces_a_layer_of_the_same_name(sample_viewer, open_doc
     painted[100:120, 100:120] = 7
     mine = viewer.add_labels(painted.copy(), name=f"{image.name} nuclei", scale=image.scale[-2:])
     w = open_dock(viewer, "segment")
-    w.tile.setValue(256)
+    w.params["tile"].value = 256
     _run(w, qtbot)
     assert mine in viewer.layers and np.array_equal(mine.data, painted)
     assert w.labels_layer != mine and w.labels_layer.name != mine.name

@@ -45,8 +45,8 @@ def _train(w, qtbot, name, model, epochs=1):
     w.model.setCurrentText(model)
     assert w.model.currentText() == model
     w.device.setCurrentText("cpu")
-    w.epochs.setValue(epochs)
-    w.save_as.setText(name)
+    w.params["epochs"].value = epochs
+    w.params["save_as"].value = name
     w.run()
     assert w.worker is not None, w.status.text()
     qtbot.waitUntil(lambda: w.worker is None, timeout=180_000)
@@ -161,8 +161,8 @@ def test_cancel_mid_training_saves_nothing_and_the_widget_trains_again(
     w = open_dock(viewer, "train")
     w.kind.setCurrentText("segmenter")
     w.device.setCurrentText("cpu")
-    w.epochs.setValue(100)
-    w.save_as.setText("never-saved")
+    w.params["epochs"].value = 100
+    w.params["save_as"].value = "never-saved"
     w.run()
     qtbot.waitUntil(lambda: len(w.plot.rows) >= 1, timeout=120_000)  # mid-training: an epoch is done
     w.cancel_btn.click()
@@ -197,9 +197,9 @@ def test_segmenter_bad_input(make_napari_viewer, open_dock, monuseg_sample, user
     img.metadata["mpp"] = 0.25
     _refused(w, "'empty' is empty")
     viewer.layers["empty"].data = s.labels[:200, :200].astype(np.int32)
-    w.save_as.setText("segmenter-monuseg")
+    w.params["save_as"].value = "segmenter-monuseg"
     _refused(w, "shipped model's name")
-    w.save_as.setText("a b/c")
+    w.params["save_as"].value = "a b/c"
     _refused(w, "save as")
     assert not user_weights.exists() or not list(user_weights.iterdir())
 

@@ -40,7 +40,7 @@ def test_detect_widget_tta_checkbox_gives_the_pipelines_tta_cells(sample_viewer,
     image = viewer.layers[0]
     w = open_dock(viewer, "detect")
     w.device.setCurrentText("cpu")
-    w.tta.setChecked(True)
+    w.params["tta"].value = True
     w.run()
     qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
     layer = viewer.layers[f"{image.name} cells"]

@@ -95,7 +95,7 @@ def segment(out=HERE / "segment.png") -> None:
     viewer.open_sample("napari-pathreview", "monuseg_tile")
     _, w = viewer.window.add_plugin_dock_widget("napari-pathreview", "Segment")
     w.device.setCurrentText("cpu")
-    w.tile.setValue(256)
+    w.params["tile"].value = 256
     _wait(w)
     viewer.reset_view()
     viewer.scale_bar.visible = True

@@ -52,7 +52,7 @@ def explain(out=HERE / "explain.png", glas: str | None = None) -> None:
         viewer.open_sample("napari-pathreview", "monuseg_tile")
     _, w = viewer.window.add_plugin_dock_widget("napari-pathreview", "Explain")
     w.device.setCurrentText("cpu")
-    w.method.setCurrentText("gradcam")
+    w.params["method"].value = "gradcam"
     w.target.setCurrentText("malignant")
     _wait(w)
     viewer.reset_view()

@@ -87,7 +87,7 @@ def enhance(out=HERE / "enhance.png") -> None:
     _detected(viewer)
     w = _dock(viewer, "Enhance cells")
     w.device.setCurrentText("cpu")
-    w.top_k.setValue(3)
+    w.params["top_k"].value = 3
     _wait(w)
     _zoom(viewer, (256, 256), 1.6)
     _shot(viewer, out, w.status.text())
@@ -176,8 +176,8 @@ def train(out=HERE / "train.png") -> None:
     w.image.setCurrentText(image.name)
     w.annotations.setCurrentText(ann.name)
     w.device.setCurrentText("cpu")
-    w.epochs.setValue(1)
-    w.save_as.setText("detector-sample-corrected")
+    w.params["epochs"].value = 1
+    w.params["save_as"].value = "detector-sample-corrected"
     _wait(w)
     viewer.reset_view()
     _shot(viewer, out, w.status.text())
@@ -213,11 +213,21 @@ def _compact(path: Path) -> None:
     rgb.save(path, optimize=True)
 
 
+def _fresh_forms() -> None:
+    """The docks' forms start at their defaults, not at the values this user last typed (``widgets/forms.py``
+    remembers them in magicgui's cache folder): the gallery uses a temporary one."""
+    import magicgui._util
+
+    cache = Path(tempfile.mkdtemp(prefix="pathreview-gallery-forms-"))
+    magicgui._util.user_cache_dir = lambda *a, **k: cache
+
+
 def main(argv=None) -> None:
     names = list(argv if argv is not None else sys.argv[1:]) or list(NAMES)
     unknown = [n for n in names if n not in NAMES]
     if unknown:
         raise SystemExit(f"unknown picture(s) {unknown}; choose from {' '.join(NAMES)}")
+    _fresh_forms()
     for name in names:
         render(name)
 

@@ -12,18 +12,14 @@ writes the metrics table.
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 
 import numpy as np
-from qtpy.QtWidgets import (
-    QDoubleSpinBox,
-    QFileDialog,
-    QHBoxLayout,
-    QLabel,
-    QPushButton,
-)
+from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton
 
 from .base import LayerPicker, TaskWidget, layer_kind, layer_mpp
 from .compare_table import LABEL_ROWS, FitTable, MetricsTable, table_item
+from .forms import Param, ParamForm
 from .layers import points_from_layer_data, to_pixels_of  # widgets/train.py imports to_pixels_of from here
 
 #: error-layer colours, chosen away from every class colour (``backend.weights.DEFAULT_COLORS``,
@@ -50,6 +46,32 @@ MARKER_KEY = {
 }
 
 
+@dataclass(frozen=True)
+class Matching:
+    """When a prediction matches an annotation: points within ``radius_um`` µm, nuclei with IoU above ``iou``."""
+
+    radius_um: float = 3.3
+    iou: float = 0.5
+
+
+PARAMS = [
+    Param(
+        "radius_um",
+        "match radius",
+        "largest distance of a match (points); 3.3 µm = 6 px at 0.55 µm/px",
+        {"min": 0.1, "max": 100.0, "step": 0.1},
+        decimals=2,
+        suffix=" µm",
+    ),
+    Param(
+        "iou",
+        "match IoU above",
+        "two nuclei match when their IoU is above this (panoptic quality; pathreview evaluate segmenter uses 0.5)",
+        {"min": 0.05, "max": 0.95, "step": 0.05},
+    ),
+]
+
+
 def _units(layer) -> dict:
     """``{"units": ...}`` of ``layer``'s last two axes (µm when its image's mpp is known), for layers drawn
     over it: mixed units make napari warn and drop them."""
@@ -70,21 +92,8 @@ class CompareWidget(TaskWidget):
         self.mpp.setToolTip("microns per pixel of the prediction layer; 'from file' uses its metadata")
         self.annotation = LayerPicker(napari_viewer, self.layer_types)
         self.form.addRow("annotation", self.annotation)
-        self.radius = QDoubleSpinBox()
-        self.radius.setRange(0.1, 100.0)
-        self.radius.setDecimals(2)
-        self.radius.setValue(3.3)
-        self.radius.setSuffix(" µm")
-        self.radius.setToolTip("largest distance of a match (points); 3.3 µm = 6 px at 0.55 µm/px")
-        self.form.addRow("match radius", self.radius)
-        self.iou = QDoubleSpinBox()
-        self.iou.setRange(0.05, 0.95)
-        self.iou.setSingleStep(0.05)
-        self.iou.setValue(0.5)
-        self.iou.setToolTip(
-            "two nuclei match when their IoU is above this (panoptic quality; pathreview evaluate segmenter uses 0.5)"
-        )
-        self.form.addRow("match IoU above", self.iou)
+        self.params = ParamForm("compare", Matching, PARAMS)  # remembered across sessions
+        self.params.add_rows(self.form)
         self.image.currentTextChanged.connect(self._show_rows)
         self.run_btn.setText("Compare")
         self.table = MetricsTable()
@@ -135,9 +144,9 @@ class CompareWidget(TaskWidget):
     def _show_rows(self, *_):
         """Show the settings of the prediction's kind: radius and mpp for Points, IoU for Labels."""
         kind = layer_kind(self.image.layer())
-        for w in (self.radius, self.mpp):
+        for w in (self.params["radius_um"].native, self.mpp):
             self._set_row_visible(w, kind != "labels")
-        self._set_row_visible(self.iou, kind != "points")
+        self._set_row_visible(self.params["iou"].native, kind != "points")
 
     # ----------------------------------------------------------------- job
     def job(self):
@@ -170,7 +179,7 @@ class CompareWidget(TaskWidget):
         g_yx = to_pixels_of(gt, pred)
         g_names = [g_pts.classes[k] for k in g_pts.labels]
         classes = [str(c) for c in (pred.metadata or {}).get("classes") or p_pts.classes]
-        radius = self.radius.value()
+        radius = self.params["radius_um"].value
         self._compared = (pred.name, gt.name, f"match radius {radius:g} µm")
 
         def fn_points(progress, cancel):
@@ -224,7 +233,7 @@ class CompareWidget(TaskWidget):
             raise InputError(f"'{pred.name}' has {p.ndim} dimensions: compare 2-D masks")
         if not np.any(g):
             raise InputError(f"'{gt.name}' has no labelled pixels: nothing to compare with; pick the annotation mask")
-        iou = self.iou.value()
+        iou = self.params["iou"].value
         self._compared = (pred.name, gt.name, f"IoU above {iou:g}")
 
         def fn_labels(progress, cancel):
@@ -271,7 +280,7 @@ class CompareWidget(TaskWidget):
             d = [e.diameter for e in self.errors if e.diameter]
             return 1.4 * float(np.median(d)) if d else 12.0
         mpp = layer_mpp(self._ref, self.mpp.value()) if self._ref is not None else None
-        return max(3.0, 2.2 * self.radius.value() / mpp) if mpp else 8.0
+        return max(3.0, 2.2 * self.params["radius_um"].value / mpp) if mpp else 8.0
 
     def _show_points(self, res):
         self.result = res

@@ -6,14 +6,27 @@ image when zoomed out, the in-view cells when zoomed in; the layer itself keeps 
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSlider, QWidget
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QSlider, QWidget
 
+from ..backend.pipelines import DetectOptions
 from ..backend.regions import cells_inside, crop_level0
 from .base import ClassLegend, TaskWidget, layer_slide, result_units, set_shown
+from .forms import Param, ParamForm
 from .layers import points_layer_data
 from .lod_control import attach_lod
+
+PARAMS = [
+    Param(
+        "tta",
+        "TTA",
+        "test-time augmentation: average the 8 rotations / flips of every tile",
+        {"text": "rotations and flips (8x slower)"},
+    ),
+]
 
 
 class DetectWidget(TaskWidget):
@@ -34,9 +47,8 @@ class DetectWidget(TaskWidget):
         box.addWidget(self.score, 1)
         box.addWidget(self.score_value)
         self.form.addRow("min score", row)
-        self.tta = QCheckBox("rotations and flips (8x slower)")
-        self.tta.setToolTip("test-time augmentation: average the 8 rotations / flips of every tile")
-        self.form.addRow("TTA", self.tta)
+        self.params = ParamForm("detect", DetectOptions, PARAMS)  # remembered across sessions
+        self.params.add_rows(self.form)
         self.legend = ClassLegend()
         self.legend.callbacks.append(self.filter_scores)
         self.extra.addWidget(self.legend)
@@ -49,15 +61,20 @@ class DetectWidget(TaskWidget):
         mpp = self.image_mpp(layer)  # a typed value becomes the image's scale: results line up in µm
         slide = layer_slide(layer, mpp)
         region = self.selected_region(layer, slide)
-        model, device, tta = self.model.currentText() or None, self.device.currentText(), self.tta.isChecked()
-        precision = self.precision.currentText()
+        options = self.params.options(
+            weights=self.model.currentText() or None,
+            mpp=mpp,
+            device=self.device.currentText(),
+            precision=self.precision.currentText(),
+        )
+        options = dataclasses.replace(options, tta=options.tta or None)  # unticked: the model card's choice
 
         def fn(progress, cancel):
             # a drawn region: the box around its shapes is detected, then the cells inside the shapes kept
             image = slide if region is None else crop_level0(slide.levels, region)
             cells = pipelines.detect(
                 image,
-                pipelines.DetectOptions(weights=model, mpp=mpp, device=device, tta=tta or None, precision=precision),
+                options,
                 progress=progress,
                 cancel=cancel,
                 name=layer.name,

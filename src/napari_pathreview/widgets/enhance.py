@@ -19,14 +19,54 @@ the cells and lines in view. The layers themselves keep every cell and line.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from qtpy.QtCore import QPointF, QRectF
 from qtpy.QtGui import QColor, QLinearGradient, QPainter
-from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QPushButton, QSpinBox, QWidget
+from qtpy.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QPushButton, QWidget
 
 from .base import LayerPicker, TaskWidget, layer_mpp, layer_slide, result_units, set_shown
+from .forms import Param, ParamForm
 from .layers import edges_layer_data, legend_html, line_colormap, points_layer_data
 from .lod_control import attach_lod
+
+
+@dataclass(frozen=True)
+class AttentionView:
+    """Which lines the dock draws: the ``top_k`` strongest attention weights per cell (0: all) at or above
+    ``threshold``; the ``knn_k`` nearest cells (positions in µm) and cell pairs of cosine ``similarity``."""
+
+    top_k: int = 5
+    threshold: float = 0.02
+    knn_k: int = 3
+    similarity: float = 0.97
+
+
+PARAMS = [
+    Param(
+        "top_k",
+        "top-k per cell",
+        "draw each cell's k strongest attention lines ('all': every line above 'min attention')",
+        {"min": 0, "max": 256},
+        special="all",
+    ),
+    Param(
+        "threshold",
+        "min attention",
+        "hide attention lines whose weight is below this",
+        {"min": 0.0, "max": 1.0, "step": 0.01},
+        decimals=3,
+    ),
+    Param("knn_k", "k", "neighbours per cell of the kNN graph (nearest cells, distances in µm)", {"min": 1, "max": 64}),
+    Param(
+        "similarity",
+        "cosine ≥",
+        "link two nearby cells whose features' cosine similarity is at least this",
+        {"min": 0.0, "max": 1.0, "step": 0.005},
+        decimals=3,
+    ),
+]
 
 
 def cells_from_layer(layer, classes, mpp):
@@ -72,38 +112,21 @@ class EnhanceWidget(TaskWidget):
         self.layer_sel = QComboBox()
         self.head = QComboBox()
         self.head.addItem("mean")
-        self.top_k = QSpinBox()
-        self.top_k.setRange(0, 256)
-        self.top_k.setValue(5)
-        self.top_k.setSpecialValueText("all")
-        self.threshold = QDoubleSpinBox()
-        self.threshold.setRange(0.0, 1.0)
-        self.threshold.setDecimals(3)
-        self.threshold.setSingleStep(0.01)
-        self.threshold.setValue(0.02)
+        self.params = ParamForm("enhance", AttentionView, PARAMS)  # remembered across sessions
         for w in (self.layer_sel, self.head):
             w.currentIndexChanged.connect(self.draw_attention)
-        for w in (self.top_k, self.threshold):
-            w.valueChanged.connect(self.draw_attention)
+        for name in ("top_k", "threshold"):
+            self.params[name].changed.connect(self.draw_attention)
         self.form.addRow("attention layer", self.layer_sel)
         self.form.addRow("attention head", self.head)
-        self.form.addRow("top-k per cell", self.top_k)
-        self.form.addRow("min attention", self.threshold)
+        self.params.add_rows(self.form, ("top_k", "threshold"))
         # graphs
-        self.knn_k = QSpinBox()
-        self.knn_k.setRange(1, 64)
-        self.knn_k.setValue(3)
         self.knn_btn = QPushButton("kNN graph")
         self.knn_btn.clicked.connect(self.draw_knn)
-        self.sim = QDoubleSpinBox()
-        self.sim.setRange(0.0, 1.0)
-        self.sim.setDecimals(3)
-        self.sim.setSingleStep(0.005)
-        self.sim.setValue(0.97)
         self.sim_btn = QPushButton("similarity graph")
         self.sim_btn.clicked.connect(self.draw_similarity)
-        self.form.addRow("k", _row(self.knn_k, self.knn_btn))
-        self.form.addRow("cosine ≥", _row(self.sim, self.sim_btn))
+        self.form.addRow("k", _row(self.params["knn_k"].native, self.knn_btn))
+        self.form.addRow("cosine ≥", _row(self.params["similarity"].native, self.sim_btn))
         self.legend = QLabel("")
         self.extra.addWidget(self.legend)
         self.colorbar = ColorBar("attention weight")
@@ -118,7 +141,7 @@ class EnhanceWidget(TaskWidget):
         """Once napari's style is applied (it pads the +/- buttons and sets a min-width), the spin boxes
         beside a button are kept at their styled size hint, so their value is not clipped ("0.97(")."""
         super().showEvent(event)
-        for box in (self.knn_k, self.sim):
+        for box in (self.params["knn_k"].native, self.params["similarity"].native):
             box.setMinimumWidth(box.sizeHint().width())
 
     # ---------------------------------------------------------------- run
@@ -224,8 +247,8 @@ class EnhanceWidget(TaskWidget):
         return att.edges(
             layer=layer,
             head=head,
-            top_k=self.top_k.value() or None,
-            threshold=self.threshold.value() or None,
+            top_k=self.params["top_k"].value or None,
+            threshold=self.params["threshold"].value or None,
             sources=sources,
         )
 
@@ -278,7 +301,7 @@ class EnhanceWidget(TaskWidget):
         cells = self._graph_cells()
         if cells is None:
             return
-        edges = knn_graph(cells.yx * (cells.mpp or 1.0), self.knn_k.value())
+        edges = knn_graph(cells.yx * (cells.mpp or 1.0), self.params["knn_k"].value)
         self.knn_layer = self._edges_layer(
             getattr(self, "knn_layer", None), edges, f"{self._base_layer.name} kNN graph", "viridis"
         )
@@ -289,7 +312,7 @@ class EnhanceWidget(TaskWidget):
         cells = self._graph_cells()
         if cells is None or cells.features is None:
             return
-        edges = feature_similarity_graph(cells.features, self.sim.value(), yx=cells.yx, k=16)
+        edges = feature_similarity_graph(cells.features, self.params["similarity"].value, yx=cells.yx, k=16)
         self.sim_layer = self._edges_layer(
             getattr(self, "sim_layer", None), edges, f"{self._base_layer.name} similarity graph", "cividis"
         )

@@ -15,12 +15,23 @@ import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSlider, QWidget
 
+from ..backend.pipelines import ExplainOptions
 from .base import TaskWidget, layer_slide
+from .forms import Param, ParamForm
 from .layers import has_evidence, heat_layer_data, named_heat_colormap
 
 METHODS = ("gradcam", "cam", "lrp-epsilon", "lrp-gamma", "lrp-a1b0", "lrp-a2b1", "rollout")
 COLORMAPS = ("inferno", "turbo", "magma", "viridis", "red")
 CLASS_AGNOSTIC = ("rollout",)
+PARAMS = [  # method: ExplainOptions.method; colormap: the heat layers' (dock only)
+    Param(
+        "method",
+        "method",
+        "CAM / Grad-CAM / LRP for a CNN classifier; attention rollout for a ViT",
+        {"choices": METHODS},
+    ),
+    Param("colormap", "colormap", "colour map of the heat layers", {"choices": COLORMAPS}, str, "inferno"),
+]
 
 
 def empty_map_message(image: str, method: str, cls: str, prob: float | None) -> str:
@@ -40,16 +51,12 @@ class ExplainWidget(TaskWidget):
         super().__init__(napari_viewer)
         self.model.tasks = ("classifier", "vit")  # CNN classifiers and ViTs (rollout)
         self.model.refresh()
-        self.method = QComboBox()
-        self.method.addItems(METHODS)
-        self.method.setToolTip("CAM / Grad-CAM / LRP for a CNN classifier; attention rollout for a ViT")
-        self.form.addRow("method", self.method)
-        self.target = QComboBox()
+        self.params = ParamForm("explain", ExplainOptions, PARAMS)  # remembered across sessions
+        self.params.add_rows(self.form, ("method",))
+        self.target = QComboBox()  # the classes of the selected model
         self.target.setToolTip("the class to explain ('all': one map per class)")
         self.form.addRow("class", self.target)
-        self.colormap = QComboBox()
-        self.colormap.addItems(COLORMAPS)
-        self.form.addRow("colormap", self.colormap)
+        self.params.add_rows(self.form, ("colormap",))
         self.opacity = QSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
         self.opacity.setValue(70)
@@ -67,7 +74,7 @@ class ExplainWidget(TaskWidget):
         self.extra.addWidget(self.probs)
         self.heat_layers: list = []
         self.model.currentTextChanged.connect(self._model_changed)
-        self.method.currentTextChanged.connect(self._method_changed)
+        self.params["method"].changed.connect(self._method_changed)
         self._model_changed()
         self._set_opacity()
 
@@ -81,14 +88,15 @@ class ExplainWidget(TaskWidget):
         card = self.model_card()
         self.target.clear()
         self.target.addItems(["all"] + (list(card.classes) if card else []))
+        method = self.params["method"]
         if card is not None and card.task == "vit":
-            self.method.setCurrentText("rollout")
-        elif self.method.currentText() == "rollout":
-            self.method.setCurrentText("gradcam")
+            method.value = "rollout"
+        elif method.value == "rollout":
+            method.value = "gradcam"
         self._method_changed()
 
     def _method_changed(self, *_):
-        agnostic = self.method.currentText() in CLASS_AGNOSTIC
+        agnostic = self.params["method"].value in CLASS_AGNOSTIC
         self.target.setEnabled(not agnostic)
         self.target.setToolTip(
             "attention rollout is the same for every class: one map"
@@ -108,15 +116,17 @@ class ExplainWidget(TaskWidget):
         layer = self.selected_image()
         mpp = self.image_mpp(layer)  # as every widget: typed (becomes the scale), else the file's, else refused
         slide = layer_slide(layer, mpp)
-        model, device, precision = (
-            self.model.currentText() or None,
-            self.device.currentText(),
-            self.precision.currentText(),
-        )
-        method, target = self.method.currentText(), self.target.currentText()
+        method, target = self.params["method"].value, self.target.currentText()
         agnostic = method in CLASS_AGNOSTIC
         classes = None if agnostic or target in ("", "all") else [target]
-        cmap, opacity = self.colormap.currentText(), self.opacity.value() / 100.0
+        options = self.params.options(
+            weights=self.model.currentText() or None,
+            classes=(classes or [0]) if agnostic else classes,
+            mpp=mpp,
+            device=self.device.currentText(),
+            precision=self.precision.currentText(),
+        )
+        cmap, opacity = self.params["colormap"].value, self.opacity.value() / 100.0
         scale0, translate0 = np.asarray(layer.scale[-2:], float), np.asarray(layer.translate[-2:], float)
         name, units = layer.name, getattr(layer, "units", None)
         region = self.selected_region(layer, slide)
@@ -128,20 +138,7 @@ class ExplainWidget(TaskWidget):
             translate0 = translate0 + region.offset * scale0
 
         def fn(progress, cancel):
-            return pipelines.explain(
-                image,
-                pipelines.ExplainOptions(
-                    weights=model,
-                    method=method,
-                    classes=(classes or [0]) if agnostic else classes,
-                    mpp=mpp,
-                    device=device,
-                    precision=precision,
-                ),
-                progress=progress,
-                cancel=cancel,
-                name=name,
-            )
+            return pipelines.explain(image, options, progress=progress, cancel=cancel, name=name)
 
         def done(res):
             self.add_heat_layers(res, name, scale0, translate0, cmap, opacity, agnostic, units)

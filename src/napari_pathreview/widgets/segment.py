@@ -5,7 +5,9 @@ Single-scale images are segmented in memory; multiscale (pyramid) layers are seg
 into an OME-Zarr labels store in a temporary folder and shown lazily as a multiscale Labels layer. Labels
 are always at the image's full resolution (level 0): tiles are resampled to the model's scale and back.
 
-The probability threshold and the minimum nucleus area (µm²) start at the model's tuned values.
+The parameter rows (``widgets/forms.py``) start at the model card's values (tile, overlap, stain
+normalisation, probability threshold, minimum nucleus area in µm²) and then at the values last used;
+choosing another model sets its tuned threshold and minimum area.
 """
 
 from __future__ import annotations
@@ -15,33 +17,40 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QSpinBox
+from qtpy.QtWidgets import QComboBox
 
 from ..backend.regions import crop_level0, segmentation_inside
 from .base import TaskWidget, layer_slide, result_units
+from .forms import Param, ParamForm
 from .layers import labels_layer_data
 
 
 @dataclass(frozen=True)
 class SegmentRun:
     """What the Segment dock's form asks for, and the two jobs it runs in the worker thread: a pyramid
-    tile by tile into an OME-Zarr labels store, or an image (or the box of a drawn region) in memory."""
+    tile by tile into an OME-Zarr labels store, or an image (or the box of a drawn region) in memory.
+    ``tile`` / ``overlap``: model pixels; ``threshold``: foreground probability; ``min_area_um2``: µm²."""
 
-    weights: str | list | None
-    device: str
-    tile: int
-    overlap: int
-    tta: bool
-    stain_norm: bool
-    thresholds: dict
-    precision: str
+    weights: str | list | None = None
+    device: str = "cpu"
+    tile: int = 512
+    overlap: int = 64
+    tta: bool = False
+    stain_norm: bool = True
+    threshold: float = 0.5
+    min_area_um2: float = 4.0
+    precision: str = "fp32"
 
     def _models(self):
         from ..backend import pipelines
         from ..backend.segmentation import SegmentParams
 
         models, cards = pipelines.get_models(self.weights, "segmenter", self.device)
-        return models, cards, SegmentParams.from_card(cards[0], **self.thresholds)
+        return (
+            models,
+            cards,
+            SegmentParams.from_card(cards[0], threshold=self.threshold, min_area_um2=self.min_area_um2),
+        )
 
     def _at_precision(self, models, cards):
         from ..backend import pipelines
@@ -110,67 +119,74 @@ class SegmentRun:
         return fn
 
 
+PARAMS = [
+    Param("tile", "tile (model px)", "tile side in model pixels", {"min": 64, "max": 4096, "step": 64}),
+    Param(
+        "overlap",
+        "overlap (model px)",
+        "overlap between neighbouring tiles, model pixels (blended: no seams)",
+        {"min": 0, "max": 1024, "step": 16},
+    ),
+    Param("tta", "TTA", "test-time augmentation: average the 4 flips of every tile", {"text": "flips (4x slower)"}),
+    Param(
+        "stain_norm",
+        "stain",
+        "scale the hematoxylin to the model's training level: one factor per image, as the model was trained "
+        "(bright-field H&E); off for other stains",
+        {"text": "normalise hematoxylin"},
+    ),
+    Param(
+        "threshold",
+        "probability threshold",
+        "foreground probability above which a pixel belongs to a nucleus (lower: more and larger nuclei); "
+        "choosing a model sets its tuned value",
+        {"min": 0.05, "max": 0.95, "step": 0.05},
+        decimals=3,
+    ),
+    Param(
+        "min_area_um2",
+        "minimum size",
+        "nuclei smaller than this area (µm²) are dropped; choosing a model sets its tuned value",
+        {"min": 0.0, "max": 500.0, "step": 1.0},
+        decimals=1,
+        suffix=" µm²",
+    ),
+]
+
+
 class SegmentWidget(TaskWidget):
     task = "segmenter"
 
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
-        card = self.model_card()
-        params = (card.params if card else {}) or {}
-        self.tile = QSpinBox()
-        self.tile.setRange(64, 4096)
-        self.tile.setSingleStep(64)
-        self.tile.setValue(int(params.get("tile", 512)))
-        self.tile.setToolTip("tile side in model pixels")
-        self.form.addRow("tile (model px)", self.tile)
-        self.overlap = QSpinBox()
-        self.overlap.setRange(0, 1024)
-        self.overlap.setSingleStep(16)
-        self.overlap.setValue(int(params.get("overlap", 64)))
-        self.overlap.setToolTip("overlap between neighbouring tiles, model pixels (blended: no seams)")
-        self.form.addRow("overlap (model px)", self.overlap)
-        self.tta = QCheckBox("flips (4x slower)")
-        self.tta.setToolTip("test-time augmentation: average the 4 flips of every tile")
-        self.form.addRow("TTA", self.tta)
-        self.stain_norm = QCheckBox("normalise hematoxylin")
-        self.stain_norm.setChecked(params.get("stain_reference") is not None)
-        self.stain_norm.setToolTip(
-            "scale the hematoxylin to the model's training level: one factor per image, as the model was trained (bright-field H&E); "
-            "off for other stains"
-        )
-        self.form.addRow("stain", self.stain_norm)
+        # the selected model's tile, stain normalisation and thresholds, then the values last used
+        self.params = ParamForm("segment", SegmentRun, PARAMS, start=self._card_values())
+        self.params.add_rows(self.form, ("tile", "overlap", "tta", "stain_norm"))
         self.ensemble_with = QComboBox()
         self.ensemble_with.addItems(["(none)"] + [self.model.itemText(i) for i in range(self.model.count())])
         self.ensemble_with.setToolTip("a second model to average with (mean of probabilities)")
         self.form.addRow("ensemble with", self.ensemble_with)
-        self.threshold = QDoubleSpinBox()
-        self.threshold.setRange(0.05, 0.95)
-        self.threshold.setSingleStep(0.05)
-        self.threshold.setDecimals(3)
-        self.threshold.setValue(float(params.get("threshold", 0.5)))
-        self.threshold.setToolTip(
-            "foreground probability above which a pixel belongs to a nucleus "
-            "(lower: more and larger nuclei); starts at the model's tuned value"
-        )
-        self.form.addRow("probability threshold", self.threshold)
-        self.min_area = QDoubleSpinBox()
-        self.min_area.setRange(0.0, 500.0)
-        self.min_area.setSingleStep(1.0)
-        self.min_area.setDecimals(1)
-        self.min_area.setValue(float(params.get("min_area_um2", 4.0)))
-        self.min_area.setSuffix(" µm²")
-        self.min_area.setToolTip("nuclei smaller than this area are dropped; starts at the model's tuned value")
-        self.form.addRow("minimum size", self.min_area)
-        self.model.currentTextChanged.connect(self._model_defaults)
+        self.params.add_rows(self.form, ("threshold", "min_area_um2"))
+        self.model.currentTextChanged.connect(self._model_thresholds)
         self.labels_layer = None
         self._store_dir = None
 
-    def _model_defaults(self, *_):
-        """The thresholds the selected model was tuned with."""
+    def _card_values(self) -> dict:
+        """Tiles, stain normalisation and thresholds as the selected model's card gives them."""
         card = self.model_card()
         params = (card.params if card else {}) or {}
-        self.threshold.setValue(float(params.get("threshold", 0.5)))
-        self.min_area.setValue(float(params.get("min_area_um2", 4.0)))
+        return {
+            "tile": int(params.get("tile", 512)),
+            "overlap": int(params.get("overlap", 64)),
+            "stain_norm": params.get("stain_reference") is not None,
+            "threshold": float(params.get("threshold", 0.5)),
+            "min_area_um2": float(params.get("min_area_um2", 4.0)),
+        }
+
+    def _model_thresholds(self, *_):
+        """The thresholds the selected model was tuned with."""
+        card = self._card_values()
+        self.params.set(threshold=card["threshold"], min_area_um2=card["min_area_um2"])
 
     def _run_settings(self) -> SegmentRun:
         from ..backend.errors import InputError
@@ -179,19 +195,12 @@ class SegmentWidget(TaskWidget):
         other = self.ensemble_with.currentText()
         if other not in ("(none)", "") and other != weights:
             weights = [weights, other]
-        tile, overlap = self.tile.value(), self.overlap.value()
-        if overlap * 2 >= tile:
-            raise InputError(f"overlap {overlap} must be under half the tile ({tile})")
-        return SegmentRun(
-            weights=weights,
-            device=self.device.currentText(),
-            tile=tile,
-            overlap=overlap,
-            tta=self.tta.isChecked(),
-            stain_norm=self.stain_norm.isChecked(),
-            thresholds={"threshold": float(self.threshold.value()), "min_area_um2": float(self.min_area.value())},
-            precision=self.precision.currentText(),
+        run = self.params.options(
+            weights=weights, device=self.device.currentText(), precision=self.precision.currentText()
         )
+        if run.overlap * 2 >= run.tile:
+            raise InputError(f"overlap {run.overlap} must be under half the tile ({run.tile})")
+        return run
 
     def job(self):
         layer = self.selected_image()

@@ -22,26 +22,19 @@ under the "save as" name, and every widget's model list shows it.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from qtpy.QtCore import Qt, Signal
-from qtpy.QtWidgets import (
-    QComboBox,
-    QDoubleSpinBox,
-    QFileDialog,
-    QHBoxLayout,
-    QLineEdit,
-    QPushButton,
-    QSpinBox,
-    QTableWidget,
-)
+from qtpy.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLineEdit, QPushButton, QTableWidget
 
 from ..backend.errors import InputError
 from ..backend.finetune import LEARNING_RATES, FineTune, check_folder, save_path
 from ..backend.tasks import REGISTRY, TrainRun, trainable
 from .base import LayerPicker, TaskWidget, layer_kind, layer_slide, set_items
+from .forms import Param, ParamForm
 from .loss_plot import METRIC_NAMES, LossPlot
 
 __all__ = ["VIEWER", "AnnotationPicker", "ImageClassTable", "LossPlot", "TrainWidget", "ViewerTraining"]
@@ -75,6 +68,29 @@ VIEWER = {  # keyed by registry task names
         ("classifier", "vit"),
     ),
 }
+
+
+PARAMS = [  # FineTune's epochs and lr (the learning rate follows the task: not remembered); save as: dock only
+    Param("epochs", "epochs", "passes over the training crops", {"min": 1, "max": 1000}, int, 5),
+    Param(
+        "lr",
+        "learning rate",
+        "learning rate; fine-tuning wants ~10x less than training from scratch",
+        {"min": 1e-6, "max": 1e-1, "step": 1e-4},
+        float,
+        LEARNING_RATES["detector"],
+        decimals=6,
+        persist=False,
+    ),
+    Param(
+        "save_as",
+        "save as",
+        "name of the new weights in the user weights folder",
+        annotation=str,
+        default="detector-finetuned",
+        persist=False,
+    ),
+]
 
 
 class AnnotationPicker(LayerPicker):
@@ -188,20 +204,8 @@ class TrainWidget(TaskWidget):
         row.addWidget(self.folder)
         row.addWidget(browse)
         self.form.addRow("+ dataset", row)
-        self.epochs = QSpinBox()
-        self.epochs.setRange(1, 1000)
-        self.epochs.setValue(5)
-        self.form.addRow("epochs", self.epochs)
-        self.lr = QDoubleSpinBox()
-        self.lr.setDecimals(6)
-        self.lr.setRange(1e-6, 1e-1)
-        self.lr.setSingleStep(1e-4)
-        self.lr.setValue(LEARNING_RATES["detector"])
-        self.lr.setToolTip("learning rate; fine-tuning wants ~10x less than training from scratch")
-        self.form.addRow("learning rate", self.lr)
-        self.save_as = QLineEdit("detector-finetuned")
-        self.save_as.setToolTip("name of the new weights in the user weights folder")
-        self.form.addRow("save as", self.save_as)
+        self.params = ParamForm("train", FineTune, PARAMS)  # the epochs are remembered across sessions
+        self.params.add_rows(self.form)
         self.run_btn.setText("Train")
         self.plot = LossPlot()
         self.extra.addWidget(self.plot)
@@ -237,10 +241,10 @@ class TrainWidget(TaskWidget):
             self.form.labelForField(w).setVisible(task == "classifier")
             w.setVisible(task == "classifier")
         self.folder.setPlaceholderText(spec.folder if spec else "")
-        self.lr.setValue(LEARNING_RATES.get(task, self.lr.value()))
-        name = self.save_as.text().strip()
+        self.params.set(lr=LEARNING_RATES.get(task, self.params["lr"].value))
+        name = self.params["save_as"].value.strip()
         if not name or name.endswith("-finetuned"):
-            self.save_as.setText(f"{task}-finetuned")
+            self.params.set(save_as=f"{task}-finetuned")
         self.plot.set_task(task)
         self.status.setText("" if spec else f"'{task}' is not trainable from the viewer; use `pathreview train {task}`")
         self._model_changed()
@@ -284,21 +288,22 @@ class TrainWidget(TaskWidget):
             "classifier": self._classifier,
         }[task]
         train, note = build(card)  # reads and checks the layers
-        out = save_path(self.save_as.text())
+        out = save_path(self.params["save_as"].value)
         folder = self.folder.text().strip()
         check_folder(folder)
         init = Path(card.path).with_suffix(".safetensors")
-        epochs, lr, device = self.epochs.value(), self.lr.value(), self.device.currentText()
+        epochs, lr, device = self.params["epochs"].value, self.params["lr"].value, self.device.currentText()
         command = f"napari Train / fine-tune {task}: {epochs} epochs, lr {lr:g}, from {card.name}" + (
             f", + {folder}" if folder else ""
         )
         self.plot.set_task(task)
         metric = self.plot.metric_key
+        fine_tune = self.params.options(run=None, init=init)  # the form is read here, on the GUI thread
 
         def fn(progress, cancel):
             emit = self.epoch_done.emit  # a Qt signal: the rows reach the plot on the GUI thread
             run = TrainRun(folder, out, device=device, command=command, progress=progress, cancel=cancel, on_epoch=emit)
-            return out, train(FineTune(run, init, epochs, lr))
+            return out, train(dataclasses.replace(fine_tune, run=run))
 
         def done(result):
             path, new_card = result

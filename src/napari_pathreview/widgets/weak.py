@@ -7,12 +7,24 @@ Thin glue: the numerics are ``backend.pipelines.weak_cells``; no torch import at
 from __future__ import annotations
 
 import numpy as np
-from qtpy.QtWidgets import QCheckBox, QLabel
+from qtpy.QtWidgets import QLabel
 
+from ..backend.pipelines import WeakOptions
 from .base import LayerPicker, TaskWidget
+from .forms import Param, ParamForm
 from .layers import heat_colormap, heat_layer_data, hex_to_rgba, legend_html, points_layer_data, to_pixels_of
 
 DETECT = "(detect with the shipped detector)"
+PARAMS = [  # dock only: what it adds to the viewer
+    Param(
+        "show_seg",
+        "",
+        "also add the pseudo-label U-Net's map (stage 2) as a Labels layer",
+        {"text": "also add the stage-2 (U-Net) map"},
+        bool,
+        False,
+    ),
+]
 
 
 class CellsPicker(LayerPicker):
@@ -32,8 +44,8 @@ class WeakWidget(TaskWidget):
         super().__init__(napari_viewer)
         self.cells = CellsPicker(napari_viewer, ("points",))
         self.form.addRow("cells", self.cells)
-        self.show_seg = QCheckBox("also add the stage-2 (U-Net) map")
-        self.form.addRow("", self.show_seg)
+        self.params = ParamForm("weak", WeakOptions, PARAMS)  # remembered across sessions
+        self.params.add_rows(self.form)
         self.legend = QLabel("")
         self.extra.addWidget(self.legend)
         self.cam_layers, self.labels_layer, self.points_layer = [], None, None
@@ -45,7 +57,9 @@ class WeakWidget(TaskWidget):
         layer = self.selected_image()
         mpp = self.image_mpp(layer)  # as every widget: typed (becomes the scale), else the file's, else refused
         arr = layer.data[0] if layer.multiscale else layer.data
-        model, device = self.model.currentText() or None, self.device.currentText()
+        options = self.params.options(
+            weights=self.model.currentText() or None, mpp=mpp, device=self.device.currentText()
+        )
         pl = self.cells.layer()
         points = None
         if pl is not None:
@@ -58,7 +72,7 @@ class WeakWidget(TaskWidget):
         def fn(progress, cancel):
             return pipelines.weak_cells(
                 arr,
-                options=pipelines.WeakOptions(weights=model, mpp=mpp, device=device),
+                options=options,
                 points=points,
                 progress=progress,
                 cancel=cancel,
@@ -114,7 +128,7 @@ class WeakWidget(TaskWidget):
             units=units,
         )
         _colour_labels(self.labels_layer, res.classes, colors)
-        if self.show_seg.isChecked():
+        if self.params["show_seg"].value:
             seg = self.viewer.add_labels(
                 res.segmentation,
                 name=f"{layer.name} weak U-Net",
