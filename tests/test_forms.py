@@ -166,3 +166,54 @@ def test_train_form_epochs_and_learning_rate_reach_the_saved_card(
     again = open_dock(viewer, "train")
     # the epochs are remembered; the learning rate and the name follow the task
     assert again.params["epochs"].value == 1 and again.params["save_as"].value == "detector-finetuned"
+
+
+def _cells(n: int, dy: float, mpp: float):
+    from napari_pathreview.backend.points import CellPoints
+
+    yx = np.stack([np.full(n, 20.0 + dy), 20.0 + 30.0 * np.arange(n)], 1).astype(np.float32)
+    labels = np.zeros(n, np.int64)
+    return CellPoints(yx, labels, np.ones(n, np.float32), np.ones((n, 1), np.float32), ["tumour"], mpp)
+
+
+def test_compare_form_radius_in_microns_decides_the_matches_and_is_remembered(make_napari_viewer, open_dock, qtbot):
+    """Annotated cells 2 px = 1 µm (at 0.5 µm/px) from the predicted ones: a 0.8 µm radius matches none, 1.5 µm all."""
+    from napari_pathreview.widgets.layers import points_layer_data
+
+    viewer = make_napari_viewer()
+    for name, dy in (("predicted", 0.0), ("annotated", 2.0)):
+        data, kwargs, _ = points_layer_data(_cells(4, dy, 0.5), name, scale=(0.5, 0.5))
+        viewer.add_points(data, **kwargs)
+    w = open_dock(viewer, "compare")
+    assert w.params["radius_um"].native.suffix() == " µm"
+    w.image.setCurrentText("predicted")
+    w.annotation.setCurrentText("annotated")
+    matched = {}
+    for radius in (0.8, 1.5):
+        w.params["radius_um"].value = radius
+        w.run()
+        qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
+        matched[radius] = w.status.text().split(" matched")[0]
+    assert matched == {0.8: "0", 1.5: "4"}, w.status.text()
+    viewer.window.remove_dock_widget(w)
+    assert open_dock(viewer, "compare").params["radius_um"].value == 1.5
+
+
+def test_weak_and_enhance_forms_are_remembered_in_a_fresh_dock(make_napari_viewer, open_dock):
+    viewer = make_napari_viewer()
+    weak = open_dock(viewer, "weak")
+    assert weak.params.values() == {"show_seg": False}
+    weak.params["show_seg"].value = True
+    enhance = open_dock(viewer, "enhance")
+    assert enhance.params.values() == {"top_k": 5, "threshold": 0.02, "knn_k": 3, "similarity": 0.97}
+    assert enhance.params["top_k"].native.specialValueText() == "all"
+    enhance.params.set(top_k=0, similarity=0.9)
+    for w in (weak, enhance):
+        viewer.window.remove_dock_widget(w)
+    assert open_dock(viewer, "weak").params["show_seg"].value is True
+    assert open_dock(viewer, "enhance").params.values() == {
+        "top_k": 0,
+        "threshold": 0.02,
+        "knn_k": 3,
+        "similarity": 0.9,
+    }
