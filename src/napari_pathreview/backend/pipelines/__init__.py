@@ -5,6 +5,7 @@ overrides), ``progress(i, n, message)``, ``cancel`` and a ``name`` for messages;
 variants run it over many slides as one idempotent job each (see ``backend.batch``).
 """
 
+from ..batch import BatchOptions
 from .detect import DetectOptions, detect, detect_files
 from .enhance import EnhanceOptions, enhance, enhance_files
 from .explain import ExplainOptions, explain, explain_files, explain_memory_check
@@ -13,6 +14,7 @@ from .segment import SegmentOptions, segment, segment_file, segment_files
 from .weak import WeakOptions, weak_cells
 
 __all__ = [
+    "BatchOptions",
     "CLASSIFIER_TASKS",
     "DetectOptions",
     "EnhanceOptions",
