@@ -2,7 +2,9 @@
 
 Every pipeline takes its input, one options dataclass (which model, scale, device, precision, decoding
 overrides), ``progress(i, n, message)``, ``cancel`` and a ``name`` for messages; the ``*_files``
-variants run it over many slides as one idempotent job each (see ``backend.batch``).
+variants run it over many slides as one idempotent job each, ``*_files(inputs, out, options, batch,
+progress, cancel)`` with ``batch`` a :class:`BatchOptions` (workers, scheduler, overwrite; see
+``backend.batch``). ``level`` / ``region`` in the options read part of a slide (``views``).
 """
 
 from ..batch import BatchOptions
