@@ -192,3 +192,13 @@ def test_memory_refusals_name_the_flags_on_the_command_line_and_the_region_row_i
     lazy = Slide([da.zeros((200_000, 200_000, 3), dtype="uint8", chunks=(8192, 8192, 3))], 0.5, "lazy.zarr", "lazy")
     with pytest.raises(InputError, match=r"draw a region in the Detect dock \(its region row\)"):
         detect(lazy, DetectOptions(device="cpu"), name="lazy.zarr")
+
+
+def test_enhance_region_keeps_the_cells_inside_it(pyramid, tmp_path, capsys):
+    rc, _, err = cli(
+        capsys, "enhance", pyramid, "--out", tmp_path / "e", "--device", "cpu", "--region", "300,100,400,250"
+    )
+    assert rc == 0, err
+    for name in ("pyr.csv", "pyr.base.csv"):
+        cells = _cells(tmp_path / "e" / name)
+        assert len(_inside(cells)) == len(cells) > 50

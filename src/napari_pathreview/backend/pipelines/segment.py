@@ -64,9 +64,12 @@ def settings(o: SegmentOptions, name: str) -> SegmentSettings:
 def segment(
     image, options: SegmentOptions | None = None, progress: ProgressFn | None = None, cancel=None, name: str = "image"
 ):
-    """Segment an (H, W, 3) array or a Slide in memory -> SegmentationResult (instances + probabilities)."""
+    """Segment an (H, W, 3) array or a Slide in memory -> SegmentationResult (instances + probabilities).
+    ``options.level`` is read; ``options.region`` is refused here (crop first: ``regions.crop_level0``)."""
 
     o = options or SegmentOptions()
+    if o.region is not None:
+        raise InputError(f"{name}: segment a region in memory by cropping it first, or give it to segment_file")
     models, cards = get_models(o.weights, "segmenter", o.device)
     with at_precision(o.precision, models[0], common_card(cards)):
         return _segment(image, models, cards, mpp=o.mpp, options=settings(o, name), progress=progress, cancel=cancel)
