@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from napari_pathreview.backend.pipelines import DetectOptions, detect_files
+from napari_pathreview.backend.pipelines import BatchOptions, DetectOptions, detect_files
 
 
 def _inputs(mini_points, tmp_path, names=("img4", "img7", "img12")):
@@ -47,7 +47,7 @@ def test_two_worker_cluster_equals_in_process_and_reruns_skip_done_slides(mini_p
     inputs = _inputs(mini_points, tmp_path)
     seq = detect_files(inputs, tmp_path / "seq", DetectOptions(mpp=0.55, device="cpu"))
     assert len(seq["ran"]) == 3 and not seq["skipped"] and len(seq["written"]) == 6
-    par = detect_files(inputs, tmp_path / "par", DetectOptions(mpp=0.55, device="cpu"), workers=2)
+    par = detect_files(inputs, tmp_path / "par", DetectOptions(mpp=0.55, device="cpu"), BatchOptions(workers=2))
     assert len(par["ran"]) == 3
     for p in inputs:
         stem = p.stem

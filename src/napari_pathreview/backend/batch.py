@@ -151,6 +151,16 @@ def _run_one(run: Callable, job: SlideJob, planned: list | None = None) -> list[
     return written
 
 
+def _run_on_worker(run: Callable, job: SlideJob, planned: list | None = None) -> list[str]:
+    """:func:`_run_one` on a Dask worker: the slide's own dask arrays are computed here, in the worker
+    (``scheduler="synchronous"``), not sent back to the cluster (a worker's default), which cannot
+    serialise a TIFF's or zarr store's reader (was "internal error: Could not serialize object")."""
+    import dask
+
+    with dask.config.set(scheduler="synchronous"):
+        return _run_one(run, job, planned)
+
+
 def check_outputs(jobs, planned: Callable | None, inputs, overwrite: bool = False) -> None:
     """Refuse (InputError, before any work) a planned output that is one of the inputs, or that exists
     and is not this pathreview's (see module docstring) unless ``overwrite``; also a record file of
@@ -166,26 +176,9 @@ def check_outputs(jobs, planned: Callable | None, inputs, overwrite: bool = Fals
             refuse_foreign(p, owned=job.owns(p), overwrite=overwrite)
 
 
-def run_batch(
-    inputs,
-    out: str | Path,
-    run: Callable,
-    job_key: dict,
-    workers: int = 1,
-    scheduler: str | None = None,
-    progress: ProgressFn | None = None,
-    cancel=None,
-    planned: Callable | None = None,
-    overwrite: bool = False,
-) -> dict:
-    """Run ``run(path, stem)`` for every input not already done with the same ``job_key``.
-
-    Returns ``{"written": [...], "skipped": [inputs already done], "ran": [inputs computed]}``.
-    Output stems are ``OUT/<input stem>``; two inputs with the same stem are refused before any work.
-    ``planned(stem) -> [paths]``: the outputs a slide's task will write, checked before any work (see
-    :func:`check_outputs`; ``overwrite`` lifts the refusal of existing files pathreview did not write).
-    """
-    out = writable_folder(out)
+def _slide_jobs(inputs, out: Path, job_key: dict) -> list[SlideJob]:
+    """One :class:`SlideJob` per input, its stem ``OUT/<input name without extensions>``; two inputs of one
+    stem are refused (InputError)."""
     jobs, stems = [], {}
     for p in map(str, inputs):
         stem = Path(p).name
@@ -199,8 +192,44 @@ def run_batch(
             raise InputError(f"{p}: same output name '{stem}' as {stems[stem]}; rename one of them")
         stems[stem] = p
         jobs.append(SlideJob(p, out / stem, {**job_key, **_input_key(p)}))
+    return jobs
+
+
+@dataclass
+class BatchOptions:
+    """How a batch of slides runs (every ``*_files`` pipeline takes one). ``workers``: 1 runs here, more
+    start a local Dask cluster of that many single-threaded workers; ``scheduler``: the address of an
+    existing ``dask.distributed`` scheduler instead; ``overwrite``: replace existing outputs pathreview
+    did not write (never an input)."""
+
+    workers: int = 1
+    scheduler: str | None = None
+    overwrite: bool = False
+
+
+def run_batch(
+    inputs,
+    out: str | Path,
+    run: Callable,
+    job_key: dict,
+    batch: BatchOptions | None = None,
+    progress: ProgressFn | None = None,
+    cancel=None,
+    planned: Callable | None = None,
+) -> dict:
+    """Run ``run(path, stem)`` for every input not already done with the same ``job_key``.
+
+    Returns ``{"written": [...], "skipped": [inputs already done], "ran": [inputs computed]}``.
+    Output stems are ``OUT/<input stem>``; two inputs with the same stem are refused before any work.
+    ``planned(stem) -> [paths]``: the outputs a slide's task will write, checked before any work (see
+    :func:`check_outputs`; ``batch.overwrite`` lifts the refusal of existing files pathreview did not
+    write). ``batch``: workers, scheduler, overwrite (:class:`BatchOptions`; default: here, no overwrite).
+    """
+    b = batch or BatchOptions()
+    workers, scheduler = b.workers, b.scheduler
+    jobs = _slide_jobs(inputs, writable_folder(out), job_key)
     todo = [j for j in jobs if not j.is_done()]
-    check_outputs(todo, planned, [j.path for j in jobs], overwrite)
+    check_outputs(todo, planned, [j.path for j in jobs], b.overwrite)
     result = {"written": [], "skipped": [j.path for j in jobs if j not in todo], "ran": [j.path for j in todo]}
     if not todo:
         return result
@@ -227,7 +256,7 @@ def run_batch(
         with Client(scheduler or cluster) as client:
             futures = [
                 client.submit(
-                    _run_one,
+                    _run_on_worker,
                     run,
                     job,
                     planned(job.stem) if planned else None,

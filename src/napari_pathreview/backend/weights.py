@@ -194,20 +194,29 @@ def resolve(ref: str | Path, task: str | None = None) -> tuple[Path, ModelCard]:
 
 
 def _torch_load_safe(path: Path) -> dict:
+    """``torch.load(weights_only=True)`` of a checkpoint; a pickle of other objects (that could run code)
+    or an unreadable file is one InputError naming the file and the fix. Torch's warnings while it reads
+    (e.g. "Detected pickle protocol 4" for a plain ``pickle.dump``) are held: a refusal already says what
+    is wrong, and a file that loads needs no word about its pickle protocol."""
     import pickle
+    import re
+    import warnings
 
     import torch
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0][:160]
+        found = re.search(r"WeightsUnpickler error:\s*(.+?)(?: was not an allowed global|\.?\s*\n|$)", str(e))
+        detail = " ".join(found.group(1).split())[:120] if found else "objects other than tensors"
         raise InputError(
-            f"{path}: refused to load: the checkpoint holds pickled objects that could run "
-            f"code ({first}); save a plain state_dict or safetensors"
+            f"{path}: refused to load: a pickle checkpoint that could run code when loaded ({detail}); "
+            "convert it to safetensors, or save only its state_dict (tensors) with torch.save"
         ) from None
     except Exception as e:  # truncated or not a torch file
-        raise InputError(f"{path}: not a readable torch checkpoint ({type(e).__name__})") from None
+        raise InputError(f"{path}: not a readable torch checkpoint ({type(e).__name__}); save it again") from None
 
 
 def _card_from_checkpoint(path: Path) -> ModelCard:

@@ -9,7 +9,7 @@ import sys
 import warnings
 
 from ..backend.errors import InputError
-from .common import one_line_warning
+from .common import WARNED, cli_words, one_line_warning
 from .parser import build_parser, check_options
 
 __all__ = ["build_parser", "check_options", "main"]
@@ -20,11 +20,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         check_options(args)
+        WARNED.clear()  # each warning once per command
         with warnings.catch_warnings():
             warnings.showwarning = one_line_warning
             return int(args.func(args) or 0)
     except InputError as e:
-        print("pathreview: error: " + " ".join(str(e).split()), file=sys.stderr)
+        print("pathreview: error: " + cli_words(str(e)), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pathreview: cancelled", file=sys.stderr)

@@ -21,6 +21,30 @@ def add_common(sp, mpp=True):
         )
 
 
+def add_batch(sp, workers_help: str) -> None:
+    """--workers and --scheduler: where the inputs of a batch run (``backend.batch.BatchOptions``)."""
+    sp.add_argument("--workers", type=int, default=1, help=workers_help)
+    sp.add_argument("--scheduler", default=None, help="address of an existing dask.distributed scheduler")
+
+
+def add_view(sp) -> None:
+    """--level and --region: the part of a slide a command reads (detect, segment, enhance, explain)."""
+    sp.add_argument(
+        "--level",
+        type=int,
+        default=None,
+        help="pyramid level to read, 0 = full resolution (default: the coarsest level at least as fine as "
+        "the model's µm/px); results stay in level-0 pixels of the slide",
+    )
+    sp.add_argument(
+        "--region",
+        default=None,
+        metavar="X,Y,W,H",
+        help="only this rectangle, in level-0 pixels (left, top, width, height; pixels only, no µm); results "
+        "stay in level-0 pixels of the whole slide (segment: a store placed by a translation)",
+    )
+
+
 def add_run_tail(sp) -> None:
     """--overwrite, --device, --mpp and --precision: what every command that runs a model on files takes."""
     sp.add_argument(
@@ -68,6 +92,7 @@ def _add_enhance(sub) -> None:
         action="store_true",
         help="detect with the 8 rotations / flips of every tile averaged (8x slower detection)",
     )
+    add_view(sp)
     add_run_tail(sp)
     sp.set_defaults(func=cmd_enhance)
 
@@ -83,6 +108,7 @@ def _add_explain(sub) -> None:
         choices=("cam", "gradcam", "lrp-epsilon", "lrp-gamma", "lrp-a1b0", "lrp-a2b1", "rollout"),
     )
     sp.add_argument("--classes", default=None, help="comma-separated classes to explain (default: all)")
+    add_view(sp)
     add_run_tail(sp)
     sp.set_defaults(func=cmd_explain)
 
@@ -107,10 +133,8 @@ def _add_detect(sub) -> None:
         action="store_true",
         help="average the 8 rotations / flips of every tile (test-time augmentation, 8x slower)",
     )
-    sp.add_argument(
-        "--workers", type=int, default=1, help="run the inputs on a local Dask cluster of N single-threaded workers"
-    )
-    sp.add_argument("--scheduler", default=None, help="address of an existing dask.distributed scheduler")
+    add_batch(sp, "run the inputs on a local Dask cluster of N single-threaded workers")
+    add_view(sp)
     add_run_tail(sp)
     sp.set_defaults(func=cmd_detect)
 
@@ -176,17 +200,23 @@ def _add_segment(sub) -> None:
         action="store_true",
         help="replace an existing OUT (or, with a folder, stores pathreview did not write); never an input",
     )
-    sp.add_argument(
-        "--workers", type=int, default=1, help="several inputs: a local Dask cluster of N single-threaded workers"
-    )
-    sp.add_argument("--scheduler", default=None, help="address of an existing dask.distributed scheduler")
+    add_batch(sp, "several inputs: a local Dask cluster of N single-threaded workers")
+    add_view(sp)
     add_common(sp)
     add_precision(sp)
     sp.set_defaults(func=cmd_segment)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its errors (a malformed or missing option) in one line on stderr, exit 2, like every
+    other refusal; the usage stays in ``--help``."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pathreview", description="Run and review deep models on pathology slides.")
+    p = OneLineParser(prog="pathreview", description="Run and review deep models on pathology slides.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
     _add_info(sub)
@@ -220,6 +250,12 @@ def check_options(args) -> None:
     number("radius_um", 0.0, 100.0, lo_open=True, what=" (µm)")
     if args.command == "segment" and args.tile is not None and not 32 <= args.tile <= 4096:
         raise InputError(f"--tile {args.tile}: give a tile side from 32 to 4096 model pixels (e.g. 256)")
+    if getattr(args, "level", None) is not None and args.level < 0:
+        raise InputError(f"--level {args.level}: give 0 (full resolution) or a coarser level 1, 2, ...")
+    if getattr(args, "region", None) is not None:
+        from ..backend.regions import parse_region
+
+        args.region = parse_region(args.region)
     if getattr(args, "workers", 1) < 1:
         raise InputError(f"--workers {args.workers}: give 1 or more")
     dev = getattr(args, "device", None)

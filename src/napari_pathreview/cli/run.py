@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ..backend.errors import InputError
@@ -13,11 +14,16 @@ from .common import progress as _progress
 def cmd_detect(args) -> int:
     from ..backend.pipelines import DetectOptions, detect_files
 
-    o = DetectOptions(
-        args.weights, args.mpp, args.device, args.threshold, tta=args.tta or None, precision=args.precision
-    )
-    res = detect_files(args.inputs, args.out, o, args.workers, args.scheduler, args.overwrite, progress=_progress)
-    return _print_batch(res)
+    o = DetectOptions(args.weights, args.mpp, args.device, args.threshold, tta=args.tta or None)
+    o = replace(o, precision=args.precision, level=args.level, region=args.region)
+    return _print_batch(detect_files(args.inputs, args.out, o, _batch(args), progress=_progress))
+
+
+def _batch(args):
+    """The batch options (workers, scheduler, overwrite) of a command's arguments."""
+    from ..backend.pipelines import BatchOptions
+
+    return BatchOptions(getattr(args, "workers", 1), getattr(args, "scheduler", None), args.overwrite)
 
 
 def _print_batch(res: dict) -> int:
@@ -44,10 +50,11 @@ def cmd_segment(args) -> int:
         args.stain_norm,
         args.precision,
         args.compile,
+        args.level,
+        args.region,
     )
     if len(args.input) > 1 or args.workers > 1 or args.scheduler or not args.out.lower().endswith(".zarr"):
-        res = segment_files(args.input, args.out, o, args.workers, args.scheduler, args.overwrite, progress=_progress)
-        return _print_batch(res)
+        return _print_batch(segment_files(args.input, args.out, o, _batch(args), progress=_progress))
     print(segment_file(args.input[0], args.out, o, args.overwrite, progress=_progress))
     return 0
 
@@ -56,7 +63,8 @@ def cmd_enhance(args) -> int:
     from ..backend.pipelines import EnhanceOptions, enhance_files
 
     o = EnhanceOptions(args.weights, args.detector, args.mpp, args.device, args.tta or None, args.precision)
-    return _print_batch(enhance_files(args.inputs, args.out, o, args.overwrite, progress=_progress))
+    o = replace(o, level=args.level, region=args.region)
+    return _print_batch(enhance_files(args.inputs, args.out, o, _batch(args), progress=_progress))
 
 
 def cmd_explain(args) -> int:
@@ -64,7 +72,8 @@ def cmd_explain(args) -> int:
 
     classes = [c for c in args.classes.split(",") if c] if args.classes else None
     o = ExplainOptions(args.model, args.method, classes, args.mpp, args.device, precision=args.precision)
-    return _print_batch(explain_files(args.inputs, args.out, o, args.overwrite, progress=_progress))
+    o = replace(o, level=args.level, region=args.region)
+    return _print_batch(explain_files(args.inputs, args.out, o, _batch(args), progress=_progress))
 
 
 def cmd_convert(args) -> int:

@@ -2,9 +2,12 @@
 
 Every pipeline takes its input, one options dataclass (which model, scale, device, precision, decoding
 overrides), ``progress(i, n, message)``, ``cancel`` and a ``name`` for messages; the ``*_files``
-variants run it over many slides as one idempotent job each (see ``backend.batch``).
+variants run it over many slides as one idempotent job each, ``*_files(inputs, out, options, batch,
+progress, cancel)`` with ``batch`` a :class:`BatchOptions` (workers, scheduler, overwrite; see
+``backend.batch``). ``level`` / ``region`` in the options read part of a slide (``views``).
 """
 
+from ..batch import BatchOptions
 from .detect import DetectOptions, detect, detect_files
 from .enhance import EnhanceOptions, enhance, enhance_files
 from .explain import ExplainOptions, explain, explain_files, explain_memory_check
@@ -13,6 +16,7 @@ from .segment import SegmentOptions, segment, segment_file, segment_files
 from .weak import WeakOptions, weak_cells
 
 __all__ = [
+    "BatchOptions",
     "CLASSIFIER_TASKS",
     "DetectOptions",
     "EnhanceOptions",

@@ -16,6 +16,7 @@ from ..precision import resolve, use
 from ..slides import open_slide
 from .detect import DetectOptions, detect
 from .models import get_model, job_key, per_slide, refuse_file_as_folder, sibling, validate_inputs
+from .views import view_key
 
 
 @dataclass
@@ -24,7 +25,9 @@ class EnhanceOptions:
     whose cells it corrects (None: the one the enhancer's card names). ``mpp``: the input's microns per
     pixel when the file does not say. ``tta``: the detector's 8-fold rotation / flip averaging.
     ``precision``: fp32 / bf16 / fp16 / auto for the detector's and the enhancer's networks (each
-    resolved against its own card). ``return_attention``: keep the attention edges for the viewer."""
+    resolved against its own card). ``return_attention``: keep the attention edges for the viewer.
+    ``level`` / ``region``: the detector's pyramid level and region (x, y, w, h level-0 pixels), as in
+    :class:`DetectOptions` (used when the cells are detected here)."""
 
     weights: str | None = None
     detector: str | None = None
@@ -33,6 +36,8 @@ class EnhanceOptions:
     tta: bool | None = None
     precision: str | None = None
     return_attention: bool = True
+    level: int | None = None
+    region: object = None
 
 
 def enhance(
@@ -74,7 +79,9 @@ def _cells(image, points: CellPoints | None, o: EnhanceOptions, progress, cancel
     if points is None:
         if image is None:
             raise InputError("enhance: give an image or detected points")
-        det = DetectOptions(weights=o.detector, mpp=o.mpp, device=o.device, tta=o.tta, precision=o.precision)
+        det = DetectOptions(
+            o.detector, o.mpp, o.device, tta=o.tta, precision=o.precision, level=o.level, region=o.region
+        )
         return detect(image, det, progress=progress, cancel=cancel, name=name)
     if points.features is None:
         if image is None:
@@ -112,34 +119,22 @@ def _enhance_one(path: str, stem: Path, options: EnhanceOptions, progress=None, 
 
 def enhance_job_key(o: EnhanceOptions) -> dict:
     tta = {"tta": True} if o.tta else {}
-    return job_key("enhance", o.weights, "enhancer", o.precision, detector=o.detector, mpp=o.mpp, **tta)
+    view = view_key(o.region, o.level)
+    return job_key("enhance", o.weights, "enhancer", o.precision, detector=o.detector, mpp=o.mpp, **tta, **view)
 
 
-def enhance_files(
-    inputs,
-    out: str | Path,
-    options: EnhanceOptions | None = None,
-    overwrite: bool = False,
-    progress: ProgressFn | None = None,
-    cancel=None,
-) -> dict:
+def enhance_files(inputs, out, options=None, batch=None, progress=None, cancel=None) -> dict:
     """Detect + enhance each input file; write ``OUT/<name>.csv`` and ``OUT/<name>.geojson`` (enhanced
     classes; the base detector's classes are in ``OUT/<name>.base.csv``). One idempotent task per slide
     (``backend.batch``): reruns skip slides already done by the same job; an existing output pathreview
-    did not write is refused before any work unless ``overwrite``. Returns ``{"written", "skipped", "ran"}``.
+    did not write is refused before any work unless ``batch.overwrite`` (``batch``: workers, scheduler,
+    overwrite). Returns ``{"written", "skipped", "ran"}``.
+    ``options``: :class:`EnhanceOptions` (None: the defaults); ``batch``: :class:`~..batch.BatchOptions` (workers,
+    scheduler, overwrite; None: here, no overwrite).
     """
 
     o = options or EnhanceOptions()
     out = refuse_file_as_folder(out)
-    validate_inputs(inputs, o.mpp, [(o.weights, "enhancer"), (o.detector, "detector")], o.device)
+    validate_inputs(inputs, o.mpp, [(o.weights, "enhancer"), (o.detector, "detector")], o.device, (o.region, o.level))
     run = partial(_enhance_one, options=o, progress=progress, cancel=cancel)
-    return run_batch(
-        inputs,
-        out,
-        run,
-        enhance_job_key(o),
-        progress=progress,
-        cancel=cancel,
-        planned=_enhance_outputs,
-        overwrite=overwrite,
-    )
+    return run_batch(inputs, out, run, enhance_job_key(o), batch, progress, cancel, _enhance_outputs)

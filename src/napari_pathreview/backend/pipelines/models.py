@@ -11,6 +11,7 @@ from ..precision import resolve as resolve_precision
 from ..precision import use, verified
 from ..slides import open_slide
 from ..weights import choose_device, default_model, load_model, resolve
+from .views import region_view
 
 CLASSIFIER_TASKS = ("classifier", "vit")
 
@@ -74,11 +75,13 @@ def per_slide(progress, name: str):
     return None if progress is None else (lambda a, b, m: progress(a, b, f"{name}: {m}"))
 
 
-def validate_inputs(inputs, mpp, models=(), device: str | None = None) -> None:
-    """Before any work: open every input (refusing an unreadable one with its own message), find each
-    ``(ref, task)`` of ``models`` (a name or path that is no model is refused) and the device."""
+def validate_inputs(inputs, mpp, models=(), device: str | None = None, view=(None, None)) -> None:
+    """Before any work: open every input (refusing an unreadable one with its own message, and a
+    ``view`` = (region, level) it does not hold, see ``views.region_view``), find each ``(ref, task)`` of
+    ``models`` (a name or path that is no model is refused) and the device."""
     for p in inputs:
-        open_slide(p, mpp=mpp)
+        s = open_slide(p, mpp=mpp)
+        region_view(s, *view, mpp, str(p))
     for ref, task in models:
         if ref:
             resolve(ref, task)

@@ -7,14 +7,16 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from ..atomic import refuse_input_as_output, writable_folder
+from ..atomic import _remove, refuse_input_as_output, writable_folder
 from ..batch import run_batch
 from ..errors import InputError, ProgressFn
+from ..regions import as_xywh
 from ..segmentation import SegmentSettings, ZarrTarget, segment_to_zarr
 from ..segmentation import segment as _segment
 from ..slides import open_slide
 from ..weights import default_model
 from .models import at_precision, common_card, get_models, sibling, validate_inputs
+from .views import place_store, region_view, view_key
 
 
 @dataclass
@@ -25,7 +27,11 @@ class SegmentOptions:
     the card's. ``stain_norm``: False ignores the card's hematoxylin reference (non-H&E images).
     ``precision``: fp32 / bf16 / fp16 / auto for the network(s) (``auto``: verified by every card);
     blending and watershed stay float32. ``compile``: ``torch.compile`` the network for a slide
-    (faster per tile after a ~20-30 s first call)."""
+    (faster per tile after a ~20-30 s first call). ``level``: the pyramid level to read (None: the
+    coarsest at least as fine as the model's). ``region``: (x, y, w, h) in level-0 pixels (or
+    ``"X,Y,W,H"``), for ``segment_file`` / ``segment_files``: the store holds the region with 64 µm of
+    context around it (widened to the pyramid's grid), placed on the slide by a translation
+    (``place_store``); in memory (``segment``), crop first (``regions.crop_level0``)."""
 
     weights: object = None
     mpp: float | None = None
@@ -37,6 +43,8 @@ class SegmentOptions:
     stain_norm: bool | None = None
     precision: str | None = None
     compile: bool = False
+    level: int | None = None
+    region: object = None
 
 
 def settings(o: SegmentOptions, name: str) -> SegmentSettings:
@@ -48,6 +56,7 @@ def settings(o: SegmentOptions, name: str) -> SegmentSettings:
         stain_norm=o.stain_norm,
         ensemble=o.ensemble,
         compile=o.compile,
+        level=o.level,
         name=name,
     )
 
@@ -55,9 +64,12 @@ def settings(o: SegmentOptions, name: str) -> SegmentSettings:
 def segment(
     image, options: SegmentOptions | None = None, progress: ProgressFn | None = None, cancel=None, name: str = "image"
 ):
-    """Segment an (H, W, 3) array or a Slide in memory -> SegmentationResult (instances + probabilities)."""
+    """Segment an (H, W, 3) array or a Slide in memory -> SegmentationResult (instances + probabilities).
+    ``options.level`` is read; ``options.region`` is refused here (crop first: ``regions.crop_level0``)."""
 
     o = options or SegmentOptions()
+    if o.region is not None:
+        raise InputError(f"{name}: segment a region in memory by cropping it first, or give it to segment_file")
     models, cards = get_models(o.weights, "segmenter", o.device)
     with at_precision(o.precision, models[0], common_card(cards)):
         return _segment(image, models, cards, mpp=o.mpp, options=settings(o, name), progress=progress, cancel=cancel)
@@ -66,7 +78,9 @@ def segment(
 def segment_file(
     input, out: str | Path, options: SegmentOptions | None = None, overwrite: bool = False, progress=None, cancel=None
 ) -> Path:
-    """Segment one slide/image file tile by tile into an OME-Zarr labels store at ``out`` (bounded memory)."""
+    """Segment one slide/image file tile by tile into an OME-Zarr labels store at ``out`` (bounded memory);
+    with ``options.region``, the region's store built under ``.OUT.region`` and placed on the slide
+    (:func:`place_store`) before it is renamed to ``out``."""
 
     o, out = options or SegmentOptions(), Path(out)
     refuse_input_as_output(out, [input])
@@ -74,12 +88,20 @@ def segment_file(
         raise InputError(f"{out}: already exists; choose another output or pass --overwrite")
     writable_folder(out.absolute().parent, "--out")
     slide = open_slide(input, mpp=o.mpp)
+    view, origin, box = region_view(slide, o.region, o.level, o.mpp, slide.path)
     models, cards = get_models(o.weights, "segmenter", o.device)
+    target = ZarrTarget(out if box is None else out.with_name(f".{out.name}.region"), overwrite=overwrite or bool(box))
     with at_precision(o.precision, models[0], common_card(cards)):
-        target = ZarrTarget(out, overwrite=overwrite)
-        return segment_to_zarr(
-            slide, target, models, cards, options=settings(o, slide.path), progress=progress, cancel=cancel
+        store = segment_to_zarr(
+            view, target, models, cards, options=settings(o, slide.path), progress=progress, cancel=cancel
         )
+    if box is None:
+        return store
+    place_store(store, origin, as_xywh(o.region), out.name.replace(".ome.zarr", "").replace(".zarr", ""))
+    if out.exists():
+        _remove(out)  # only reached with overwrite
+    store.rename(out)
+    return out
 
 
 def _segment_outputs(stem: Path) -> list[Path]:
@@ -97,7 +119,7 @@ def segment_job_key(o: SegmentOptions) -> dict:
 
     refs = list(o.weights) if isinstance(o.weights, (list, tuple)) else [o.weights]
     key = {"job": "segment", "weights": [str(r) if r else default_model("segmenter") for r in refs], "mpp": o.mpp}
-    key |= {"tile": o.tile, "overlap": o.overlap, "tta": o.tta, "ensemble": o.ensemble}
+    key |= {"tile": o.tile, "overlap": o.overlap, "tta": o.tta, "ensemble": o.ensemble, **view_key(o.region, o.level)}
     if o.stain_norm is False:
         key["stain_norm"] = False
     if o.precision not in (None, "fp32"):
@@ -105,25 +127,16 @@ def segment_job_key(o: SegmentOptions) -> dict:
     return key
 
 
-def segment_files(
-    inputs,
-    out: str | Path,
-    options: SegmentOptions | None = None,
-    workers: int = 1,
-    scheduler: str | None = None,
-    overwrite: bool = False,
-    progress: ProgressFn | None = None,
-    cancel=None,
-) -> dict:
+def segment_files(inputs, out, options=None, batch=None, progress=None, cancel=None) -> dict:
     """Segment many slides into ``OUT/<name>.zarr`` each (tile by tile, bounded memory), one idempotent
     task per slide on this process or a Dask cluster; reruns skip slides already done by the same job
-    (see ``backend.batch``). An existing store pathreview did not write (its record does not list it) is
-    refused unless ``overwrite``; a store that is one of the inputs is refused always."""
+    (see ``backend.batch``; ``batch``: workers, scheduler, overwrite). An existing store pathreview did not
+    write (its record does not list it) is refused unless ``overwrite``; a store that is one of the inputs
+    is refused always. ``options``: :class:`SegmentOptions` (None: the defaults); ``batch``:
+    :class:`~..batch.BatchOptions` (None: here, no overwrite)."""
 
     o = options or SegmentOptions()
     refs = o.weights if isinstance(o.weights, (list, tuple)) else [o.weights]
-    validate_inputs(inputs, o.mpp, [(r, "segmenter") for r in refs], o.device)
+    validate_inputs(inputs, o.mpp, [(r, "segmenter") for r in refs], o.device, (o.region, o.level))
     run = partial(_segment_one, options=o)
-    return run_batch(
-        inputs, out, run, segment_job_key(o), workers, scheduler, progress, cancel, _segment_outputs, overwrite
-    )
+    return run_batch(inputs, out, run, segment_job_key(o), batch, progress, cancel, _segment_outputs)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
 import re
 import stat
+import warnings
 import xml.etree.ElementTree as ET
 
 import dask.array as da
@@ -141,7 +144,46 @@ def _svs_mpp(description: str) -> float | None:
         return None
 
 
+class _Collect(logging.Handler):
+    """A logging handler that keeps the messages it gets (``records``) instead of printing them."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.records: list[str] = []
+
+    def emit(self, record) -> None:
+        self.records.append(" ".join(record.getMessage().split()))
+
+
+@contextlib.contextmanager
+def _tifffile_log(path: str):
+    """Hold tifffile's log lines (it logs each corrupt tag or series it skips to stderr) while a TIFF
+    is opened: a refusal already says what is wrong in one line; a file that opens anyway gets one
+    warning naming it, the first problem and the fix."""
+    log = logging.getLogger("tifffile")
+    handler, propagate = _Collect(), log.propagate
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.propagate = propagate
+    if handler.records:  # reached only when the file opened
+        more = f" (and {len(handler.records) - 1} more)" if len(handler.records) > 1 else ""
+        warnings.warn(
+            f"{path}: tifffile skipped damaged parts of this TIFF: {handler.records[0]}{more}; check the image "
+            "looks right, or copy or export it again",
+            stacklevel=3,
+        )
+
+
 def _open_tiff(path: str) -> tuple:
+    with _tifffile_log(path):
+        return _read_tiff(path)
+
+
+def _read_tiff(path: str) -> tuple:
     import tifffile
     import zarr
 
