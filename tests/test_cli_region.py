@@ -112,6 +112,13 @@ def test_segment_region_store_is_placed_on_the_slide(pyramid, tmp_path, capsys):
     a = np.asarray(zarr.open_array(tmp_path / "w.zarr" / "0", mode="r")[y : y + h, x : x + w]) > 0
     b = np.asarray(zarr.open_array(tmp_path / "r.zarr" / "0", mode="r")[y - oy : y - oy + h, x - ox : x - ox + w]) > 0
     assert (a == b).mean() > 0.98
+    # opened through the plugin's reader, the region's layer lies on the slide's, in µm
+    from napari_pathreview._reader import read_slides
+
+    ((_, lm, kind),) = read_slides(str(tmp_path / "r.zarr"))
+    ((_, wm, _),) = read_slides(str(tmp_path / "w.zarr"))
+    assert kind == "labels" and "translate" not in wm
+    assert lm["translate"] == pytest.approx((oy * 0.55, ox * 0.55)) and lm["scale"] == pytest.approx(wm["scale"])
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .backend.slides import SLIDE_EXTENSIONS, Slide, is_zarr_path, open_slide
+from .backend.slides import SLIDE_EXTENSIONS, Slide, is_zarr_path, open_slide, zarr_translation
 
 PathLike = str | Path
 PathOrPaths = PathLike | Sequence[PathLike]
@@ -41,6 +41,9 @@ def slide_to_layer_data(slide: Slide, name: str | None = None) -> tuple:
         "multiscale": len(slide.levels) > 1,
         "metadata": {"mpp": slide.mpp, "path": slide.path},
     }
+    shift = zarr_translation(slide.path) if slide.path and is_zarr_path(slide.path) else None
+    if shift is not None:  # a store cut from a region of a slide (``segment --region``) lies where it was cut
+        meta["translate"] = shift
     if slide.is_labels:
         return (data, meta, "labels")
     channels = slide.channels

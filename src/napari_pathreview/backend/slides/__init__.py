@@ -40,6 +40,7 @@ from .slide import (
     validate_mpp,
 )
 from .writers import ZarrLayout, write_ome_zarr, write_tiff_pyramid
+from .zarr_io import zarr_translation
 
 __all__ = [
     "Slide",
@@ -50,6 +51,7 @@ __all__ = [
     "lazy_rgb_uint8",
     "write_ome_zarr",
     "write_tiff_pyramid",
+    "zarr_translation",
     "ZarrLayout",
     "IMAGE_EXTENSIONS",
     "TIFF_EXTENSIONS",

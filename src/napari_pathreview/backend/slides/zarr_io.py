@@ -25,6 +25,31 @@ def _scale_of(transforms) -> list | None:
     return None
 
 
+def zarr_translation(path: str) -> tuple[float, float] | None:
+    """The (y, x) ``translation`` of an OME-Zarr's full-resolution level (plus the multiscale's own), in its
+    scale's units (µm when the store gives its pixel size): where a store cut from a slide's region lies
+    on that slide. None for a plain array, a store without one, or anything unreadable."""
+    import zarr
+
+    try:
+        node = zarr.open(path, mode="r")
+        ms = None if hasattr(node, "shape") else _ngff_multiscales(dict(node.attrs))
+        if not ms:
+            return None
+        datasets = sorted(ms[0]["datasets"], key=lambda d: -int(node[d["path"]].shape[-1]))
+        shift = [0.0, 0.0]
+        found = False
+        for transforms in (datasets[0].get("coordinateTransformations"), ms[0].get("coordinateTransformations")):
+            for t in transforms or []:
+                if isinstance(t, dict) and t.get("type") == "translation" and "translation" in t:
+                    tr = [float(v) for v in t["translation"]][-2:]
+                    shift = [shift[0] + tr[0], shift[1] + tr[1]]
+                    found = True
+        return (shift[0], shift[1]) if found and any(shift) else None
+    except Exception:
+        return None
+
+
 def _open_zarr(path: str) -> tuple:
     import zarr
 
