@@ -295,3 +295,24 @@ def test_cli_explain_writes_heat_maps_on_the_fixture_images(mini_labels, tmp_pat
     )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "unknown class" in err
+
+
+def test_overlays_are_drawn_on_the_level_that_covers_the_maps_never_level_0_of_a_big_slide():
+    """A map at the model grid of a big pyramid: its overlay is drawn on the smallest covering level, read
+    every s-th pixel (never the 8192² level 0, whose chunks raise if computed)."""
+    import dask.array as da
+
+    from napari_pathreview.backend.explain.files import overlay_source
+
+    def boom(block):
+        raise AssertionError("level 0 was read")
+
+    level0 = da.zeros((8192, 8192, 3), np.uint8, chunks=1024).map_blocks(boom, dtype=np.uint8)
+    level1 = da.ones((2048, 2048, 3), np.uint8, chunks=512)
+    level2 = da.full((512, 512, 3), 2, np.uint8, chunks=512)
+    src, shape = overlay_source([level0, level1, level2], (900.4, 700))
+    assert shape == (1024, 1024) and int(np.asarray(src).max()) == 1  # level 1 every 2nd pixel
+    src, shape = overlay_source([level0, level1, level2], (512, 300))
+    assert shape == (512, 512) and int(np.asarray(src)[0, 0, 0]) == 2
+    src, shape = overlay_source([level1], (4000, 4000))  # nothing covers: level 0 as it is
+    assert shape == (2048, 2048)

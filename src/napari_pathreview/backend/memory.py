@@ -55,7 +55,7 @@ def explain_bytes(read_yx, channels: int, factor: float, n_maps: int, out_yx, fu
     copy, float32 and the float64 resize input), the model-scale float image (``factor`` model pixels
     per read pixel; float64 resize output + float32), ``n_maps`` float64 maps and blending weights at the
     model grid, the maps at the output grid ``out_yx`` (float64 resize + float32 result); with
-    ``full_yx`` (writing overlays) the full-resolution RGB read again plus float64 overlay arrays of one
+    ``full_yx`` (writing overlays) the image they are drawn on (``full_yx`` pixels) read again plus float64 overlay arrays of one
     map at the output grid."""
     read = int(read_yx[0]) * int(read_yx[1])
     model = read * float(factor) ** 2

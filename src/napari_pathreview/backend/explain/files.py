@@ -36,6 +36,19 @@ def heat_rgb(heat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rgb.astype(np.uint8), v
 
 
+def overlay_source(levels, map_yx) -> tuple:
+    """What the overlays of a ``map_yx`` map are drawn on: the smallest level of ``levels`` (level 0 first,
+    each ``(Y, X[, C])``) that covers the map in both axes, read every s-th pixel where that level is still
+    s >= 2 times the map -> ``(array, shape)``, lazy. A map at the model grid of a big slide then costs a
+    read of about its own size, not the slide's level 0."""
+    map_yx = (max(1, int(round(map_yx[0]))), max(1, int(round(map_yx[1]))))
+    covering = [a for a in levels if a.shape[0] >= map_yx[0] and a.shape[1] >= map_yx[1]] or [levels[0]]
+    level = min(covering, key=lambda a: a.shape[0] * a.shape[1])
+    step = max(1, min(int(level.shape[0]) // map_yx[0], int(level.shape[1]) // map_yx[1]))
+    level = level[::step, ::step] if step > 1 else level
+    return level, tuple(int(v) for v in level.shape[:2])
+
+
 def write_explanation(result: ExplainResult, slide, out) -> list[Path]:
     """Write ``OUT/<name>.<method>.<class>.tif`` (float32 map), ``.png`` (overlay on the image) and
     ``OUT/<name>.<method>.json`` (probabilities, classes, mpp, downsample, files)."""
@@ -46,7 +59,8 @@ def write_explanation(result: ExplainResult, slide, out) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(slide.name if hasattr(slide, "name") else result.name).stem.replace(".ome", "")
-    rgb = to_rgb_uint8(np.asarray(slide.levels[0]) if hasattr(slide, "levels") else slide, stem)
+    levels = list(slide.levels) if hasattr(slide, "levels") else [slide]
+    rgb = to_rgb_uint8(np.asarray(overlay_source(levels, result.maps.shape[-2:])[0]), stem)
     written = []
     for k, cls in enumerate(result.targets):
         heat = result.maps[k]

@@ -12,6 +12,7 @@ from ..batch import run_batch
 from ..classification import input_mpp
 from ..errors import ProgressFn
 from ..explain import MAX_PIXELS, explain_image, method_fn, target_indices, write_explanation
+from ..explain.files import overlay_source
 from ..memory import explain_bytes, require_memory
 from ..regions import as_xywh, from_level
 from ..slides import Slide, open_slide
@@ -59,7 +60,7 @@ def explain_memory_check(
     """Refuse (InputError) an explanation that cannot fit in memory, before any pixel is read: estimated
     (``memory.explain_bytes``) from the level ``classification.to_model_scale`` would read, the model's
     scale, the number of maps and their output grid; ``write``: also the overlays ``explain_files`` writes
-    at the full resolution."""
+    on the level that covers the maps (``explain.files.overlay_source``)."""
     import numpy as np
 
     if isinstance(image, Slide):
@@ -76,7 +77,8 @@ def explain_memory_check(
     model_yx = (read[0] * factor, read[1] * factor)
     out = full if full[0] * full[1] <= MAX_PIXELS else model_yx
     n = len(target_indices(classes, card))
-    need = explain_bytes(read, channels, factor, n, out, full if write else None)
+    under = overlay_source(image.levels, out)[1] if isinstance(image, Slide) else full  # what overlays are drawn on
+    need = explain_bytes(read, channels, factor, n, out, under if write else None)
     require_memory(
         need,
         f"{name}: explaining {full[0]} x {full[1]} px ({n} maps)",
