@@ -178,6 +178,7 @@ def points_subset(crchisto, tmp_path):
             w = csv.DictWriter(fh, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(r for r in rows if r["image"] in names)
+        (out / "dataset.json").write_text('{"mpp": 0.55}')  # a copy: its scale is no longer known by its place
         return out
 
     return make

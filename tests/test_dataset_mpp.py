@@ -48,7 +48,7 @@ def test_a_40x_copy_of_a_20x_set_gives_the_same_model_inputs(mini_points, tmp_pa
     """The 0.55 µm/px fixture set upsampled to 0.275 µm/px and declared so in dataset.json: resampled back to
     the model's 0.55 µm/px, the images and cell positions are the originals within resampling error."""
     x40 = _copy_at(mini_points, tmp_path / "x40", 2.0, 0.275)
-    assert dataset_mpp(x40) == 0.275 and dataset_mpp(mini_points) is None
+    assert dataset_mpp(x40) == 0.275 and dataset_mpp(mini_points) == 0.55
     assert data_mpp(0.5, x40) == 0.5 and data_mpp(None, x40) == 0.275  # --mpp wins over dataset.json
     ref, classes = load_points_dataset(mini_points)
     big, classes40 = load_points_dataset(x40)
@@ -109,3 +109,37 @@ def test_fine_tune_from_a_40x_folder_trains_at_the_models_scale(mini_points, tmp
     )
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["detection"]["f1"] > 0.5
+
+
+def test_a_folder_of_unknown_scale_is_refused_unless_it_is_a_bundled_data_set(tmp_path, monkeypatch):
+    """Issue 27 item 1: no --mpp and no dataset.json -> InputError naming the folder and both fixes; the
+    three bundled data sets under the data root keep their tasks' defaults (None)."""
+    monkeypatch.setenv("PATHREVIEW_DATA", str(tmp_path / "data"))
+    for name in ("crchisto", "monuseg", "glas"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        assert data_mpp(None, tmp_path / "data" / name) is None
+    other = tmp_path / "elsewhere" / "crchisto"  # the same name elsewhere is a copy: its scale is not known
+    other.mkdir(parents=True)
+    with pytest.raises(InputError, match="microns per pixel") as e:
+        data_mpp(None, other)
+    assert str(other) in str(e.value) and "--mpp" in str(e.value) and "dataset.json" in str(e.value)
+    assert data_mpp(0.25, other) == 0.25
+    (other / "dataset.json").write_text('{"mpp": 0.5}')
+    assert data_mpp(None, other) == 0.5
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_train_and_evaluate_refuse_a_copy_without_dataset_json(mini_points, tmp_path, capsys, command):
+    """A copied points folder without dataset.json: exit 2 and one line naming it; with it: accepted."""
+    data = tmp_path / "copy"
+    shutil.copytree(mini_points, data)
+    (data / "dataset.json").unlink()
+    tail = ["--out", str(tmp_path / "w"), "--epochs", "1"] if command == "train" else ["--split", "train", "--json"]
+    assert main([command, "detector", "--data", str(data), *tail]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(data) in err[0] and "--mpp" in err[0] and "dataset.json" in err[0]
+    assert not (tmp_path / "w.safetensors").exists()
+    if command == "evaluate":
+        (data / "dataset.json").write_text('{"mpp": 0.55}')
+        assert main([command, "detector", "--data", str(data), *tail]) == 0
+        assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["detection"]["f1"] > 0.5

@@ -349,3 +349,87 @@ def test_scale_jitter_zooms_each_crop_and_keeps_the_targets_on_the_nucleus():
     assert max(areas) > 1.3 * min(areas)  # zoomed in and out (0.77-1.3x: area 0.59-1.69x)
     plain = [int((im.mean(2) < 0.5).sum()) for im, _, _ in crops(0.0)]
     assert max(plain) == min(plain)
+
+
+def _laplace_energy(im):
+    from scipy.ndimage import laplace
+
+    return float(np.mean([np.abs(laplace(im[..., c])).mean() for c in range(3)]))
+
+
+def test_crop_augment_default_is_the_shipped_recipe_and_blur_jpeg_degrade_the_crop(val_sample):
+    """``CropAugment()`` draws what the shipped recipe drew (HED jitter 0.05 then brightness); blur and JPEG
+    (issue 27 item 2) then lower the crop's fine detail; JPEG at quality 30 loses more than at 90."""
+    from napari_pathreview.backend.augment import brightness_contrast, hed_jitter, jpeg_artefacts
+    from napari_pathreview.backend.detection.data import CropAugment
+
+    im = val_sample[0].image[:128, :128].astype(np.float32) / 255.0
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    ref = im
+    if b.random() < 0.8:
+        ref = hed_jitter(ref, b)
+    if b.random() < 0.8:
+        ref = brightness_contrast(ref, b)
+    assert np.array_equal(CropAugment()(im, a), ref)
+    plain, degraded = [], []
+    for seed in range(6):
+        plain.append(_laplace_energy(CropAugment()(im, np.random.default_rng(seed))))
+        out = CropAugment(stain=0.05, blur=1.5, jpeg=30, p=1.0)(im, np.random.default_rng(seed))
+        assert out.shape == im.shape and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
+        degraded.append(_laplace_energy(out))
+    assert np.mean(degraded) < 0.9 * np.mean(plain)
+    err = {q: np.mean((jpeg_artefacts(im, np.random.default_rng(0), q, q) - im) ** 2) for q in (30, 90)}
+    assert err[30] > 2 * err[90] > 0
+
+
+def test_extra_points_are_fitted_for_detection_only_at_the_models_scale(val_sample, mini_points, tmp_path, capsys):
+    """``extra_points``: a points folder read at its dataset.json mpp, resampled to the model's, every cell
+    without a class; refused without a dataset.json; recorded in the card with the augmentations."""
+    import shutil
+
+    from napari_pathreview.backend.detection import DetectorTrainOptions, train_detector
+    from napari_pathreview.backend.detection.train import _extra_samples
+    from napari_pathreview.cli import main as cli
+
+    extra = tmp_path / "extra"
+    shutil.copytree(mini_points, extra)
+    (extra / "dataset.json").write_text('{"mpp": 0.275}')  # declared 40x: read at half size by a 0.55 model
+    samples = _extra_samples(DetectorTrainOptions(extra_points=extra), 0.55)
+    assert [s.image.shape[:2] for s in samples] == [(228, 228)] and (samples[0].labels == -1).all()
+    sample, _ = val_sample
+    keep = (sample.yx < 128).all(1)
+    crop = type(sample)(sample.name, sample.split, sample.image[:128, :128], sample.yx[keep], sample.labels[keep])
+    knobs = dict(epochs=1, seed=0, device="cpu", init="detector-crchisto", crops_per_image=1, crop=64, batch_size=1)
+    aug = dict(stain_jitter=0.2, blur=1.0, jpeg_quality=30, extra_points=extra, few_shot=False, lr=1e-5)
+    _, card = train_detector([crop], tmp_path / "ft", DetectorTrainOptions(**knobs, **aug))
+    t = card.training
+    assert t["extra_images"] == [s.name for s in samples] and t["fit_images"] == 2
+    assert (t["stain_jitter"], t["blur"], t["jpeg_quality"]) == (0.2, 1.0, 30)
+    (extra / "dataset.json").unlink()
+    with pytest.raises(InputError, match="dataset.json"):
+        _extra_samples(DetectorTrainOptions(extra_points=extra), 0.55)
+    assert cli(["train", "detector", "--data", str(mini_points), "--out", str(tmp_path / "w"), "--blur", "9"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "blur" in err[0]
+
+
+def test_monuseg_points_splits_merged_nuclei_and_drops_specks():
+    """scripts/monuseg_points.py: one centre per nucleus-sized component, two for two touching discs that
+    the binary mask merged, none for a speck (0.25 µm/px)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "monuseg_points.py"
+    spec = importlib.util.spec_from_file_location("monuseg_points", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    yy, xx = np.mgrid[:200, :200]
+    mask = np.zeros((200, 200), np.uint8)
+    mask[(yy - 40) ** 2 + (xx - 40) ** 2 <= 12**2] = 255  # 28 µm²: one nucleus
+    mask[((yy - 130) ** 2 + (xx - 80) ** 2 <= 20**2) | ((yy - 130) ** 2 + (xx - 115) ** 2 <= 20**2)] = 255  # merged
+    mask[180:182, 180:182] = 255  # 0.25 µm²: a speck
+    c = mod.centres(mask)
+    assert len(c) == 3
+    assert np.abs(c - [40, 40]).sum(1).min() < 1
+    for centre in ([130, 80], [130, 115]):
+        assert np.linalg.norm(c - centre, axis=1).min() < 4

@@ -200,6 +200,7 @@ def one_val_image(crchisto, tmp_path):
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(r for r in rows if r["image"] == name)
+    (tmp_path / "ds" / "dataset.json").write_text('{"mpp": 0.55}')
     return tmp_path / "ds"
 
 

@@ -258,6 +258,7 @@ def test_evaluate_segmenter_cli_json(monuseg, sample, tmp_path):
         (ds / sub).mkdir(parents=True)
         shutil.copy(monuseg / sub / f"{sample.name}.png", ds / sub)
     (ds / "splits.csv").write_text(f"image,split,mask\n{sample.name},validation,instance\n")
+    (ds / "dataset.json").write_text('{"mpp": 0.25}')
     rc, out, err = _cli("evaluate", "segmenter", "--data", ds, "--json", "--device", "cpu")
     assert rc == 0, err
     res = json.loads(out.strip().splitlines()[-1])

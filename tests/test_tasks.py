@@ -94,6 +94,7 @@ def toy_data(tmp_path):
     folder.mkdir()
     np.savetxt(folder / "train.txt", [1.0, 2.0, 3.0, 10.0])
     np.savetxt(folder / "validation.txt", [2.0, 2.4, 5.0])
+    (folder / "dataset.json").write_text('{"mpp": 1.0}')  # train / evaluate refuse a folder of unknown scale
     return folder
 
 

@@ -79,12 +79,29 @@ def hsv_jitter(
     return hsv2rgb(hsv).astype(np.float32)
 
 
-def gaussian_blur(img: np.ndarray, rng: np.random.Generator, max_sigma: float = 1.2) -> np.ndarray:
-    """Gaussian blur with sigma uniform in [0.3, max_sigma] pixels over Y and X; img (H, W, C) float."""
+def gaussian_blur(
+    img: np.ndarray, rng: np.random.Generator, max_sigma: float = 1.2, min_sigma: float = 0.3
+) -> np.ndarray:
+    """Gaussian blur with sigma uniform in [min_sigma, max_sigma] pixels over Y and X; img (H, W, C) float."""
     from scipy.ndimage import gaussian_filter
 
-    s = rng.uniform(0.3, max_sigma)
+    s = rng.uniform(min_sigma, max_sigma)
     return gaussian_filter(img, sigma=(s, s, 0)).astype(np.float32)
+
+
+def jpeg_artefacts(img: np.ndarray, rng: np.random.Generator, min_quality: int = 30, max_quality: int = 90):
+    """The image JPEG-compressed and decoded in memory (PIL, 4:2:0 chroma subsampling) at a quality
+    uniform in [min_quality, max_quality]: blocking, ringing and colour bleeding like a scanner's or a
+    slide server's compression. img (H, W, 3) float in [0, 1] -> the same shape, float32 in [0, 1]."""
+    import io
+
+    from PIL import Image
+
+    q = int(rng.integers(min_quality, max_quality + 1))
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=q)
+    buf.seek(0)
+    return (np.asarray(Image.open(buf).convert("RGB"), np.float32) / 255.0).reshape(img.shape)
 
 
 def gaussian_noise(img: np.ndarray, rng: np.random.Generator, max_std: float = 0.03) -> np.ndarray:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -235,12 +236,40 @@ def dataset_mpp(folder) -> float | None:
     return validate_mpp(meta["mpp"], str(path))
 
 
+# The annotated data sets under the data root whose scale the project knows (µm/px; see its README): a task
+# given one of them with no --mpp and no dataset.json uses its own default, which is that data set's.
+BUNDLED_MPP = {"crchisto": 0.55, "monuseg": 0.25, "glas": 0.62}
+
+
+def data_root() -> Path:
+    """The annotated data sets: ``$PATHREVIEW_DATA``, else ``../shared/data`` beside the repository."""
+    env = os.environ.get("PATHREVIEW_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[4] / "shared" / "data"
+
+
+def is_bundled(folder) -> bool:
+    """Whether ``folder`` is one of ``BUNDLED_MPP``'s data sets under :func:`data_root`."""
+    try:
+        path = Path(folder).resolve()
+        return path.name in BUNDLED_MPP and path.parent == data_root().resolve()
+    except (OSError, TypeError):
+        return False
+
+
 def data_mpp(given: float | None, folder) -> float | None:
-    """The microns per pixel of a dataset's images: ``given`` (``--mpp``) wins, else the folder's
-    ``dataset.json``, else None (the task's data set default)."""
+    """The microns per pixel of a dataset folder's images: ``given`` (``--mpp``) wins, else the folder's
+    ``dataset.json``, else None for a bundled data set (:func:`is_bundled`: the task's default is its
+    scale). Any other folder that says nothing is refused (InputError naming the folder and the fix),
+    as ``detect`` refuses an image of unknown scale."""
     if given is not None:
         return validate_mpp(given, "--mpp")
-    return dataset_mpp(folder)
+    mpp = dataset_mpp(folder)
+    if mpp is None and isinstance(folder, (str, Path)) and not is_bundled(folder):
+        raise InputError(
+            f"{folder}: microns per pixel of its images unknown; give --mpp (e.g. 0.5 for 20x, 0.25 for 40x) "
+            f'or write {Path(folder) / DATASET_JSON} as {{"mpp": X}}'
+        )
+    return mpp
 
 
 def rescale_points_samples(samples: list[PointsSample], factor: float) -> list[PointsSample]:

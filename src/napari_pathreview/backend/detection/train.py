@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..datasets import load_points_dataset, rescale_points_samples
+from ..datasets import dataset_mpp, load_points_dataset, rescale_points_samples
 from ..errors import InputError, ProgressFn
 from ..points import point_targets
 from ..train import TrainConfig, check_new_architecture, fit, seed_everything
 from ..weights import ModelCard, choose_device, class_colors, load_model, resolve, save_model
-from .data import CRCHISTO_MPP, _crop_batches, _to_tensors
+from .data import CRCHISTO_MPP, CropAugment, _crop_batches, _to_tensors
 from .evaluate import tune_params
 from .few_shot import ClassAnchor, few_shot_options, is_few_shot
 from .maps import DetectParams, normalise
@@ -48,7 +48,10 @@ class DetectorTrainOptions:
     training (``models.detector.deepen_detector``: the same outputs at first, twice the context).
     ``crop``: side in pixels of the training crops; ``crops_per_image``: crops per fitted image and
     epoch; ``scale_jitter``: random zoom of each crop, up to this fraction either way (0: none; see
-    ``data._crop_batches``). ``epochs`` / ``crops_per_image`` None: 30 / 4, or a few-shot fine-tune's.
+    ``data._crop_batches``). ``stain_jitter`` / ``blur`` (max sigma, model pixels) / ``jpeg_quality``
+    (lowest quality; 0: off): the crops' ``data.CropAugment``. ``extra_points``: a points dataset folder
+    whose ``train`` images are fitted for detection only (every cell's class ignored: objectness loss
+    only), resampled from its ``dataset.json`` mpp; never tuned on. ``epochs`` / ``crops_per_image`` None: 30 / 4, or a few-shot fine-tune's.
 
     ``few_shot``: fine-tune ``init`` the few-shot way (``few_shot.FewShotRecipe``: its epochs, crops, lr;
     ``init``'s batch-norm statistics and decoding kept; class probabilities distilled from ``init``);
@@ -79,6 +82,10 @@ class DetectorTrainOptions:
     obj_loss: str | None = None
     deepen: int | None = None
     scale_jitter: float = 0.0
+    stain_jitter: float = 0.05
+    blur: float = 0.0
+    jpeg_quality: int = 0
+    extra_points: str | Path | None = None
     few_shot: bool | None = None
     freeze_bn: bool | None = None
     distill: float | None = None
@@ -216,7 +223,29 @@ def _recipe(o: DetectorTrainOptions, base, n_images: int) -> DetectorTrainOption
         raise InputError(f"objectness loss must be 'bce' or 'focal', got {o.obj_loss!r}")
     if not 0.0 <= o.scale_jitter < 0.5:
         raise InputError(f"scale jitter must be a fraction from 0 up to 0.5, got {o.scale_jitter!r}")
+    if not 0.0 <= o.stain_jitter < 1.0:
+        raise InputError(f"stain jitter must be a fraction from 0 up to 1 (e.g. 0.2), got {o.stain_jitter!r}")
+    if not 0.0 <= o.blur <= 5.0:
+        raise InputError(f"blur must be a sigma in pixels from 0 (off) to 5, e.g. 1.5, got {o.blur!r}")
+    if o.jpeg_quality and not 1 <= o.jpeg_quality <= 90:
+        raise InputError(f"JPEG quality must be 0 (off) or from 1 to 90, e.g. 30, got {o.jpeg_quality!r}")
     return o
+
+
+def _extra_samples(o: DetectorTrainOptions, model_mpp: float) -> list:
+    """``o.extra_points``' ``train`` images at the model's mpp, every cell without a class."""
+    if o.extra_points is None:
+        return []
+    if o.stain_norm:
+        raise InputError("--extra-points with --stain-norm is not supported: train without stain normalisation")
+    mpp = dataset_mpp(o.extra_points)
+    if mpp is None:
+        raise InputError(
+            f'{o.extra_points}: extra points need their scale: write a dataset.json {{"mpp": X}} in that folder'
+        )
+    extra, _ = load_points_dataset(o.extra_points, "train")
+    extra = rescale_points_samples(extra, mpp / model_mpp)
+    return [replace(s, labels=-np.ones(len(s.yx), np.int64)) for s in extra]
 
 
 def _split_tune(train: list, o: DetectorTrainOptions, base, rng):
@@ -256,6 +285,21 @@ def _new_card(out, cfg, classes, mpp, base, reference) -> ModelCard:
     return card
 
 
+def _train_config(o: DetectorTrainOptions, dev) -> TrainConfig:
+    """``train.fit``'s settings from the filled options (``lr`` None: ``TrainConfig``'s default)."""
+    lr = {"lr": o.lr} if o.lr else {}
+    return TrainConfig(
+        epochs=o.epochs,
+        batch_size=o.batch_size,
+        seed=o.seed,
+        device=str(dev),
+        ema=o.ema,
+        amp=o.amp,
+        freeze_bn=o.freeze_bn,
+        **lr,
+    )
+
+
 def _record(o: DetectorTrainOptions, command, data_desc, lr, sigma_um, res, seconds, dev, fit_set, tune) -> dict:
     """``card.training``: what was run, on what, and how it went."""
     return {
@@ -275,6 +319,11 @@ def _record(o: DetectorTrainOptions, command, data_desc, lr, sigma_um, res, seco
         "crop": o.crop,
         "crops_per_image": o.crops_per_image,
         "scale_jitter": o.scale_jitter,
+        "stain_jitter": o.stain_jitter,
+        "blur": o.blur,
+        "jpeg_quality": o.jpeg_quality,
+        "extra_points": str(o.extra_points) if o.extra_points is not None else None,
+        "extra_images": [s.name for s in fit_set if s.split == "extra"],
         "few_shot": o.few_shot,
         "freeze_bn": o.freeze_bn,
         "distill": o.distill,
@@ -315,6 +364,7 @@ def train_detector(
     train = _at_model_scale(train, data, o.mpp, mpp)
     o = _recipe(o, base, len(train))
     tune, fit_set, reference = _split_tune(train, o, base, rng)
+    fit_set = fit_set + [replace(s, split="extra") for s in _extra_samples(o, mpp)]
     if o.deepen:
         model = _deepened(model, base, fit_set, o.deepen)
         cfg = model.cfg
@@ -328,21 +378,12 @@ def train_detector(
     cw = torch.tensor((freq.sum() / np.maximum(freq, 1) / len(classes)) ** 0.5, dtype=torch.float32, device=dev)
     card = _new_card(out, cfg, classes, mpp, base, reference)
     steps = max(1, (len(fit_set) * o.crops_per_image) // o.batch_size)
-    lr = {"lr": o.lr} if o.lr else {}
-    tcfg = TrainConfig(
-        epochs=o.epochs,
-        batch_size=o.batch_size,
-        seed=o.seed,
-        device=str(dev),
-        ema=o.ema,
-        amp=o.amp,
-        freeze_bn=o.freeze_bn,
-        **lr,
-    )
+    tcfg = _train_config(o, dev)
 
     def batches(epoch):
         n = steps * o.batch_size
-        for b in _crop_batches(fit_set, targets, rng, n, o.crop, o.batch_size, freq, o.scale_jitter):
+        aug = CropAugment(stain=o.stain_jitter, blur=o.blur, jpeg=o.jpeg_quality)
+        for b in _crop_batches(fit_set, targets, rng, n, o.crop, o.batch_size, freq, o.scale_jitter, aug):
             yield _to_tensors(b, card, dev)
 
     def validate(m):  # each epoch at its best threshold: the objectness scale drifts while training

@@ -48,6 +48,31 @@ class DetectorTrainOptions(NetOptions):
         parse=parsers.scale_jitter,
         metavar="J",
     )
+    stain_jitter: float = option(
+        0.05,
+        "stain augmentation in optical density: each crop's hematoxylin and eosin densities scaled by 1 +- S "
+        "(e.g. 0.2 for other labs' stains)",
+        parse=float,
+        metavar="S",
+    )
+    blur: float = option(
+        0.0,
+        "blur half the training crops by a Gaussian of sigma 0 to S pixels (e.g. 1.5; 0: off)",
+        parse=float,
+        metavar="S",
+    )
+    jpeg_quality: int = option(
+        0,
+        "re-compress half the training crops as JPEG at a quality from Q to 90 (e.g. 30; 0: off)",
+        parse=int,
+        metavar="Q",
+    )
+    extra_points: str | None = option(
+        None,
+        "a points dataset folder (with a dataset.json giving its mpp) whose train images are also fitted, for "
+        "detection only (their cells' classes are ignored), e.g. from scripts/monuseg_points.py",
+        metavar="DIR",
+    )
     deepen: int | None = option(
         None,
         "add a coarser level of CHANNELS to --init before fine-tuning (twice the context; the same outputs "
