@@ -92,8 +92,9 @@ def add_train(sub, common) -> None:
             "--mpp",
             type=float,
             default=None,
-            help="microns per pixel of the dataset's images (default: its dataset.json, else the data set the "
-            "task was built on); images and annotations are resampled to the model's scale",
+            help="microns per pixel of the dataset's images (default: its dataset.json; a folder with neither is "
+            "refused, except the bundled crchisto / monuseg / glas); images and annotations are resampled to the "
+            "model's scale",
         )
         add_options(tp, task.train_options)
         common(tp, mpp=False)
