@@ -3,6 +3,7 @@
 import csv
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 
 from napari_pathreview.backend import losses
 from napari_pathreview.backend.classification import (
+    ClassifierTrainOptions,
     decide,
     read_labels_csv,
     search_thresholds,
@@ -19,6 +21,8 @@ from napari_pathreview.backend.classification import (
 from napari_pathreview.backend.models.classifier import ClassifierConfig, build_classifier, nearest_neighbours
 from napari_pathreview.backend.weights import ModelCard, load_model, resolve
 
+#: a tiny training run: one epoch of two steps of four 64 px crops, a two-level CNN, two tune images
+TINY = ClassifierTrainOptions(epochs=1, steps_per_epoch=2, batch_size=4, crop=64, widths=(8, 16), tune_images=2)
 EVAL_KEYS = {"accuracy", "balanced_accuracy", "auc", "f1", "per_class", "faithfulness"}
 
 
@@ -184,9 +188,7 @@ def test_distill_loss_is_zero_when_the_student_matches_the_teacher():
 
 def test_train_vit_conv_stem_distilled_with_shifted_tune_thresholds(glas, tmp_path):
     data = _small_glas(glas, tmp_path / "ds", per_class=3)
-    model, card = train_classifier(
-        data,
-        tmp_path / "v",
+    opts = ClassifierTrainOptions(
         arch="vit",
         stem="conv",
         distill="classifier-glas",
@@ -198,8 +200,8 @@ def test_train_vit_conv_stem_distilled_with_shifted_tune_thresholds(glas, tmp_pa
         batch_size=4,
         crop=64,
         tune_images=2,
-        device="cpu",
     )
+    model, card = train_classifier(data, tmp_path / "v", opts, device="cpu")
     assert card.task == "vit" and card.config["stem"] == "conv" and card.training["distill"] == "classifier-glas"
     assert card.metrics["tune_shifted"]["n_images"] == 3 * card.metrics["tune"]["n_images"] == 6
     assert 0.02 <= card.params["thresholds"][1] <= 0.98 and np.isfinite(card.training["history"][0]["loss"])
@@ -220,19 +222,7 @@ def test_stratified_folds_partition_the_images_and_spread_each_class():
 
 def test_thresholds_from_out_of_fold_probabilities(glas, tmp_path):
     data = _small_glas(glas, tmp_path / "ds", per_class=3)
-    _, card = train_classifier(
-        data,
-        tmp_path / "f",
-        threshold_folds=2,
-        tune_shift=0.3,
-        epochs=1,
-        steps_per_epoch=2,
-        batch_size=4,
-        crop=64,
-        widths=(8, 16),
-        tune_images=2,
-        device="cpu",
-    )
+    _, card = train_classifier(data, tmp_path / "f", replace(TINY, threshold_folds=2, tune_shift=0.3), device="cpu")
     oof = card.metrics["out_of_fold"]
     assert oof["folds"] == 2 and oof["n_images"] == 6 and len(oof["probabilities"]) == 6
     assert card.metrics["out_of_fold_shifted"]["n_images"] == 18 and card.training["threshold_folds"] == 2
@@ -266,18 +256,7 @@ def test_shipped_vit_card_meets_the_later_batch_targets_on_the_proxies():
 def test_train_classifier_tiny_run_writes_weights_and_card(glas, tmp_path):
     data = _small_glas(glas, tmp_path / "ds", per_class=3)
     out = tmp_path / "w" / "tiny"
-    model, card = train_classifier(
-        data,
-        out,
-        epochs=1,
-        steps_per_epoch=2,
-        batch_size=4,
-        crop=64,
-        widths=(8, 16),
-        tune_images=2,
-        device="cpu",
-        command="test",
-    )
+    model, card = train_classifier(data, out, TINY, device="cpu", command="test")
     assert (tmp_path / "w" / "tiny.safetensors").is_file()
     saved = json.loads((tmp_path / "w" / "tiny.json").read_text())
     assert saved["task"] == "classifier" and saved["mpp"] == pytest.approx(1.24)
@@ -292,19 +271,7 @@ def test_train_multilabel_dual_loss_and_arcface_variants(glas, tmp_path, kw):
     multilabel = "f1" in kw["loss"]
     data = _small_glas(glas, tmp_path / "ds", per_class=2, multilabel=multilabel)
     head = "linear" if multilabel else "arcface"
-    model, card = train_classifier(
-        data,
-        tmp_path / "m",
-        epochs=1,
-        steps_per_epoch=2,
-        batch_size=4,
-        crop=64,
-        widths=(8, 16),
-        tune_images=2,
-        device="cpu",
-        head=head,
-        **kw,
-    )
+    model, card = train_classifier(data, tmp_path / "m", replace(TINY, head=head, **kw), device="cpu")
     assert card.config["multilabel"] is multilabel and card.config["head"] == head
     assert len(card.params["thresholds"]) == len(card.classes) == (3 if multilabel else 2)
     assert np.isfinite(card.training["history"][0]["loss"])

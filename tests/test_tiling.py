@@ -15,9 +15,11 @@ from napari_pathreview.backend.errors import Cancelled, InputError
 from napari_pathreview.backend.tiling import (
     BandWrite,
     Stitcher,
+    TileFeed,
     TileSpec,
     blend_window,
     iter_tiles,
+    map_tiles,
     pad_to,
     plan_tiles,
     predict_tiled,
@@ -308,3 +310,42 @@ def test_with_monais_importance_map_the_output_equals_monai(real_image):
     assert np.array_equal(named, explicit)
     with pytest.raises(InputError, match="positive"):
         predict_tiled(img[:100, :100], box_blur, TileSpec(64, 16, np.zeros((64, 64))), 3)
+
+
+class CountingReads:
+    """An image whose crops are counted (``reads``: one per tile read)."""
+
+    def __init__(self, a):
+        self.a, self.shape, self.dtype, self.ndim, self.reads = a, a.shape, a.dtype, a.ndim, 0
+
+    def __getitem__(self, key):
+        self.reads += 1
+        return self.a[key]
+
+
+def test_map_tiles_skips_glass_unread_batches_and_stops_on_cancel(real_image):
+    """The one tile driver: known glass tiles are never read (skipped, or run as white crops), batches of
+    3 give the tiles' predictions of batches of 1 in plan order, and a cancel stops the reads."""
+    img = real_image[:300, :300]
+    tiles = plan_tiles(img.shape[:2], 64, 16)  # 6 x 6
+    glass = lambda t: t.x0 == 0  # the first column of tiles
+    ref = {t.index: identity(img[t.slices][None].astype(np.float32))[0] for t in tiles}
+    for batch in (1, 3):
+        counting = CountingReads(img)
+        feed = TileFeed(batch, glass, skip_glass=True, prepare=lambda c, t: c.astype(np.float32))
+        got = list(map_tiles(counting, tiles, identity, feed))
+        assert counting.reads == 30 and [t.index for t, _ in got] == [t.index for t in tiles if t.x0 > 0]
+        assert all(np.array_equal(p, ref[t.index]) for t, p in got)
+    white = list(map_tiles(CountingReads(img), tiles, identity, TileFeed(4, glass)))
+    assert len(white) == 36 and all((p == 255).all() for t, p in white if t.x0 == 0)
+    nothing = list(map_tiles(img, tiles, identity, TileFeed(2, prepare=lambda c, t: None)))
+    assert nothing == []  # a prepare that finds nothing to run: no network call, no prediction
+    ev, counting, seen = threading.Event(), CountingReads(img), []
+
+    def progress(i, n, msg):
+        seen.append((i, n))
+        ev.set()  # cancel after the first batch
+
+    with pytest.raises(Cancelled):
+        list(map_tiles(counting, tiles, identity, TileFeed(4), progress=progress, cancel=ev))
+    assert seen == [(1, 9)] and counting.reads == 4

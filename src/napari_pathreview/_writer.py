@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from .backend.errors import InputError
-from .backend.slides import MPP_MAX, MPP_MIN, write_ome_zarr
+from .backend.slides import MPP_MAX, MPP_MIN, ZarrLayout, write_ome_zarr
 
 
 def _layer_mpp(meta: dict) -> float | None:
@@ -46,12 +46,7 @@ def write_ome_zarr_layer(path: str, data: Any, meta: dict, layer_type: str = "im
             "select a single plane first"
         )
     write_ome_zarr(
-        path,
-        data,
-        _layer_mpp(meta),
-        labels=labels,
-        name=meta.get("name") or None,
-        overwrite=True,
+        path, data, _layer_mpp(meta), ZarrLayout(labels=labels, name=meta.get("name") or None), overwrite=True
     )
     return [path]
 

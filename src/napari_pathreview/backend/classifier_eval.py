@@ -18,7 +18,6 @@ from .classification import (
     targets_of,
     to_model_scale,
 )
-from .classification.options import with_fields
 from .errors import InputError, ProgressFn, check_cancel, report
 from .explain import faithfulness as explanation_faithfulness
 from .explain import methods_for
@@ -44,18 +43,17 @@ def evaluate_classifier(
     progress: ProgressFn | None = None,
     cancel=None,
     task: str = "classifier",
-    **fields,
 ) -> dict:
     """Score a classifier on a labels.csv split (TTA and thresholds as its card says).
 
     ``options`` (:class:`ClassifierEvalOptions`: ``mpp``, ``faithfulness``, ``methods``, ``limit``,
-    ``stain_shift``; its fields may also be given as keywords). Returns ``{accuracy, balanced_accuracy, auc, f1, per_class,
+    ``stain_shift``; None: its defaults). Returns ``{accuracy, balanced_accuracy, auc, f1, per_class,
     n_images, faithfulness}``; ``faithfulness[method] = {deletion_auc, random_deletion_auc,
     insertion_auc, random_insertion_auc}`` (means over images, explaining the predicted class; see
     ``backend.explain.faithfulness``). ``weights=None``: the shipped model of ``task`` (``classifier``
     or ``vit``).
     """
-    opts = with_fields(options, ClassifierEvalOptions, fields)
+    opts = options or ClassifierEvalOptions()
     model, card = load_classifier(weights or default_model(task), device)
     images, classes, _ = load_split(data, split)
     images = images[: opts.limit] if opts.limit else images

@@ -17,7 +17,7 @@ from ..backend.matching import match_points
 from ..backend.pipelines import DetectOptions, SegmentOptions, detect, segment_file
 from ..backend.precision import resolve
 from ..backend.segmentation import read_table_csv
-from ..backend.slides import open_slide, write_ome_zarr
+from ..backend.slides import ZarrLayout, open_slide, write_ome_zarr
 from .common import bench, data_root, in_child, mosaic, peak_rss_mb
 
 GLASS = 236  # the bright grey of bare glass in bright-field scans (tissue.is_background treats it as glass)
@@ -54,7 +54,7 @@ def _sparse_slide(path, size: int, mpp: float, n_blocks: int = 16) -> int:
         for i in range(n)
     ]
     image = da.concatenate([da.concatenate(row, axis=1) for row in grid], axis=0)
-    write_ome_zarr(path, image, mpp, chunks=1024, fill_value=GLASS)
+    write_ome_zarr(path, image, mpp, ZarrLayout(chunks=1024, fill_value=GLASS))
     return len(where) * block * block
 
 

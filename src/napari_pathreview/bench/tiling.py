@@ -14,7 +14,7 @@ import numpy as np
 from ..backend.compiled import compile_for_inference
 from ..backend.precision import autocast, resolve
 from ..backend.segmentation import SegmentSettings, segment, segment_to_zarr
-from ..backend.slides import open_slide, write_ome_zarr
+from ..backend.slides import ZarrLayout, open_slide, write_ome_zarr
 from ..backend.tiling import TileSpec, plan_tiles, predict_tiled
 from ..backend.weights import list_models, load_model
 from .common import bench, mosaic, peak_rss_mb, timed
@@ -239,7 +239,7 @@ def bench_segment_zarr(
     big = da.concatenate([row] * -(-height // 1024), axis=0)[:height, :width]
     work = Path(tempfile.mkdtemp(prefix="pathreview-bench-"))
     try:
-        write_ome_zarr(work / "slide.zarr", big, mpp, chunks=512)
+        write_ome_zarr(work / "slide.zarr", big, mpp, ZarrLayout(chunks=512))
         slide = open_slide(work / "slide.zarr")
         opts = SegmentSettings(tile=tile, overlap=overlap)
         warm = SegmentSettings(tile=tile, overlap=overlap, level=len(slide.levels) - 1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from .data import GLAS_MPP
@@ -67,8 +67,3 @@ class ClassifierEvalOptions:
     methods: tuple | None = None
     limit: int | None = None
     stain_shift: float | None = None
-
-
-def with_fields(options, cls, fields: dict):
-    """``options`` (an instance of ``cls``; None: its defaults) with ``fields`` (keyword shorthand) set."""
-    return replace(options if options is not None else cls(), **fields)

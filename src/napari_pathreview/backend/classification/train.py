@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ from .data import GLAS_MPP, load_split, targets_of
 from .folds import fold_thresholds
 from .metrics import classification_metrics, search_thresholds
 from .model_input import normalise, predict_probs, probabilities, stain_shifted, to_model_scale
-from .options import ClassifierTrainOptions, with_fields
+from .options import ClassifierTrainOptions
 
 
 def _holdout(targets: np.ndarray, n: int, rng) -> np.ndarray:
@@ -309,11 +309,10 @@ def train_classifier(
     cancel=None,
     command: str = "",
     on_epoch=None,
-    **fields,
 ):
     """Train a classifier on ``data/labels.csv`` (split ``train``) and save weights + card to ``out``.
 
-    ``options`` (:class:`ClassifierTrainOptions`; its fields may also be given as keywords) -> (model, card).
+    ``options`` (:class:`ClassifierTrainOptions`; None: its defaults) -> (model, card).
     ``tune_images`` train images (stratified, chosen by ``seed``) are held out to pick the checkpoint
     (accuracy - 0.1 x NLL) and to search the per-class thresholds (F1); the rest are read at
     ``model_mpp`` (``data_mpp`` µm/px on disk) and sampled class-balanced as random ``crop`` x ``crop``
@@ -326,14 +325,14 @@ def train_classifier(
     """
     from ..losses import build_loss
 
-    opts = with_fields(options, ClassifierTrainOptions, fields)
+    opts = replace(options) if options is not None else ClassifierTrainOptions()
     rng = seed_everything(opts.seed)
     dev = choose_device(device)
     images, classes, multi, data_desc = _training_images(data)
     model, base = _base_model(opts, images, dev)
     if base is not None:
         arch = "vit" if base.task == "vit" else "cnn"
-        opts = with_fields(opts, ClassifierTrainOptions, {"arch": arch})
+        opts = replace(opts, arch=arch)
         classes, multi = list(base.classes), bool(base.config.get("multilabel"))
     opts.lr = opts.lr or (1e-3 if opts.arch == "vit" else 3e-3)
     if base is not None:

@@ -11,11 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import modelio
-from ..errors import InputError
 from ..points import CellPoints, find_peaks, sample_bilinear
 from ..precision import autocast
 from ..stain import normalised_image
-from ..tiling import free_accelerator_memory, is_out_of_memory
 
 
 @dataclass
@@ -61,18 +59,51 @@ def predict_maps(model, img: np.ndarray, device=None, tta: bool = False) -> dict
     ``tta``: objectness and probs are the means over the 8 dihedral transforms of the tile (each mapped
     back); features stay those of the tile as given, the ones the enhancer was trained on.
     """
-    if not tta:
-        return _predict_once(model, img, device)
-    out = _predict_once(model, img, device)
-    obj, probs = out["objectness"].copy(), out["probs"].copy()
-    for k in range(1, 8):
-        turns, flip = k % 4, k >= 4
-        x = np.rot90(img[:, ::-1] if flip else img, turns)
-        m = _predict_once(model, np.ascontiguousarray(x), device)
-        obj += _undo_dihedral(m["objectness"], turns, flip)
-        probs += _undo_dihedral(m["probs"], turns, flip)
-    out["objectness"], out["probs"] = obj / 8.0, probs / 8.0
-    return out
+    obj, probs, feats = _maps(model, img[None], device, tta)
+    return {"objectness": obj[0], "probs": probs[0], "features": feats[0]}
+
+
+def split_maps(stacked: np.ndarray, n_classes: int) -> dict:
+    """One tile's stacked maps ``(1 + K + F, H, W)`` (:func:`predict_batch`) as the dict of
+    :func:`predict_maps`: objectness (H, W), probs (K, H, W), features (F, H, W)."""
+    return {"objectness": stacked[0], "probs": stacked[1 : 1 + n_classes], "features": stacked[1 + n_classes :]}
+
+
+def predict_batch(model, batch: np.ndarray, device=None, tta: bool = False) -> np.ndarray:
+    """The detector on normalised float32 tiles ``(B, H, W, 3)`` -> ``(B, 1 + K + F, H, W)`` float32:
+    objectness in [0, 1], K class probabilities, F features, at the tiles' pixels (:func:`predict_maps`
+    per tile, stacked; ``tta`` as there). A ``tiling`` predict function (see :class:`DetectorPredictor`)."""
+    obj, probs, feats = _maps(model, batch, device, tta)
+    return np.concatenate([obj[:, None], probs, feats], 1)
+
+
+def _maps(model, batch: np.ndarray, device, tta: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Objectness (B, H, W), probs (B, K, H, W) (TTA means when ``tta``), features (B, F, H, W)."""
+    obj, probs, feats = _predict_once(model, batch, device)
+    if tta:
+        obj, probs = obj.copy(), probs.copy()
+        for k in range(1, 8):
+            turns, flip = k % 4, k >= 4
+            x = np.rot90(batch[:, :, ::-1] if flip else batch, turns, axes=(1, 2))
+            o, p, _ = _predict_once(model, np.ascontiguousarray(x), device)
+            obj += _undo_dihedral(o, turns, flip)
+            probs += _undo_dihedral(p, turns, flip)
+        obj, probs = obj / 8.0, probs / 8.0
+    return obj, probs, feats
+
+
+class DetectorPredictor:
+    """The detector as a ``tiling`` predict function: normalised tiles (B, H, W, 3) -> stacked maps
+    (:func:`predict_batch`). ``batch_size``: tiles per forward that suit the device (4 on a GPU; 1 on the
+    CPU, where it keeps every tile's result independent of how tiles are grouped)."""
+
+    def __init__(self, model, tta: bool = False):
+        self.model, self.tta = model, tta
+        self.device = next(model.parameters()).device
+        self.batch_size = 4 if self.device.type == "cuda" else 1
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return predict_batch(self.model, batch, self.device, self.tta)
 
 
 def _undo_dihedral(a: np.ndarray, turns: int, flip: bool) -> np.ndarray:
@@ -81,39 +112,27 @@ def _undo_dihedral(a: np.ndarray, turns: int, flip: bool) -> np.ndarray:
     return a[..., ::-1] if flip else a
 
 
-def _predict_once(model, img: np.ndarray, device=None) -> dict:
+def _predict_once(model, batch: np.ndarray, device=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One forward pass on (B, H, W, 3) float32 -> objectness (B, H, W), probs (B, K, H, W), features
+    (B, F, H, W), float32 numpy."""
     import torch
     import torch.nn.functional as F
 
     device = device or next(model.parameters()).device
-    h, w = img.shape[:2]
+    h, w = batch.shape[1:3]
     s = model.stride
     ph, pw = (-h) % s, (-w) % s
-    x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].to(device)
+    x = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))).to(device)
     if ph or pw:
         x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
     with torch.inference_mode(), autocast(device):
         out = model(x.contiguous(memory_format=torch.channels_last))
     out = {k: v.float() for k, v in out.items()}
     crop = (slice(None), slice(None), slice(0, h), slice(0, w))
-    return {
-        "objectness": torch.sigmoid(out["objectness"][crop])[0, 0].float().cpu().numpy(),
-        "probs": torch.softmax(out["class_logits"][crop], 1)[0].float().cpu().numpy(),
-        "features": out["features"][crop][0].float().cpu().numpy(),
-    }
-
-
-def predict_tile(model, img: np.ndarray, tta: bool = False) -> dict:
-    """:func:`predict_maps`, with an accelerator out-of-memory error turned into a message saying what to do."""
-    try:
-        return predict_maps(model, img, tta=tta)
-    except Exception as exc:
-        if not is_out_of_memory(exc):
-            raise
-    free_accelerator_memory()
-    raise InputError(
-        f"out of accelerator memory on one {img.shape[0]}x{img.shape[1]} tile; use a smaller "
-        "tile or run on the CPU (--device cpu)"
+    return (
+        torch.sigmoid(out["objectness"][crop])[:, 0].float().cpu().numpy(),
+        torch.softmax(out["class_logits"][crop], 1).float().cpu().numpy(),
+        out["features"][crop].float().cpu().numpy(),
     )
 
 

@@ -9,74 +9,18 @@ the input (or of the pyramid level read). Areas users give are µm².
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from ..errors import InputError, ProgressFn, check_cancel
 from ..memory import require_memory
-from ..modelio import check_mpp
-from ..slides import Slide, check_model_scale, lazy_rgb_uint8, to_rgb_uint8
+from ..modelio import LevelInput, resolve_input
 from ..stain import image_factor
 from ..tiling import TileSpec, predict_tiled
 from ..tissue import glass_tiles
 from .instances import instance_table, postprocess_maps
 from .params import SegmentationResult, SegmentParams, SegmentSettings, apply_options
 from .predict import SegmenterPredictor, check_ensemble, n_fg_channels
-
-
-@dataclass
-class LevelInput:
-    """The array a segmentation reads: ``array`` (H, W[, C]) numpy / dask, pyramid level ``level`` of
-    ``image`` (a Slide, or the array given), ``downsample`` level-0 pixels per pixel, ``mpp`` level-0 µm
-    per pixel, ``level_mpp`` µm per pixel of the level, ``name`` for messages."""
-
-    image: Any
-    array: Any
-    level: int
-    downsample: float
-    mpp: float
-    level_mpp: float
-    name: str
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """``(H, W)`` of the level, pixels."""
-        return int(self.array.shape[0]), int(self.array.shape[1])
-
-
-def _slide_level(image: Slide, mpp: float, card, level: int | None, name: str) -> int:
-    if level is None:
-        level = 0
-        for i in range(len(image.levels)):
-            if mpp * image.downsamples[i] <= card.mpp * 1.1:
-                level = i
-    if not 0 <= level < len(image.levels):
-        raise InputError(f"{name}: level {level} does not exist (the slide has {len(image.levels)})")
-    return level
-
-
-def resolve_input(image, card, mpp, level, name) -> LevelInput:
-    """The level of ``image`` (a Slide or an array) to read for ``card``'s model; ``mpp``: the input's
-    (a Slide's own when None; for arrays the model's is assumed); ``level`` None: the coarsest level at
-    least as fine as the model's."""
-    if isinstance(image, Slide):
-        mpp = image.mpp if mpp is None else mpp
-        name = image.path or image.name or name
-        mpp = check_mpp(mpp, name)
-        level = _slide_level(image, mpp, card, level, name)
-        arr, down = image.levels[level], image.downsamples[level]
-        if arr.dtype != np.uint8:  # one slide-wide contrast stretch, applied tile by tile as tiles are read
-            arr = lazy_rgb_uint8(arr, image.levels[-1], name)
-    else:
-        arr, down, level = to_rgb_uint8(np.asarray(image), name), 1.0, 0
-        mpp = check_mpp(mpp if mpp is not None else card.mpp, name)
-    check_model_scale(mpp, card.mpp, name)
-    if arr.ndim not in (2, 3) or min(arr.shape[:2]) < 1:
-        raise InputError(f"{name}: expected a 2-D RGB image, got shape {tuple(arr.shape)}")
-    if arr.ndim == 3 and arr.shape[2] not in (1, 3, 4):
-        raise InputError(f"{name}: has {arr.shape[2]} channels; segmentation needs grey, RGB or RGBA")
-    return LevelInput(image, arr, level, down, mpp, mpp * down, name)
 
 
 def _tiling(params: SegmentParams, scale: float, shape) -> tuple[int, int]:
@@ -120,7 +64,7 @@ def prepare_job(image, model, card, mpp, params: SegmentParams | None, options: 
     c0 = cards[0]
     params = apply_options(params or SegmentParams.from_card(c0), options)
     src = resolve_input(image, c0, mpp, options.level, options.name)
-    scale = src.level_mpp / c0.mpp
+    scale = src.scale
     tile_in, overlap_in = _tiling(params, scale, src.shape)
     fn = SegmenterPredictor(
         models,

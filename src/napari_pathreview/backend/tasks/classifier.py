@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..registry import EvalRun, Task, TrainRun, option, register
-from .common import FitOptions, trained
+from .common import FitOptions, carry, evaluated, fitted
 
 
 @dataclass
@@ -36,50 +36,20 @@ class ClassifierEvalOptions:
 
 def train_arch(run: TrainRun, o: ClassifierTrainOptions, arch: str) -> dict:
     """Train a classifier of ``arch`` ("cnn" or "vit") with the options of ``pathreview train classifier``."""
+    from ..classification import ClassifierTrainOptions as Knobs
     from ..classification import train_classifier
 
-    _, card = train_classifier(
-        run.data,
-        run.out,
-        arch=arch,
-        epochs=o.epochs,
-        seed=run.seed,
-        device=run.device,
-        progress=run.progress,
-        command=run.command,
-        checkpoints=o.checkpoints,
-        loss=o.loss,
-        se=o.se,
-        decoder=o.dual,
-        head="arcface" if o.arcface else "linear",
-        init=o.init,
-        stain_jitter=o.stain_jitter,
-        stem=o.stem,
-        distill=o.distill,
-        distill_weight=o.distill_weight,
-        tune_shift=o.tune_shift,
-        threshold_folds=o.threshold_folds,
-        data_mpp=run.mpp,
-        on_epoch=run.on_epoch,
-    )
-    return trained(run.out, card, ("params", "metrics"))
+    head = "arcface" if o.arcface else "linear"
+    knobs = carry(o, Knobs, {"dual": "decoder"}, arch=arch, head=head, seed=run.seed, data_mpp=run.mpp)
+    return fitted(train_classifier, run, knobs)
 
 
 def evaluate_task(run: EvalRun, o: ClassifierEvalOptions, task: str) -> dict:
+    """Score a classifier of ``task`` ("classifier" or "vit") with the options of ``pathreview evaluate``."""
+    from ..classification import ClassifierEvalOptions as Knobs
     from ..classifier_eval import evaluate_classifier
 
-    return evaluate_classifier(
-        run.data,
-        run.split,
-        run.weights,
-        device=run.device,
-        mpp=run.mpp,
-        faithfulness=o.faithfulness,
-        limit=o.limit,
-        stain_shift=o.stain_shift,
-        progress=run.progress,
-        task=task,
-    )
+    return evaluated(evaluate_classifier, run, carry(o, Knobs, mpp=run.mpp), task=task)
 
 
 def train(run: TrainRun, o: ClassifierTrainOptions) -> dict:

@@ -1,12 +1,13 @@
-"""What several tasks share: the options every network task trains with, the JSON line a training
-run prints, and the points table of the detector and the enhancer."""
+"""What several tasks share: the options every network task trains with, the numerics' options filled
+from them, a training and an evaluation called with what every run gives it, the JSON line a training run prints, and
+the points table of the detector and the enhancer."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from ..registry import option
+from ..registry import EvalRun, TrainRun, option
 from . import parsers
 
 
@@ -28,6 +29,31 @@ def carry(options, target_cls, rename: dict | None = None, **extra):
     values = {rename.get(f.name, f.name): getattr(options, f.name) for f in fields(options)}
     values = {k: v for k, v in values.items() if k in theirs and v is not None}
     return target_cls(**{**values, **extra})
+
+
+def fitted(train_fn, run: TrainRun, options, keys: tuple = ("params", "metrics"), **keywords) -> dict:
+    """``train_fn(run.data, run.out, options, device=, progress=, cancel=, command=, on_epoch=`` the
+    run's ``, **keywords)``: a numerics' training entry point (data, output, options first) called with
+    what every training run gives it; returns the JSON line of :func:`trained` with the card's ``keys``."""
+    _, card = train_fn(
+        run.data,
+        run.out,
+        options,
+        device=run.device,
+        progress=run.progress,
+        cancel=run.cancel,
+        command=run.command,
+        on_epoch=run.on_epoch,
+        **keywords,
+    )
+    return trained(run.out, card, keys)
+
+
+def evaluated(evaluate_fn, run: EvalRun, *args, **keywords) -> dict:
+    """``evaluate_fn(run.data, run.split, run.weights, *args, device=run.device, progress=run.progress,
+    **keywords)``: a numerics' evaluation entry point (dataset folder, split, weights first) called with
+    what every evaluation run gives it."""
+    return evaluate_fn(run.data, run.split, run.weights, *args, device=run.device, progress=run.progress, **keywords)
 
 
 def trained(out, card, keys: tuple) -> dict:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from ..registry import EvalRun, Task, TrainRun, option, register
 from . import parsers
-from .common import NetOptions, carry, points_table, trained
+from .common import NetOptions, carry, evaluated, points_table, trained
 
 
 @dataclass
@@ -104,16 +104,7 @@ def train(run: TrainRun, o: DetectorTrainOptions) -> dict:
 def evaluate(run: EvalRun, o: DetectorEvalOptions) -> dict:
     from ..detection import evaluate_detector
 
-    return evaluate_detector(
-        run.data,
-        run.split,
-        run.weights,
-        radius_um=o.radius_um,
-        mpp=run.mpp,
-        device=run.device,
-        tta=o.tta,
-        progress=run.progress,
-    )
+    return evaluated(evaluate_detector, run, radius_um=o.radius_um, mpp=run.mpp, tta=o.tta)
 
 
 def describe(res: dict) -> list[str]:

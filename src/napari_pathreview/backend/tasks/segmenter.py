@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from ..registry import EvalRun, Task, TrainRun, option, register
 from . import parsers
-from .common import NetOptions, carry, trained
+from .common import NetOptions, carry, evaluated, fitted
 
 
 @dataclass
@@ -43,27 +43,13 @@ def train(run: TrainRun, o: SegmenterTrainOptions) -> dict:
     from ..segmentation import train_segmenter
 
     knobs = carry(o, Knobs, {"pale_nuclei": "pale"})  # per_grid / lr None: the numerics' defaults
-    _, card = train_segmenter(
-        run.data,
-        run.out,
-        knobs,
-        seed=run.seed,
-        device=run.device,
-        data_mpp=run.mpp,
-        progress=run.progress,
-        cancel=run.cancel,
-        command=run.command,
-        on_epoch=run.on_epoch,
-    )
-    return trained(run.out, card, ("params", "metrics"))
+    return fitted(train_segmenter, run, knobs, seed=run.seed, data_mpp=run.mpp)
 
 
 def evaluate(run: EvalRun, o: SegmenterEvalOptions) -> dict:
     from ..segmentation import evaluate_segmenter
 
-    return evaluate_segmenter(
-        run.data, run.split, run.weights, mpp=run.mpp, device=run.device, tta=o.tta, progress=run.progress
-    )
+    return evaluated(evaluate_segmenter, run, mpp=run.mpp, tta=o.tta)
 
 
 def describe(res: dict) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..registry import EvalRun, Task, TrainRun, option, register
+from .common import evaluated
 
 
 @dataclass
@@ -51,9 +52,7 @@ def train(run: TrainRun, o: WeakCellsTrainOptions) -> dict:
 def evaluate(run: EvalRun, o: WeakCellsEvalOptions) -> dict:
     from ..weak import evaluate_weak_cells
 
-    return evaluate_weak_cells(
-        run.data, run.split, run.weights, device=run.device, detector=o.detector, limit=o.limit, progress=run.progress
-    )
+    return evaluated(evaluate_weak_cells, run, detector=o.detector, limit=o.limit)
 
 
 def describe(res: dict) -> list[str]:
