@@ -9,6 +9,7 @@ import zarr
 from napari_pathreview.backend.segmentation import SegmentSettings, ZarrTarget, read_table_csv, segment_to_zarr
 from napari_pathreview.backend.segmentation.plan import TissuePlan, band_runs, tissue_strips
 from napari_pathreview.backend.slides import open_slide
+from napari_pathreview.backend.tiling import plan_tiles
 from napari_pathreview.backend.tissue import CoarseTissue
 from napari_pathreview.backend.weights import load_model
 from napari_pathreview.bench.slides import _sparse_slide
@@ -33,16 +34,22 @@ def test_band_runs_are_exactly_the_cuts_whose_window_meets_tissue():
 
 def test_tissue_strips_cover_the_tissue_columns_once_and_skip_glass():
     mask = np.zeros((100, 200), bool)
-    mask[30:32, 20:22] = mask[80:82, 150:152] = True  # two specks of tissue, far apart
-    plan = TissuePlan(CoarseTissue(mask, 32.0), 512, (3200, 6400))
+    mask[30:32, 20:22] = mask[80:82, 150:152] = True  # two specks of tissue, far apart (cells of 32 px)
+    coarse = CoarseTissue(mask, 32.0)
+    tiles = plan_tiles((3200, 6400), 512, 64)
+    plan = TissuePlan(coarse, tiles)
+    busy = [t for t in tiles if not coarse.is_glass(t)]
+    assert 0 < len(busy) <= 8 and len(plan.boxes) == len(busy)
     strips = tissue_strips(6400, 8192, 80, plan)
     assert len(strips) == 2  # two narrow strips, the glass between them has none
     (a0, a1), (b0, b1) = strips[0][0], strips[1][0]
-    assert a0 <= 20 * 32 - 512 and a1 >= 22 * 32 + 512 and a1 < b0 and b1 - b0 < 2000
+    assert a0 <= 20 * 32 and a1 >= 22 * 32 and a1 < b0 <= 150 * 32 and b1 >= 152 * 32 and b1 - b0 <= 2 * 512
     assert strips[0][1] == (a0 - 80, a1 + 80)
-    assert plan.rows(*strips[0][1])[0][0] <= 30 * 32 - 512 and plan.rows(*strips[1][1])[0][1] >= 82 * 32 + 512
-    narrow = tissue_strips(6400, 500, 80, plan)  # a tissue region wider than a strip is cut
-    assert all(c1 - c0 <= 500 for (c0, c1), _ in narrow) and len(narrow) > 2
+    assert all(a0 <= t.x0 and t.x1 <= a1 or b0 <= t.x0 and t.x1 <= b1 for t in busy)  # every busy tile
+    [(r0, r1)], [(s0, s1)] = plan.rows(*strips[0][1]), plan.rows(*strips[1][1])
+    assert r0 <= 30 * 32 < 32 * 32 <= r1 <= 30 * 32 + 2 * 512 and s0 <= 80 * 32 < 82 * 32 <= s1
+    narrow = tissue_strips(6400, 300, 80, plan)  # a tissue region wider than a strip is cut
+    assert all(c1 - c0 <= 300 for (c0, c1), _ in narrow) and len(narrow) > 2
     assert tissue_strips(6400, 8192, 80, None) == [((0, 6400), (0, 6400))]
 
 

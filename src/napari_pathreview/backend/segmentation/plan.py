@@ -1,63 +1,61 @@
 """Where a whole-slide segmentation has work to do: strips and runs of bands that may hold tissue.
 
-A slide is mostly glass. Tiles the coarse level shows as glass (``tissue.CoarseTissue``) are not read
-and get maps with no foreground (``predict.SegmenterPredictor``), so a map pixel can hold foreground only
-within one tile of a coarse tissue cell, and a band whose window (its rows plus the labelling halo)
-has no such pixel labels nothing. :class:`TissuePlan` finds those places from the coarse mask alone,
-before any tile is read: vertical strips over the columns that may hold foreground
-(:func:`tissue_strips`) and, in each strip, the runs of bands to label (:func:`band_runs`). Every
-other band is bare glass: never read, predicted, blended, labelled or written (its labels stay 0, the
-scratch zarr's fill value). Pixels vs cells: the plan works on coarse cells of ``factor`` level pixels
-and answers in level pixels.
+A slide is mostly glass. Tiles the coarse level shows as glass (``tissue.CoarseTissue.is_glass``) are
+not read and get maps with no foreground (``predict.SegmenterPredictor``), so a map pixel can hold
+foreground only inside a tile of the tile plan that is not glass, and a band whose window (its rows plus
+the labelling halo) has no such pixel labels nothing. :class:`TissuePlan` finds those places from the
+coarse mask and the tile plan alone, before any tile is read: vertical strips over the columns that may
+hold foreground (:func:`tissue_strips`) and, in each strip, the runs of bands to label
+(:func:`band_runs`). Every other band is bare glass: never read, predicted, blended, labelled or
+written (its labels stay 0, the scratch zarr's fill value). All positions are level pixels.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..tiling import plan_tiles
 from ..tissue import CoarseTissue
 from .bands import strip_plan
 
 
+def _union(intervals) -> list[tuple[int, int]]:
+    """Sorted, merged ``[a, b)`` intervals (touching ones merge)."""
+    out: list[list[int]] = []
+    for a, b in sorted(intervals):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
+
+
 class TissuePlan:
-    """The coarse cells ``(h, w)`` of a level where maps may hold foreground: the coarse tissue mask
-    dilated by the reach of one tile (``reach`` level px, the tile size) plus one cell of rounding.
-    ``factor``: level pixels per coarse cell; ``shape``: ``(H, W)`` of the level, pixels."""
+    """The tiles ``(y0, y1, x0, x1)`` (level px) of a tile plan that are not glass for ``coarse``: the
+    only places whose maps may hold foreground. ``tiles``: the plan (``tiling.plan_tiles``, the one the
+    tile driver runs)."""
 
-    def __init__(self, coarse: CoarseTissue, reach: int, shape: tuple[int, int]):
-        from scipy import ndimage
-
-        self.factor, self.shape = float(coarse.factor), (int(shape[0]), int(shape[1]))
-        d = int(math.ceil(reach / self.factor)) + 1
-        self.busy = ndimage.maximum_filter(coarse.mask, size=2 * d + 1, mode="constant", cval=False)
-
-    def _px(self, cells: np.ndarray, size: int) -> list[tuple[int, int]]:
-        """Level-pixel intervals ``[a, b)`` of the runs of True in ``cells`` (1-D, coarse cells)."""
-        edges = np.flatnonzero(np.diff(np.concatenate([[False], cells, [False]]).astype(np.int8)))
-        out = []
-        for i, j in zip(edges[::2], edges[1::2]):
-            a, b = max(0, int(math.floor(i * self.factor))), min(size, int(math.ceil(j * self.factor)))
-            if a < b:
-                out.append((a, b))
-        return out
+    def __init__(self, coarse: CoarseTissue, tiles):
+        self.boxes = np.array([(t.y0, t.y1, t.x0, t.x1) for t in tiles if not coarse.is_glass(t)], np.int64).reshape(
+            -1, 4
+        )
 
     def columns(self) -> list[tuple[int, int]]:
-        """Column intervals ``[x0, x1)`` (level px) that may hold foreground in some row."""
-        return self._px(self.busy.any(0), self.shape[1])
+        """Column intervals ``[x0, x1)`` that may hold foreground in some row."""
+        return _union(zip(self.boxes[:, 2].tolist(), self.boxes[:, 3].tolist()))
 
     def rows(self, x0: int, x1: int) -> list[tuple[int, int]]:
-        """Row intervals ``[y0, y1)`` (level px) that may hold foreground in columns ``[x0, x1)``."""
-        c0, c1 = int(x0 // self.factor), int(-(-x1 // self.factor))
-        return self._px(self.busy[:, c0:c1].any(1), self.shape[0])
+        """Row intervals ``[y0, y1)`` that may hold foreground in columns ``[x0, x1)``."""
+        b = self.boxes[(self.boxes[:, 2] < x1) & (self.boxes[:, 3] > x0)]
+        return _union(zip(b[:, 0].tolist(), b[:, 1].tolist()))
 
 
 def tissue_strips(width: int, strip: int, halo: int, plan: TissuePlan | None) -> list:
     """Vertical strips ``[(core, cols)]`` as :func:`.bands.strip_plan` gives them, over the columns
-    that may hold foreground only (``plan`` None: over the whole ``width``). Cores never straddle glass
-    wider than a tile, so an instance is never cut between two strips there; a tissue region wider than
+    that may hold foreground only (``plan`` None: over the whole ``width``). Cores end where no tile
+    holds tissue, so an instance is never cut between two strips there; a tissue region wider than
     ``strip`` is cut every ``strip`` columns as before."""
     if plan is None:
         return strip_plan(width, strip, halo)
@@ -107,11 +105,13 @@ class WorkPlan:
         return [(a, min(h, b + self.halo), *cols) for (_, cols), rs in zip(self.strips, self.runs) for a, b in rs]
 
 
-def work_plan(coarse: CoarseTissue | None, shape: tuple[int, int], tile: int, band: int, strip: int, halo: int):
-    """The :class:`WorkPlan` of a level of ``shape`` ``(H, W)`` px read in tiles of ``tile`` px, labelled
-    in bands of ``band`` rows and strips of ``strip`` columns with ``halo`` px of context."""
+def work_plan(coarse: CoarseTissue | None, shape: tuple[int, int], spec, band: int, strip: int, halo: int):
+    """The :class:`WorkPlan` of a level of ``shape`` ``(H, W)`` px read in the tiles of ``spec`` (a
+    ``tiling.TileSpec``), labelled in bands of ``band`` rows and strips of ``strip`` columns with ``halo``
+    px of context."""
+    tile, overlap = spec.tile, spec.overlap
     h, w = int(shape[0]), int(shape[1])
-    plan = None if coarse is None else TissuePlan(coarse, tile, (h, w))
+    plan = None if coarse is None else TissuePlan(coarse, plan_tiles((h, w), tile, overlap))
     strips = tissue_strips(w, strip, halo, plan)
     runs = [band_runs(h, band, halo, None if plan is None else plan.rows(*cols)) for _, cols in strips]
     return WorkPlan(coarse, strips, runs, h, halo)

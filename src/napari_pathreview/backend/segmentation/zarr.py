@@ -297,7 +297,7 @@ def segment_to_zarr(
     halo = int(math.ceil(target.halo_um / job.src.level_mpp))
     chunk = min(1024, max(256, job.spec.tile))
     coarse = slide_tissue(job.src.image, job.src.level, job.options.skip_background)
-    work = work_plan(coarse, job.src.shape, job.spec.tile, target.band, target.strip, halo)
+    work = work_plan(coarse, job.src.shape, job.spec, target.band, target.strip, halo)
     ckpt = ResumeCheckpoint(scratch, fingerprint(job, target, halo))
     resumed = ckpt.load() if (scratch / "labels0").exists() else None
     if resumed is None and scratch.exists():
