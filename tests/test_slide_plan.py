@@ -115,3 +115,27 @@ def test_slide_segmentation_skips_glass_bands_unread_with_the_labels_of_reading_
     for k in ("area_px", "centroid_y", "centroid_x"):
         assert np.allclose(ta[k][order(ta)], tb[k][order(tb)], atol=1e-3)
     assert failed and not (tmp_path / ".seg.zarr.scratch").exists()
+
+
+def test_label_pyramid_stores_only_labelled_tiles_and_equals_write_ome_zarr(tmp_path):
+    from napari_pathreview.backend.segmentation.zarr import write_label_pyramid
+    from napari_pathreview.backend.slides import write_ome_zarr
+    from napari_pathreview.backend.slides.writers import ZarrLayout
+
+    labels = np.zeros((1500, 2100), np.uint32)
+    labels[700:800, 1200:1400] = 7  # one instance across four tiles of 256
+    labels[1490:, 2090:] = 3  # one in the corner tile
+    store = zarr.open_array(str(tmp_path / "scratch"), mode="w", shape=labels.shape, chunks=(256, 256), dtype=np.uint32)
+    store[:] = labels
+    layout = ZarrLayout(n_levels=5, chunks=256, labels=True, name="seg")
+    ref = write_ome_zarr(tmp_path / "ref.zarr", store, 0.5, layout)
+    boxes = [(600, 800, 1100, 1500), (1400, 1500, 2000, 2100)]
+    write_label_pyramid(tmp_path / "ours.zarr", store, 0.5, layout, boxes)
+    a, b = zarr.open_group(ref, mode="r"), zarr.open_group(str(tmp_path / "ours.zarr"), mode="r")
+    assert dict(a.attrs) == dict(b.attrs) and sorted(a.keys()) == sorted(b.keys()) == [str(k) for k in range(5)]
+    for k in a.keys():
+        assert a[k].chunks == b[k].chunks and np.array_equal(np.asarray(a[k]), np.asarray(b[k]))
+    stored = sorted(
+        p.relative_to(tmp_path / "ours.zarr" / "0").as_posix() for p in (tmp_path / "ours.zarr" / "0").rglob("[0-9]*")
+    )
+    assert [s for s in stored if "/" in s] == ["2/4", "2/5", "3/4", "3/5", "5/8"]  # tiles holding labels, nothing else
