@@ -51,6 +51,10 @@ class CoarseTissue:
         c, d = max(0, int(x0 // f)), int(-(-x1 // f))
         return bool(self.mask[a:b, c:d].any())
 
+    def is_glass(self, tile) -> bool:
+        """The ``tiling`` glass predicate: True when ``tile`` (a ``tiling.Tile``) shows no tissue here."""
+        return not self.has_tissue(tile.y0, tile.y1, tile.x0, tile.x1)
+
 
 def coarse_tissue(slide, level: int, max_factor: float = 32.0, min_factor: float = 4.0):
     """A :class:`CoarseTissue` for reading ``slide`` at ``level``, or None when the slide has no level
@@ -78,13 +82,18 @@ def coarse_tissue(slide, level: int, max_factor: float = 32.0, min_factor: float
     return CoarseTissue(mask, fy)
 
 
-def glass_tiles(image, level: int, skip_background: bool = True):
-    """A ``tiling`` glass predicate (``Tile -> bool``, True where the slide's coarse level shows no
-    tissue) for reading ``image`` at ``level``, or None (not a Slide, ``skip_background`` off, or no
-    usable coarse level: see :func:`coarse_tissue`)."""
+def slide_tissue(image, level: int, skip_background: bool = True) -> CoarseTissue | None:
+    """The :class:`CoarseTissue` of reading ``image`` at ``level``, or None (not a Slide,
+    ``skip_background`` off, or no usable coarse level: see :func:`coarse_tissue`)."""
     from .slides import Slide
 
     if not skip_background or not isinstance(image, Slide):
         return None
-    coarse = coarse_tissue(image, level)
-    return None if coarse is None else (lambda t: not coarse.has_tissue(t.y0, t.y1, t.x0, t.x1))
+    return coarse_tissue(image, level)
+
+
+def glass_tiles(image, level: int, skip_background: bool = True):
+    """A ``tiling`` glass predicate (``Tile -> bool``, True where the slide's coarse level shows no
+    tissue) for reading ``image`` at ``level``, or None (see :func:`slide_tissue`)."""
+    coarse = slide_tissue(image, level, skip_background)
+    return None if coarse is None else coarse.is_glass

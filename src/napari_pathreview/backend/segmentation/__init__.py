@@ -7,8 +7,9 @@ One module per job:
 - :mod:`.predict`: the network(s) as a ``tiling`` predict function (:class:`SegmenterPredictor`);
 - :mod:`.infer`: :func:`segment` in memory, and the input / tiling resolution every run shares;
 - :mod:`.instances`: maps -> instances (marker-controlled watershed) and the instance table;
-- :mod:`.bands`, :mod:`.zarr`: :func:`segment_to_zarr`, slides streamed band by band and strip by strip
-  into an OME-Zarr labels store, resumable;
+- :mod:`.bands`, :mod:`.plan`, :mod:`.zarr`: :func:`segment_to_zarr`, slides streamed band by band and
+  strip by strip into an OME-Zarr labels store, resumable, working only where the coarse level shows
+  tissue;
 - :mod:`.tiles`, :mod:`.train`: the multi-scale training tiles, their augmentation and loss, and
   :func:`train_segmenter`;
 - :mod:`.evaluate`: scores against masks, the post-processing grid search, :func:`evaluate_segmenter`;

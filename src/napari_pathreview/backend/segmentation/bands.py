@@ -43,6 +43,11 @@ def strip_progress(progress, k: int, n: int):
     return lambda i, m, msg="": progress(k * m + i, n * m, f"strip {k + 1}/{n}: {msg}")
 
 
+class RunDone(Exception):
+    """Raised by :meth:`BandLabeller.__setitem__` when the rows of its run are labelled (the maps of the
+    rows below are not needed): ends ``tiling.predict_tiled_to_zarr`` early."""
+
+
 class BandLabeller:
     """A slice-assignable sink for ``tiling.predict_tiled_to_zarr``: it receives the blended maps
     (K + 2, k, W) band by band, in row order, and writes instance labels into ``out`` (H, W).
@@ -82,7 +87,7 @@ class BandLabeller:
         self.mpp, self.down = src.mpp, src.downsample
         self.buf = np.zeros((n_fg + 2, 0, self.w), np.float32)
         self.r0 = self.r1 = self.final = 0
-        self.next_id = 1
+        self.next_id, self.stop = 1, self.h
         self.tables: list[dict] = []
         self.on_cut = on_cut
 
@@ -95,6 +100,15 @@ class BandLabeller:
         """Continue from a checkpoint: rows ``< final`` done, the next instance id, the tables so far."""
         self.final, self.next_id, self.tables = int(final), int(next_id), list(tables)
         self.r0 = self.r1 = self.start_row
+        self.buf = self.buf[:, :0]
+
+    def run(self, start: int, stop: int) -> None:
+        """Label the rows ``[start, stop)`` next (a run of :func:`.plan.band_runs`; ``start`` a cut
+        boundary at or after :attr:`final`): the rows skipped up to ``start`` hold no foreground, so they
+        get no labels, and :class:`RunDone` is raised once ``stop`` is reached (the maps below are not
+        needed). Maps are then expected from :attr:`start_row`."""
+        self.stop = min(self.h, int(stop))
+        self.resume_at(max(self.final, int(start)), self.next_id, self.tables)
 
     def __setitem__(self, key, band: np.ndarray) -> None:
         ys, xs = key[-2], key[-1]
@@ -104,11 +118,13 @@ class BandLabeller:
             raise ValueError(f"bands must arrive in order: got rows {ys.start}..{ys.stop}, expected {self.r1}")
         self.buf = np.concatenate([self.buf, np.asarray(band, np.float32)], axis=1)
         self.r1 = ys.stop
-        while self.final < self.h:
+        while self.final < self.stop:
             cut = min(self.final + self.band, self.h)
             if self.r1 < min(cut + self.halo, self.h):
                 break
             self._label(cut)
+        if self.final >= self.stop and self.stop < self.h:
+            raise RunDone(self.final)
 
     def _label(self, cut: int) -> None:
         w0, w1 = max(0, self.final - self.halo), min(cut + self.halo, self.h)

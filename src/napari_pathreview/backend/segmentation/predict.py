@@ -14,6 +14,12 @@ def _as_list(x) -> list:
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
+def grey_of(b: np.ndarray) -> np.ndarray:
+    """``(..., 3)`` float32 RGB -> ``(...)`` their mean, bit-identical to ``b.mean(-1)`` (the same sum in
+    the same order, divided by 3) but several times faster than numpy's reduction over a short axis."""
+    return (b[..., 0] + b[..., 1] + b[..., 2]) / np.float32(3)
+
+
 def check_ensemble(models, cards) -> tuple[list, list]:
     """``(models, cards)`` as lists (one model or several), refused unless every card has the first
     one's classes and scale."""
@@ -98,7 +104,7 @@ class SegmenterPredictor:
                 out = np.zeros((len(b), self.out_channels) + b.shape[1:3], np.float32)
                 if self.multi:
                     out[:, 0] = 1.0  # all background
-                out[:, -1] = b.mean(-1)
+                out[:, -1] = grey_of(b)
                 if not glass.all():
                     out[~glass] = self._maps(b[~glass])
                 return out
@@ -110,7 +116,7 @@ class SegmenterPredictor:
         import torch.nn.functional as F
 
         t_h, t_w = b.shape[1:3]
-        grey = b.mean(-1)[:, None]
+        grey = grey_of(b)[:, None]
         device = next(self.models[0].parameters()).device
         if self.h_factor != 1.0:
             b = scale_hematoxylin(b, self.h_factor)
