@@ -22,12 +22,12 @@ def pyramid(tmp_path_factory, mini_points):
     """The two 455² points images side by side (real H&E at 0.55 µm/px) as a 3-level OME-Zarr."""
     import imageio.v3 as iio
 
-    from napari_pathreview.backend.slides import write_ome_zarr
+    from napari_pathreview.backend.slides import ZarrLayout, write_ome_zarr
 
     images = sorted((mini_points / "images").glob("*.png"))
     mosaic = np.concatenate([iio.imread(p)[..., :3] for p in images], axis=1)
     path = tmp_path_factory.mktemp("pyr") / "pyr.zarr"
-    write_ome_zarr(path, mosaic, 0.55, n_levels=3, chunks=128)
+    write_ome_zarr(path, mosaic, 0.55, ZarrLayout(n_levels=3, chunks=128))
     return path
 
 

@@ -39,11 +39,11 @@ def zarr_slide(tmp_path):
     """``s/a.zarr``: the sample as an OME-Zarr pyramid (the user's input)."""
     from skimage.io import imread
 
-    from napari_pathreview.backend.slides import write_ome_zarr
+    from napari_pathreview.backend.slides import ZarrLayout, write_ome_zarr
 
     path = tmp_path / "s" / "a.zarr"
     path.parent.mkdir()
-    write_ome_zarr(path, imread(SAMPLE_TILE)[..., :3], 0.25, chunks=256)
+    write_ome_zarr(path, imread(SAMPLE_TILE)[..., :3], 0.25, ZarrLayout(chunks=256))
     return path
 
 

@@ -9,7 +9,7 @@ import pytest
 from napari_pathreview._reader import get_reader, read_slides
 from napari_pathreview._writer import write_image_layer, write_labels_layer
 from napari_pathreview.backend.errors import InputError
-from napari_pathreview.backend.slides import open_slide, write_ome_zarr, write_tiff_pyramid
+from napari_pathreview.backend.slides import ZarrLayout, open_slide, write_ome_zarr, write_tiff_pyramid
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +27,8 @@ def files(tmp_path, he, mask):
     png = tmp_path / "tile.png"
     iio.imwrite(png, he)
     tif = write_tiff_pyramid(str(tmp_path / "pyr.ome.tif"), he, mpp=0.25, n_levels=3, tile=128)
-    zar = write_ome_zarr(str(tmp_path / "img.ome.zarr"), he, mpp=0.5, chunks=128)
-    lab = write_ome_zarr(str(tmp_path / "nuclei.zarr"), mask, mpp=0.25, chunks=128, labels=True)
+    zar = write_ome_zarr(str(tmp_path / "img.ome.zarr"), he, 0.5, ZarrLayout(chunks=128))
+    lab = write_ome_zarr(str(tmp_path / "nuclei.zarr"), mask, 0.25, ZarrLayout(chunks=128, labels=True))
     return {"png": str(png), "tif": tif, "zarr": zar, "labels": lab}
 
 

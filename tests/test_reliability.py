@@ -400,10 +400,10 @@ def _sample_pyramid_zarr(tmp_path, reverse: bool):
     from skimage.io import imread
 
     from napari_pathreview._sample_data import SAMPLE_TILE
-    from napari_pathreview.backend.slides import write_ome_zarr
+    from napari_pathreview.backend.slides import ZarrLayout, write_ome_zarr
 
     path = tmp_path / ("rev.zarr" if reverse else "fwd.zarr")
-    write_ome_zarr(path, imread(SAMPLE_TILE)[..., :3], 0.25, chunks=128)
+    write_ome_zarr(path, imread(SAMPLE_TILE)[..., :3], 0.25, ZarrLayout(chunks=128))
     if reverse:
         attrs = json.loads((path / ".zattrs").read_text())
         attrs["multiscales"][0]["datasets"].reverse()

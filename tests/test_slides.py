@@ -9,7 +9,6 @@ import json
 import math
 import os
 import threading
-from pathlib import Path
 
 import dask.array as da
 import imageio.v3 as iio
@@ -21,6 +20,7 @@ import zarr
 from napari_pathreview.backend.errors import Cancelled, InputError
 from napari_pathreview.backend.slides import (
     Slide,
+    ZarrLayout,
     open_slide,
     to_rgb_uint8,
     validate_mpp,
@@ -98,7 +98,7 @@ def test_read_region_is_clipped(tiff_path, he):
 
 
 def test_ome_zarr_round_trip(tmp_path, he):
-    out = write_ome_zarr(str(tmp_path / "he.ome.zarr"), he, mpp=0.5, chunks=64)
+    out = write_ome_zarr(str(tmp_path / "he.ome.zarr"), he, 0.5, ZarrLayout(chunks=64))
     assert out == str(tmp_path / "he.ome.zarr")
     assert not os.path.exists(out + ".partial")
     s = open_slide(out)
@@ -117,27 +117,15 @@ def test_ome_zarr_round_trip(tmp_path, he):
 
 def test_ome_zarr_from_lazy_dask_and_unknown_mpp(tmp_path, he):
     lazy = da.from_array(he, chunks=(100, 100, 3)).map_blocks(lambda b: b.copy())
-    out = write_ome_zarr(tmp_path / "lazy.zarr", lazy, mpp=None, n_levels=2, chunks=128)
+    out = write_ome_zarr(tmp_path / "lazy.zarr", lazy, None, ZarrLayout(n_levels=2, chunks=128))
     s = open_slide(out)
     assert s.mpp is None and len(s.levels) == 2
     np.testing.assert_array_equal(np.asarray(s.levels[0]), he)
     assert open_slide(out, mpp=0.3).mpp == 0.3
 
 
-def test_ome_zarr_layout_object_equals_its_keywords(tmp_path, mask):
-    from napari_pathreview.backend.slides import ZarrLayout
-
-    a = write_ome_zarr(tmp_path / "a.zarr", mask, 0.25, ZarrLayout(n_levels=3, chunks=64, labels=True, name="m"))
-    b = write_ome_zarr(tmp_path / "b.zarr", mask, 0.25, n_levels=3, chunks=64, labels=True, name="m")
-    files = sorted(p.relative_to(a) for p in Path(a).rglob("*") if p.is_file())
-    assert files == sorted(p.relative_to(b) for p in Path(b).rglob("*") if p.is_file())
-    assert all((Path(a) / f).read_bytes() == (Path(b) / f).read_bytes() for f in files)
-    with pytest.raises(TypeError):
-        write_ome_zarr(tmp_path / "c.zarr", mask, 0.25, chunk=64)
-
-
 def test_ome_zarr_labels_use_stride(tmp_path, mask):
-    out = write_ome_zarr(str(tmp_path / "lab.zarr"), mask, mpp=0.25, n_levels=3, chunks=64, labels=True)
+    out = write_ome_zarr(str(tmp_path / "lab.zarr"), mask, 0.25, ZarrLayout(n_levels=3, chunks=64, labels=True))
     s = open_slide(out)
     assert s.is_labels and s.channels == 1 and s.mpp == pytest.approx(0.25)
     assert s.levels[0].dtype == mask.dtype
@@ -149,10 +137,10 @@ def test_ome_zarr_labels_use_stride(tmp_path, mask):
 
 def test_ome_zarr_refuses_to_overwrite_and_is_atomic(tmp_path, he):
     p = str(tmp_path / "o.zarr")
-    write_ome_zarr(p, he, 0.25, chunks=128)
+    write_ome_zarr(p, he, 0.25, ZarrLayout(chunks=128))
     with pytest.raises(InputError, match="o.zarr.*already exists"):
         write_ome_zarr(p, he, 0.25)
-    write_ome_zarr(p, he[:100, :100], 0.5, chunks=128, overwrite=True)
+    write_ome_zarr(p, he[:100, :100], 0.5, ZarrLayout(chunks=128), overwrite=True)
     assert open_slide(p).shape == (100, 100) and open_slide(p).mpp == 0.5
 
     cancel = threading.Event()
@@ -165,7 +153,7 @@ def test_ome_zarr_refuses_to_overwrite_and_is_atomic(tmp_path, he):
 
     q = str(tmp_path / "c.zarr")
     with pytest.raises(Cancelled):
-        write_ome_zarr(q, he, 0.25, chunks=64, progress=progress, cancel=cancel)
+        write_ome_zarr(q, he, 0.25, ZarrLayout(chunks=64), progress=progress, cancel=cancel)
     assert not os.path.exists(q) and not os.path.exists(q + ".partial")
     assert seen[0][1] > 2
 

@@ -6,7 +6,7 @@ import torch
 
 from napari_pathreview.backend.detection import detect
 from napari_pathreview.backend.segmentation import segment
-from napari_pathreview.backend.slides import open_slide, write_ome_zarr
+from napari_pathreview.backend.slides import ZarrLayout, open_slide, write_ome_zarr
 from napari_pathreview.backend.tiling import iter_tiles, plan_tiles
 from napari_pathreview.backend.tissue import coarse_tissue, is_background
 from napari_pathreview.backend.weights import load_model
@@ -22,7 +22,7 @@ def glass_slide(sample_he, tmp_path_factory):
     img = np.full((4096, 4096, 3), GLASS, np.uint8)
     img[1500:2500, 2200:3200] = np.pad(sample_he, ((0, 488), (0, 488), (0, 0)), mode="reflect")
     out = tmp_path_factory.mktemp("tissue") / "slide.zarr"
-    write_ome_zarr(out, img, 0.25, chunks=512)
+    write_ome_zarr(out, img, 0.25, ZarrLayout(chunks=512))
     return open_slide(out)
 
 

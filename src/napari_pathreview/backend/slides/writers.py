@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -151,7 +151,6 @@ def write_ome_zarr(
     overwrite: bool = False,
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
-    **fields,
 ) -> str:
     """Write ``image`` as an OME-Zarr (NGFF 0.4, zarr v2) pyramid; return the path written.
 
@@ -160,8 +159,7 @@ def write_ome_zarr(
         image: numpy, dask or zarr array, ``(Y, X)`` or ``(Y, X, C)`` (channel-last). It is read one
             ``chunks`` x ``chunks`` tile at a time, so a lazy dask input never sits whole in memory.
         mpp: microns per pixel of ``image`` (``None``: unknown; the axes then carry no unit).
-        layout: levels, chunk size, labels, name and fill value (:class:`ZarrLayout`); its fields may
-            also be given as keywords (``chunks=256, labels=True``).
+        layout: levels, chunk size, labels, name and fill value (:class:`ZarrLayout`; None: its defaults).
         overwrite: replace an existing ``path``; otherwise an existing path raises InputError.
 
     Storage order follows NGFF 0.4 (channel axis before space): ``c, y, x`` for multichannel data,
@@ -170,7 +168,7 @@ def write_ome_zarr(
     """
     import zarr
 
-    layout = replace(layout or ZarrLayout(), **fields)
+    layout = layout or ZarrLayout()
     path = os.fspath(path).rstrip("/" + os.sep)
     if os.path.lexists(path) and not overwrite:
         raise InputError(f"{path}: already exists; choose another output path or pass overwrite=True (--overwrite)")
