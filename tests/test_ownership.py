@@ -4,9 +4,11 @@ failures 1 and 2. Inputs are built from the bundled sample (512 x 512 H&E at 0.2
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from napari_pathreview._sample_data import SAMPLE_TILE
@@ -203,3 +205,27 @@ def test_atomic_temporary_names_are_unique_per_writer(tmp_path):
         a.write_text("a")
         b.write_text("b")
     assert target.read_text() == "a" and not list(tmp_path.glob("*.partial"))
+
+
+def test_a_layer_saved_over_a_folder_that_is_not_a_zarr_store_replaces_nothing(tmp_path):
+    """napari asks before replacing, and the writers then overwrite - but only a zarr store: a user's
+    folder (or file) that happens to carry the name is refused, its contents intact; a store is replaced."""
+    from napari_pathreview._writer import write_image_layer, write_labels_layer
+    from napari_pathreview.backend.slides import open_slide
+
+    folder = tmp_path / "project.zarr"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("my notes")
+    img = np.zeros((64, 64, 3), np.uint8)
+    with pytest.raises(InputError, match="not a zarr store"):
+        write_image_layer(str(folder), img, {"rgb": True, "metadata": {"mpp": 0.5}})
+    assert (folder / "notes.txt").read_text() == "my notes" and sorted(os.listdir(folder)) == ["notes.txt"]
+    afile = tmp_path / "mask.zarr"
+    afile.write_bytes(b"not a store")
+    with pytest.raises(InputError, match="not a zarr store"):
+        write_labels_layer(str(afile), np.zeros((32, 32), np.int32), {"metadata": {"mpp": 0.5}})
+    assert afile.read_bytes() == b"not a store"
+    store = tmp_path / "cells.zarr"
+    write_labels_layer(str(store), np.ones((32, 32), np.int32), {"metadata": {"mpp": 0.5}})
+    write_labels_layer(str(store), np.full((32, 32), 7, np.int32), {"metadata": {"mpp": 0.5}})
+    assert int(np.asarray(open_slide(str(store)).levels[0]).max()) == 7

@@ -142,6 +142,14 @@ def _ngff_attrs(shapes, nch: int, mpp, name: str, labels: bool) -> dict:
     return attrs
 
 
+def _is_zarr_store(path: str) -> bool:
+    """True for a zarr v2 / v3 store (its root holds ``.zgroup``, ``.zarray`` or ``zarr.json``): the only
+    thing ``write_ome_zarr(overwrite=True)`` may replace; never a user's file or other folder."""
+    if not os.path.isdir(path) or os.path.islink(path):
+        return False
+    return any(os.path.isfile(os.path.join(path, m)) for m in (".zgroup", ".zarray", "zarr.json"))
+
+
 def write_ome_zarr(
     path,
     image,
@@ -160,7 +168,8 @@ def write_ome_zarr(
             ``chunks`` x ``chunks`` tile at a time, so a lazy dask input never sits whole in memory.
         mpp: microns per pixel of ``image`` (``None``: unknown; the axes then carry no unit).
         layout: levels, chunk size, labels, name and fill value (:class:`ZarrLayout`; None: its defaults).
-        overwrite: replace an existing ``path``; otherwise an existing path raises InputError.
+        overwrite: replace an existing zarr store at ``path``; otherwise an existing path raises InputError.
+            Anything else at ``path`` (a file, a folder that is not a zarr store) is never replaced.
 
     Storage order follows NGFF 0.4 (channel axis before space): ``c, y, x`` for multichannel data,
     ``y, x`` for grey and labels; :func:`open_slide` gives it back channel-last. The store is built
@@ -172,6 +181,11 @@ def write_ome_zarr(
     path = os.fspath(path).rstrip("/" + os.sep)
     if os.path.lexists(path) and not overwrite:
         raise InputError(f"{path}: already exists; choose another output path or pass overwrite=True (--overwrite)")
+    if os.path.lexists(path) and not _is_zarr_store(path):
+        raise InputError(
+            f"{path}: exists and is not a zarr store (a file, or a folder without .zgroup / .zarray / zarr.json); "
+            "nothing was replaced - choose another name ending in .zarr"
+        )
     mpp, arr, nch, shapes = _checked_input(path, image, mpp, layout)
     name = layout.name or _display_name(path)
     partial = path + ".partial"
