@@ -105,7 +105,7 @@ def test_a_slide_failing_on_a_worker_is_one_line_and_tiffs_run_on_workers(mini_p
     rc, _, err = run("detect", good, tmp_path / "nan.tif", "--out", tmp_path / "o", "--mpp", "0.55", "--workers", "2")
     assert rc == 2 and lines(err) == [ln for ln in err.strip().splitlines() if ln.startswith("pathreview")], err
     (line,) = lines(err)
-    assert "nan.tif: image has NaN or infinite pixels" in line
+    assert "nan.tif: contains NaN or infinite pixel values" in line
     shutil.copy(SAMPLE_PYRAMID, tmp_path / "s.ome.tif")
     rc, out, err = run(
         "detect", good, tmp_path / "s.ome.tif", "--out", tmp_path / "w", "--workers", "2", "--mpp", "0.5"

@@ -55,6 +55,7 @@ def _one_image_dataset(crchisto, name, dest: Path) -> Path:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
+    (dest / "dataset.json").write_text('{"mpp": 0.55}')  # CRCHisto's scale: a copied folder must say it
     return dest
 
 
@@ -273,6 +274,7 @@ def test_compare_labels_on_monuseg_equals_evaluate_segmenter(
         (ds / sub).mkdir(parents=True)
         shutil.copy(shared_data / "monuseg" / sub / f"{name}.png", ds / sub)
     (ds / "splits.csv").write_text(f"image,split,mask\n{name},validation,instance\n")
+    (ds / "dataset.json").write_text('{"mpp": 0.25}')  # MoNuSeg's scale: a copied folder must say it
     proc = subprocess.Popen(
         [
             sys.executable,
