@@ -550,3 +550,26 @@ def test_a_png_too_large_to_decode_is_refused_from_its_header(tmp_path, capsys):
     assert main(["detect", str(tmp_path / "bomb.png"), "--out", str(tmp_path / "o"), "--mpp", "0.5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "100000 x 100000 px" in err[0] and "OME-TIFF or OME-Zarr" in err[0]
+
+
+@pytest.mark.parametrize("command", ["detect", "enhance", "segment", "explain"])
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(command, tmp_path, capsys, monkeypatch):
+    """``--out`` in a folder the user cannot write (was: detect / enhance computed everything, then failed).
+    Root ignores permission bits, so the denial comes from ``os.access`` as a read-only mount gives it."""
+    import os
+
+    from napari_pathreview._sample_data import SAMPLE_TILE
+    from napari_pathreview.backend import atomic
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real = os.access
+    monkeypatch.setattr(
+        atomic.os, "access", lambda p, mode: False if os.fspath(p).startswith(str(ro)) else real(p, mode)
+    )
+    out = ro / "o.zarr" if command == "segment" else ro
+    extra = ["--model", "classifier-glas"] if command == "explain" else []
+    rc, _, err = run(capsys, command, SAMPLE_TILE, "--out", out, "--device", "cpu", *extra)
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "cannot write in this folder" in err and str(ro) in err
+    assert os.listdir(ro) == []
