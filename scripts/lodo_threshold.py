@@ -65,6 +65,20 @@ def choose(f1: dict) -> dict:
     return {"grid": list(GRID), "f1": {d: [round(v, 4) for v in f1[d]] for d in doms}, "lodo": lodo, "pick": GRID[k]}
 
 
+def write_copy(weights: str, out: Path, params: dict, training: dict) -> str:
+    """Copy ``weights`` to ``out``.safetensors with its card's ``params`` / ``training`` updated -> the path."""
+    from napari_pathreview.backend.weights import resolve
+
+    src = Path(resolve(weights, "detector")[0])
+    card = json.loads(src.with_suffix(".json").read_text())
+    card["params"].update(params)
+    card.setdefault("training", {}).update(training)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(src.with_suffix(".safetensors"), out.with_suffix(".safetensors"))
+    out.with_suffix(".json").write_text(json.dumps(card, indent=1))
+    return str(out.with_suffix(".safetensors"))
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--weights", required=True, help="detector weights (name or .safetensors)")
@@ -75,18 +89,8 @@ def main(argv=None) -> None:
     f1, params = curves(a.weights, a.crc, a.extra)
     res = {"weights": a.weights, "card_threshold": params.get("threshold"), **choose(f1)}
     if a.write is not None:
-        from napari_pathreview.backend.weights import resolve
-
-        src = Path(resolve(a.weights, "detector")[0])
-        card = json.loads(src.with_suffix(".json").read_text())
-        card["params"]["threshold"] = res["pick"]
-        card.setdefault("training", {})["threshold_rule"] = (
-            "leave-one-domain-out: mean det F1 of CRCHisto tune + MoNuSeg binary val"
-        )
-        a.write.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(src.with_suffix(".safetensors"), a.write.with_suffix(".safetensors"))
-        a.write.with_suffix(".json").write_text(json.dumps(card, indent=1))
-        res["written"] = str(a.write.with_suffix(".safetensors"))
+        rule = "leave-one-domain-out: mean det F1 of CRCHisto tune + MoNuSeg binary val"
+        res["written"] = write_copy(a.weights, a.write, {"threshold": res["pick"]}, {"threshold_rule": rule})
     print(json.dumps(res))
 
 

@@ -51,7 +51,12 @@ def points_to_geojson(points: CellPoints) -> dict:
     return {
         "type": "FeatureCollection",
         "features": feats,
-        "properties": {"mpp": points.mpp, "source": points.source, "classes": list(points.classes)},
+        "properties": {
+            "mpp": points.mpp,
+            "source": points.source,
+            "classes": list(points.classes),
+            "threshold": points.threshold,
+        },
     }
 
 

@@ -65,7 +65,8 @@ class CellPoints:
 
     yx: (N, 2) float, pixels of the input image (row, col); mpp: microns per pixel of those pixels;
     labels: (N,) int class index; scores: (N,) objectness in [0, 1]; probs: (N, K) class probabilities;
-    features: (N, F) feature-map vectors at the points (for the enhancer), or None.
+    features: (N, F) feature-map vectors at the points (for the enhancer), or None; threshold: the
+    score every detected cell passed (the image's own under an adaptive rule), None when not detected.
     """
 
     yx: np.ndarray
@@ -77,6 +78,7 @@ class CellPoints:
     features: np.ndarray | None = None
     source: str = ""
     colors: dict = field(default_factory=dict)
+    threshold: float | None = None
 
     def __len__(self) -> int:
         return len(self.yx)
@@ -106,6 +108,7 @@ class CellPoints:
             None if self.features is None else self.features[keep],
             self.source,
             self.colors,
+            self.threshold,
         )
 
     @staticmethod
@@ -122,6 +125,7 @@ class CellPoints:
             feats,
             first.source,
             first.colors,
+            first.threshold,
         )
 
     def table(self) -> dict:

@@ -90,10 +90,20 @@ class DetectWidget(TaskWidget):
             attach_lod(self.viewer, self.points_layer)  # > 50 000 cells: density image when zoomed out
             counts = np.bincount(points.labels, minlength=len(points.classes)) if len(points) else None
             self.legend.set_classes(points.classes, kwargs["metadata"]["colors"], counts)
-            self.status.setText(f"{len(points)} cells" + ("" if len(points) else " (none found)"))
+            self.status.setText(
+                f"{len(points)} cells" + ("" if len(points) else " (none found)") + self._lowered(points)
+            )
             self.filter_scores()
 
         return fn, done
+
+    def _lowered(self, points) -> str:
+        """Status words for a threshold the card's adaptive rule lowered for this image ('' otherwise)."""
+        card = self.model_card()
+        t, t0 = points.threshold, ((card.params if card else None) or {}).get("threshold")
+        if t is None or t0 is None or t >= t0:
+            return ""
+        return f" (score ≥ {t:.2f} on this image: many nuclei scored below the model's {t0:.2f})"
 
     def filter_scores(self, *_):
         self.score_value.setText(f"{self.score.value() / 100:.2f}")

@@ -37,6 +37,7 @@ def points_layer_data(points, name: str, scale=(1.0, 1.0), translate=(0.0, 0.0),
             "colors": colors,
             "mpp": mpp,
             "source": points.source,
+            "threshold": points.threshold,
             "pathreview": "cells",
             # detector feature vectors (N, F), for the enhancer; dropped if the points are edited
             "cell_features": None if points.features is None else np.asarray(points.features),

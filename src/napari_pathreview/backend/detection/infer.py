@@ -8,7 +8,7 @@ the most context; :func:`~.maps.dedupe` then drops the rare pair split across a 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from ..stain import image_factor, scale_hematoxylin
 from ..tiling import Tile, TileFeed, map_tiles, plan_tiles
 from ..tissue import glass_tiles, is_background
 from ..weights import class_colors
+from .adaptive import build_adaptive
 from .maps import DetectorPredictor, DetectParams, decode, dedupe, normalise, split_maps
 
 
@@ -124,7 +125,9 @@ def detect(
         skip_background: tiles of bare glass (``tissue.is_background``) are not sent to the network
             (bright-field slides; pass False for dark-background images).
 
-    Returns CellPoints in level-0 pixels of the input, with ``mpp`` = the input's level-0 mpp.
+    Returns CellPoints in level-0 pixels of the input, with ``mpp`` = the input's level-0 mpp, and
+    ``threshold`` = the score the cells passed: ``params.threshold``, or the image's own under the card's
+    adaptive rule (``adaptive.AdaptiveThreshold``; one threshold for the whole image or region).
     """
     params = params or DetectParams.from_card(card)
     src = resolve_input(image, card, mpp, level, name)
@@ -136,10 +139,16 @@ def detect(
     fn = DetectorPredictor(model, params.tta)
     prepare = _TileInput(card, src.name, src.scale, h_factor, skip_background)
     feed = TileFeed(fn.batch_size, glass_tiles(image, src.level, skip_background), True, prepare)
-    owned = _Owned(card, params, tiles, tile_in)
+    rule = build_adaptive(params.adaptive)
+    floor = params if rule is None else replace(params, threshold=min(params.threshold, rule.lowest))
+    owned = _Owned(card, floor, tiles, tile_in)
     parts = [owned(t, maps) for t, maps in map_tiles(src.array, tiles, fn, feed, progress, cancel)]
     pts = CellPoints.concat(parts) if parts else CellPoints.empty(card.classes, model.cfg.feature_dim, mpp=card.mpp)
+    threshold = float(params.threshold) if rule is None else rule.threshold(pts.scores, params.threshold)
+    if rule is not None:  # peaks above the image's threshold: those decoding at it would have found
+        pts = pts.select(pts.scores > threshold)
     pts = dedupe(pts, params.min_distance_um / src.level_mpp)
+    pts.threshold = threshold
     pts.yx = (pts.yx + 0.5) * src.downsample - 0.5
     pts.mpp, pts.source = src.mpp, card.name
     pts.colors = card.colors or class_colors(card.classes)

@@ -23,7 +23,9 @@ class DetectParams:
     tile / overlap: model-scale pixels per tile and shared by neighbouring tiles (128: 64 px of context each
     side, what reproduces the whole-image cells; tests/test_detector.py); tta: average the objectness
     and class probabilities over the 8 rotations / flips of each tile (8x slower); stain_reference: the
-    hematoxylin level each input image is scaled to before the network (``stain``; None: as it is)."""
+    hematoxylin level each input image is scaled to before the network (``stain``; None: as it is);
+    adaptive: the card's per-image threshold rule (``adaptive.AdaptiveThreshold`` fields; None: the fixed
+    ``threshold``). A ``threshold`` given as an override is a fixed one: the rule is then off."""
 
     threshold: float = 0.35
     min_distance_um: float = 2.2
@@ -32,10 +34,14 @@ class DetectParams:
     overlap: int = 128
     tta: bool = False
     stain_reference: float | None = None
+    adaptive: dict | None = None
 
     @classmethod
     def from_card(cls, card, **override) -> DetectParams:
-        """The card's tuned values, then the ``override`` values that are not None."""
+        """The card's tuned values, then the ``override`` values that are not None (a ``threshold`` among
+        them turns the card's adaptive rule off unless ``adaptive`` is given too)."""
+        if override.get("threshold") is not None and override.get("adaptive") is None:
+            override["adaptive"] = {}
         return modelio.from_card(cls, card, **override)
 
 
