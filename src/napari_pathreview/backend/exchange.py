@@ -56,6 +56,7 @@ def points_to_geojson(points: CellPoints) -> dict:
             "source": points.source,
             "classes": list(points.classes),
             "threshold": points.threshold,
+            "adapted": points.adapted,
         },
     }
 

@@ -66,7 +66,8 @@ class CellPoints:
     yx: (N, 2) float, pixels of the input image (row, col); mpp: microns per pixel of those pixels;
     labels: (N,) int class index; scores: (N,) objectness in [0, 1]; probs: (N, K) class probabilities;
     features: (N, F) feature-map vectors at the points (for the enhancer), or None; threshold: the
-    score every detected cell passed (the image's own under an adaptive rule), None when not detected.
+    score every detected cell passed (the image's own under an adaptive rule), None when not detected;
+    adapted: the detector's batch-norm statistics were the image's own (test-time adaptation).
     """
 
     yx: np.ndarray
@@ -79,6 +80,7 @@ class CellPoints:
     source: str = ""
     colors: dict = field(default_factory=dict)
     threshold: float | None = None
+    adapted: bool = False
 
     def __len__(self) -> int:
         return len(self.yx)
@@ -109,6 +111,7 @@ class CellPoints:
             self.source,
             self.colors,
             self.threshold,
+            self.adapted,
         )
 
     @staticmethod
@@ -126,6 +129,7 @@ class CellPoints:
             first.source,
             first.colors,
             first.threshold,
+            first.adapted,
         )
 
     def table(self) -> dict:

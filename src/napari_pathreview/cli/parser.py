@@ -131,8 +131,8 @@ def _add_detect(sub) -> None:
         "--threshold",
         type=float,
         default=None,
-        help="a fixed minimum score for every input (default: the model card's; for the shipped detector "
-        "0.65, lowered per image where many nuclei score below it, see the detector card)",
+        help="a fixed minimum score for every input, with no per-image adaptation (default: the model "
+        "card's; the shipped detector's is 0.65, adapted per image where many nuclei score below it)",
     )
     sp.add_argument(
         "--tta",

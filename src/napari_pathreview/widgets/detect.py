@@ -98,12 +98,13 @@ class DetectWidget(TaskWidget):
         return fn, done
 
     def _lowered(self, points) -> str:
-        """Status words for a threshold the card's adaptive rule lowered for this image ('' otherwise)."""
+        """Status words for what the card's per-image rules changed for this image ('' when nothing)."""
         card = self.model_card()
         t, t0 = points.threshold, ((card.params if card else None) or {}).get("threshold")
-        if t is None or t0 is None or t >= t0:
-            return ""
-        return f" (score ≥ {t:.2f} on this image: many nuclei scored below the model's {t0:.2f})"
+        words = ["model adapted to this image, unlike its training data"] if points.adapted else []
+        if t is not None and t0 is not None and t < t0:
+            words.append(f"score ≥ {t:.2f} here: many nuclei scored below the model's {t0:.2f}")
+        return f" ({'; '.join(words)})" if words else ""
 
     def filter_scores(self, *_):
         self.score_value.setText(f"{self.score.value() / 100:.2f}")

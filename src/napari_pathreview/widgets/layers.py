@@ -38,6 +38,7 @@ def points_layer_data(points, name: str, scale=(1.0, 1.0), translate=(0.0, 0.0),
             "mpp": mpp,
             "source": points.source,
             "threshold": points.threshold,
+            "adapted": points.adapted,
             "pathreview": "cells",
             # detector feature vectors (N, F), for the enhancer; dropped if the points are edited
             "cell_features": None if points.features is None else np.asarray(points.features),

@@ -21,7 +21,7 @@ from ..stain import image_factor, scale_hematoxylin
 from ..tiling import Tile, TileFeed, map_tiles, plan_tiles
 from ..tissue import glass_tiles, is_background
 from ..weights import class_colors
-from .adaptive import build_adaptive
+from .adaptive import bn_adapted, build_adaptive, build_bn_adaptation
 from .maps import DetectorPredictor, DetectParams, decode, dedupe, normalise, split_maps
 
 
@@ -87,6 +87,13 @@ class _Owned:
         return pts.select(own)
 
 
+def _relabelled(progress: ProgressFn | None, prefix: str) -> ProgressFn | None:
+    """``progress`` with ``prefix`` before each message (the passes after the first say what they are)."""
+    if progress is None:
+        return None
+    return lambda i, n, msg="": progress(i, n, prefix + msg)
+
+
 def _check_memory(src: LevelInput, params: DetectParams, card) -> None:
     h, w = src.shape
     require_memory(
@@ -127,7 +134,10 @@ def detect(
 
     Returns CellPoints in level-0 pixels of the input, with ``mpp`` = the input's level-0 mpp, and
     ``threshold`` = the score the cells passed: ``params.threshold``, or the image's own under the card's
-    adaptive rule (``adaptive.AdaptiveThreshold``; one threshold for the whole image or region).
+    adaptive rule (``adaptive.AdaptiveThreshold``; one threshold for the whole image or region). Where
+    the card has ``adapt_bn`` and the first pass finds the image far from the training data, where the
+    cells are is decided by a model copy with the image's batch-norm statistics
+    (``adaptive.BatchNormAdaptation``); their classes, probabilities and features stay ``model``'s.
     """
     params = params or DetectParams.from_card(card)
     src = resolve_input(image, card, mpp, level, name)
@@ -136,14 +146,31 @@ def detect(
     overlap_in = min(tile_in - 8, max(0, int(round(params.overlap / src.scale))))
     tiles = plan_tiles(src.shape, tile_in, overlap_in)
     h_factor = image_factor(src.array, params.stain_reference, image, src.level)
-    fn = DetectorPredictor(model, params.tta)
     prepare = _TileInput(card, src.name, src.scale, h_factor, skip_background)
-    feed = TileFeed(fn.batch_size, glass_tiles(image, src.level, skip_background), True, prepare)
-    rule = build_adaptive(params.adaptive)
+    glass = glass_tiles(image, src.level, skip_background)
+    rule, bn = build_adaptive(params.adaptive), build_bn_adaptation(params.adapt_bn)
     floor = params if rule is None else replace(params, threshold=min(params.threshold, rule.lowest))
     owned = _Owned(card, floor, tiles, tile_in)
-    parts = [owned(t, maps) for t, maps in map_tiles(src.array, tiles, fn, feed, progress, cancel)]
-    pts = CellPoints.concat(parts) if parts else CellPoints.empty(card.classes, model.cfg.feature_dim, mpp=card.mpp)
+
+    def cells(adapted=None, steps=progress) -> CellPoints:
+        fn = DetectorPredictor(model, params.tta, objectness_from=adapted)
+        feed = TileFeed(fn.batch_size, glass, True, prepare)
+        parts = [owned(t, maps) for t, maps in map_tiles(src.array, tiles, fn, feed, steps, cancel)]
+        dim = model.cfg.feature_dim
+        return CellPoints.concat(parts) if parts else CellPoints.empty(card.classes, dim, mpp=card.mpp)
+
+    pts = cells()
+    if bn is not None and rule is not None and rule.unsure(pts.scores, params.threshold) > bn.above:
+        again = _relabelled(progress, "adapting the model to this image: ")
+        stats = tiles[:: max(1, -(-len(tiles) // bn.max_tiles))]  # at most max_tiles, spread over the image
+
+        def run(m):
+            feed = TileFeed(1, glass, True, prepare)
+            for _ in map_tiles(src.array, stats, DetectorPredictor(m), feed, again, cancel):
+                pass
+
+        pts = cells(bn_adapted(model, run, bn.mix), _relabelled(progress, "detecting again, adapted: "))
+        pts.adapted = True
     threshold = float(params.threshold) if rule is None else rule.threshold(pts.scores, params.threshold)
     if rule is not None:  # peaks above the image's threshold: those decoding at it would have found
         pts = pts.select(pts.scores > threshold)

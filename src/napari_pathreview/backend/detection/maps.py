@@ -25,7 +25,8 @@ class DetectParams:
     and class probabilities over the 8 rotations / flips of each tile (8x slower); stain_reference: the
     hematoxylin level each input image is scaled to before the network (``stain``; None: as it is);
     adaptive: the card's per-image threshold rule (``adaptive.AdaptiveThreshold`` fields; None: the fixed
-    ``threshold``). A ``threshold`` given as an override is a fixed one: the rule is then off."""
+    ``threshold``); adapt_bn: the card's test-time batch-norm rule (``adaptive.BatchNormAdaptation`` fields;
+    None: off). A ``threshold`` given as an override is a fixed one: both rules are then off."""
 
     threshold: float = 0.35
     min_distance_um: float = 2.2
@@ -35,13 +36,15 @@ class DetectParams:
     tta: bool = False
     stain_reference: float | None = None
     adaptive: dict | None = None
+    adapt_bn: dict | None = None
 
     @classmethod
     def from_card(cls, card, **override) -> DetectParams:
         """The card's tuned values, then the ``override`` values that are not None (a ``threshold`` among
-        them turns the card's adaptive rule off unless ``adaptive`` is given too)."""
-        if override.get("threshold") is not None and override.get("adaptive") is None:
-            override["adaptive"] = {}
+        them turns the card's per-image rules off unless they are given too)."""
+        if override.get("threshold") is not None:
+            for rule in ("adaptive", "adapt_bn"):
+                override[rule] = override.get(rule) or {}
         return modelio.from_card(cls, card, **override)
 
 
@@ -101,15 +104,20 @@ def _maps(model, batch: np.ndarray, device, tta: bool) -> tuple[np.ndarray, np.n
 class DetectorPredictor:
     """The detector as a ``tiling`` predict function: normalised tiles (B, H, W, 3) -> stacked maps
     (:func:`predict_batch`). ``batch_size``: tiles per forward that suit the device (4 on a GPU; 1 on the
-    CPU, where it keeps every tile's result independent of how tiles are grouped)."""
+    CPU, where it keeps every tile's result independent of how tiles are grouped). ``objectness_from``: a
+    second model (e.g. one adapted to the image, ``adaptive.bn_adapted``) whose objectness replaces
+    ``model``'s: where cells are is its call, their class probabilities and features stay ``model``'s."""
 
-    def __init__(self, model, tta: bool = False):
-        self.model, self.tta = model, tta
+    def __init__(self, model, tta: bool = False, objectness_from=None):
+        self.model, self.tta, self.objectness_from = model, tta, objectness_from
         self.device = next(model.parameters()).device
         self.batch_size = 4 if self.device.type == "cuda" else 1
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return predict_batch(self.model, batch, self.device, self.tta)
+        maps = predict_batch(self.model, batch, self.device, self.tta)
+        if self.objectness_from is not None:
+            maps[:, 0] = predict_batch(self.objectness_from, batch, self.device, self.tta)[:, 0]
+        return maps
 
 
 def _undo_dihedral(a: np.ndarray, turns: int, flip: bool) -> np.ndarray:
