@@ -79,6 +79,7 @@ def test_batch_norm_statistics_become_the_images_own_in_a_copy(shifted_and_plain
     assert not torch.allclose(own.running_mean, trained, atol=1e-2)
     kept = next(b for b in bn_adapted(model, run, 0.0).modules() if isinstance(b, torch.nn.BatchNorm2d))
     assert torch.allclose(kept.running_mean, trained) and torch.equal(first.running_mean, trained)
+    assert bn_adapted(model, lambda m: None, 1.0) is None  # no tile seen (all glass): no adaptation
 
 
 def test_an_image_unlike_crchisto_gets_its_own_threshold_and_more_of_its_nuclei(shifted_and_plain):
@@ -148,3 +149,24 @@ def test_the_detect_dock_says_when_it_adapted_the_model_to_the_image(
     assert layer.metadata["adapted"] is True and layer.metadata["threshold"] == 0.65
     assert float(np.min(layer.features["score"])) > 0.65
     assert w.status.text() == f"{len(layer.data)} cells (model adapted to this image, unlike its training data)"
+
+
+def test_on_a_large_image_the_statistics_come_from_the_tiles_holding_cells(shifted_and_plain):
+    """A 6000² image of bare glass with the committed MoNuSeg image pasted in: the whole image is judged
+    (one ``u``), adapted, and the statistics pass reads only the tiles that hold cells, not glass (which
+    would leave the statistics empty); the cells are as good as those of the image alone (measured det F1
+    0.807 here, 0.772 alone, 0.642 at the fixed 0.65 on the same 6000² image)."""
+    from napari_pathreview.backend.weights import load_model
+
+    model, card = load_model(None, "detector", "cpu")
+    shifted, _ = shifted_and_plain
+    big = np.full((6000, 6000, 3), 236, np.uint8)
+    big[3000 : 3000 + shifted.image.shape[0], 2000 : 2000 + shifted.image.shape[1]] = shifted.image
+    msgs = []
+    cells = detect(big, model, card, mpp=0.55, progress=lambda i, n, m="": msgs.append(m))
+    stats = [m for m in msgs if m.startswith("adapting")]
+    assert cells.adapted and stats
+    assert 1 <= int(stats[-1].rsplit(" of ", 1)[1]) <= 9  # the <= 4 tiles over the block (+ stray peaks)
+    assert ((cells.yx[:, 0] >= 3000) & (cells.yx[:, 1] >= 2000)).all()
+    cells.yx -= np.array([3000, 2000], np.float32)
+    assert _det_f1(cells, shifted) > 0.75

@@ -53,11 +53,11 @@ class BatchNormAdaptation:
 
     When the unsure share ``u`` (:meth:`AdaptiveThreshold.unsure`) of the first pass is above ``above``,
     every batch-norm layer's running mean and variance become ``mix`` x the image's (averaged over at most
-    ``max_tiles`` of its tissue tiles, spread over it) + (1 - mix) x the trained ones, in a copy of the
-    model; the image is then detected again with the copy's objectness map and the trained model's class
-    probabilities and features (the copy's cell types were worse wherever they could be measured: forced
-    on CRCHisto validation, weighted F1 0.598 -> 0.506). Costs one pass over at most ``max_tiles`` tiles
-    and a pass of both models over every tile.
+    ``max_tiles`` of the tiles holding first-pass cells, spread over them) + (1 - mix) x the trained ones,
+    in a copy of the model; the image is then detected again with the copy's objectness map and the trained
+    model's class probabilities and features (the copy's cell types were worse wherever they could be
+    measured: forced on CRCHisto validation, weighted F1 0.598 -> 0.506). Costs one pass over at most
+    ``max_tiles`` tiles and a pass of both models over every tile.
     """
 
     above: float = 0.3
@@ -74,7 +74,8 @@ def build_bn_adaptation(spec) -> BatchNormAdaptation | None:
 
 def bn_adapted(model, run, mix: float):
     """A copy of ``model`` with batch-norm statistics from ``run(copy)`` (forward passes over an image's
-    tiles, in any number of calls), mixed ``mix`` : 1 - mix with the trained ones; in eval mode."""
+    tiles, in any number of calls), mixed ``mix`` : 1 - mix with the trained ones; in eval mode. None when
+    ``run`` made no forward pass (every tile it was given was glass)."""
     import copy
 
     import torch
@@ -87,6 +88,8 @@ def bn_adapted(model, run, mix: float):
         b.momentum = None  # a cumulative average over the tiles' batches
         b.train()
     run(m)
+    if bns and int(bns[0].num_batches_tracked) == 0:
+        return None
     for b, (mean, var) in zip(bns, trained):
         b.running_mean.mul_(mix).add_((1 - mix) * mean)
         b.running_var.mul_(mix).add_((1 - mix) * var)

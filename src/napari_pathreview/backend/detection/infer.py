@@ -70,6 +70,13 @@ class _Owned:
         self.bx = _axis_bounds(np.array([t.x0 for t in tiles]), tile_in)
         self.ys, self.xs = np.unique([t.y0 for t in tiles]), np.unique([t.x0 for t in tiles])
 
+    def holding(self, tiles: list[Tile], yx: np.ndarray) -> list[Tile]:
+        """The tiles of ``tiles`` that own at least one of the points ``yx`` (N, 2), pixels of the level read."""
+        iy = np.searchsorted(self.by, yx[:, 0], side="right") - 1
+        ix = np.searchsorted(self.bx, yx[:, 1], side="right") - 1
+        owners = set(zip(iy.tolist(), ix.tolist()))
+        return [t for t in tiles if (np.searchsorted(self.ys, t.y0), np.searchsorted(self.xs, t.x0)) in owners]
+
     def __call__(self, t: Tile, maps: np.ndarray) -> CellPoints:
         card, params = self.card, self.params
         pts = decode(split_maps(maps, len(card.classes)), card.classes, params, card.mpp)
@@ -161,16 +168,19 @@ def detect(
 
     pts = cells()
     if bn is not None and rule is not None and rule.unsure(pts.scores, params.threshold) > bn.above:
-        again = _relabelled(progress, "adapting the model to this image: ")
-        stats = tiles[:: max(1, -(-len(tiles) // bn.max_tiles))]  # at most max_tiles, spread over the image
+        tissue = owned.holding(tiles, pts.yx)
+        stats = tissue[:: max(1, -(-len(tissue) // bn.max_tiles))]  # at most max_tiles, spread over the cells
 
         def run(m):
             feed = TileFeed(1, glass, True, prepare)
+            again = _relabelled(progress, "adapting the model to this image: ")
             for _ in map_tiles(src.array, stats, DetectorPredictor(m), feed, again, cancel):
                 pass
 
-        pts = cells(bn_adapted(model, run, bn.mix), _relabelled(progress, "detecting again, adapted: "))
-        pts.adapted = True
+        adapted = bn_adapted(model, run, bn.mix)
+        if adapted is not None:
+            pts = cells(adapted, _relabelled(progress, "detecting again, adapted: "))
+            pts.adapted = True
     threshold = float(params.threshold) if rule is None else rule.threshold(pts.scores, params.threshold)
     if rule is not None:  # peaks above the image's threshold: those decoding at it would have found
         pts = pts.select(pts.scores > threshold)
