@@ -85,3 +85,28 @@ def test_segment_many_inputs_writes_one_store_each_and_reruns_skip(mini_points, 
     out, err = capsys.readouterr()
     assert out.strip() == "" and err.count("skipped") == 2
     assert mtimes == [(s / "instances.csv").stat().st_mtime_ns for s in stores]
+
+
+def test_a_rerun_after_the_models_card_changed_runs_again(mini_points, tmp_path):
+    """The job key holds a digest of the weights and the card's decoding: the same model name with a
+    re-tuned card (here its minimum distance) is another job, so finished slides are detected again."""
+    import json
+
+    from napari_pathreview.backend.weights import resolve
+
+    src = resolve("detector-crchisto", "detector")[0]
+    w = tmp_path / "w" / "det.safetensors"
+    w.parent.mkdir()
+    shutil.copy(src, w)
+    shutil.copy(src.with_suffix(".json"), w.with_suffix(".json"))
+    inputs = _inputs(mini_points, tmp_path, names=("a", "b"))
+    opts = DetectOptions(weights=str(w), mpp=0.55, device="cpu")
+    first = detect_files(inputs, tmp_path / "o", opts)
+    assert len(first["ran"]) == 2 and len(detect_files(inputs, tmp_path / "o", opts)["skipped"]) == 2
+    before = (tmp_path / "o" / "b.csv").read_text().count("\n")
+    card = json.loads(w.with_suffix(".json").read_text())
+    card["params"]["min_distance_um"] = 4.0
+    w.with_suffix(".json").write_text(json.dumps(card))
+    again = detect_files(inputs, tmp_path / "o", opts)
+    assert len(again["ran"]) == 2 and not again["skipped"]
+    assert 20 < (tmp_path / "o" / "b.csv").read_text().count("\n") < before  # written anew: cells 4 µm apart at least

@@ -27,6 +27,15 @@ def _two_corner_crops(sample, side=192):
     ]
 
 
+def _one_tiny_epoch(**kw):
+    """Options of a one-epoch fine-tune of the shipped detector on 64² crops (CPU, seed 0)."""
+    from napari_pathreview.backend.detection import DetectorTrainOptions
+
+    return DetectorTrainOptions(
+        epochs=1, seed=0, device="cpu", init="detector-crchisto", crops_per_image=1, crop=64, batch_size=1, **kw
+    )
+
+
 def test_shipped_detector_finds_most_cells_on_a_validation_image(val_sample):
     sample, classes = val_sample
     pts = pipelines.detect(sample.image, pipelines.DetectOptions(mpp=0.55, device="cpu"))
@@ -188,6 +197,15 @@ def test_fine_tuning_keeps_the_centre_targets_its_base_learnt(val_sample, tmp_pa
     assert card.training["target_sigma_um"] == sigma and card.training["fit_images"] == 1
     assert (tmp_path / "ft.safetensors").exists()
     assert card.licence == base.licence and "CRCHisto" in card.licence  # weights inherit the data's terms
+    # a few-shot fine-tune keeps the base's decoding and per-image rules; one that re-tunes the threshold
+    # drops the rules, which were fitted around the base's threshold
+    assert card.params["adaptive"] == base.params["adaptive"] and card.params["adapt_bn"] == base.params["adapt_bn"]
+    _, retuned = train_detector(
+        _two_corner_crops(crop, 64),
+        tmp_path / "retuned",
+        _one_tiny_epoch(few_shot=False),
+    )
+    assert not retuned.params["adaptive"] and not retuned.params["adapt_bn"]
     _, fresh = train_detector(
         [crop],
         tmp_path / "new",
@@ -238,7 +256,7 @@ def test_stain_normalised_training_records_its_reference_and_detect_applies_it(v
     img4: 132 of 132; without normalisation 106)."""
     from dataclasses import replace
 
-    from napari_pathreview.backend.detection import DetectorTrainOptions, train_detector
+    from napari_pathreview.backend.detection import train_detector
     from napari_pathreview.backend.matching import match_points
     from napari_pathreview.backend.stain import hematoxylin_factor, hematoxylin_level, scale_hematoxylin
 
@@ -247,17 +265,7 @@ def test_stain_normalised_training_records_its_reference_and_detect_applies_it(v
     model, card = train_detector(
         crops,
         tmp_path / "sn",
-        DetectorTrainOptions(
-            epochs=1,
-            seed=0,
-            device="cpu",
-            init="detector-crchisto",
-            crops_per_image=1,
-            crop=64,
-            batch_size=1,
-            lr=1e-6,
-            stain_norm=True,
-        ),
+        _one_tiny_epoch(lr=1e-6, stain_norm=True),
     )
     fitted = [c for c in crops if c.name not in card.training["tune_images"]]
     assert card.params["stain_reference"] == pytest.approx(hematoxylin_level(fitted[0].image))

@@ -404,6 +404,8 @@ def train_detector(
     if not o.few_shot:  # a few-shot fine-tune keeps init's decoding: one field is too few to re-tune it on
         params = tune_params(model, card, tune, o.radius_um)
         card.params.update({k: params[k] for k in ("threshold", "min_distance_um", "smooth_um")})
+        for rule in ("adaptive", "adapt_bn"):  # per-image rules were fitted around the base's threshold
+            card.params[rule] = None
     seconds = round(time.time() - t0, 1)
     card.training = _record(o, command, data_desc, tcfg.lr, round(sigma_px * mpp, 3), res, seconds, dev, fit_set, tune)
     save_model(model, card, out)

@@ -15,7 +15,7 @@ from ..points import CellPoints
 from ..precision import resolve, use
 from ..slides import open_slide
 from .detect import DetectOptions, detect
-from .models import get_model, job_key, per_slide, refuse_file_as_folder, sibling, validate_inputs
+from .models import get_model, job_key, model_digest, per_slide, refuse_file_as_folder, sibling, validate_inputs
 from .views import view_key
 
 
@@ -120,7 +120,8 @@ def _enhance_one(path: str, stem: Path, options: EnhanceOptions, progress=None, 
 def enhance_job_key(o: EnhanceOptions) -> dict:
     tta = {"tta": True} if o.tta else {}
     view = view_key(o.region, o.level)
-    return job_key("enhance", o.weights, "enhancer", o.precision, detector=o.detector, mpp=o.mpp, **tta, **view)
+    detector = {"detector": o.detector, "detector_model": model_digest(o.detector, "detector")}
+    return job_key("enhance", o.weights, "enhancer", o.precision, mpp=o.mpp, **detector, **tta, **view)
 
 
 def enhance_files(inputs, out, options=None, batch=None, progress=None, cancel=None) -> dict:

@@ -17,15 +17,27 @@ CLASSIFIER_TASKS = ("classifier", "vit")
 
 
 @lru_cache(maxsize=8)
-def _cached_model(ref, task, device):
+def _cached_model(ref, task, device, stamp):
 
     return load_model(ref, task, device)
 
 
-def get_model(ref: str | None, task: str, device: str | None = None):
-    """(model, card) for a name/path (shipped default when None), cached per (ref, device)."""
+def _stamp(ref: str, task: str) -> tuple | None:
+    """(mtime ns, size) of the weights file and its card: a model saved again under the same path (the
+    Train dock's output, a re-tuned card) is loaded again. None when ``ref`` does not resolve (loading
+    then says why)."""
+    try:
+        path = Path(resolve(ref, task)[0])
+    except InputError:
+        return None
+    return tuple((f.stat().st_mtime_ns, f.stat().st_size) for f in (path, path.with_suffix(".json")) if f.exists())
 
-    return _cached_model(str(ref) if ref else default_model(task), task, device or None)
+
+def get_model(ref: str | None, task: str, device: str | None = None):
+    """(model, card) for a name/path (shipped default when None), cached per (ref, device) while its files
+    are unchanged."""
+    ref = str(ref) if ref else default_model(task)
+    return _cached_model(ref, task, device or None, _stamp(ref, task))
 
 
 def get_models(weights, task: str, device):
@@ -95,10 +107,24 @@ def refuse_file_as_folder(out: Path) -> Path:
     return out
 
 
+def model_digest(weights, task: str) -> str:
+    """12 hex digits that change when the model's weights file or its card's ``params`` (decoding, per-image
+    rules) change: a rerun after an upgrade or a re-tuned card is another job, not a finished one."""
+    import hashlib
+    import json
+
+    path, card = resolve(weights or default_model(task), task)
+    h = hashlib.sha1(json.dumps(card.params or {}, sort_keys=True, default=str).encode())
+    h.update(Path(path).read_bytes())
+    return h.hexdigest()[:12]
+
+
 def job_key(job: str, weights, task: str, precision: str | None = None, **fields) -> dict:
     """What makes two batch runs the same job (a rerun with the same key skips finished slides): the
-    job, the model's name (the shipped default's when None), ``fields``, and a reduced precision."""
-    key = {"job": job, "weights": str(weights) if weights else default_model(task), **fields}
+    job, the model's name (the shipped default's when None) and :func:`model_digest`, ``fields``, and a
+    reduced precision."""
+    name = str(weights) if weights else default_model(task)
+    key = {"job": job, "weights": name, "model": model_digest(weights, task), **fields}
     if precision not in (None, "fp32"):
         key["precision"] = precision
     return key
