@@ -188,9 +188,7 @@ def test_fine_tuning_keeps_the_centre_targets_its_base_learnt(val_sample, tmp_pa
     _, card = train_detector(
         [crop],
         tmp_path / "ft",
-        DetectorTrainOptions(
-            epochs=1, seed=0, device="cpu", init="detector-crchisto", crops_per_image=1, crop=64, batch_size=1, lr=1e-5
-        ),
+        _one_tiny_epoch(lr=1e-5),
     )
     sigma = base.training["target_sigma_um"]
     assert sigma > 1.5  # wider than the 2 px (1.1 µm) default, so inheriting it is visible

@@ -91,13 +91,13 @@ class DetectWidget(TaskWidget):
             counts = np.bincount(points.labels, minlength=len(points.classes)) if len(points) else None
             self.legend.set_classes(points.classes, kwargs["metadata"]["colors"], counts)
             self.status.setText(
-                f"{len(points)} cells" + ("" if len(points) else " (none found)") + self._lowered(points)
+                f"{len(points)} cells" + ("" if len(points) else " (none found)") + self._adaptation_words(points)
             )
             self.filter_scores()
 
         return fn, done
 
-    def _lowered(self, points) -> str:
+    def _adaptation_words(self, points) -> str:
         """Status words for what the card's per-image rules changed for this image ('' when nothing)."""
         card = self.model_card()
         t, t0 = points.threshold, ((card.params if card else None) or {}).get("threshold")

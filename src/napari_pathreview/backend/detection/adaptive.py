@@ -29,10 +29,10 @@ class AdaptiveThreshold:
     image is decoded at before the rule picks.
     """
 
-    floor: float = 0.4
+    floor: float = 0.5
     free_share: float = 0.2
     slope: float = 1.0
-    lowest: float = 0.3
+    lowest: float = 0.35
     min_peaks: int = 50
 
     def unsure(self, scores: np.ndarray, t0: float) -> float:
@@ -65,11 +65,21 @@ class BatchNormAdaptation:
     max_tiles: int = 64
 
 
-def build_bn_adaptation(spec) -> BatchNormAdaptation | None:
-    """A card's ``params["adapt_bn"]`` (a dict of the fields above, or None / {}: off) -> the rule."""
+def _build(cls, spec):
+    """A card's rule (a dict of ``cls``'s fields, or None / {} / False: off) -> ``cls`` or None."""
     if not spec:
         return None
-    return spec if isinstance(spec, BatchNormAdaptation) else BatchNormAdaptation(**spec)
+    return spec if isinstance(spec, cls) else cls(**spec)
+
+
+def build_adaptive(spec) -> AdaptiveThreshold | None:
+    """A card's ``params["adaptive"]`` -> the threshold rule, or None (off)."""
+    return _build(AdaptiveThreshold, spec)
+
+
+def build_bn_adaptation(spec) -> BatchNormAdaptation | None:
+    """A card's ``params["adapt_bn"]`` -> the batch-norm rule, or None (off)."""
+    return _build(BatchNormAdaptation, spec)
 
 
 def bn_adapted(model, run, mix: float):
@@ -94,10 +104,3 @@ def bn_adapted(model, run, mix: float):
         b.running_mean.mul_(mix).add_((1 - mix) * mean)
         b.running_var.mul_(mix).add_((1 - mix) * var)
     return m.eval()
-
-
-def build_adaptive(spec) -> AdaptiveThreshold | None:
-    """A card's ``params["adaptive"]`` (a dict of the fields above, or None / {} / False: off) -> the rule."""
-    if not spec:
-        return None
-    return spec if isinstance(spec, AdaptiveThreshold) else AdaptiveThreshold(**spec)

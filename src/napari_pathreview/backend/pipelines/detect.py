@@ -21,8 +21,8 @@ from .views import points_on_slide, region_view, view_key
 class DetectOptions:
     """How to detect. ``weights``: detector name or path (None: shipped). ``mpp``: the input's microns
     per pixel when the file does not say. ``threshold`` / ``min_distance_um`` / ``tta``: decoding
-    overrides (None: the card's, with its per-image threshold rule if it has one; a threshold given is
-    fixed; tta averages the 8 rotations / flips of every tile, 8x slower).
+    overrides (None: the card's, with its per-image rules if it has them; a threshold given is fixed and
+    turns them off; tta averages the 8 rotations / flips of every tile, 8x slower).
     ``precision``: fp32 / bf16 / fp16 / auto for the network (decoding stays float32). ``level``: the
     pyramid level to read (None: the coarsest at least as fine as the model's). ``region``: (x, y, w, h)
     in level-0 pixels (or ``"X,Y,W,H"``): only the cells inside it, read with 64 µm of context around it
